@@ -1,0 +1,30 @@
+//! `pufa-core`: the model that the Pufa Sync server and client SDK share.
+//!
+//! Pure and total: no IO, no async, no clocks. Callers pass in "now" and the
+//! org tree; everything here is a function of its arguments.
+//!
+//! - [`wire`]: the JSON of `sync-protocol-v1.md`.
+//! - [`schema`]: record kinds and field rules.
+//! - [`hlc`]: hybrid logical clocks.
+//! - [`merge`]: judging mutations, last-writer-wins merge, conflicts, checksums.
+//! - [`org`]: the org-unit tree and scopes.
+//! - [`totals`]: per-unit aggregates and the totals they answer.
+//! - [`date`]: calendar days.
+//!
+//! ```
+//! use pufa_core::{hlc::HlcClock, schema::{check_field, Kind, Today}, date::Date};
+//! let today = Today(Date::parse("2020-07-01").unwrap());
+//! assert!(check_field(Kind::Lecture, "attendees", &serde_json::json!(87), today).is_ok());
+//! assert!(check_field(Kind::Lecture, "attendees", &serde_json::json!(87.0), today).is_err());
+//! let mut clock = HlcClock::default();
+//! let a = clock.next(1_000, uuid::Uuid::nil());
+//! assert!(clock.next(999, uuid::Uuid::nil()) > a);
+//! ```
+
+pub mod date;
+pub mod hlc;
+pub mod merge;
+pub mod org;
+pub mod schema;
+pub mod totals;
+pub mod wire;

@@ -1,0 +1,485 @@
+//! Per-unit aggregates kept alongside the records, and the totals,
+//! coverage and checksum figures computed from them (contract §7).
+//!
+//! Every record write passes its before and after state through
+//! [`Aggregates::apply`], in the same atomic store write, so totals never
+//! scan records. Figures are kept per *direct* unit and summed over a
+//! subtree at query time, which keeps them right when units are re-parented.
+//! Stores persist the entries named by [`Aggregates::take_dirty`].
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use crate::date::Date;
+use crate::merge::{record_digest, RecordState};
+use crate::org::OrgTree;
+use crate::schema::{as_integer, Kind};
+use crate::wire::{ChildTotals, CornerTotals, LectureTotals, OrgRef, SiteTotals, TotalsResponse};
+
+/// A demonstration site's level, as an index into [`crate::schema::SITE_LEVELS`].
+pub type LevelIx = u8;
+
+/// Scalar figures of one unit (records whose *current* unit it is).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitAgg {
+    /// Records in the unit, deleted ones included (checksum `count`).
+    pub records: u64,
+    /// XOR of their checksum terms.
+    pub xor: u64,
+    pub corners_active: u64,
+    pub conflicts_open: u64,
+    /// Awarded demonstration sites by `(year, level)`.
+    pub sites: BTreeMap<(i32, LevelIx), u64>,
+}
+
+/// `(lectures, attendees)` of not-deleted lectures.
+pub type LectureSum = (u64, u64);
+
+/// One persisted aggregate entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AggKey {
+    Unit(String),
+    Day(String, i32),
+    EverMax(String),
+}
+
+/// The value stored under an [`AggKey`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AggValue {
+    Unit(UnitAgg),
+    Day(LectureSum),
+    EverMax(u64),
+}
+
+/// All aggregates of a store.
+#[derive(Clone, Debug, Default)]
+pub struct Aggregates {
+    units: HashMap<String, UnitAgg>,
+    days: HashMap<String, BTreeMap<i32, LectureSum>>,
+    months: HashMap<String, BTreeMap<i32, LectureSum>>,
+    /// Highest seq of any record whose `ever` holds the unit: the checksum
+    /// `seq` of a caller scoped there.
+    ever_max: HashMap<String, u64>,
+    /// Highest seq of any record, count and XOR of all: an admin's checksum.
+    all_max: u64,
+    all_count: u64,
+    all_xor: u64,
+    dirty: BTreeSet<AggKey>,
+}
+
+/// What one record state adds to the aggregates.
+struct Contribution<'a> {
+    unit: &'a str,
+    digest: u64,
+    conflicts: u64,
+    lecture: Option<(i32, u64)>,
+    corner_active: bool,
+    site: Option<(i32, LevelIx)>,
+}
+
+fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
+    let unit = r.org_unit()?;
+    let live = !r.is_deleted();
+    let str_of = |f: &str| r.value(f).and_then(|v| v.as_str());
+    let lecture = (live && r.kind == Kind::Lecture)
+        .then(|| {
+            let day = str_of("held_on").and_then(Date::parse)?;
+            let attendees = r
+                .value("attendees")
+                .and_then(as_integer)
+                .unwrap_or(0)
+                .max(0) as u64;
+            Some((day.0, attendees))
+        })
+        .flatten();
+    let corner_active = live && r.kind == Kind::LibraryCorner && str_of("status") == Some("active");
+    let site = (live && r.kind == Kind::DemoSite && str_of("status") == Some("awarded"))
+        .then(|| {
+            let year = r.value("year").and_then(as_integer)? as i32;
+            let level = crate::schema::SITE_LEVELS
+                .iter()
+                .position(|l| Some(*l) == str_of("level"))? as LevelIx;
+            Some((year, level))
+        })
+        .flatten();
+    Some(Contribution {
+        unit,
+        digest: record_digest(r.id, r.seq),
+        conflicts: u64::from(r.open_conflicts),
+        lecture,
+        corner_active,
+        site,
+    })
+}
+
+fn add(sum: &mut LectureSum, d: (u64, u64), sign: i8) {
+    if sign > 0 {
+        sum.0 += d.0;
+        sum.1 += d.1;
+    } else {
+        sum.0 = sum.0.saturating_sub(d.0);
+        sum.1 = sum.1.saturating_sub(d.1);
+    }
+}
+
+fn first_day_of_month(mi: i32) -> Date {
+    Date::from_ymd(mi.div_euclid(12), mi.rem_euclid(12) as u32 + 1, 1).unwrap_or(Date(i32::MAX))
+}
+
+impl Aggregates {
+    /// Accounts for one record changing from `before` to `after`.
+    pub fn apply(&mut self, before: Option<&RecordState>, after: &RecordState) {
+        if let Some(b) = before.and_then(contribution) {
+            self.account(&b, -1);
+            self.all_count -= 1;
+            self.all_xor ^= b.digest;
+        }
+        if let Some(a) = contribution(after) {
+            self.account(&a, 1);
+            self.all_count += 1;
+            self.all_xor ^= a.digest;
+        }
+        self.all_max = self.all_max.max(after.seq);
+        for code in &after.ever {
+            let m = self.ever_max.entry(code.clone()).or_default();
+            if after.seq > *m {
+                *m = after.seq;
+                self.dirty.insert(AggKey::EverMax(code.clone()));
+            }
+        }
+    }
+
+    fn account(&mut self, c: &Contribution<'_>, sign: i8) {
+        let unit = self.units.entry(c.unit.to_string()).or_default();
+        let step = |v: &mut u64, n: u64| {
+            *v = if sign > 0 {
+                *v + n
+            } else {
+                v.saturating_sub(n)
+            };
+        };
+        step(&mut unit.records, 1);
+        unit.xor ^= c.digest;
+        step(&mut unit.conflicts_open, c.conflicts);
+        if c.corner_active {
+            step(&mut unit.corners_active, 1);
+        }
+        if let Some(key) = c.site {
+            let n = unit.sites.entry(key).or_default();
+            step(n, 1);
+            if *n == 0 {
+                unit.sites.remove(&key);
+            }
+        }
+        self.dirty.insert(AggKey::Unit(c.unit.to_string()));
+        if let Some((day, attendees)) = c.lecture {
+            let days = self.days.entry(c.unit.to_string()).or_default();
+            let d = days.entry(day).or_default();
+            add(d, (1, attendees), sign);
+            if d.0 == 0 {
+                days.remove(&day);
+            }
+            let month = Date(day).month_index();
+            let months = self.months.entry(c.unit.to_string()).or_default();
+            let m = months.entry(month).or_default();
+            add(m, (1, attendees), sign);
+            if m.0 == 0 {
+                months.remove(&month);
+            }
+            self.dirty.insert(AggKey::Day(c.unit.to_string(), day));
+        }
+    }
+
+    /// The entries changed since the last call, with their current values
+    /// (`Day` with `(0, 0)` means the entry may be removed).
+    pub fn take_dirty(&mut self) -> Vec<(AggKey, AggValue)> {
+        std::mem::take(&mut self.dirty)
+            .into_iter()
+            .map(|k| {
+                let v = match &k {
+                    AggKey::Unit(u) => {
+                        AggValue::Unit(self.units.get(u).cloned().unwrap_or_default())
+                    }
+                    AggKey::Day(u, d) => AggValue::Day(
+                        self.days
+                            .get(u)
+                            .and_then(|m| m.get(d))
+                            .copied()
+                            .unwrap_or_default(),
+                    ),
+                    AggKey::EverMax(u) => {
+                        AggValue::EverMax(self.ever_max.get(u).copied().unwrap_or_default())
+                    }
+                };
+                (k, v)
+            })
+            .collect()
+    }
+
+    /// Rebuilds from persisted entries (at start-up).
+    pub fn load(&mut self, key: AggKey, value: AggValue) {
+        match (key, value) {
+            (AggKey::Unit(u), AggValue::Unit(agg)) => {
+                self.all_count += agg.records;
+                self.all_xor ^= agg.xor;
+                self.units.insert(u, agg);
+            }
+            (AggKey::Day(u, d), AggValue::Day(sum)) if sum.0 > 0 => {
+                self.days.entry(u.clone()).or_default().insert(d, sum);
+                add(
+                    self.months
+                        .entry(u)
+                        .or_default()
+                        .entry(Date(d).month_index())
+                        .or_default(),
+                    sum,
+                    1,
+                );
+            }
+            (AggKey::EverMax(u), AggValue::EverMax(m)) => {
+                self.all_max = self.all_max.max(m);
+                self.ever_max.insert(u, m);
+            }
+            _ => {}
+        }
+    }
+
+    /// Notes the highest record seq (a store whose records all lie outside
+    /// any unit's `ever` still knows it).
+    pub fn note_max_seq(&mut self, seq: u64) {
+        self.all_max = self.all_max.max(seq);
+    }
+
+    pub fn unit(&self, code: &str) -> Option<&UnitAgg> {
+        self.units.get(code)
+    }
+
+    /// `(seq, count, xor)` for an admin (everything).
+    pub fn checksum_all(&self) -> (u64, u64, u64) {
+        (self.all_max, self.all_count, self.all_xor)
+    }
+
+    /// `(seq, count, xor)` for a caller scoped at `root`.
+    pub fn checksum_scope(&self, tree: &OrgTree, root: &str) -> (u64, u64, u64) {
+        let (mut count, mut xor) = (0, 0);
+        for u in tree.subtree(root) {
+            if let Some(a) = self.units.get(&u.code) {
+                count += a.records;
+                xor ^= a.xor;
+            }
+        }
+        (self.ever_max.get(root).copied().unwrap_or(0), count, xor)
+    }
+
+    /// Lectures of one unit with `held_on` in `[from, to]` (open where `None`).
+    pub fn lectures(&self, unit: &str, from: Option<Date>, to: Option<Date>) -> LectureSum {
+        let mut sum = (0, 0);
+        let (Some(days), Some(months)) = (self.days.get(unit), self.months.get(unit)) else {
+            return sum;
+        };
+        let lo = from.unwrap_or(Date(i32::MIN));
+        let hi = to.unwrap_or(Date(i32::MAX));
+        if lo > hi {
+            return sum;
+        }
+        // Whole months inside the range come from month buckets; the ragged
+        // ends from day buckets.
+        let first_full = match from {
+            None => i32::MIN,
+            Some(f) if f.ymd().2 == 1 => f.month_index(),
+            Some(f) => f.month_index() + 1,
+        };
+        let last_full = match to {
+            None => i32::MAX,
+            Some(t) if t.add_days(1).ymd().2 == 1 => t.month_index(),
+            Some(t) => t.month_index() - 1,
+        };
+        if first_full > last_full {
+            for (_, s) in days.range(lo.0..=hi.0) {
+                add(&mut sum, *s, 1);
+            }
+            return sum;
+        }
+        for (_, s) in months.range(first_full..=last_full) {
+            add(&mut sum, *s, 1);
+        }
+        if from.is_some() {
+            for (_, s) in days.range(lo.0..first_day_of_month(first_full).0) {
+                add(&mut sum, *s, 1);
+            }
+        }
+        if to.is_some() {
+            let tail = first_day_of_month(last_full + 1);
+            if tail <= hi {
+                for (_, s) in days.range(tail.0..=hi.0) {
+                    add(&mut sum, *s, 1);
+                }
+            }
+        }
+        sum
+    }
+}
+
+/// The figures of one subtree.
+#[derive(Clone, Debug, Default, PartialEq)]
+struct Figures {
+    lectures: LectureTotals,
+    corners: CornerTotals,
+    sites: SiteTotals,
+    conflicts_open: u64,
+}
+
+impl Figures {
+    fn absorb(&mut self, o: &Figures) {
+        self.lectures.count += o.lectures.count;
+        self.lectures.attendees += o.lectures.attendees;
+        self.lectures.units_covered += o.lectures.units_covered;
+        self.corners.active += o.corners.active;
+        self.corners.units_covered += o.corners.units_covered;
+        self.corners.units_total += o.corners.units_total;
+        self.sites.national += o.sites.national;
+        self.sites.provincial += o.sites.provincial;
+        self.sites.municipal += o.sites.municipal;
+        self.sites.district += o.sites.district;
+        self.conflicts_open += o.conflicts_open;
+    }
+
+    fn finish(mut self) -> Figures {
+        self.corners.coverage = if self.corners.units_total == 0 {
+            0.0
+        } else {
+            // Four decimals, as in the contract's example (0.9833).
+            (self.corners.units_covered as f64 / self.corners.units_total as f64 * 10_000.0).round()
+                / 10_000.0
+        };
+        self
+    }
+}
+
+/// Totals for the subtree of `org` (which must exist in `tree`), lectures in
+/// `[from, to]`, demonstration sites in the years of that range.
+pub fn totals(
+    tree: &OrgTree,
+    agg: &Aggregates,
+    org: &str,
+    from: Option<Date>,
+    to: Option<Date>,
+) -> Option<TotalsResponse> {
+    let unit = tree.get(org)?;
+    let years = from.map_or(i32::MIN, Date::year)..=to.map_or(i32::MAX, Date::year);
+    let own = |code: &str| -> Figures {
+        let mut f = Figures::default();
+        let grassroots = tree.get(code).is_some_and(|u| u.unit_type.is_grassroots());
+        let (count, attendees) = agg.lectures(code, from, to);
+        f.lectures.count = count;
+        f.lectures.attendees = attendees;
+        f.lectures.units_covered = u64::from(grassroots && count > 0);
+        f.corners.units_total = u64::from(grassroots);
+        if let Some(a) = agg.unit(code) {
+            f.corners.active = a.corners_active;
+            f.corners.units_covered = u64::from(grassroots && a.corners_active > 0);
+            f.conflicts_open = a.conflicts_open;
+            for (&(year, level), &n) in &a.sites {
+                if years.contains(&year) {
+                    match level {
+                        0 => f.sites.national += n,
+                        1 => f.sites.provincial += n,
+                        2 => f.sites.municipal += n,
+                        _ => f.sites.district += n,
+                    }
+                }
+            }
+        }
+        f
+    };
+    let subtree_figures = |code: &str| -> Figures {
+        let mut f = Figures::default();
+        for u in tree.subtree(code) {
+            f.absorb(&own(&u.code));
+        }
+        f.finish()
+    };
+    let mut top = own(org);
+    let mut children = Vec::new();
+    for child in tree.children(org) {
+        let f = subtree_figures(child);
+        top.absorb(&f);
+        let u = tree.get(child)?;
+        children.push(ChildTotals {
+            org: OrgRef {
+                code: u.code.clone(),
+                name: u.name.clone(),
+            },
+            lectures: f.lectures,
+            library_corners: f.corners,
+            demo_sites: f.sites,
+            conflicts_open: f.conflicts_open,
+        });
+    }
+    let top = top.finish();
+    Some(TotalsResponse {
+        org: OrgRef {
+            code: unit.code.clone(),
+            name: unit.name.clone(),
+        },
+        from: from.map(|d| d.to_string()),
+        to: to.map(|d| d.to_string()),
+        lectures: top.lectures,
+        library_corners: top.corners,
+        demo_sites: top.sites,
+        conflicts_open: top.conflicts_open,
+        children,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lecture_ranges_match_a_day_by_day_sum() {
+        let mut agg = Aggregates::default();
+        let start = Date::parse("2019-11-20").unwrap();
+        let mut all = Vec::new();
+        for i in 0..500 {
+            let day = start.add_days(i * 7 % 430);
+            all.push((day, (i % 50) as u64));
+            let d = agg
+                .days
+                .entry("u".into())
+                .or_default()
+                .entry(day.0)
+                .or_default();
+            add(d, (1, (i % 50) as u64), 1);
+            add(
+                agg.months
+                    .entry("u".into())
+                    .or_default()
+                    .entry(day.month_index())
+                    .or_default(),
+                (1, (i % 50) as u64),
+                1,
+            );
+        }
+        let bounds = [
+            None,
+            Some("2019-11-01"),
+            Some("2019-12-31"),
+            Some("2020-01-01"),
+            Some("2020-02-29"),
+            Some("2020-03-15"),
+            Some("2021-01-31"),
+        ];
+        for from in bounds {
+            for to in bounds {
+                let (f, t) = (from.and_then(Date::parse), to.and_then(Date::parse));
+                let expect = all
+                    .iter()
+                    .filter(|(d, _)| f.is_none_or(|f| *d >= f) && t.is_none_or(|t| *d <= t))
+                    .fold((0, 0), |acc, (_, a)| (acc.0 + 1, acc.1 + a));
+                assert_eq!(agg.lectures("u", f, t), expect, "{from:?}..{to:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,436 @@
+//! The JSON of `sync-protocol-v1.md`: every type here is a compatibility
+//! promise. Server and SDK both use these; nothing else in the workspace
+//! derives `Serialize` for the wire.
+//!
+//! Shapes are strict where the contract is (an `hlc` without `c`, a
+//! fractional `base_seq`, `delete: null` are `bad_json`) and tolerant of
+//! unknown keys, so that later versions may add fields.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use crate::hlc::Hlc;
+
+/// Most mutations one push may carry (`batch_too_large` above it).
+pub const PUSH_MUTATIONS_MAX: usize = 1000;
+/// Default page size of a pull, in entries.
+pub const PULL_LIMIT_DEFAULT: usize = 500;
+/// Largest page size of a pull, in entries; larger requests are clamped.
+pub const PULL_LIMIT_MAX: usize = 5000;
+/// Default and largest `limit` of the conflict, device and rejection lists.
+pub const LIST_LIMIT_DEFAULT: usize = 1000;
+pub const LIST_LIMIT_MAX: usize = 5000;
+
+/// `{"error":{…}}`, the body of every non-2xx response.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+/// An error: a request's, or a rejected mutation's.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorObject {
+    pub code: String,
+    pub message: String,
+    pub field: Option<String>,
+}
+
+/// `GET /v1/health`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+/// A token's role (§3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Field,
+    Coordinator,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Field => "field",
+            Role::Coordinator => "coordinator",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// `POST /v1/admin/tokens` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenRequest {
+    pub role: Role,
+    #[serde(default)]
+    pub org_unit: Option<String>,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// Re-enrolment: a known device gets a new secret, the old one is revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device_id: Option<Uuid>,
+}
+
+/// `POST /v1/admin/tokens` answer (201). The secret is shown only here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    pub token: String,
+    pub device_id: Uuid,
+    pub role: Role,
+    pub org_unit: Option<String>,
+    pub label: String,
+}
+
+/// `GET /v1/whoami`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct WhoAmI {
+    pub device_id: Uuid,
+    pub role: Role,
+    pub org_unit: Option<String>,
+    pub label: String,
+}
+
+/// The type of an org unit (§4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitType {
+    District,
+    Street,
+    Town,
+    Community,
+    Village,
+}
+
+/// One org unit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrgUnit {
+    pub code: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub unit_type: UnitType,
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// `PUT /v1/admin/org-units` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Upserted {
+    pub upserted: usize,
+}
+
+/// A mutation as pushed (§6). The envelope is judged here; `kind` and `set`
+/// are judged per mutation by [`crate::schema`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Mutation {
+    pub id: Uuid,
+    pub record_id: Uuid,
+    pub kind: String,
+    pub base_seq: u64,
+    pub hlc: Hlc,
+    pub set: Map<String, Value>,
+    #[serde(
+        default,
+        deserialize_with = "strict_bool",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub delete: Option<bool>,
+}
+
+/// `delete` may be absent or a boolean; `null` is the wrong shape.
+fn strict_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
+}
+
+/// The optional health report a device sends with a push.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceReport {
+    #[serde(default)]
+    pub app_version: Option<String>,
+    #[serde(default)]
+    pub outbox_len: Option<u64>,
+    #[serde(default)]
+    pub oldest_pending_ms: Option<u64>,
+    #[serde(default)]
+    pub now_ms: Option<u64>,
+}
+
+/// `POST /v1/sync/push` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushRequest {
+    pub device_id: Uuid,
+    pub mutations: Vec<Mutation>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<DeviceReport>,
+}
+
+/// What became of one mutation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MutationStatus {
+    Applied,
+    Duplicate,
+    Rejected,
+}
+
+/// A conflict as reported in a push result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictReport {
+    pub field: String,
+    pub winner: Value,
+    pub loser: Value,
+}
+
+/// One push result, in the order of the request's mutations.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MutationResult {
+    pub id: Uuid,
+    pub status: MutationStatus,
+    pub seq: Option<u64>,
+    pub restamped: bool,
+    pub error: Option<ErrorObject>,
+    pub conflicts: Vec<ConflictReport>,
+    /// Addition to the contract: the HLC the server stored the mutation with
+    /// (differs from the pushed one when `restamped`). Absent when rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hlc: Option<Hlc>,
+}
+
+/// `POST /v1/sync/push` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PushResponse {
+    pub server_time_ms: u64,
+    pub store_id: Uuid,
+    pub results: Vec<MutationResult>,
+}
+
+/// A record as pulled.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordView {
+    pub id: Uuid,
+    pub kind: String,
+    pub seq: u64,
+    pub deleted: bool,
+    pub fields: Map<String, Value>,
+    pub hlc: Hlc,
+    pub conflicts: u32,
+}
+
+/// A record that left the caller's scope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GoneView {
+    pub id: Uuid,
+    pub seq: u64,
+    pub in_scope: bool,
+}
+
+/// One entry of a pull page.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PullEntry {
+    Record(RecordView),
+    Gone(GoneView),
+}
+
+impl PullEntry {
+    pub fn id(&self) -> Uuid {
+        match self {
+            PullEntry::Record(r) => r.id,
+            PullEntry::Gone(g) => g.id,
+        }
+    }
+
+    pub fn seq(&self) -> u64 {
+        match self {
+            PullEntry::Record(r) => r.seq,
+            PullEntry::Gone(g) => g.seq,
+        }
+    }
+}
+
+/// `GET /v1/sync/pull` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PullResponse {
+    pub records: Vec<PullEntry>,
+    pub next: u64,
+    pub has_more: bool,
+    pub server_time_ms: u64,
+    pub store_id: Uuid,
+}
+
+/// `GET /v1/sync/checksum` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChecksumResponse {
+    pub seq: u64,
+    pub count: u64,
+    pub checksum: String,
+    pub store_id: Uuid,
+}
+
+/// `{"code","name"}` of a unit in totals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrgRef {
+    pub code: String,
+    pub name: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LectureTotals {
+    pub count: u64,
+    pub attendees: u64,
+    pub units_covered: u64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CornerTotals {
+    pub active: u64,
+    pub units_covered: u64,
+    pub units_total: u64,
+    pub coverage: f64,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteTotals {
+    pub national: u64,
+    pub provincial: u64,
+    pub municipal: u64,
+    pub district: u64,
+}
+
+/// Figures of one child unit in a totals answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ChildTotals {
+    pub org: OrgRef,
+    pub lectures: LectureTotals,
+    pub library_corners: CornerTotals,
+    pub demo_sites: SiteTotals,
+    /// Addition: open conflicts in this child's subtree.
+    pub conflicts_open: u64,
+}
+
+/// `GET /v1/totals` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TotalsResponse {
+    pub org: OrgRef,
+    pub from: Option<String>,
+    pub to: Option<String>,
+    pub lectures: LectureTotals,
+    pub library_corners: CornerTotals,
+    pub demo_sites: SiteTotals,
+    pub conflicts_open: u64,
+    pub children: Vec<ChildTotals>,
+}
+
+/// An open conflict (`GET /v1/conflicts`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ConflictView {
+    pub id: Uuid,
+    pub record_id: Uuid,
+    pub field: String,
+    pub winner: Value,
+    pub loser: Value,
+    pub winner_hlc: Hlc,
+    pub loser_hlc: Hlc,
+    pub seq: u64,
+}
+
+/// `POST /v1/conflicts/{id}/resolve` request.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    pub value: Value,
+}
+
+/// A device as listed by `GET /v1/devices`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeviceView {
+    pub device_id: Uuid,
+    pub label: String,
+    pub role: Role,
+    pub org_unit: Option<String>,
+    pub revoked: bool,
+    pub last_push_ms: Option<u64>,
+    pub last_pull_ms: Option<u64>,
+    pub app_version: Option<String>,
+    pub outbox_len: Option<u64>,
+    pub oldest_pending_ms: Option<u64>,
+    pub clock_skew_ms: Option<i64>,
+}
+
+/// A rejected mutation as listed by `GET /v1/rejections`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RejectionView {
+    pub device_id: Uuid,
+    pub received_ms: u64,
+    pub mutation: Value,
+    pub error: ErrorObject,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<PushRequest, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+
+    const DEV: &str = "0192f7a0-0000-7000-8000-000000000001";
+
+    fn push_with(mutation: &str) -> String {
+        format!(r#"{{"device_id":"{DEV}","mutations":[{mutation}]}}"#)
+    }
+
+    fn mutation(extra: &str) -> String {
+        format!(
+            r#"{{"id":"{DEV}","record_id":"{DEV}","kind":"lecture","base_seq":0,"hlc":{{"ms":1,"c":0,"node":"{DEV}"}},"set":{{}}{extra}}}"#
+        )
+    }
+
+    #[test]
+    fn envelope_shape_is_strict() {
+        assert!(parse(&push_with(&mutation(""))).is_ok());
+        assert_eq!(
+            parse(&push_with(&mutation(r#","delete":true"#)))
+                .unwrap()
+                .mutations[0]
+                .delete,
+            Some(true)
+        );
+        for bad in [r#","delete":null"#, r#","delete":"yes""#] {
+            assert!(parse(&push_with(&mutation(bad))).is_err(), "{bad}");
+        }
+        let m = mutation("");
+        for (from, to) in [
+            (r#""base_seq":0"#, r#""base_seq":1.0"#),
+            (r#""base_seq":0"#, r#""base_seq":-1"#),
+            (r#","c":0"#, ""),
+            (r#""c":0"#, r#""c":4294967296"#),
+            (r#""set":{}"#, r#""set":[]"#),
+            (r#""kind":"lecture""#, r#""kind":7"#),
+            (r#""record_id":"0192"#, r#""record_id":"x0192"#),
+        ] {
+            let broken = m.replacen(from, to, 1);
+            assert_ne!(broken, m, "{from}");
+            assert!(parse(&push_with(&broken)).is_err(), "{to}");
+        }
+        assert!(parse(r#"{"device_id":"x","mutations":[]}"#).is_err());
+        assert!(parse(&format!(r#"{{"device_id":"{DEV}","mutations":{{}}}}"#)).is_err());
+    }
+
+    #[test]
+    fn pull_entries_round_trip() {
+        let gone = PullEntry::Gone(GoneView {
+            id: Uuid::nil(),
+            seq: 3,
+            in_scope: false,
+        });
+        let text = serde_json::to_string(&gone).unwrap();
+        assert_eq!(
+            text,
+            r#"{"id":"00000000-0000-0000-0000-000000000000","seq":3,"in_scope":false}"#
+        );
+        assert_eq!(serde_json::from_str::<PullEntry>(&text).unwrap(), gone);
+    }
+}
