@@ -358,7 +358,7 @@ pub fn check_set(kind: Kind, set: &Map<String, Value>, today: Today) -> Result<(
 }
 
 /// The first required field that `fields` lacks (a new record's check).
-pub fn first_missing_required<'a>(kind: Kind, has: impl Fn(&str) -> bool) -> Option<&'static str> {
+pub fn first_missing_required(kind: Kind, has: impl Fn(&str) -> bool) -> Option<&'static str> {
     kind.fields()
         .iter()
         .find(|f| f.required && !has(f.name))

@@ -1,1 +1,259 @@
-pub fn x() {}
+//! `pufa-server`: the Pufa Sync server as a library.
+//!
+//! [`run`] opens the store under a data dir, bootstraps the admin token on
+//! first start, and serves the HTTP API of `sync-protocol-v1.md` on a
+//! listener until `shutdown` resolves; then it drains in-flight requests and
+//! flushes. The binary only parses flags and passes a signal future; tests
+//! pass a oneshot.
+//!
+//! - [`api`]: handlers. [`auth`]: tokens, roles, scopes. [`extract`]:
+//!   extractors with contract errors. [`error`]: `ApiError`.
+//! - [`store`]: the storage trait and its sled implementation.
+//! - [`config`]: configuration, clock and id sources.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod store;
+
+use std::future::Future;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post, put};
+use axum::Router;
+use pufa_core::wire::Role;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::trace::TraceLayer;
+
+pub use config::Config;
+use error::ApiError;
+use store::sled::SledStore;
+use store::{Device, DynStore, StoreError};
+
+/// What every handler gets: cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: DynStore,
+    pub config: Arc<Config>,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("data dir {dir}: {reason}")]
+    DataDir { dir: PathBuf, reason: String },
+    #[error("cannot open the store in {dir}: {source}. Nothing was changed; see docs/operations.md (\"The server refuses to start\")")]
+    Store { dir: PathBuf, source: StoreError },
+    #[error("serving failed: {0}")]
+    Serve(#[from] std::io::Error),
+}
+
+/// The HTTP API.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/health", get(api::health))
+        .route("/v1/whoami", get(api::whoami))
+        .route("/v1/admin/tokens", post(api::issue_token))
+        .route("/v1/admin/tokens/{device_id}", delete(api::revoke_token))
+        .route("/v1/admin/org-units", put(api::put_org_units))
+        .route("/v1/org-units", get(api::org_units))
+        .route("/v1/sync/push", post(api::push))
+        .route("/v1/sync/pull", get(api::pull))
+        .route("/v1/sync/checksum", get(api::checksum))
+        .route("/v1/totals", get(api::totals))
+        .route("/v1/conflicts", get(api::conflicts))
+        .route("/v1/conflicts/{id}/resolve", post(api::resolve))
+        .route("/v1/devices", get(api::devices))
+        .route("/v1/rejections", get(api::rejections))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            request_timeout,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("the handler panicked".into()).into_response()
+        }))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// Bounds every request's time (`--request-timeout-secs`).
+async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
+    let limit = s.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
+    }
+}
+
+/// Checks the data dir, opens the store, and on first start creates the
+/// admin token and writes it to `<data>/admin.token` (§1).
+///
+/// # Errors
+/// [`RunError`] naming the dir and the cause. It never wipes or rewrites
+/// existing data.
+pub async fn open(config: Config) -> Result<AppState, RunError> {
+    let dir = config.data_dir.clone();
+    check_data_dir(&dir)?;
+    let store = SledStore::open(&config).map_err(|source| RunError::Store {
+        dir: dir.clone(),
+        source,
+    })?;
+    let state = AppState {
+        store: Arc::new(store),
+        config: Arc::new(config),
+    };
+    bootstrap_admin(&state).await?;
+    Ok(state)
+}
+
+/// Refuses a dir that holds something other than a Pufa store, so that a
+/// mistyped `--data` never sprinkles sled files into someone's home.
+fn check_data_dir(dir: &Path) -> Result<(), RunError> {
+    let err = |reason: String| RunError::DataDir {
+        dir: dir.to_path_buf(),
+        reason,
+    };
+    match std::fs::read_dir(dir) {
+        Ok(entries) => {
+            for e in entries {
+                let name = e.map_err(|e| err(e.to_string()))?.file_name();
+                let name = name.to_string_lossy();
+                if !matches!(name.as_ref(), "store" | "admin.token") && !name.starts_with('.') {
+                    return Err(err(format!(
+                        "holds {name:?}, which is not part of a Pufa data dir; choose an empty or new directory"
+                    )));
+                }
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))
+        }
+        Err(e) => Err(err(e.to_string())),
+    }
+}
+
+async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
+    let store_err = |source| RunError::Store {
+        dir: state.config.data_dir.clone(),
+        source,
+    };
+    if state.store.admin_bootstrapped().await.map_err(store_err)? {
+        return Ok(());
+    }
+    let path = state.config.admin_token_path();
+    let dir_err = |reason: String| RunError::DataDir {
+        dir: state.config.data_dir.clone(),
+        reason,
+    };
+    // An admin.token without a bootstrapped store means an earlier first
+    // start stopped between writing the file and the store: adopt the file
+    // rather than rewrite it.
+    let secret = match std::fs::read_to_string(&path) {
+        Ok(text) => text.lines().next().unwrap_or("").trim().to_string(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let secret = auth::new_secret(state.config.ids.as_ref());
+            write_secret_file(&path, &secret)
+                .map_err(|e| dir_err(format!("cannot write {}: {e}", path.display())))?;
+            secret
+        }
+        Err(e) => return Err(dir_err(format!("cannot read {}: {e}", path.display()))),
+    };
+    if secret.is_empty() {
+        return Err(dir_err(format!(
+            "{} is empty; remove it to have a new admin token made",
+            path.display()
+        )));
+    }
+    let device = Device {
+        id: state.config.ids.uuid(),
+        role: Role::Admin,
+        org_unit: None,
+        label: "bootstrap admin".into(),
+        revoked: false,
+        token_hash: auth::hash_token(&secret),
+        created_ms: state.config.clock.now_ms(),
+        last_push_ms: None,
+        report: None,
+        report_received_ms: None,
+    };
+    state
+        .store
+        .bootstrap_admin(device)
+        .await
+        .map_err(store_err)?;
+    tracing::info!(path = %path.display(), "created the admin token");
+    Ok(())
+}
+
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(f, "{secret}")?;
+    f.sync_all()?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// Serves `state` on `listener` until `shutdown` resolves, drains in-flight
+/// requests for at most [`config::SHUTDOWN_DRAIN_SECS`], then flushes.
+///
+/// # Errors
+/// IO errors of the listener.
+pub async fn serve(
+    state: AppState,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let store = state.store.clone();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown.await;
+        let _ = stop_tx.send(true);
+    };
+    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let drain_deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(Duration::from_secs(config::SHUTDOWN_DRAIN_SECS)).await;
+    };
+    tokio::select! {
+        r = server => r?,
+        () = drain_deadline => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    }
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "final flush failed");
+    }
+    Ok(())
+}
+
+/// [`open`] then [`serve`].
+///
+/// # Errors
+/// See [`open`] and [`serve`].
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    let state = open(config).await?;
+    tracing::info!(addr = %listener.local_addr()?, store_id = %state.store.store_id(), "pufa-server listening");
+    serve(state, listener, shutdown).await
+}

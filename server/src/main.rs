@@ -1,1 +1,83 @@
-fn main() {}
+//! `pufa-server`: flags, logging, bind, run until SIGINT/SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use pufa_server::config::{self, Config};
+
+/// The Pufa Sync server: field devices push and pull records, coordinators
+/// read totals. Data lives in an embedded sled store under --data.
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Data directory: the store and admin.token.
+    #[arg(long, env = "PUFA_DATA", default_value = "./pufa-data")]
+    data: PathBuf,
+    /// Address to serve HTTP on.
+    #[arg(long, env = "PUFA_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// How far (seconds) a device's clock may run ahead before its edits are re-stamped.
+    #[arg(long, default_value_t = config::MAX_SKEW_SECS_DEFAULT)]
+    max_skew_secs: u64,
+    /// Largest request body, in bytes.
+    #[arg(long, default_value_t = config::BODY_BYTES_MAX_DEFAULT)]
+    max_body_bytes: usize,
+    /// sled page cache, in MiB.
+    #[arg(long, default_value_t = config::CACHE_MB_DEFAULT)]
+    cache_mb: u64,
+    /// Longest a request may run, in seconds.
+    #[arg(long, default_value_t = config::REQUEST_TIMEOUT_SECS_DEFAULT)]
+    request_timeout_secs: u64,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .init();
+    let args = Args::parse();
+    let mut config = Config::new(&args.data);
+    config.max_skew = Duration::from_secs(args.max_skew_secs);
+    config.max_body_bytes = args.max_body_bytes;
+    config.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
+    config.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
+    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("pufa-server: cannot listen on {}: {e}", args.listen);
+            return ExitCode::FAILURE;
+        }
+    };
+    match pufa_server::run(config, listener, shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pufa-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}

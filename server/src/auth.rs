@@ -1,0 +1,148 @@
+//! Tokens, roles and scopes (§3): secrets, their hashes, who may do what,
+//! and how an `org` parameter narrows a caller's scope.
+
+use pufa_core::org::{OrgTree, Scope};
+use pufa_core::schema::{RejectCode, Rejection};
+use pufa_core::wire::{Role, TokenIssued, TokenRequest};
+use sha2::{Digest, Sha256};
+
+use crate::config::IdSource;
+use crate::error::ApiError;
+use crate::store::{Device, TokenHash};
+use crate::AppState;
+
+/// Longest device label, in characters.
+pub const LABEL_CHARS_MAX: usize = 200;
+
+/// What the store keeps of a secret.
+pub fn hash_token(secret: &str) -> TokenHash {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// A new secret: `pufa_` and 64 hex digits (256 random bits).
+pub fn new_secret(ids: &dyn IdSource) -> String {
+    format!("pufa_{}", hex::encode(ids.secret()))
+}
+
+impl Device {
+    /// # Errors
+    /// `forbidden` unless the device is an admin.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin => Ok(()),
+            _ => Err(ApiError::Forbidden("this needs an admin token".into())),
+        }
+    }
+
+    /// # Errors
+    /// `forbidden` for field devices.
+    pub fn require_coordinator(&self) -> Result<(), ApiError> {
+        match self.role {
+            Role::Admin | Role::Coordinator => Ok(()),
+            Role::Field => Err(ApiError::Forbidden(
+                "this needs a coordinator or admin token".into(),
+            )),
+        }
+    }
+}
+
+/// The scope named by an `org` parameter, or the caller's own.
+///
+/// # Errors
+/// `forbidden` for a unit outside the caller's scope, and for a unit that
+/// does not exist unless the caller is an admin (then `not_found`), so a
+/// scoped caller cannot probe the tree (§2).
+pub fn narrow(caller: &Device, tree: &OrgTree, org: Option<&str>) -> Result<Scope, ApiError> {
+    let Some(code) = org else {
+        return Ok(caller.scope());
+    };
+    if !tree.contains(code) {
+        return Err(match caller.role {
+            Role::Admin => ApiError::NotFound(format!("no org unit {code:?}")),
+            _ => ApiError::Forbidden(format!("org unit {code:?} is outside your scope")),
+        });
+    }
+    if !tree.in_scope(code, &caller.scope()) {
+        return Err(ApiError::Forbidden(format!(
+            "org unit {code:?} is outside your scope"
+        )));
+    }
+    Ok(Scope::Unit(code.to_string()))
+}
+
+/// `POST /v1/admin/tokens`: a new device, or a new secret for a known one.
+///
+/// # Errors
+/// `forbidden` for non-admins; `bad_json` for a missing `org_unit` or an
+/// overlong label; `unknown_org_unit`; `not_found` for re-enrolling an
+/// unknown device.
+pub async fn issue_token(
+    state: &AppState,
+    caller: &Device,
+    req: TokenRequest,
+) -> Result<TokenIssued, ApiError> {
+    caller.require_admin()?;
+    let label = req.label.unwrap_or_default();
+    if label.chars().count() > LABEL_CHARS_MAX {
+        return Err(ApiError::BadJson {
+            message: format!("label is longer than {LABEL_CHARS_MAX} characters"),
+            field: Some("label".into()),
+        });
+    }
+    let tree = state.store.org_tree();
+    match (&req.role, &req.org_unit) {
+        (Role::Admin, None) => {}
+        (_, None) => {
+            return Err(ApiError::BadJson {
+                message: "org_unit is required for field and coordinator tokens".into(),
+                field: Some("org_unit".into()),
+            })
+        }
+        (_, Some(code)) if !tree.contains(code) => {
+            return Err(ApiError::Rejected(Rejection::new(
+                RejectCode::UnknownOrgUnit,
+                Some("org_unit"),
+                format!("no org unit {code:?}"),
+            )))
+        }
+        _ => {}
+    }
+    let now = state.config.clock.now_ms();
+    let secret = new_secret(state.config.ids.as_ref());
+    let token_hash = hash_token(&secret);
+    let device = match req.device_id {
+        Some(id) => {
+            let Some(old) = state.store.device(id).await? else {
+                return Err(ApiError::NotFound(format!("no device {id} to re-enrol")));
+            };
+            Device {
+                role: req.role,
+                org_unit: req.org_unit,
+                label,
+                revoked: false,
+                token_hash,
+                ..old
+            }
+        }
+        None => Device {
+            id: state.config.ids.uuid(),
+            role: req.role,
+            org_unit: req.org_unit,
+            label,
+            revoked: false,
+            token_hash,
+            created_ms: now,
+            last_push_ms: None,
+            report: None,
+            report_received_ms: None,
+        },
+    };
+    state.store.put_device(device.clone()).await?;
+    Ok(TokenIssued {
+        token: secret,
+        device_id: device.id,
+        role: device.role,
+        org_unit: device.org_unit,
+        label: device.label,
+    })
+}

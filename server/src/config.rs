@@ -1,0 +1,172 @@
+//! Server configuration, validated once, and the clock and id sources the
+//! server takes from it (so simulations are seeded and deterministic).
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::{RngCore, SeedableRng};
+use uuid::Uuid;
+
+/// Default `--max-skew-secs` (§5).
+pub const MAX_SKEW_SECS_DEFAULT: u64 = 300;
+/// Default `--max-body-bytes` (§2): 8 MiB.
+pub const BODY_BYTES_MAX_DEFAULT: usize = 8 * 1024 * 1024;
+/// Default `--cache-mb`: sled's page cache, in MiB.
+pub const CACHE_MB_DEFAULT: u64 = 64;
+/// Default `--request-timeout-secs`: a request still running after this is
+/// answered with `503 timeout`.
+pub const REQUEST_TIMEOUT_SECS_DEFAULT: u64 = 30;
+/// How long shutdown waits for in-flight requests before it stops waiting.
+pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
+
+/// Wall-clock time in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + 'static {
+    fn now_ms(&self) -> u64;
+}
+
+/// The operating system's clock.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    }
+}
+
+/// A clock that moves only when told to: for tests and simulations.
+#[derive(Debug, Default)]
+pub struct ManualClock(AtomicU64);
+
+impl ManualClock {
+    pub fn new(ms: u64) -> ManualClock {
+        ManualClock(AtomicU64::new(ms))
+    }
+
+    pub fn set(&self, ms: u64) {
+        self.0.store(ms, Ordering::SeqCst);
+    }
+
+    pub fn advance(&self, ms: u64) {
+        self.0.fetch_add(ms, Ordering::SeqCst);
+    }
+}
+
+impl Clock for ManualClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Where new ids and token secrets come from.
+pub trait IdSource: Send + Sync + 'static {
+    /// A new unique id (conflicts, devices, stores).
+    fn uuid(&self) -> Uuid;
+    /// 32 unpredictable bytes for a token secret.
+    fn secret(&self) -> [u8; 32];
+}
+
+/// UUID v7 ids and secrets from the operating system's CSPRNG.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SystemIds;
+
+impl IdSource for SystemIds {
+    fn uuid(&self) -> Uuid {
+        Uuid::now_v7()
+    }
+
+    fn secret(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut b);
+        b
+    }
+}
+
+/// Ids from a seeded generator: the same seed gives the same ids.
+/// For tests and simulations only: its secrets are predictable.
+#[derive(Debug)]
+pub struct SeededIds(Mutex<rand_chacha::ChaCha20Rng>);
+
+impl SeededIds {
+    pub fn new(seed: u64) -> SeededIds {
+        SeededIds(Mutex::new(rand_chacha::ChaCha20Rng::seed_from_u64(seed)))
+    }
+
+    fn fill(&self, b: &mut [u8]) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .fill_bytes(b);
+    }
+}
+
+impl IdSource for SeededIds {
+    fn uuid(&self) -> Uuid {
+        let mut b = [0u8; 16];
+        self.fill(&mut b);
+        uuid::Builder::from_random_bytes(b).into_uuid()
+    }
+
+    fn secret(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        self.fill(&mut b);
+        b
+    }
+}
+
+/// Everything the server needs to run.
+#[derive(Clone)]
+pub struct Config {
+    /// Local files: the sled store under `store/`, and `admin.token`.
+    pub data_dir: PathBuf,
+    /// How far ahead of the server's clock an HLC may be before it is
+    /// re-stamped.
+    pub max_skew: Duration,
+    /// Largest request body accepted, in bytes.
+    pub max_body_bytes: usize,
+    /// sled's page cache, in bytes.
+    pub cache_bytes: u64,
+    pub request_timeout: Duration,
+    pub clock: Arc<dyn Clock>,
+    pub ids: Arc<dyn IdSource>,
+}
+
+impl Config {
+    /// Defaults of the contract for a data dir, with the system clock and ids.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Config {
+        Config {
+            data_dir: data_dir.into(),
+            max_skew: Duration::from_secs(MAX_SKEW_SECS_DEFAULT),
+            max_body_bytes: BODY_BYTES_MAX_DEFAULT,
+            cache_bytes: CACHE_MB_DEFAULT * 1024 * 1024,
+            request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS_DEFAULT),
+            clock: Arc::new(SystemClock),
+            ids: Arc::new(SystemIds),
+        }
+    }
+
+    pub fn admin_token_path(&self) -> PathBuf {
+        self.data_dir.join("admin.token")
+    }
+
+    pub fn store_path(&self) -> PathBuf {
+        self.data_dir.join("store")
+    }
+}
+
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("data_dir", &self.data_dir)
+            .field("max_skew", &self.max_skew)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("cache_bytes", &self.cache_bytes)
+            .field("request_timeout", &self.request_timeout)
+            .finish_non_exhaustive()
+    }
+}

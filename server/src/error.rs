@@ -1,0 +1,133 @@
+//! `ApiError`: the one place that turns failures into status codes and the
+//! contract's `{"error":{"code","message","field"}}` body (§2).
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use pufa_core::schema::Rejection;
+use pufa_core::wire::{ErrorBody, ErrorObject, PUSH_MUTATIONS_MAX};
+
+use crate::store::StoreError;
+
+/// A request that cannot be answered with 2xx.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{message}")]
+    BadJson {
+        message: String,
+        field: Option<String>,
+    },
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("device_id in the body is not this token's device")]
+    DeviceMismatch,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a push carries at most {PUSH_MUTATIONS_MAX} mutations, this one has {0}")]
+    BatchTooLarge(usize),
+    #[error("the request body is over this server's limit (--max-body-bytes, default 8 MiB)")]
+    BodyTooLarge,
+    #[error("{message}")]
+    InvalidQuery {
+        message: String,
+        field: Option<String>,
+    },
+    #[error("{message}")]
+    InvalidOrgTree {
+        message: String,
+        field: Option<String>,
+    },
+    /// A value judged by a field rule (token `org_unit`, a resolution).
+    #[error("{}", .0.message)]
+    Rejected(Rejection),
+    #[error("method not allowed on this path")]
+    MethodNotAllowed,
+    #[error("the request took longer than {0} s")]
+    Timeout(u64),
+    /// Storage cannot take writes now (disk full, IO error): retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn bad_json(message: impl Into<String>) -> ApiError {
+        ApiError::BadJson {
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn invalid_query(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::InvalidQuery {
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+
+    fn parts(&self) -> (StatusCode, &str, Option<&str>) {
+        use ApiError::*;
+        match self {
+            BadJson { field, .. } => (StatusCode::BAD_REQUEST, "bad_json", field.as_deref()),
+            Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
+            Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
+            DeviceMismatch => (StatusCode::FORBIDDEN, "device_mismatch", Some("device_id")),
+            NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            BatchTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "batch_too_large",
+                Some("mutations"),
+            ),
+            BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            InvalidQuery { field, .. } => {
+                (StatusCode::BAD_REQUEST, "invalid_query", field.as_deref())
+            }
+            InvalidOrgTree { field, .. } => (
+                StatusCode::BAD_REQUEST,
+                "invalid_org_tree",
+                field.as_deref(),
+            ),
+            Rejected(r) => (StatusCode::BAD_REQUEST, r.code.as_str(), r.field.as_deref()),
+            MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
+            Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
+            Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, field) = self.parts();
+        if status.is_server_error() {
+            tracing::error!(code, error = %self, "request failed");
+        }
+        let body = ErrorBody {
+            error: ErrorObject {
+                code: code.to_string(),
+                message: self.to_string(),
+                field: field.map(str::to_string),
+            },
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
+            resp.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from_static("1"),
+            );
+        }
+        resp
+    }
+}

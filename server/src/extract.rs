@@ -1,0 +1,127 @@
+//! Request extractors that fail with the contract's error bodies instead of
+//! axum's plain-text rejections.
+
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Query, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::auth;
+use crate::error::ApiError;
+use crate::store::Device;
+use crate::AppState;
+
+/// A JSON body. Read as JSON whatever the `Content-Type` says (§0), so that
+/// a plain `curl -d` works. Over the body limit: `body_too_large`; not JSON
+/// or the wrong shape: `bad_json`, naming where.
+pub struct ApiJson<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
+            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::BodyTooLarge
+            } else {
+                ApiError::bad_json(format!("could not read the body: {e}"))
+            }
+        })?;
+        let de = &mut serde_json::Deserializer::from_slice(&bytes);
+        match serde_path_to_error::deserialize(de) {
+            Ok(v) => Ok(ApiJson(v)),
+            Err(e) => {
+                let path = e.path().to_string();
+                let field = (path != ".").then(|| path.clone());
+                let message = if path == "." {
+                    e.inner().to_string()
+                } else {
+                    format!("{path}: {}", e.inner())
+                };
+                Err(ApiError::BadJson { message, field })
+            }
+        }
+    }
+}
+
+/// The authenticated device behind `Authorization: Bearer <token>`.
+pub struct Caller(pub Device);
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or_else(|| {
+                ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
+            })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
+            })?;
+        match state.store.authenticate(auth::hash_token(token)).await? {
+            Some(d) => Ok(Caller(d)),
+            None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
+        }
+    }
+}
+
+/// Query parameters as text; each endpoint parses its own.
+pub struct Params(pub HashMap<String, String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for Params {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<HashMap<String, String>>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| Params(q))
+            .map_err(|e| ApiError::InvalidQuery {
+                message: format!("malformed query string: {e}"),
+                field: None,
+            })
+    }
+}
+
+impl Params {
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A non-negative integer parameter.
+    ///
+    /// # Errors
+    /// `invalid_query` when present and not a whole number.
+    pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
+        self.get(key)
+            .map(|v| {
+                v.parse::<u64>().map_err(|_| {
+                    ApiError::invalid_query(
+                        key,
+                        format!("{key} must be a whole number ≥ 0, got {v:?}"),
+                    )
+                })
+            })
+            .transpose()
+    }
+
+    /// A `limit`: default when absent, clamped to `max`, `invalid_query`
+    /// for 0 or a non-number.
+    pub fn limit(&self, default: usize, max: usize) -> Result<usize, ApiError> {
+        match self.u64("limit")? {
+            None => Ok(default),
+            Some(0) => Err(ApiError::invalid_query("limit", "limit must be at least 1")),
+            Some(n) => Ok((n.min(max as u64)) as usize),
+        }
+    }
+}

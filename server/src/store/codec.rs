@@ -1,0 +1,212 @@
+//! The sled store's disk format: key layout and value encoding.
+//!
+//! Everything lives in sled's default tree under one-letter prefixes, so that
+//! one `sled::Batch` writes a whole push atomically (sled batches are atomic
+//! within one tree, including across a crash). Integers in keys are
+//! big-endian so that sled's byte order is numeric order.
+//!
+//! | key | value |
+//! | --- | --- |
+//! | `m/<name>` | meta: store id, seq counter, server HLC, rejection counter, format |
+//! | `r/<record id:16>` | [`pufa_core::merge::RecordState`] |
+//! | `s/<seq:8>` | record id: the change feed, one entry per record |
+//! | `u/<unit code>\0<record id:16>` | (empty): records by current unit |
+//! | `a/<device:16><mutation id:16>` | [`Applied`]: idempotency index |
+//! | `c/<conflict id:16>` | [`StoredConflict`] |
+//! | `o/<seq:8><conflict id:16>` | (empty): open conflicts, by seq |
+//! | `j/<n:8>` | [`StoredRejection`] |
+//! | `t/<token hash:32>` | device id |
+//! | `d/<device:16>` | [`super::Device`] |
+//! | `p/<device:16>` | last pull time (u64) |
+//! | `n/<unit code>` | [`pufa_core::wire::OrgUnit`] |
+//! | `g/u<unit code>` / `g/d<unit code>\0<day:4>` / `g/e<unit code>` | aggregates |
+//!
+//! Values are positional MessagePack (rmp-serde) behind one format byte;
+//! encoded types therefore never skip fields.
+
+use pufa_core::hlc::Hlc;
+use pufa_core::merge::Conflict;
+use pufa_core::totals::{AggKey, AggValue, UnitAgg};
+use pufa_core::wire::{ConflictReport, ErrorObject};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::StoreError;
+
+/// The first byte of every value: bump when the encoding changes.
+const VALUE_FORMAT: u8 = 1;
+/// Written to `m/format`; a store with another is refused at open.
+pub const STORE_FORMAT: u64 = 1;
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = vec![VALUE_FORMAT];
+    // Serializing plain data to a Vec cannot fail.
+    rmp_serde::encode::write(&mut out, v).expect("msgpack encoding of store values");
+    out
+}
+
+/// # Errors
+/// [`StoreError::Corrupt`] for bytes this version did not write.
+pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+    match bytes.split_first() {
+        Some((&VALUE_FORMAT, rest)) => rmp_serde::from_slice(rest)
+            .map_err(|e| StoreError::Corrupt(format!("undecodable value: {e}"))),
+        _ => Err(StoreError::Corrupt("value with unknown format byte".into())),
+    }
+}
+
+pub fn u64_of(bytes: &[u8]) -> Result<u64, StoreError> {
+    bytes
+        .try_into()
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt("expected 8 bytes".into()))
+}
+
+pub fn uuid_of(bytes: &[u8]) -> Result<Uuid, StoreError> {
+    Uuid::from_slice(bytes).map_err(|_| StoreError::Corrupt("expected a 16-byte id".into()))
+}
+
+fn key(prefix: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    k.extend_from_slice(prefix);
+    for p in parts {
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+pub const META_STORE_ID: &[u8] = b"m/store_id";
+pub const META_SEQ: &[u8] = b"m/seq";
+pub const META_HLC: &[u8] = b"m/hlc";
+pub const META_REJECTIONS: &[u8] = b"m/rejections";
+pub const META_FORMAT: &[u8] = b"m/format";
+pub const META_ADMIN: &[u8] = b"m/admin";
+
+pub const RECORD: &[u8] = b"r/";
+pub const SEQ: &[u8] = b"s/";
+pub const UNIT_RECORD: &[u8] = b"u/";
+pub const APPLIED: &[u8] = b"a/";
+pub const CONFLICT: &[u8] = b"c/";
+pub const OPEN_CONFLICT: &[u8] = b"o/";
+pub const REJECTION: &[u8] = b"j/";
+pub const TOKEN: &[u8] = b"t/";
+pub const DEVICE: &[u8] = b"d/";
+pub const PULLED: &[u8] = b"p/";
+pub const ORG_UNIT: &[u8] = b"n/";
+pub const AGG: &[u8] = b"g/";
+
+pub fn record_key(id: Uuid) -> Vec<u8> {
+    key(RECORD, &[id.as_bytes()])
+}
+
+pub fn seq_key(seq: u64) -> Vec<u8> {
+    key(SEQ, &[&seq.to_be_bytes()])
+}
+
+pub fn unit_record_prefix(unit: &str) -> Vec<u8> {
+    key(UNIT_RECORD, &[unit.as_bytes(), b"\0"])
+}
+
+pub fn unit_record_key(unit: &str, id: Uuid) -> Vec<u8> {
+    key(UNIT_RECORD, &[unit.as_bytes(), b"\0", id.as_bytes()])
+}
+
+pub fn applied_key(device: Uuid, mutation: Uuid) -> Vec<u8> {
+    key(APPLIED, &[device.as_bytes(), mutation.as_bytes()])
+}
+
+pub fn conflict_key(id: Uuid) -> Vec<u8> {
+    key(CONFLICT, &[id.as_bytes()])
+}
+
+pub fn open_conflict_key(seq: u64, id: Uuid) -> Vec<u8> {
+    key(OPEN_CONFLICT, &[&seq.to_be_bytes(), id.as_bytes()])
+}
+
+pub fn rejection_key(n: u64) -> Vec<u8> {
+    key(REJECTION, &[&n.to_be_bytes()])
+}
+
+pub fn token_key(hash: &[u8; 32]) -> Vec<u8> {
+    key(TOKEN, &[hash])
+}
+
+pub fn device_key(id: Uuid) -> Vec<u8> {
+    key(DEVICE, &[id.as_bytes()])
+}
+
+pub fn pulled_key(id: Uuid) -> Vec<u8> {
+    key(PULLED, &[id.as_bytes()])
+}
+
+pub fn org_unit_key(code: &str) -> Vec<u8> {
+    key(ORG_UNIT, &[code.as_bytes()])
+}
+
+pub fn agg_key(k: &AggKey) -> Vec<u8> {
+    match k {
+        AggKey::Unit(u) => key(AGG, &[b"u", u.as_bytes()]),
+        AggKey::Day(u, d) => key(AGG, &[b"d", u.as_bytes(), b"\0", &d.to_be_bytes()]),
+        AggKey::EverMax(u) => key(AGG, &[b"e", u.as_bytes()]),
+    }
+}
+
+/// `None` for a `Day` entry that fell to zero: delete it.
+pub fn agg_value(v: &AggValue) -> Option<Vec<u8>> {
+    match v {
+        AggValue::Unit(u) => Some(encode(u)),
+        AggValue::Day((0, _)) => None,
+        AggValue::Day(sum) => Some(encode(sum)),
+        AggValue::EverMax(m) => Some(m.to_be_bytes().to_vec()),
+    }
+}
+
+/// Decodes an aggregate entry (key without the `g/` prefix).
+pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> {
+    let bad = || StoreError::Corrupt("malformed aggregate key".into());
+    let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    match k.split_first() {
+        Some((b'u', code)) => Ok((
+            AggKey::Unit(text(code)?),
+            AggValue::Unit(decode::<UnitAgg>(v)?),
+        )),
+        Some((b'e', code)) => Ok((AggKey::EverMax(text(code)?), AggValue::EverMax(u64_of(v)?))),
+        Some((b'd', rest)) if rest.len() > 5 => {
+            let (code, day) = rest.split_at(rest.len() - 5);
+            let day = i32::from_be_bytes(day[1..].try_into().map_err(|_| bad())?);
+            Ok((AggKey::Day(text(code)?, day), AggValue::Day(decode(v)?)))
+        }
+        _ => Err(bad()),
+    }
+}
+
+/// What the idempotency index remembers of an applied mutation: enough to
+/// repeat its first result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Applied {
+    pub content: [u8; 16],
+    pub seq: u64,
+    pub restamped: bool,
+    pub hlc: Hlc,
+    pub conflicts: Vec<ConflictReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredConflict {
+    pub record_id: Uuid,
+    pub conflict: Conflict,
+    /// The record's seq when the conflict was recorded.
+    pub seq: u64,
+    pub open: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StoredRejection {
+    pub device_id: Uuid,
+    pub received_ms: u64,
+    /// The mutation as JSON text (wire types skip absent fields, which a
+    /// positional encoding cannot).
+    pub mutation: String,
+    pub error: ErrorObject,
+}

@@ -1,0 +1,214 @@
+//! The store boundary: one narrow trait of domain operations. Handlers call
+//! these and never see bytes, keys or transactions. `sled` is the embedded
+//! implementation; a PostgreSQL one can sit behind the same trait.
+//!
+//! Judging and merging live in `pufa-core`; a store loads what a mutation
+//! touches, calls core, and writes the result atomically.
+
+pub mod codec;
+pub mod sled;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use pufa_core::date::Date;
+use pufa_core::org::{OrgTree, OrgTreeError, Scope};
+use pufa_core::schema::Rejection;
+use pufa_core::wire::{
+    ConflictView, DeviceReport, DeviceView, Mutation, MutationResult, OrgUnit, PullEntry,
+    RecordView, RejectionView, Role, TotalsResponse,
+};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// SHA-256 of a token secret: the only form in which secrets are stored.
+pub type TokenHash = [u8; 32];
+
+/// Storage failures. Expected outcomes (rejections, conflicts, duplicates)
+/// are values, never these.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The disk cannot take writes now (full, or an IO error): retryable.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Data on disk that this version cannot read.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+impl From<::sled::Error> for StoreError {
+    fn from(e: ::sled::Error) -> StoreError {
+        match e {
+            ::sled::Error::Io(io) => StoreError::Unavailable(io.to_string()),
+            ::sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
+            other => StoreError::Other(other.to_string()),
+        }
+    }
+}
+
+/// A device and its token, as stored.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    pub id: Uuid,
+    pub role: Role,
+    /// `None` only for the bootstrap admin.
+    pub org_unit: Option<String>,
+    pub label: String,
+    pub revoked: bool,
+    pub token_hash: TokenHash,
+    pub created_ms: u64,
+    pub last_push_ms: Option<u64>,
+    pub report: Option<DeviceReport>,
+    /// Server clock when `report.now_ms` arrived.
+    pub report_received_ms: Option<u64>,
+}
+
+impl Device {
+    /// What this device may see: admins everything, others their unit's subtree.
+    pub fn scope(&self) -> Scope {
+        match (&self.role, &self.org_unit) {
+            (Role::Admin, _) | (_, None) => Scope::All,
+            (_, Some(u)) => Scope::Unit(u.clone()),
+        }
+    }
+
+    pub fn view(&self, last_pull_ms: Option<u64>) -> DeviceView {
+        let report = self.report.clone().unwrap_or_default();
+        let clock_skew_ms = match (self.report_received_ms, report.now_ms) {
+            (Some(received), Some(now)) => Some(received as i64 - now as i64),
+            _ => None,
+        };
+        DeviceView {
+            device_id: self.id,
+            label: self.label.clone(),
+            role: self.role,
+            org_unit: self.org_unit.clone(),
+            revoked: self.revoked,
+            last_push_ms: self.last_push_ms,
+            last_pull_ms,
+            app_version: report.app_version,
+            outbox_len: report.outbox_len,
+            oldest_pending_ms: report.oldest_pending_ms,
+            clock_skew_ms,
+        }
+    }
+}
+
+/// One push, already authenticated and shape-checked.
+#[derive(Clone, Debug)]
+pub struct PushInput {
+    pub device: Device,
+    pub mutations: Vec<Mutation>,
+    pub report: Option<DeviceReport>,
+    pub now_ms: u64,
+    pub max_skew_ms: u64,
+}
+
+/// One page of the change feed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PullPage {
+    pub entries: Vec<PullEntry>,
+    pub next: u64,
+    pub has_more: bool,
+}
+
+/// The caller's view for the checksum: `(seq, count, xor)`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScopeChecksum {
+    pub seq: u64,
+    pub count: u64,
+    pub xor: u64,
+}
+
+/// Why a resolution was refused.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ResolveOutcome {
+    Resolved(RecordView),
+    /// Unknown, already closed, or outside the caller's scope.
+    NotFound,
+    Invalid(Rejection),
+}
+
+/// The domain operations every store provides.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Names this store; survives restarts (§7).
+    fn store_id(&self) -> Uuid;
+
+    /// The current org tree (a cheap snapshot).
+    fn org_tree(&self) -> Arc<OrgTree>;
+
+    /// The device whose token hashes to `hash`, if any and not revoked.
+    async fn authenticate(&self, hash: TokenHash) -> Result<Option<Device>, StoreError>;
+
+    async fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError>;
+
+    /// Whether the bootstrap admin exists (§1).
+    async fn admin_bootstrapped(&self) -> Result<bool, StoreError>;
+
+    /// Stores the bootstrap admin device and marks the store bootstrapped.
+    async fn bootstrap_admin(&self, device: Device) -> Result<(), StoreError>;
+
+    /// Creates a device, or re-enrols it (its old token stops working).
+    /// Durable when it returns.
+    async fn put_device(&self, device: Device) -> Result<(), StoreError>;
+
+    /// Revokes a device's token; `false` if there is no such device.
+    async fn revoke_device(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Upserts org units; moves records of re-parented subtrees (§4).
+    async fn upsert_org_units(
+        &self,
+        units: Vec<OrgUnit>,
+    ) -> Result<Result<usize, OrgTreeError>, StoreError>;
+
+    /// Applies a push (§6) and returns one result per mutation, after all of
+    /// it is durable.
+    async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError>;
+
+    /// A page of records in `scope` changed after `since` (§7).
+    async fn pull(&self, scope: Scope, since: u64, limit: usize) -> Result<PullPage, StoreError>;
+
+    /// Remembers when a device last pulled (not an acknowledged write).
+    async fn note_pull(&self, device: Uuid, now_ms: u64) -> Result<(), StoreError>;
+
+    async fn checksum(&self, scope: &Scope) -> Result<ScopeChecksum, StoreError>;
+
+    /// Totals for the subtree of `org` (an existing unit).
+    async fn totals(
+        &self,
+        org: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<Option<TotalsResponse>, StoreError>;
+
+    /// Open conflicts on records in `scope`, newest first.
+    async fn conflicts(&self, scope: Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError>;
+
+    /// Writes a coordinator's decision and closes the conflict.
+    async fn resolve(
+        &self,
+        conflict: Uuid,
+        value: serde_json::Value,
+        by: &Device,
+        now_ms: u64,
+    ) -> Result<ResolveOutcome, StoreError>;
+
+    /// Devices whose scope lies inside `scope`.
+    async fn devices(&self, scope: Scope, limit: usize) -> Result<Vec<DeviceView>, StoreError>;
+
+    /// Rejected mutations from devices inside `scope`, newest first.
+    async fn rejections(
+        &self,
+        scope: Scope,
+        limit: usize,
+    ) -> Result<Vec<RejectionView>, StoreError>;
+
+    /// Makes every acknowledged write durable (shutdown).
+    async fn flush(&self) -> Result<(), StoreError>;
+}
+
+/// The shared handle handlers use.
+pub type DynStore = Arc<dyn Store>;

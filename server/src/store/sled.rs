@@ -1,0 +1,949 @@
+//! The embedded store: one sled tree, one writer at a time, group commit.
+//!
+//! **Writes.** Every write (push, token, org import, resolution) runs under
+//! one writer lock: it reads what it touches, calls `pufa-core` to judge and
+//! merge, stages all effects (records, feed index, idempotency entries,
+//! conflicts, rejections, device health, aggregates, counters) in one
+//! `sled::Batch`, and applies it. A crash therefore never leaves half a
+//! mutation, an index without its record, or aggregates that disagree.
+//!
+//! **Durability.** The writer does not flush. It bumps a write generation
+//! and waits, outside the lock, for the flusher task to make that
+//! generation durable. The flusher runs one `flush_async` for every write
+//! that arrived while the previous flush ran, so concurrent pushes share
+//! fsyncs (group commit) instead of queueing behind each other.
+//!
+//! **Feed visibility.** Because the writer is single and batches commit in
+//! seq order, everything up to `committed_seq` is visible once that counter
+//! is published: a pull never hands out a `next` past a write in flight.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
+
+use async_trait::async_trait;
+use pufa_core::date::Date;
+use pufa_core::hlc::HlcClock;
+use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
+use pufa_core::org::{OrgTree, OrgTreeError, Scope};
+use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
+use pufa_core::totals::{self, Aggregates};
+use pufa_core::wire::{
+    ConflictView, DeviceView, GoneView, MutationResult, MutationStatus, OrgUnit, PullEntry,
+    RejectionView, TotalsResponse,
+};
+use tokio::sync::{watch, Notify};
+use uuid::Uuid;
+
+use super::codec::{self, decode, encode, Applied, StoredConflict, StoredRejection};
+use super::{
+    Device, PullPage, PushInput, ResolveOutcome, ScopeChecksum, Store, StoreError, TokenHash,
+};
+use crate::config::{Config, IdSource};
+
+/// Most feed entries one pull examines (in scope or not) before it answers
+/// with `has_more`, so a narrow scope cannot make one request scan for ever.
+pub const PULL_SCAN_MAX: usize = 100_000;
+/// Most rejections or conflicts one listing examines.
+pub const LIST_SCAN_MAX: usize = 200_000;
+
+/// The sled-backed [`Store`].
+pub struct SledStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: sled::Db,
+    store_id: Uuid,
+    ids: Arc<dyn IdSource>,
+    writer: Mutex<Writer>,
+    committed_seq: AtomicU64,
+    agg: RwLock<Aggregates>,
+    org: RwLock<Arc<OrgTree>>,
+    durability: Arc<Durability>,
+}
+
+/// State only the writer touches; published to disk with every batch.
+struct Writer {
+    seq: u64,
+    hlc: HlcClock,
+    rejections: u64,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Flushed {
+    durable: u64,
+    failed: Option<(u64, String)>,
+}
+
+struct Durability {
+    written: AtomicU64,
+    state: watch::Sender<Flushed>,
+    wake: Notify,
+    closed: AtomicBool,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while staging leaves nothing half-written (the batch is applied
+    // whole or not at all), so the state behind a poisoned lock is sound.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl SledStore {
+    /// Opens (or creates) the store under `config.store_path()`. Must run
+    /// inside a tokio runtime: it starts the flusher task.
+    ///
+    /// # Errors
+    /// sled's error (e.g. corruption), or data written by another format.
+    pub fn open(config: &Config) -> Result<SledStore, StoreError> {
+        let db = sled::Config::new()
+            .path(config.store_path())
+            .cache_capacity(config.cache_bytes)
+            .open()?;
+        let store_id = match db.get(codec::META_STORE_ID)? {
+            Some(v) => codec::uuid_of(&v)?,
+            None => {
+                let id = config.ids.uuid();
+                let mut b = sled::Batch::default();
+                b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+                b.insert(codec::META_STORE_ID, id.as_bytes());
+                db.apply_batch(b)?;
+                db.flush()?;
+                id
+            }
+        };
+        let format = db
+            .get(codec::META_FORMAT)?
+            .map(|v| codec::u64_of(&v))
+            .transpose()?;
+        if format != Some(codec::STORE_FORMAT) {
+            return Err(StoreError::Corrupt(format!(
+                "store format {format:?}, this server reads {}",
+                codec::STORE_FORMAT
+            )));
+        }
+        let seq = db
+            .get(codec::META_SEQ)?
+            .map(|v| codec::u64_of(&v))
+            .transpose()?
+            .unwrap_or(0);
+        let rejections = db
+            .get(codec::META_REJECTIONS)?
+            .map(|v| codec::u64_of(&v))
+            .transpose()?
+            .unwrap_or(0);
+        let hlc = match db.get(codec::META_HLC)? {
+            Some(v) => {
+                let (ms, c): (u64, u32) = decode(&v)?;
+                HlcClock::from_parts(ms, c)
+            }
+            None => HlcClock::default(),
+        };
+        let mut units = Vec::new();
+        for kv in db.scan_prefix(codec::ORG_UNIT) {
+            let (_, v) = kv?;
+            units.push(decode::<OrgUnit>(&v)?);
+        }
+        let agg = load_aggregates(&db, seq)?;
+        let (state, _) = watch::channel(Flushed::default());
+        let durability = Arc::new(Durability {
+            written: AtomicU64::new(0),
+            state,
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+        });
+        let inner = Arc::new(Inner {
+            db,
+            store_id,
+            ids: config.ids.clone(),
+            writer: Mutex::new(Writer {
+                seq,
+                hlc,
+                rejections,
+            }),
+            committed_seq: AtomicU64::new(seq),
+            agg: RwLock::new(agg),
+            org: RwLock::new(Arc::new(OrgTree::from_units(units))),
+            durability: durability.clone(),
+        });
+        tokio::spawn(flusher(Arc::downgrade(&inner), durability));
+        Ok(SledStore { inner })
+    }
+
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&inner))
+            .await
+            .map_err(|e| StoreError::Other(format!("store task failed: {e}")))?
+    }
+
+    /// Runs a write and waits until it is durable.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Inner) -> Result<(T, u64), StoreError> + Send + 'static,
+    {
+        let (value, generation) = self.blocking(f).await?;
+        self.inner.wait_durable(generation).await?;
+        Ok(value)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        self.inner.durability.closed.store(true, Ordering::SeqCst);
+        self.inner.durability.wake.notify_one();
+    }
+}
+
+fn load_aggregates(db: &sled::Db, seq: u64) -> Result<Aggregates, StoreError> {
+    let mut agg = Aggregates::default();
+    for kv in db.scan_prefix(codec::AGG) {
+        let (k, v) = kv?;
+        let (key, value) = codec::decode_agg(&k[codec::AGG.len()..], &v)?;
+        agg.load(key, value);
+    }
+    agg.note_max_seq(seq);
+    Ok(agg)
+}
+
+/// Flushes whenever woken, covering every write made before the flush began.
+/// Holds the store only while flushing, so dropping the store ends it.
+async fn flusher(inner: Weak<Inner>, durability: Arc<Durability>) {
+    loop {
+        durability.wake.notified().await;
+        if durability.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(store) = inner.upgrade() else { return };
+        let target = durability.written.load(Ordering::SeqCst);
+        if durability.state.borrow().durable >= target {
+            continue;
+        }
+        let result = store.db.flush_async().await;
+        drop(store);
+        durability.state.send_modify(|s| match result {
+            Ok(_) => {
+                s.durable = s.durable.max(target);
+                s.failed = None;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "flush failed; acknowledgements are held back");
+                s.failed = Some((target, e.to_string()));
+            }
+        });
+    }
+}
+
+impl Inner {
+    fn tree(&self) -> Arc<OrgTree> {
+        self.org.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    async fn wait_durable(&self, generation: u64) -> Result<(), StoreError> {
+        let mut rx = self.durability.state.subscribe();
+        loop {
+            {
+                let s = rx.borrow_and_update();
+                if s.durable >= generation {
+                    return Ok(());
+                }
+                if let Some((failed, e)) = &s.failed {
+                    if *failed >= generation {
+                        return Err(StoreError::Unavailable(format!(
+                            "could not make the write durable: {e}"
+                        )));
+                    }
+                }
+            }
+            self.durability.wake.notify_one();
+            rx.changed()
+                .await
+                .map_err(|_| StoreError::Other("flusher stopped".into()))?;
+        }
+    }
+
+    fn record(&self, id: Uuid) -> Result<Option<RecordState>, StoreError> {
+        self.db
+            .get(codec::record_key(id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
+        self.db
+            .get(codec::device_key(id))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    fn begin(&self) -> Tx<'_> {
+        let w = lock(&self.writer);
+        Tx {
+            seq: w.seq,
+            hlc: w.hlc,
+            rejections: w.rejections,
+            w,
+            inner: self,
+            batch: sled::Batch::default(),
+            records: HashMap::new(),
+            applied: HashMap::new(),
+            changes: Vec::new(),
+        }
+    }
+
+    fn push(&self, input: PushInput) -> Result<(Vec<MutationResult>, u64), StoreError> {
+        let tree = self.tree();
+        let device = &input.device;
+        let scope = device.scope();
+        let today = Today(Date::from_unix_ms(input.now_ms));
+        let mut tx = self.begin();
+        let mut results = Vec::with_capacity(input.mutations.len());
+        for m in &input.mutations {
+            let content = content_hash(m);
+            let rejected = |r: Rejection| MutationResult {
+                id: m.id,
+                status: MutationStatus::Rejected,
+                seq: None,
+                restamped: false,
+                error: Some(r.to_error()),
+                conflicts: Vec::new(),
+                hlc: None,
+            };
+            if let Some(prev) = tx.applied(device.id, m.id)? {
+                if prev.content == content {
+                    results.push(MutationResult {
+                        id: m.id,
+                        status: MutationStatus::Duplicate,
+                        seq: Some(prev.seq),
+                        restamped: prev.restamped,
+                        error: None,
+                        conflicts: prev.conflicts,
+                        hlc: Some(prev.hlc),
+                    });
+                } else {
+                    let r = Rejection::new(
+                        RejectCode::IdReused,
+                        Some("id"),
+                        "this mutation id was already applied with different content",
+                    );
+                    tx.reject(device.id, input.now_ms, m, &r);
+                    results.push(rejected(r));
+                }
+                continue;
+            }
+            let existing = tx.record(m.record_id)?;
+            let kind = match judge(m, device.id, existing.as_ref(), &tree, &scope, today) {
+                Ok(kind) => kind,
+                Err(r) => {
+                    tx.reject(device.id, input.now_ms, m, &r);
+                    results.push(rejected(r));
+                    continue;
+                }
+            };
+            let restamped = m.hlc.ms > input.now_ms.saturating_add(input.max_skew_ms);
+            let hlc = if restamped {
+                tx.hlc.next(input.now_ms, m.hlc.node)
+            } else {
+                m.hlc
+            };
+            tx.hlc.observe(&hlc);
+            let merged = merge::merge(existing.as_ref(), Write::of(m, kind, hlc), tx.seq + 1);
+            let mut state = merged.state;
+            if merged.changed {
+                tx.seq += 1;
+                state.note_scope(&tree);
+                for c in &merged.conflicts {
+                    let id = self.ids.uuid();
+                    let stored = StoredConflict {
+                        record_id: state.id,
+                        conflict: c.clone(),
+                        seq: state.seq,
+                        open: true,
+                    };
+                    tx.batch.insert(codec::conflict_key(id), encode(&stored));
+                    tx.batch
+                        .insert(codec::open_conflict_key(state.seq, id), &[]);
+                }
+                tx.put_record(existing, state.clone());
+            }
+            let conflicts: Vec<_> = merged
+                .conflicts
+                .iter()
+                .map(merge::Conflict::report)
+                .collect();
+            let applied = Applied {
+                content,
+                seq: state.seq,
+                restamped,
+                hlc,
+                conflicts: conflicts.clone(),
+            };
+            tx.batch
+                .insert(codec::applied_key(device.id, m.id), encode(&applied));
+            tx.applied.insert((device.id, m.id), applied);
+            results.push(MutationResult {
+                id: m.id,
+                status: MutationStatus::Applied,
+                seq: Some(state.seq),
+                restamped,
+                error: None,
+                conflicts,
+                hlc: Some(hlc),
+            });
+        }
+        // Health report and last push time, read fresh under the lock.
+        if let Some(mut d) = self.device(device.id)? {
+            d.last_push_ms = Some(input.now_ms);
+            if let Some(report) = input.report {
+                d.report_received_ms = report.now_ms.map(|_| input.now_ms).or(d.report_received_ms);
+                d.report = Some(report);
+            }
+            tx.batch.insert(codec::device_key(d.id), encode(&d));
+        }
+        let generation = tx.commit(None)?;
+        Ok((results, generation))
+    }
+
+    fn upsert_org_units(
+        &self,
+        units: Vec<OrgUnit>,
+    ) -> Result<(Result<usize, OrgTreeError>, u64), StoreError> {
+        let mut tx = self.begin();
+        let (next, moved) = match self.tree().with_upserts(&units) {
+            Ok(x) => x,
+            Err(e) => return Ok((Err(e), 0)),
+        };
+        for u in &units {
+            tx.batch.insert(codec::org_unit_key(&u.code), encode(u));
+        }
+        // Every record below a re-parented unit changes scope: new seq, and
+        // its `ever` learns the new ancestors (§4).
+        let mut seen = HashSet::new();
+        for code in &moved {
+            for unit in next.subtree(code) {
+                for kv in self.db.scan_prefix(codec::unit_record_prefix(&unit.code)) {
+                    let (k, _) = kv?;
+                    let id = codec::uuid_of(&k[k.len() - 16..])?;
+                    if !seen.insert(id) {
+                        continue;
+                    }
+                    let Some(before) = tx.record(id)? else {
+                        continue;
+                    };
+                    let mut after = before.clone();
+                    after.note_scope(&next);
+                    tx.seq += 1;
+                    after.seq = tx.seq;
+                    tx.put_record(Some(before), after);
+                }
+            }
+        }
+        let n = units.len();
+        let generation = tx.commit(Some(Arc::new(next)))?;
+        Ok((Ok(n), generation))
+    }
+
+    fn resolve(
+        &self,
+        id: Uuid,
+        value: serde_json::Value,
+        by: &Device,
+        now_ms: u64,
+    ) -> Result<(ResolveOutcome, u64), StoreError> {
+        let tree = self.tree();
+        let scope = by.scope();
+        let mut tx = self.begin();
+        let Some(mut stored) = self
+            .db
+            .get(codec::conflict_key(id))?
+            .map(|v| decode::<StoredConflict>(&v))
+            .transpose()?
+        else {
+            return Ok((ResolveOutcome::NotFound, 0));
+        };
+        let Some(before) = tx.record(stored.record_id)? else {
+            return Ok((ResolveOutcome::NotFound, 0));
+        };
+        if !stored.open || !before.org_unit().is_some_and(|u| tree.in_scope(u, &scope)) {
+            return Ok((ResolveOutcome::NotFound, 0));
+        }
+        let field = stored.conflict.field.clone();
+        let invalid = |r| Ok((ResolveOutcome::Invalid(r), 0));
+        if field == DELETED_FIELD {
+            if !value.is_boolean() {
+                return invalid(Rejection::new(
+                    RejectCode::InvalidField,
+                    Some(DELETED_FIELD),
+                    "_deleted takes true or false",
+                ));
+            }
+        } else {
+            if let Err(r) = check_field(
+                before.kind,
+                &field,
+                &value,
+                Today(Date::from_unix_ms(now_ms)),
+            ) {
+                return invalid(r);
+            }
+            if let Some(code) = value.as_str().filter(|_| field == "org_unit") {
+                if !tree.contains(code) {
+                    return invalid(Rejection::new(
+                        RejectCode::UnknownOrgUnit,
+                        Some("org_unit"),
+                        format!("no org unit {code:?}"),
+                    ));
+                }
+                if !tree.in_scope(code, &scope) {
+                    return invalid(Rejection::new(
+                        RejectCode::OutOfScope,
+                        Some("org_unit"),
+                        format!("org unit {code:?} is outside your scope"),
+                    ));
+                }
+            }
+        }
+        // The server's HLC is past every stored HLC, so its next tick beats
+        // everything in the record.
+        let hlc = tx.hlc.next(now_ms, by.id);
+        debug_assert!(hlc > before.hlc());
+        tx.seq += 1;
+        let mut after = merge::resolve(&before, &field, value, hlc, tx.seq);
+        after.note_scope(&tree);
+        tx.batch.remove(codec::open_conflict_key(stored.seq, id));
+        stored.open = false;
+        tx.batch.insert(codec::conflict_key(id), encode(&stored));
+        let view = after.view();
+        tx.put_record(Some(before), after);
+        let generation = tx.commit(None)?;
+        Ok((ResolveOutcome::Resolved(view), generation))
+    }
+
+    fn put_device(&self, device: Device) -> Result<((), u64), StoreError> {
+        let mut tx = self.begin();
+        if let Some(old) = self.device(device.id)? {
+            if old.token_hash != device.token_hash {
+                tx.batch.remove(codec::token_key(&old.token_hash));
+            }
+        }
+        tx.batch
+            .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
+        tx.batch
+            .insert(codec::device_key(device.id), encode(&device));
+        Ok(((), tx.commit(None)?))
+    }
+
+    fn pull(&self, scope: &Scope, since: u64, limit: usize) -> Result<PullPage, StoreError> {
+        let tree = self.tree();
+        // Everything at or below the watermark is fully written (single
+        // writer, batches in seq order); nothing above it may be promised.
+        let watermark = self.committed_seq.load(Ordering::SeqCst);
+        let mut entries = Vec::new();
+        if since >= watermark {
+            return Ok(PullPage {
+                entries,
+                next: since,
+                has_more: false,
+            });
+        }
+        let mut scanned = 0;
+        let mut iter = self
+            .db
+            .range(codec::seq_key(since + 1)..=codec::seq_key(watermark));
+        while let Some(kv) = iter.next() {
+            let (k, v) = kv?;
+            let seq = codec::u64_of(&k[codec::SEQ.len()..])?;
+            scanned += 1;
+            let Some(rec) = self.record(codec::uuid_of(&v)?)? else {
+                continue;
+            };
+            // Moved on to a later seq by a write after we read the index:
+            // it shows up there.
+            if rec.seq == seq {
+                if rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
+                    entries.push(PullEntry::Record(rec.view()));
+                } else if rec.ever_in(scope) {
+                    entries.push(PullEntry::Gone(GoneView {
+                        id: rec.id,
+                        seq,
+                        in_scope: false,
+                    }));
+                }
+            }
+            if entries.len() >= limit || scanned >= PULL_SCAN_MAX {
+                let has_more = iter.next().is_some();
+                return Ok(PullPage {
+                    entries,
+                    next: if has_more { seq } else { watermark },
+                    has_more,
+                });
+            }
+        }
+        Ok(PullPage {
+            entries,
+            next: watermark,
+            has_more: false,
+        })
+    }
+
+    fn conflicts(&self, scope: &Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError> {
+        let tree = self.tree();
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .scan_prefix(codec::OPEN_CONFLICT)
+            .rev()
+            .take(LIST_SCAN_MAX)
+        {
+            let (k, _) = kv?;
+            let id = codec::uuid_of(&k[k.len() - 16..])?;
+            let Some(c) = self
+                .db
+                .get(codec::conflict_key(id))?
+                .map(|v| decode::<StoredConflict>(&v))
+                .transpose()?
+            else {
+                continue;
+            };
+            let Some(rec) = self.record(c.record_id)? else {
+                continue;
+            };
+            if rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
+                out.push(c.conflict.view(id, c.record_id, c.seq));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn device_in(&self, tree: &OrgTree, d: &Device, scope: &Scope) -> bool {
+        match (scope, &d.org_unit) {
+            (Scope::All, _) => true,
+            (Scope::Unit(_), None) => false,
+            (scope, Some(u)) => tree.in_scope(u, scope),
+        }
+    }
+
+    fn devices(&self, scope: &Scope, limit: usize) -> Result<Vec<DeviceView>, StoreError> {
+        let tree = self.tree();
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(codec::DEVICE) {
+            let (_, v) = kv?;
+            let d: Device = decode(&v)?;
+            if self.device_in(&tree, &d, scope) {
+                let pulled = self
+                    .db
+                    .get(codec::pulled_key(d.id))?
+                    .map(|v| codec::u64_of(&v))
+                    .transpose()?;
+                out.push(d.view(pulled));
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn rejections(&self, scope: &Scope, limit: usize) -> Result<Vec<RejectionView>, StoreError> {
+        let tree = self.tree();
+        let mut devices: HashMap<Uuid, bool> = HashMap::new();
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .scan_prefix(codec::REJECTION)
+            .rev()
+            .take(LIST_SCAN_MAX)
+        {
+            let (_, v) = kv?;
+            let r: StoredRejection = decode(&v)?;
+            let visible = match devices.get(&r.device_id) {
+                Some(v) => *v,
+                None => {
+                    let v = self
+                        .device(r.device_id)?
+                        .is_some_and(|d| self.device_in(&tree, &d, scope));
+                    devices.insert(r.device_id, v);
+                    v
+                }
+            };
+            if visible {
+                let mutation = serde_json::from_str(&r.mutation)
+                    .map_err(|e| StoreError::Corrupt(format!("stored rejection: {e}")))?;
+                out.push(RejectionView {
+                    device_id: r.device_id,
+                    received_ms: r.received_ms,
+                    mutation,
+                    error: r.error,
+                });
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One staged write under the writer lock.
+struct Tx<'a> {
+    inner: &'a Inner,
+    w: MutexGuard<'a, Writer>,
+    batch: sled::Batch,
+    seq: u64,
+    hlc: HlcClock,
+    rejections: u64,
+    /// Records touched by this batch, at their latest staged state.
+    records: HashMap<Uuid, RecordState>,
+    applied: HashMap<(Uuid, Uuid), Applied>,
+    /// `(before, after)` of every record write, for the aggregates.
+    changes: Vec<(Option<RecordState>, RecordState)>,
+}
+
+impl Tx<'_> {
+    fn record(&self, id: Uuid) -> Result<Option<RecordState>, StoreError> {
+        match self.records.get(&id) {
+            Some(r) => Ok(Some(r.clone())),
+            None => self.inner.record(id),
+        }
+    }
+
+    fn applied(&self, device: Uuid, mutation: Uuid) -> Result<Option<Applied>, StoreError> {
+        match self.applied.get(&(device, mutation)) {
+            Some(a) => Ok(Some(a.clone())),
+            None => self
+                .inner
+                .db
+                .get(codec::applied_key(device, mutation))?
+                .map(|v| decode(&v))
+                .transpose(),
+        }
+    }
+
+    fn reject(&mut self, device: Uuid, now_ms: u64, m: &pufa_core::wire::Mutation, r: &Rejection) {
+        self.rejections += 1;
+        let stored = StoredRejection {
+            device_id: device,
+            received_ms: now_ms,
+            mutation: serde_json::to_string(m).unwrap_or_default(),
+            error: r.to_error(),
+        };
+        self.batch
+            .insert(codec::rejection_key(self.rejections), encode(&stored));
+    }
+
+    /// Stages a record at its new seq: record, feed entry (one per record),
+    /// unit index.
+    fn put_record(&mut self, before: Option<RecordState>, after: RecordState) {
+        debug_assert!(before.as_ref().is_none_or(|b| b.seq < after.seq));
+        if let Some(b) = &before {
+            self.batch.remove(codec::seq_key(b.seq));
+            if b.org_unit() != after.org_unit() {
+                if let Some(u) = b.org_unit() {
+                    self.batch.remove(codec::unit_record_key(u, b.id));
+                }
+            }
+        }
+        if let Some(u) = after.org_unit() {
+            self.batch.insert(codec::unit_record_key(u, after.id), &[]);
+        }
+        self.batch
+            .insert(codec::seq_key(after.seq), after.id.as_bytes());
+        self.batch
+            .insert(codec::record_key(after.id), encode(&after));
+        self.records.insert(after.id, after.clone());
+        self.changes.push((before, after));
+    }
+
+    /// Applies the batch atomically and publishes counters; returns the
+    /// write generation to wait on for durability.
+    fn commit(mut self, tree: Option<Arc<OrgTree>>) -> Result<u64, StoreError> {
+        let inner = self.inner;
+        {
+            let mut agg = inner.agg.write().unwrap_or_else(|e| e.into_inner());
+            for (before, after) in &self.changes {
+                agg.apply(before.as_ref(), after);
+            }
+            for (k, v) in agg.take_dirty() {
+                match codec::agg_value(&v) {
+                    Some(bytes) => self.batch.insert(codec::agg_key(&k), bytes),
+                    None => self.batch.remove(codec::agg_key(&k)),
+                }
+            }
+        }
+        self.batch.insert(codec::META_SEQ, &self.seq.to_be_bytes());
+        self.batch
+            .insert(codec::META_REJECTIONS, &self.rejections.to_be_bytes());
+        self.batch
+            .insert(codec::META_HLC, encode(&self.hlc.parts()));
+        if let Err(e) = inner.db.apply_batch(std::mem::take(&mut self.batch)) {
+            // The aggregates ran ahead of a write that did not happen:
+            // reload them from what is on disk.
+            if let Ok(agg) = load_aggregates(&inner.db, self.w.seq) {
+                *inner.agg.write().unwrap_or_else(|e| e.into_inner()) = agg;
+            }
+            return Err(e.into());
+        }
+        self.w.seq = self.seq;
+        self.w.hlc = self.hlc;
+        self.w.rejections = self.rejections;
+        if let Some(tree) = tree {
+            *inner.org.write().unwrap_or_else(|e| e.into_inner()) = tree;
+        }
+        inner.committed_seq.store(self.seq, Ordering::SeqCst);
+        Ok(inner.durability.written.fetch_add(1, Ordering::SeqCst) + 1)
+    }
+}
+
+#[async_trait]
+impl Store for SledStore {
+    fn store_id(&self) -> Uuid {
+        self.inner.store_id
+    }
+
+    fn org_tree(&self) -> Arc<OrgTree> {
+        self.inner.tree()
+    }
+
+    async fn authenticate(&self, hash: TokenHash) -> Result<Option<Device>, StoreError> {
+        self.blocking(move |inner| {
+            let Some(id) = inner.db.get(codec::token_key(&hash))? else {
+                return Ok(None);
+            };
+            Ok(inner
+                .device(codec::uuid_of(&id)?)?
+                .filter(|d| !d.revoked && d.token_hash == hash))
+        })
+        .await
+    }
+
+    async fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
+        self.blocking(move |inner| inner.device(id)).await
+    }
+
+    async fn admin_bootstrapped(&self) -> Result<bool, StoreError> {
+        self.blocking(|inner| Ok(inner.db.get(codec::META_ADMIN)?.is_some()))
+            .await
+    }
+
+    async fn bootstrap_admin(&self, device: Device) -> Result<(), StoreError> {
+        self.write(move |inner| {
+            let mut tx = inner.begin();
+            tx.batch.insert(codec::META_ADMIN, device.id.as_bytes());
+            tx.batch
+                .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
+            tx.batch
+                .insert(codec::device_key(device.id), encode(&device));
+            Ok(((), tx.commit(None)?))
+        })
+        .await
+    }
+
+    async fn put_device(&self, device: Device) -> Result<(), StoreError> {
+        self.write(move |inner| inner.put_device(device)).await
+    }
+
+    async fn revoke_device(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.write(move |inner| {
+            let mut tx = inner.begin();
+            let Some(mut d) = inner.device(id)? else {
+                return Ok((false, 0));
+            };
+            tx.batch.remove(codec::token_key(&d.token_hash));
+            d.revoked = true;
+            tx.batch.insert(codec::device_key(id), encode(&d));
+            Ok((true, tx.commit(None)?))
+        })
+        .await
+    }
+
+    async fn upsert_org_units(
+        &self,
+        units: Vec<OrgUnit>,
+    ) -> Result<Result<usize, OrgTreeError>, StoreError> {
+        self.write(move |inner| inner.upsert_org_units(units)).await
+    }
+
+    async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError> {
+        self.write(move |inner| inner.push(input)).await
+    }
+
+    async fn pull(&self, scope: Scope, since: u64, limit: usize) -> Result<PullPage, StoreError> {
+        self.blocking(move |inner| inner.pull(&scope, since, limit))
+            .await
+    }
+
+    async fn note_pull(&self, device: Uuid, now_ms: u64) -> Result<(), StoreError> {
+        self.blocking(move |inner| {
+            inner
+                .db
+                .insert(codec::pulled_key(device), &now_ms.to_be_bytes())?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checksum(&self, scope: &Scope) -> Result<ScopeChecksum, StoreError> {
+        let tree = self.inner.tree();
+        let agg = self.inner.agg.read().unwrap_or_else(|e| e.into_inner());
+        let (seq, count, xor) = match scope {
+            Scope::All => agg.checksum_all(),
+            Scope::Unit(root) => agg.checksum_scope(&tree, root),
+        };
+        Ok(ScopeChecksum { seq, count, xor })
+    }
+
+    async fn totals(
+        &self,
+        org: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> Result<Option<TotalsResponse>, StoreError> {
+        let tree = self.inner.tree();
+        let agg = self.inner.agg.read().unwrap_or_else(|e| e.into_inner());
+        Ok(totals::totals(&tree, &agg, org, from, to))
+    }
+
+    async fn conflicts(&self, scope: Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError> {
+        self.blocking(move |inner| inner.conflicts(&scope, limit))
+            .await
+    }
+
+    async fn resolve(
+        &self,
+        conflict: Uuid,
+        value: serde_json::Value,
+        by: &Device,
+        now_ms: u64,
+    ) -> Result<ResolveOutcome, StoreError> {
+        let by = by.clone();
+        self.write(move |inner| inner.resolve(conflict, value, &by, now_ms))
+            .await
+    }
+
+    async fn devices(&self, scope: Scope, limit: usize) -> Result<Vec<DeviceView>, StoreError> {
+        self.blocking(move |inner| inner.devices(&scope, limit))
+            .await
+    }
+
+    async fn rejections(
+        &self,
+        scope: Scope,
+        limit: usize,
+    ) -> Result<Vec<RejectionView>, StoreError> {
+        self.blocking(move |inner| inner.rejections(&scope, limit))
+            .await
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        self.inner.db.flush_async().await?;
+        Ok(())
+    }
+}
