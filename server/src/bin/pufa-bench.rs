@@ -1,0 +1,377 @@
+//! `pufa-bench`: measures the server as a separate process over loopback.
+//!
+//! Starts the `pufa-server` binary that sits beside this one on a fresh
+//! temp data dir (or targets `--url` with `--admin-token`), then measures:
+//! durable push throughput with 1 and with 4 concurrent pushers, a full
+//! pull, totals latency, the server's peak RSS and disk bytes per record.
+//!
+//! ```text
+//! cargo build --release -p pufa-server
+//! ./target/release/pufa-bench --records 100000 --batch 500
+//! ```
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(about = "Benchmark a Pufa Sync server over loopback")]
+struct Args {
+    /// Lectures pushed in each push phase.
+    #[arg(long, default_value_t = 100_000)]
+    records: u64,
+    /// Mutations per push.
+    #[arg(long, default_value_t = 500)]
+    batch: u64,
+    /// Concurrent pushers of the second push phase.
+    #[arg(long, default_value_t = 4)]
+    pushers: u64,
+    /// Totals requests to time.
+    #[arg(long, default_value_t = 300)]
+    totals_requests: usize,
+    /// Target a running server instead of starting one.
+    #[arg(long)]
+    url: Option<String>,
+    #[arg(long, requires = "url")]
+    admin_token: Option<String>,
+    /// Print one JSON object instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+struct Spawned {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_server() -> Result<(Spawned, String, String)> {
+    let exe = std::env::current_exe()?.with_file_name("pufa-server");
+    if !exe.exists() {
+        bail!(
+            "{} not found: build it with `cargo build --release -p pufa-server`",
+            exe.display()
+        );
+    }
+    let dir = tempfile::tempdir()?;
+    let mut child = Command::new(&exe)
+        .args([
+            "--data",
+            dir.path().to_str().context("utf-8 temp dir")?,
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "warn,pufa_server=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut lines = BufReader::new(child.stdout.take().context("stdout")?).lines();
+    let addr = loop {
+        let line = lines.next().context("server exited before listening")??;
+        if let Some(rest) = line
+            .split("addr=")
+            .nth(1)
+            .filter(|_| line.contains("listening"))
+        {
+            break rest.split_whitespace().next().context("addr")?.to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?
+        .trim()
+        .to_string();
+    Ok((Spawned { child, dir }, format!("http://{addr}"), admin))
+}
+
+fn rss_kib(pid: u32, key: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find(|l| l.starts_with(key))?
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+fn dir_bytes(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p).map_or(0, |rd| {
+        rd.flatten()
+            .map(|e| match e.metadata() {
+                Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+                Ok(m) => m.len(),
+                Err(_) => 0,
+            })
+            .sum()
+    })
+}
+
+async fn send(
+    client: &reqwest::Client,
+    method: reqwest::Method,
+    url: String,
+    token: &str,
+    body: Option<Vec<u8>>,
+) -> Result<Value> {
+    let mut req = client.request(method, url).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.header("content-type", "application/json").body(b);
+    }
+    let resp = req.send().await?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("{status}: {v}");
+    }
+    Ok(v)
+}
+
+const UNITS: usize = 40;
+
+fn org_tree() -> Value {
+    let mut units = vec![json!({"code":"b","name":"基准区","type":"district","parent":null})];
+    for s in 0..4 {
+        units.push(json!({"code": format!("b{s}"), "name": format!("第{s}街道"), "type":"street", "parent":"b"}));
+        for c in 0..UNITS / 4 {
+            units.push(json!({"code": format!("b{s}c{c:02}"), "name": format!("第{s}街道第{c}社区"), "type":"community", "parent": format!("b{s}")}));
+        }
+    }
+    Value::Array(units)
+}
+
+/// A realistic ~400-byte lecture.
+fn lecture(device: Uuid, n: u64) -> Value {
+    let unit = format!("b{}c{:02}", n % 4, (n / 4) % (UNITS as u64 / 4));
+    let day = 1 + n % 28;
+    let month = 1 + (n / 28) % 12;
+    json!({
+        "id": Uuid::now_v7(), "record_id": Uuid::now_v7(), "kind": "lecture", "base_seq": 0,
+        "hlc": {"ms": 1_577_836_800_000 + n, "c": 0, "node": device},
+        "set": {
+            "org_unit": unit, "held_on": format!("2020-{month:02}-{day:02}"),
+            "title": "民法典进社区：婚姻家庭编与继承编解读", "attendees": 20 + n % 180,
+            "topics": ["民法典", "婚姻家庭"], "speaker": "王律师", "venue": "社区活动中心二楼会议室",
+            "audience": "residents", "notes": "居民踊跃提问，现场发放宣传资料一百余份。"
+        }
+    })
+}
+
+struct Phase {
+    records: u64,
+    secs: f64,
+    batch_ms: Vec<f64>,
+}
+
+async fn push_phase(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    pushers: u64,
+    records: u64,
+    batch: u64,
+    offset: u64,
+) -> Result<Phase> {
+    // Devices and bodies are prepared before the clock starts: this measures
+    // the server, not JSON building in the client.
+    let mut work = Vec::new();
+    for p in 0..pushers {
+        let t = send(
+            client,
+            reqwest::Method::POST,
+            format!("{url}/v1/admin/tokens"),
+            admin,
+            Some(serde_json::to_vec(
+                &json!({"role":"field","org_unit":"b","label":format!("bench {offset}-{p}")}),
+            )?),
+        )
+        .await?;
+        let device: Uuid = t["device_id"].as_str().context("device_id")?.parse()?;
+        let token = t["token"].as_str().context("token")?.to_string();
+        let per = records / pushers;
+        let mut bodies = Vec::new();
+        let mut done = 0;
+        while done < per {
+            let n = batch.min(per - done);
+            let muts: Vec<Value> = (0..n)
+                .map(|i| lecture(device, offset + p * per + done + i))
+                .collect();
+            bodies.push(serde_json::to_vec(
+                &json!({"device_id": device, "mutations": muts}),
+            )?);
+            done += n;
+        }
+        work.push((token, bodies));
+    }
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for (token, bodies) in work {
+        let (client, url) = (client.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            for b in bodies {
+                let t0 = Instant::now();
+                let r = send(
+                    &client,
+                    reqwest::Method::POST,
+                    format!("{url}/v1/sync/push"),
+                    &token,
+                    Some(b),
+                )
+                .await?;
+                lat.push(t0.elapsed().as_secs_f64() * 1000.0);
+                if r["results"]
+                    .as_array()
+                    .is_none_or(|rs| rs.iter().any(|x| x["status"] != "applied"))
+                {
+                    bail!("a mutation was not applied: {r}");
+                }
+            }
+            Ok::<_, anyhow::Error>(lat)
+        }));
+    }
+    let mut batch_ms = Vec::new();
+    for t in tasks {
+        batch_ms.extend(t.await??);
+    }
+    Ok(Phase {
+        records: records / pushers * pushers,
+        secs: start.elapsed().as_secs_f64(),
+        batch_ms,
+    })
+}
+
+fn pct(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let spawned;
+    let (url, admin, pid, data_dir): (String, String, Option<u32>, Option<PathBuf>) =
+        match (&args.url, &args.admin_token) {
+            (Some(u), Some(t)) => (u.clone(), t.clone(), None, None),
+            _ => {
+                let (s, u, t) = spawn_server()?;
+                let pid = s.child.id();
+                let dir = s.dir.path().to_path_buf();
+                spawned = s;
+                let _ = &spawned;
+                (u, t, Some(pid), Some(dir))
+            }
+        };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    send(
+        &client,
+        reqwest::Method::PUT,
+        format!("{url}/v1/admin/org-units"),
+        &admin,
+        Some(serde_json::to_vec(&org_tree())?),
+    )
+    .await?;
+
+    let mut one = push_phase(&client, &url, &admin, 1, args.records, args.batch, 0).await?;
+    let mut many = push_phase(
+        &client,
+        &url,
+        &admin,
+        args.pushers,
+        args.records,
+        args.batch,
+        10_000_000,
+    )
+    .await?;
+    let stored = one.records + many.records;
+
+    // A first sync of everything into an empty admin device.
+    let start = Instant::now();
+    let (mut since, mut pulled) = (0u64, 0u64);
+    loop {
+        let page = send(
+            &client,
+            reqwest::Method::GET,
+            format!("{url}/v1/sync/pull?since={since}&limit=5000"),
+            &admin,
+            None,
+        )
+        .await?;
+        pulled += page["records"].as_array().map_or(0, Vec::len) as u64;
+        since = page["next"].as_u64().context("next")?;
+        if page["has_more"] != json!(true) {
+            break;
+        }
+    }
+    let pull_secs = start.elapsed().as_secs_f64();
+    if pulled != stored {
+        bail!("pulled {pulled} records, pushed {stored}");
+    }
+
+    let mut totals_ms = Vec::new();
+    for i in 0..args.totals_requests {
+        let q = if i % 2 == 0 {
+            "from=2020-01-01&to=2020-12-31"
+        } else {
+            "from=2020-03-15&to=2020-09-10"
+        };
+        let t0 = Instant::now();
+        send(
+            &client,
+            reqwest::Method::GET,
+            format!("{url}/v1/totals?{q}"),
+            &admin,
+            None,
+        )
+        .await?;
+        totals_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let rss_peak = pid.and_then(|p| rss_kib(p, "VmHWM:"));
+    let rss_now = pid.and_then(|p| rss_kib(p, "VmRSS:"));
+    let disk = data_dir.as_deref().map(dir_bytes);
+
+    let report = json!({
+        "records_stored": stored,
+        "batch": args.batch,
+        "push_1_pusher_records_per_s": (one.records as f64 / one.secs).round(),
+        "push_n_pushers": args.pushers,
+        "push_n_pushers_records_per_s": (many.records as f64 / many.secs).round(),
+        "push_batch_ms_p50": pct(&mut many.batch_ms, 0.5),
+        "push_batch_ms_p99": pct(&mut many.batch_ms, 0.99),
+        "push_1_batch_ms_p50": pct(&mut one.batch_ms, 0.5),
+        "pull_all_records_per_s": (pulled as f64 / pull_secs).round(),
+        "pull_all_secs": pull_secs,
+        "totals_ms_p50": pct(&mut totals_ms, 0.5),
+        "totals_ms_p99": pct(&mut totals_ms, 0.99),
+        "server_rss_peak_mib": rss_peak.map(|k| k / 1024),
+        "server_rss_now_mib": rss_now.map(|k| k / 1024),
+        "disk_bytes_per_record": disk.map(|d| d / stored.max(1)),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("pufa-bench: {stored} lectures, batches of {}", args.batch);
+        for (k, v) in report.as_object().into_iter().flatten() {
+            println!("  {k:<32} {v}");
+        }
+    }
+    Ok(())
+}
