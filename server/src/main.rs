@@ -13,6 +13,8 @@ use pufa_server::config::{self, Config};
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Data directory: the store and admin.token.
     #[arg(long, env = "PUFA_DATA", default_value = "./pufa-data")]
     data: PathBuf,
@@ -33,9 +35,18 @@ struct Args {
     request_timeout_secs: u64,
 }
 
+#[derive(Debug, clap::Subcommand)]
+enum Cmd {
+    /// Give a store restored from a backup a new store_id, so devices notice
+    /// the restore, pull again from 0 and push what the server lacks. Run it
+    /// with the server stopped, after copying the backup into --data.
+    NewStoreId,
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,tower_http=warn".into()),
@@ -47,6 +58,21 @@ async fn main() -> ExitCode {
     config.max_body_bytes = args.max_body_bytes;
     config.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
     config.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
+    if let Some(Cmd::NewStoreId) = args.command {
+        return match pufa_server::store::sled::SledStore::renew_store_id(&config) {
+            Ok((old, new)) => {
+                println!(
+                    "store_id of {} changed from {old} to {new}",
+                    args.data.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("pufa-server: {}: {e}", args.data.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

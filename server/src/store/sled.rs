@@ -170,6 +170,36 @@ impl SledStore {
         Ok(SledStore { inner })
     }
 
+    /// Gives the store under `config.store_path()` a new `store_id`, for a
+    /// store restored from a backup: devices that see the new id pull again
+    /// from 0 and repair (§7). The server must not be running.
+    ///
+    /// # Errors
+    /// sled's error (e.g. the store is open in a running server), or no store.
+    pub fn renew_store_id(config: &Config) -> Result<(Uuid, Uuid), StoreError> {
+        if !config.store_path().exists() {
+            return Err(StoreError::Other(format!(
+                "no store at {}",
+                config.store_path().display()
+            )));
+        }
+        let db = sled::Config::new()
+            .path(config.store_path())
+            .cache_capacity(config.cache_bytes)
+            .open()?;
+        let old = db
+            .get(codec::META_STORE_ID)?
+            .map(|v| codec::uuid_of(&v))
+            .transpose()?;
+        let Some(old) = old else {
+            return Err(StoreError::Corrupt("the store has no store_id".into()));
+        };
+        let new = config.ids.uuid();
+        db.insert(codec::META_STORE_ID, new.as_bytes())?;
+        db.flush()?;
+        Ok((old, new))
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
