@@ -134,7 +134,7 @@ pub async fn issue_token(
             created_ms: now,
             last_push_ms: None,
             report: None,
-            report_received_ms: None,
+            clock_skew_ms: None,
         },
     };
     state.store.put_device(device.clone()).await?;

@@ -187,7 +187,7 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
         created_ms: state.config.clock.now_ms(),
         last_push_ms: None,
         report: None,
-        report_received_ms: None,
+        clock_skew_ms: None,
     };
     state
         .store

@@ -405,3 +405,95 @@ async fn an_admin_token_file_left_by_an_interrupted_first_start_is_adopted() {
     assert_eq!(who["role"], json!("admin"));
     let _: HashMap<String, Value> = serde_json::from_value(who).unwrap();
 }
+
+/// `clock_skew_ms` comes from the latest report that had a `now_ms`; a later
+/// report without one, or a push without a report, keeps it.
+#[tokio::test]
+async fn clock_skew_survives_reports_without_now_ms() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    let clock = Arc::new(pufa_server::config::ManualClock::new(1_593_561_600_000));
+    config.clock = clock.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = pufa_server::open(config).await.unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(pufa_server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    let s = TestServer {
+        url,
+        admin: std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .into(),
+        stop: Some(tx),
+        task: Some(task),
+    };
+    setup_tree(&s).await;
+    let t = token(&s, "field", "s1").await;
+    let report = |r: Value| json!({"device_id": t.device_id, "mutations": [], "device": r});
+    let skew = || async {
+        let (_, v) = call(
+            reqwest::Method::GET,
+            format!("{}/v1/devices?org=s1", s.url),
+            &s.admin,
+            None,
+        )
+        .await;
+        v[0]["clock_skew_ms"].clone()
+    };
+    let push_url = format!("{}/v1/sync/push", s.url);
+    call(
+        reqwest::Method::POST,
+        push_url.clone(),
+        &t.token,
+        Some(report(json!({"now_ms": 1_593_561_590_000u64}))),
+    )
+    .await;
+    assert_eq!(skew().await, json!(10_000));
+    clock.advance(60_000);
+    call(
+        reqwest::Method::POST,
+        push_url.clone(),
+        &t.token,
+        Some(report(json!({"app_version": "1.2", "outbox_len": 3}))),
+    )
+    .await;
+    assert_eq!(skew().await, json!(10_000));
+    call(
+        reqwest::Method::POST,
+        push_url.clone(),
+        &t.token,
+        Some(json!({"device_id": t.device_id, "mutations": []})),
+    )
+    .await;
+    let (_, v) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/devices?org=s1", s.url),
+        &s.admin,
+        None,
+    )
+    .await;
+    assert_eq!(
+        (
+            v[0]["clock_skew_ms"].clone(),
+            v[0]["app_version"].clone(),
+            v[0]["outbox_len"].clone()
+        ),
+        (json!(10_000), json!("1.2"), json!(3))
+    );
+    call(
+        reqwest::Method::POST,
+        push_url,
+        &t.token,
+        Some(report(json!({"now_ms": 1_593_561_665_000u64}))),
+    )
+    .await;
+    assert_eq!(
+        skew().await,
+        json!(-5_000),
+        "a device clock ahead of the server gives a negative skew"
+    );
+    s.stop().await;
+}

@@ -61,8 +61,9 @@ pub struct Device {
     pub created_ms: u64,
     pub last_push_ms: Option<u64>,
     pub report: Option<DeviceReport>,
-    /// Server clock when `report.now_ms` arrived.
-    pub report_received_ms: Option<u64>,
+    /// The server's clock minus the device's `now_ms`, from the latest
+    /// report that had a `now_ms` (a later report without one keeps it).
+    pub clock_skew_ms: Option<i64>,
 }
 
 impl Device {
@@ -76,10 +77,6 @@ impl Device {
 
     pub fn view(&self, last_pull_ms: Option<u64>) -> DeviceView {
         let report = self.report.clone().unwrap_or_default();
-        let clock_skew_ms = match (self.report_received_ms, report.now_ms) {
-            (Some(received), Some(now)) => Some(received as i64 - now as i64),
-            _ => None,
-        };
         DeviceView {
             device_id: self.id,
             label: self.label.clone(),
@@ -91,7 +88,7 @@ impl Device {
             app_version: report.app_version,
             outbox_len: report.outbox_len,
             oldest_pending_ms: report.oldest_pending_ms,
-            clock_skew_ms,
+            clock_skew_ms: self.clock_skew_ms,
         }
     }
 }

@@ -15,7 +15,10 @@
 //!
 //! **Feed visibility.** Because the writer is single and batches commit in
 //! seq order, everything up to `committed_seq` is visible once that counter
-//! is published: a pull never hands out a `next` past a write in flight.
+//! is published. Pulls go further and stop at `durable_seq`, the committed
+//! seq a finished flush covered: a pull never hands out a `next` past a
+//! write in flight, nor past a write a crash could still take back (whose
+//! seqs the restarted server would hand out again to other records).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -78,6 +81,8 @@ struct Flushed {
 
 struct Durability {
     written: AtomicU64,
+    /// The highest seq known to be on disk: the pull watermark.
+    durable_seq: AtomicU64,
     state: watch::Sender<Flushed>,
     wake: Notify,
     closed: AtomicBool,
@@ -148,6 +153,7 @@ impl SledStore {
         let (state, _) = watch::channel(Flushed::default());
         let durability = Arc::new(Durability {
             written: AtomicU64::new(0),
+            durable_seq: AtomicU64::new(seq),
             state,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
@@ -250,12 +256,21 @@ async fn flusher(inner: Weak<Inner>, durability: Arc<Durability>) {
             return;
         }
         let Some(store) = inner.upgrade() else { return };
+        // Read before flushing: every batch counted here was applied before
+        // the flush began, so the flush covers it. (Commit publishes the seq
+        // before the generation, so the seq read is at least as new.)
         let target = durability.written.load(Ordering::SeqCst);
+        let target_seq = store.committed_seq.load(Ordering::SeqCst);
         if durability.state.borrow().durable >= target {
             continue;
         }
         let result = store.db.flush_async().await;
         drop(store);
+        if result.is_ok() {
+            durability
+                .durable_seq
+                .fetch_max(target_seq, Ordering::SeqCst);
+        }
         durability.state.send_modify(|s| match result {
             Ok(_) => {
                 s.durable = s.durable.max(target);
@@ -430,7 +445,9 @@ impl Inner {
         if let Some(mut d) = self.device(device.id)? {
             d.last_push_ms = Some(input.now_ms);
             if let Some(report) = input.report {
-                d.report_received_ms = report.now_ms.map(|_| input.now_ms).or(d.report_received_ms);
+                if let Some(device_now) = report.now_ms {
+                    d.clock_skew_ms = Some(input.now_ms as i64 - device_now as i64);
+                }
                 d.report = Some(report);
             }
             tx.batch.insert(codec::device_key(d.id), encode(&d));
@@ -570,9 +587,10 @@ impl Inner {
 
     fn pull(&self, scope: &Scope, since: u64, limit: usize) -> Result<PullPage, StoreError> {
         let tree = self.tree();
-        // Everything at or below the watermark is fully written (single
-        // writer, batches in seq order); nothing above it may be promised.
-        let watermark = self.committed_seq.load(Ordering::SeqCst);
+        // Everything at or below the watermark is written and flushed
+        // (single writer, batches in seq order, then a flush); nothing above
+        // it may be promised.
+        let watermark = self.durability.durable_seq.load(Ordering::SeqCst);
         let mut entries = Vec::new();
         if since >= watermark {
             return Ok(PullPage {
