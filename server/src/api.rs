@@ -8,16 +8,17 @@ use axum::Json;
 use pufa_core::date::Date;
 use pufa_core::org::Scope;
 use pufa_core::wire::{
-    ChecksumResponse, ConflictView, DeviceView, Health, OrgUnit, PullResponse, PushRequest,
-    PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued, TokenRequest,
-    TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, PULL_LIMIT_DEFAULT,
-    PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
+    ChecksumResponse, ConflictView, DeviceReport, DeviceView, Health, Mutation, OrgUnit,
+    PullResponse, PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued,
+    TokenRequest, TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
 };
+use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::auth;
 use crate::error::ApiError;
-use crate::extract::{ApiJson, Caller, Params};
+use crate::extract::{parse_at, ApiJson, Caller, Params};
 use crate::store::{PushInput, ResolveOutcome};
 use crate::AppState;
 
@@ -112,18 +113,32 @@ pub async fn org_units(State(s): State<AppState>, Caller(d): Caller) -> Json<Vec
     )
 }
 
+/// A push as received: each mutation also kept as its raw JSON, so that a
+/// rejected one is shown to coordinators exactly as pushed (§7).
+#[derive(serde::Deserialize)]
+pub struct PushBody {
+    device_id: Uuid,
+    mutations: Vec<Box<RawValue>>,
+    #[serde(default)]
+    device: Option<DeviceReport>,
+}
+
 pub async fn push(
     State(s): State<AppState>,
     Caller(d): Caller,
-    ApiJson(req): ApiJson<PushRequest>,
+    ApiJson(body): ApiJson<PushBody>,
 ) -> ApiResult<Json<PushResponse>> {
-    if req.device_id != d.id {
+    let mut mutations = Vec::with_capacity(body.mutations.len());
+    for (i, raw) in body.mutations.iter().enumerate() {
+        mutations.push(parse_at::<Mutation>(&format!("mutations[{i}]"), raw.get())?);
+    }
+    if body.device_id != d.id {
         return Err(ApiError::DeviceMismatch);
     }
-    if req.mutations.len() > PUSH_MUTATIONS_MAX {
-        return Err(ApiError::BatchTooLarge(req.mutations.len()));
+    if mutations.len() > PUSH_MUTATIONS_MAX {
+        return Err(ApiError::BatchTooLarge(mutations.len()));
     }
-    if req
+    if body
         .device
         .as_ref()
         .and_then(|r| r.app_version.as_ref())
@@ -138,8 +153,13 @@ pub async fn push(
     }
     let input = PushInput {
         device: d,
-        mutations: req.mutations,
-        report: req.device,
+        mutations,
+        raw: body
+            .mutations
+            .into_iter()
+            .map(|r| r.get().to_string())
+            .collect(),
+        report: body.device,
         now_ms: s.config.clock.now_ms(),
         max_skew_ms: s.config.max_skew.as_millis() as u64,
     };

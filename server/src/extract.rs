@@ -47,6 +47,26 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
     }
 }
 
+/// Parses one JSON value, naming `prefix` and the path inside it on error.
+///
+/// # Errors
+/// `bad_json` with the path as `field`.
+pub fn parse_at<T: DeserializeOwned>(prefix: &str, text: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let inner = e.path().to_string();
+        let path = if inner == "." {
+            prefix.to_string()
+        } else {
+            format!("{prefix}.{inner}")
+        };
+        ApiError::BadJson {
+            message: format!("{path}: {}", e.inner()),
+            field: Some(path),
+        }
+    })
+}
+
 /// The authenticated device behind `Authorization: Bearer <token>`.
 pub struct Caller(pub Device);
 
@@ -98,21 +118,22 @@ impl Params {
         self.0.get(key).map(String::as_str)
     }
 
-    /// A non-negative integer parameter.
+    /// A non-negative integer parameter. A number too large for 64 bits is
+    /// still a number: it saturates (a `limit` of 10^30 means "the most").
     ///
     /// # Errors
     /// `invalid_query` when present and not a whole number.
     pub fn u64(&self, key: &str) -> Result<Option<u64>, ApiError> {
-        self.get(key)
-            .map(|v| {
-                v.parse::<u64>().map_err(|_| {
-                    ApiError::invalid_query(
-                        key,
-                        format!("{key} must be a whole number ≥ 0, got {v:?}"),
-                    )
-                })
-            })
-            .transpose()
+        let Some(v) = self.get(key) else {
+            return Ok(None);
+        };
+        if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::invalid_query(
+                key,
+                format!("{key} must be a whole number ≥ 0, got {v:?}"),
+            ));
+        }
+        Ok(Some(v.parse::<u64>().unwrap_or(u64::MAX)))
     }
 
     /// A `limit`: default when absent, clamped to `max`, `invalid_query`

@@ -203,7 +203,7 @@ async fn sigkill_during_pushes_loses_no_acknowledged_mutation() {
             break;
         }
     }
-    let acked = acked.lock().unwrap();
+    let acked = acked.lock().unwrap().clone();
     assert!(acked.len() >= ROUNDS * ACKED_BEFORE_KILL * BATCH as usize);
     for (id, attendees) in acked.iter() {
         match got.get(id) {

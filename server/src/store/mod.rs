@@ -98,6 +98,8 @@ impl Device {
 pub struct PushInput {
     pub device: Device,
     pub mutations: Vec<Mutation>,
+    /// Each mutation's JSON text as pushed (kept for rejections).
+    pub raw: Vec<String>,
     pub report: Option<DeviceReport>,
     pub now_ms: u64,
     pub max_skew_ms: u64,

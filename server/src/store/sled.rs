@@ -348,7 +348,8 @@ impl Inner {
         let today = Today(Date::from_unix_ms(input.now_ms));
         let mut tx = self.begin();
         let mut results = Vec::with_capacity(input.mutations.len());
-        for m in &input.mutations {
+        for (i, m) in input.mutations.iter().enumerate() {
+            let raw = input.raw.get(i).map(String::as_str);
             let content = content_hash(m);
             let rejected = |r: Rejection| MutationResult {
                 id: m.id,
@@ -376,7 +377,7 @@ impl Inner {
                         Some("id"),
                         "this mutation id was already applied with different content",
                     );
-                    tx.reject(device.id, input.now_ms, m, &r);
+                    tx.reject(device.id, input.now_ms, m, raw, &r);
                     results.push(rejected(r));
                 }
                 continue;
@@ -385,7 +386,7 @@ impl Inner {
             let kind = match judge(m, device.id, existing.as_ref(), &tree, &scope, today) {
                 Ok(kind) => kind,
                 Err(r) => {
-                    tx.reject(device.id, input.now_ms, m, &r);
+                    tx.reject(device.id, input.now_ms, m, raw, &r);
                     results.push(rejected(r));
                     continue;
                 }
@@ -775,12 +776,22 @@ impl Tx<'_> {
         }
     }
 
-    fn reject(&mut self, device: Uuid, now_ms: u64, m: &pufa_core::wire::Mutation, r: &Rejection) {
+    fn reject(
+        &mut self,
+        device: Uuid,
+        now_ms: u64,
+        m: &pufa_core::wire::Mutation,
+        raw: Option<&str>,
+        r: &Rejection,
+    ) {
         self.rejections += 1;
         let stored = StoredRejection {
             device_id: device,
             received_ms: now_ms,
-            mutation: serde_json::to_string(m).unwrap_or_default(),
+            mutation: raw.map_or_else(
+                || serde_json::to_string(m).unwrap_or_default(),
+                str::to_string,
+            ),
             error: r.to_error(),
         };
         self.batch
