@@ -6,6 +6,7 @@
 //! - [`wire`]: the JSON of `sync-protocol-v1.md`.
 //! - [`schema`]: record kinds and field rules.
 //! - [`hlc`]: hybrid logical clocks.
+//! - [`kinds`]: typed structs for the three kinds.
 //! - [`merge`]: judging mutations, last-writer-wins merge, conflicts, checksums.
 //! - [`org`]: the org-unit tree and scopes.
 //! - [`totals`]: per-unit aggregates and the totals they answer.
@@ -23,6 +24,7 @@
 
 pub mod date;
 pub mod hlc;
+pub mod kinds;
 pub mod merge;
 pub mod org;
 pub mod schema;

@@ -1,0 +1,359 @@
+//! Harness for cross-crate scenarios: a real server (its router, in
+//! process, on a temp dir with a manual clock and seeded ids) and SDK devices
+//! that reach it through an in-process transport which can inject faults.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use axum::body::Body;
+use axum::http::Request as HttpRequest;
+use http_body_util::BodyExt;
+use pufa_client::transport::{Method, Request, Response, Transport, TransportError};
+use pufa_client::{Client, ClientConfig, DeviceClock, RetryPolicy};
+use pufa_server::config::{ManualClock, SeededIds};
+use pufa_server::AppState;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tower::ServiceExt;
+use uuid::Uuid;
+
+/// 2020-07-01T00:00:00Z: the simulated "now" at the start.
+pub const T0: u64 = 1_593_561_600_000;
+
+/// Probabilities of faults per request.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Faults {
+    /// The request never reaches the server.
+    pub drop_request: f64,
+    /// The server handles it, the answer is lost.
+    pub drop_response: f64,
+    /// The request arrives twice (the second answer is returned).
+    pub duplicate: f64,
+    /// The request waits for other tasks to run first.
+    pub delay: f64,
+}
+
+/// Calls the server's router directly, with faults.
+pub struct InProcess {
+    router: axum::Router,
+    faults: Mutex<(Faults, rand_chacha::ChaCha8Rng)>,
+    offline: AtomicBool,
+    /// Requests that reached the server.
+    pub delivered: AtomicU64,
+}
+
+impl InProcess {
+    pub fn new(state: AppState, faults: Faults, seed: u64) -> InProcess {
+        InProcess {
+            router: pufa_server::router(state),
+            faults: Mutex::new((faults, rand_chacha::ChaCha8Rng::seed_from_u64(seed))),
+            offline: AtomicBool::new(false),
+            delivered: AtomicU64::new(0),
+        }
+    }
+
+    /// While offline, every request fails without reaching the server.
+    pub fn set_offline(&self, offline: bool) {
+        self.offline.store(offline, Ordering::SeqCst);
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.faults.lock().unwrap().0 = faults;
+    }
+
+    async fn deliver(&self, req: &Request) -> Response {
+        self.delivered.fetch_add(1, Ordering::SeqCst);
+        let method = match req.method {
+            Method::Get => "GET",
+            Method::Post => "POST",
+        };
+        let http = HttpRequest::builder()
+            .method(method)
+            .uri(&req.path)
+            .header("authorization", format!("Bearer {}", req.token))
+            .header("content-type", "application/json")
+            .body(req.body.clone().map_or_else(Body::empty, Body::from))
+            .expect("a well-formed request");
+        let resp = self
+            .router
+            .clone()
+            .oneshot(http)
+            .await
+            .expect("the router is infallible");
+        let status = resp.status().as_u16();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(std::time::Duration::from_secs);
+        let body = resp
+            .into_body()
+            .collect()
+            .await
+            .expect("in-memory body")
+            .to_bytes()
+            .to_vec();
+        Response {
+            status,
+            body,
+            retry_after,
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for InProcess {
+    async fn send(&self, req: Request) -> Result<Response, TransportError> {
+        if self.offline.load(Ordering::SeqCst) {
+            return Err(TransportError("offline".into()));
+        }
+        let (drop_req, drop_resp, dup, delay) = {
+            let mut g = self.faults.lock().unwrap();
+            let f = g.0;
+            let r = &mut g.1;
+            (
+                r.gen_bool(f.drop_request),
+                r.gen_bool(f.drop_response),
+                r.gen_bool(f.duplicate),
+                r.gen_bool(f.delay),
+            )
+        };
+        if delay {
+            for _ in 0..3 {
+                tokio::task::yield_now().await;
+            }
+        }
+        if drop_req {
+            return Err(TransportError("injected: request dropped".into()));
+        }
+        let mut resp = self.deliver(&req).await;
+        if dup {
+            resp = self.deliver(&req).await;
+        }
+        if drop_resp {
+            return Err(TransportError("injected: response dropped".into()));
+        }
+        Ok(resp)
+    }
+}
+
+/// A device clock the test moves (ms).
+#[derive(Debug, Default)]
+pub struct TestClock(pub AtomicU64);
+
+impl DeviceClock for TestClock {
+    fn now_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A server on a temp dir with a manual clock.
+pub struct World {
+    pub state: AppState,
+    pub clock: Arc<ManualClock>,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl World {
+    pub async fn new(seed: u64) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = pufa_server::Config::new(dir.path());
+        let clock = Arc::new(ManualClock::new(T0));
+        config.clock = clock.clone();
+        config.ids = Arc::new(SeededIds::new(seed));
+        let state = pufa_server::open(config).await.unwrap();
+        let admin = std::fs::read_to_string(dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string();
+        World {
+            state,
+            clock,
+            admin,
+            dir,
+        }
+    }
+
+    /// Calls the API as `token`; returns status and JSON.
+    pub async fn api(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let req = HttpRequest::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+            .unwrap();
+        let resp = pufa_server::router(self.state.clone())
+            .oneshot(req)
+            .await
+            .unwrap();
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    /// district `d` → streets `s1`, `s2` → communities `c11`, `c12`, `c21`, `c22`.
+    pub async fn small_tree(&self) {
+        let units = json!([
+            {"code":"d","name":"区","type":"district","parent":null},
+            {"code":"s1","name":"一街道","type":"street","parent":"d"},
+            {"code":"s2","name":"二街道","type":"street","parent":"d"},
+            {"code":"c11","name":"一一社区","type":"community","parent":"s1"},
+            {"code":"c12","name":"一二社区","type":"community","parent":"s1"},
+            {"code":"c21","name":"二一村","type":"village","parent":"s2"},
+            {"code":"c22","name":"二二村","type":"village","parent":"s2"},
+        ]);
+        let (st, v) = self
+            .api("PUT", "/v1/admin/org-units", &self.admin, Some(units))
+            .await;
+        assert_eq!(st, 200, "{v}");
+    }
+
+    /// A token for `role` at `org`: `(device_id, token)`.
+    pub async fn token(&self, role: &str, org: &str) -> (Uuid, String) {
+        let (st, v) = self
+            .api(
+                "POST",
+                "/v1/admin/tokens",
+                &self.admin,
+                Some(json!({"role": role, "org_unit": org, "label": format!("{role} {org}")})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+        (
+            v["device_id"].as_str().unwrap().parse().unwrap(),
+            v["token"].as_str().unwrap().to_string(),
+        )
+    }
+
+    /// A field device at `org` with its own store and transport.
+    pub async fn device(&self, org: &str, faults: Faults, seed: u64) -> Device {
+        let (id, token) = self.token("field", org).await;
+        let dir = tempfile::tempdir().unwrap();
+        let transport = Arc::new(InProcess::new(self.state.clone(), faults, seed));
+        let clock = Arc::new(TestClock(AtomicU64::new(self.clock.now_ms_value())));
+        let client = open_client(
+            dir.path(),
+            id,
+            &token,
+            transport.clone(),
+            clock.clone(),
+            seed,
+        );
+        Device {
+            id,
+            token,
+            client,
+            transport,
+            clock,
+            dir,
+        }
+    }
+}
+
+/// Opens an SDK client with retries that do not sleep.
+pub fn open_client(
+    path: &std::path::Path,
+    id: Uuid,
+    token: &str,
+    transport: Arc<InProcess>,
+    clock: Arc<TestClock>,
+    seed: u64,
+) -> Client {
+    let mut config = ClientConfig::new(path, id, token);
+    config.retry = RetryPolicy {
+        attempts: 4,
+        base_delay: std::time::Duration::ZERO,
+        max_delay: std::time::Duration::ZERO,
+        seed,
+    };
+    config.clock = clock;
+    Client::open(config, transport).unwrap()
+}
+
+trait ManualNow {
+    fn now_ms_value(&self) -> u64;
+}
+
+impl ManualNow for ManualClock {
+    fn now_ms_value(&self) -> u64 {
+        pufa_server::config::Clock::now_ms(self)
+    }
+}
+
+/// One simulated device.
+pub struct Device {
+    pub id: Uuid,
+    pub token: String,
+    pub client: Client,
+    pub transport: Arc<InProcess>,
+    pub clock: Arc<TestClock>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Device {
+    /// Syncs until it succeeds (faults may make single attempts fail).
+    pub async fn sync_until_ok(&self) -> pufa_client::SyncReport {
+        for _ in 0..50 {
+            match self.client.sync().await {
+                Ok(r) => return r,
+                Err(pufa_client::Error::Unreachable(_)) => continue,
+                Err(e) => panic!("sync failed: {e}"),
+            }
+        }
+        panic!("sync did not succeed in 50 attempts");
+    }
+
+    /// Drops the client (as a killed app would) and opens the store again.
+    pub fn reopen(self, seed: u64) -> Device {
+        let Device {
+            id,
+            token,
+            client,
+            transport,
+            clock,
+            dir,
+        } = self;
+        // sled releases the dir only when the last handle is gone.
+        drop(client);
+        let client = open_client(
+            dir.path(),
+            id,
+            &token,
+            transport.clone(),
+            clock.clone(),
+            seed,
+        );
+        Device {
+            id,
+            token,
+            client,
+            transport,
+            clock,
+            dir,
+        }
+    }
+}
+
+/// A lecture's fields.
+pub fn lecture(
+    org: &str,
+    held_on: &str,
+    title: &str,
+    attendees: u64,
+) -> serde_json::Map<String, Value> {
+    match json!({"org_unit": org, "held_on": held_on, "title": title, "attendees": attendees}) {
+        Value::Object(m) => m,
+        _ => unreachable!(),
+    }
+}
