@@ -490,7 +490,8 @@ impl Client {
     /// Only local store failures.
     pub fn list(&self, filter: &Filter) -> Result<Vec<LocalRecord>> {
         let tree = self.org_tree()?;
-        let mut ids: Vec<Uuid> = self.inner.store.ids_with_entries()?;
+        let mut ids: std::collections::BTreeSet<Uuid> =
+            self.inner.store.ids_with_entries()?.into_iter().collect();
         let mut out = Vec::new();
         let keep = |r: &LocalRecord| {
             filter.kind.is_none_or(|k| r.kind == k)
@@ -512,12 +513,10 @@ impl Client {
         for c in self.inner.store.all_confirmed() {
             let c = c?;
             let id = c.view.id;
-            let entries = match ids.binary_search(&id) {
-                Ok(i) => {
-                    ids.remove(i);
-                    self.inner.store.entries_for(id)?
-                }
-                Err(_) => Vec::new(),
+            let entries = if ids.remove(&id) {
+                self.inner.store.entries_for(id)?
+            } else {
+                Vec::new()
             };
             if let Some(r) = self.build(id, Some(c), &entries)? {
                 if keep(&r) {

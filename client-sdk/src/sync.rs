@@ -177,16 +177,53 @@ pub(crate) async fn run(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<SyncReport> {
     let mut report = SyncReport::default();
-    push_all(inner, &mut report, progress).await?;
-    refresh_units(inner).await?;
-    pull_all(inner, &mut report, progress).await?;
-    // Compare; pull again while the server moves on; repair at most once.
+    // A replaced server store turns acknowledged edits back into pending
+    // ones; the second round pushes them to the new store.
+    for _round in 0..2 {
+        push_all(inner, &mut report, progress).await?;
+        refresh_units(inner).await?;
+        pull_all(inner, &mut report, progress).await?;
+        verify(inner, &mut report, progress).await?;
+        if !has_pending(inner)? {
+            break;
+        }
+    }
+    let _g = lock(&inner.meta_lock);
+    let mut meta = inner.store.meta()?;
+    meta.last_sync_ms = Some(inner.clock.now_ms());
+    let mut s = Staged::default();
+    s.meta(&meta);
+    inner.store.commit(s, true)?;
+    report.lost_on_server = inner.store.lost()?;
+    Ok(report)
+}
+
+fn has_pending(inner: &Inner) -> Result<bool> {
+    for e in inner.store.entries() {
+        if e?.status == EntryStatus::Pending {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Compares checksums; pulls again while the server moves on; repairs at
+/// most once. On a match, acknowledged edits are all reflected in the
+/// confirmed records, so they leave the outbox (an edit that lost on every
+/// field has a seq the device had already pulled, and would otherwise
+/// linger in the local view).
+async fn verify(
+    inner: &Inner,
+    report: &mut SyncReport,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<()> {
     let mut repaired_now = false;
+    report.checksum_ok = false;
     for _ in 0..4 {
         let server: ChecksumResponse = inner.get_json("/v1/sync/checksum".into()).await?;
         if store_changed(inner.store.meta()?.store_id, server.store_id) {
             begin_repair(inner, Repair::StoreReplaced, Some(server.store_id))?;
-            pull_all(inner, &mut report, progress).await?;
+            pull_all(inner, report, progress).await?;
             continue;
         }
         let cursor = inner.store.meta()?.cursor;
@@ -198,25 +235,32 @@ pub(crate) async fn run(
         match after_checksum(cursor, local_checksum(inner)?, &server) {
             Verdict::Match => {
                 report.checksum_ok = true;
-                break;
+                let _g = lock(&inner.meta_lock);
+                let mut s = Staged::default();
+                for e in inner.store.entries() {
+                    let e = e?;
+                    if matches!(e.status, EntryStatus::Acked { .. }) {
+                        s.remove_entry(&e);
+                    }
+                }
+                inner.store.commit(s, false)?;
+                progress(Progress {
+                    phase: Phase::Checksum,
+                    done: 1,
+                    total: 1,
+                });
+                return Ok(());
             }
-            Verdict::PullAgain => pull_all(inner, &mut report, progress).await?,
+            Verdict::PullAgain => pull_all(inner, report, progress).await?,
             Verdict::Repair if !repaired_now => {
                 repaired_now = true;
                 begin_repair(inner, Repair::Checksum, None)?;
-                pull_all(inner, &mut report, progress).await?;
+                pull_all(inner, report, progress).await?;
             }
-            Verdict::Repair => break,
+            Verdict::Repair => return Ok(()),
         }
     }
-    let _g = lock(&inner.meta_lock);
-    let mut meta = inner.store.meta()?;
-    meta.last_sync_ms = Some(inner.clock.now_ms());
-    let mut s = Staged::default();
-    s.meta(&meta);
-    inner.store.commit(s, true)?;
-    report.lost_on_server = inner.store.lost()?;
-    Ok(report)
+    Ok(())
 }
 
 fn local_checksum(inner: &Inner) -> Result<(u64, u64)> {
@@ -242,6 +286,17 @@ fn begin_repair(inner: &Inner, kind: Repair, store_id: Option<Uuid>) -> Result<(
         meta.store_id = Some(id);
     }
     let mut s = Staged::default();
+    if kind == Repair::StoreReplaced {
+        // The new store may predate these acknowledgements: push them again
+        // (where it has them, they come back as duplicates).
+        for e in inner.store.entries() {
+            let mut e = e?;
+            if matches!(e.status, EntryStatus::Acked { .. }) {
+                e.status = EntryStatus::Pending;
+                s.put_entry(&e);
+            }
+        }
+    }
     s.meta(&meta);
     inner.store.commit(s, true)
 }
