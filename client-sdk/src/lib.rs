@@ -249,6 +249,17 @@ impl Client {
         new: bool,
         today: Today,
     ) -> Result<()> {
+        self.check_local_in(&self.org_tree()?, kind, set, new, today)
+    }
+
+    fn check_local_in(
+        &self,
+        tree: &OrgTree,
+        kind: Kind,
+        set: &Map<String, Value>,
+        new: bool,
+        today: Today,
+    ) -> Result<()> {
         check_set(kind, set, today)?;
         if new {
             let has = |f: &str| set.get(f).is_some_and(|v| !v.is_null());
@@ -262,7 +273,6 @@ impl Client {
             }
         }
         if let Some(code) = set.get("org_unit").and_then(Value::as_str) {
-            let tree = self.org_tree()?;
             if !tree.is_empty() && !tree.contains(code) {
                 return Err(Rejection::new(
                     RejectCode::UnknownOrgUnit,
@@ -353,9 +363,10 @@ impl Client {
     /// The first invalid record; nothing is recorded then.
     pub fn create_many(&self, records: Vec<(Kind, Map<String, Value>)>) -> Result<Vec<Uuid>> {
         let today = self.today()?;
+        let tree = self.org_tree()?;
         let mut edits = Vec::with_capacity(records.len());
         for (kind, fields) in records {
-            self.check_local(kind, &fields, true, today)?;
+            self.check_local_in(&tree, kind, &fields, true, today)?;
             edits.push((Uuid::now_v7(), kind, fields, None));
         }
         let ids = edits.iter().map(|e| e.0).collect();

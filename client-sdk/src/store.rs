@@ -178,6 +178,17 @@ impl Staged {
         );
     }
 
+    pub fn remove_notice(&mut self, n: &ConflictNotice) {
+        self.batch.remove(key(
+            NOTICE,
+            &[
+                n.record_id.as_bytes(),
+                n.mutation.as_bytes(),
+                n.field.as_bytes(),
+            ],
+        ));
+    }
+
     pub fn lost(&mut self, id: Uuid) {
         self.batch.insert(key(LOST, &[id.as_bytes()]), &[]);
     }

@@ -97,9 +97,10 @@ impl Inner {
     /// with exponential backoff and jitter; 401 and other errors stop.
     async fn call(&self, method: Method, path: String, body: Option<Vec<u8>>) -> Result<Response> {
         let mut last = String::new();
+        let mut retry_after = None;
         for attempt in 0..self.retry.attempts.max(1) {
             if attempt > 0 {
-                let wait = self.backoff(attempt - 1, None);
+                let wait = self.backoff(attempt - 1, retry_after.take());
                 if !wait.is_zero() {
                     tokio::time::sleep(wait).await;
                 }
@@ -115,10 +116,7 @@ impl Inner {
                 Ok(r) if r.status == 401 => return Err(Error::Unauthorized),
                 Ok(r) if r.status == 408 || r.status == 429 || r.status >= 500 => {
                     last = format!("HTTP {}", r.status);
-                    if let Some(ra) = r.retry_after {
-                        let wait = self.backoff(attempt, Some(ra));
-                        tokio::time::sleep(wait).await;
-                    }
+                    retry_after = r.retry_after;
                 }
                 Ok(r) => {
                     let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
@@ -469,6 +467,12 @@ async fn pull_all(
             }
             match entry {
                 PullEntry::Record(view) => {
+                    if view.conflicts == 0 {
+                        // Resolved: the details no longer apply.
+                        for n in inner.store.notices_for(id)? {
+                            s.remove_notice(&n);
+                        }
+                    }
                     hlc.observe(&view.hlc);
                     s.put_confirmed(&Confirmed {
                         view: view.clone(),
@@ -477,6 +481,9 @@ async fn pull_all(
                     report.pulled += 1;
                 }
                 PullEntry::Gone(_) => {
+                    for n in inner.store.notices_for(id)? {
+                        s.remove_notice(&n);
+                    }
                     if inner.store.confirmed(id)?.is_some() {
                         s.remove_confirmed(id);
                         report.removed += 1;

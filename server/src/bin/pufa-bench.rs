@@ -43,6 +43,116 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Lectures a fresh SDK device records offline and then pushes.
+    #[arg(long, default_value_t = 10_000)]
+    device_records: u64,
+    /// Internal: run one SDK device in this process (spawned by the bench so
+    /// that its peak RSS is its own).
+    #[command(subcommand)]
+    device: Option<DeviceCmd>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum DeviceCmd {
+    /// Open an empty SDK device, optionally record lectures offline, sync,
+    /// and print one JSON line of timings and peak RSS.
+    Device {
+        #[arg(long)]
+        url: String,
+        #[arg(long)]
+        token: String,
+        #[arg(long)]
+        device_id: Uuid,
+        /// Lectures to record offline before syncing.
+        #[arg(long, default_value_t = 0)]
+        record: u64,
+    },
+}
+
+/// The `device` subcommand: one SDK device, measured from inside.
+async fn device_main(url: &str, token: &str, device_id: Uuid, record: u64) -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let transport = std::sync::Arc::new(pufa_client::HttpTransport::new(url)?);
+    let mut config = pufa_client::ClientConfig::new(dir.path(), device_id, token);
+    config.pull_limit = 5000;
+    let client = pufa_client::Client::open(config, transport)?;
+    if record > 0 {
+        // Catch up first, so the timed sync below is the offline push.
+        client.sync().await?;
+    }
+    let t0 = Instant::now();
+    if record > 0 {
+        let recs = (0..record)
+            .map(|n| {
+                // Multiples of 4 fall in street b0, this device's scope.
+                let m = lecture(device_id, 4 * (50_000_000 + n))["set"]
+                    .as_object()
+                    .cloned()
+                    .unwrap_or_default();
+                (pufa_core::schema::Kind::Lecture, m)
+            })
+            .collect();
+        client.create_many(recs)?;
+    }
+    let record_secs = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let report = client.sync().await?;
+    let sync_secs = t1.elapsed().as_secs_f64();
+    if !report.checksum_ok {
+        bail!("device checksum did not match: {report:?}");
+    }
+    println!(
+        "{}",
+        json!({
+            "record_secs": record_secs, "sync_secs": sync_secs, "pulled": report.pulled, "applied": report.applied,
+            "rss_peak_mib": rss_kib(std::process::id(), "VmHWM:").map(|k| k / 1024),
+        })
+    );
+    Ok(())
+}
+
+/// Runs the `device` subcommand as a child process and reads its JSON line.
+async fn run_device(
+    url: &str,
+    admin: &str,
+    client: &reqwest::Client,
+    org: &str,
+    record: u64,
+) -> Result<Value> {
+    let t = send(
+        client,
+        reqwest::Method::POST,
+        format!("{url}/v1/admin/tokens"),
+        admin,
+        Some(serde_json::to_vec(
+            &json!({"role":"coordinator","org_unit":org,"label":"bench device"}),
+        )?),
+    )
+    .await?;
+    let out = Command::new(std::env::current_exe()?)
+        .args([
+            "device",
+            "--url",
+            url,
+            "--token",
+            t["token"].as_str().context("token")?,
+            "--device-id",
+            t["device_id"].as_str().context("device_id")?,
+            "--record",
+            &record.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "device process failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let text = String::from_utf8(out.stdout)?;
+    Ok(serde_json::from_str(
+        text.lines().last().context("device printed nothing")?,
+    )?)
 }
 
 struct Spawned {
@@ -264,6 +374,15 @@ fn pct(v: &mut [f64], p: f64) -> f64 {
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
+    if let Some(DeviceCmd::Device {
+        url,
+        token,
+        device_id,
+        record,
+    }) = &args.device
+    {
+        return device_main(url, token, *device_id, *record).await;
+    }
     let spawned;
     let (url, admin, pid, data_dir): (String, String, Option<u32>, Option<PathBuf>) =
         match (&args.url, &args.admin_token) {
@@ -343,6 +462,14 @@ async fn main() -> Result<()> {
         .await?;
         totals_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
+    // A first sync of everything into an empty SDK device (its own process),
+    // then a fresh SDK device that records lectures offline and pushes them.
+    let first_sync = run_device(&url, &admin, &client, "b", 0).await?;
+    let offline_push = if args.device_records > 0 {
+        Some(run_device(&url, &admin, &client, "b0", args.device_records).await?)
+    } else {
+        None
+    };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let rss_peak = pid.and_then(|p| rss_kib(p, "VmHWM:"));
     let rss_now = pid.and_then(|p| rss_kib(p, "VmRSS:"));
@@ -364,6 +491,12 @@ async fn main() -> Result<()> {
         "server_rss_peak_mib": rss_peak.map(|k| k / 1024),
         "server_rss_now_mib": rss_now.map(|k| k / 1024),
         "disk_bytes_per_record": disk.map(|d| d / stored.max(1)),
+        "sdk_first_sync_records": first_sync["pulled"],
+        "sdk_first_sync_secs": first_sync["sync_secs"],
+        "sdk_first_sync_rss_peak_mib": first_sync["rss_peak_mib"],
+        "sdk_offline_records": args.device_records,
+        "sdk_offline_record_secs": offline_push.as_ref().map(|v| v["record_secs"].clone()),
+        "sdk_offline_sync_secs": offline_push.as_ref().map(|v| v["sync_secs"].clone()),
     });
     if args.json {
         println!("{report}");
