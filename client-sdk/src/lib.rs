@@ -680,6 +680,15 @@ impl Client {
         Ok(n)
     }
 
+    /// The org units of this device's scope, as of the last sync (empty
+    /// before the first).
+    ///
+    /// # Errors
+    /// Only local store failures.
+    pub fn org_units(&self) -> Result<Vec<pufa_core::wire::OrgUnit>> {
+        self.inner.store.units()
+    }
+
     /// Where this device stands.
     ///
     /// # Errors
