@@ -324,16 +324,28 @@ impl Device {
             clock,
             dir,
         } = self;
-        // sled releases the dir only when the last handle is gone.
         drop(client);
-        let client = open_client(
-            dir.path(),
-            id,
-            &token,
-            transport.clone(),
-            clock.clone(),
-            seed,
-        );
+        // sled's background threads can hold the file lock a moment after
+        // the last handle is dropped: retry on that error only, boundedly.
+        let mut tries = 0;
+        let client = loop {
+            let mut config = ClientConfig::new(dir.path(), id, &token);
+            config.retry = RetryPolicy {
+                attempts: 4,
+                base_delay: std::time::Duration::ZERO,
+                max_delay: std::time::Duration::ZERO,
+                seed,
+            };
+            config.clock = clock.clone();
+            match Client::open(config, transport.clone()) {
+                Ok(c) => break c,
+                Err(pufa_client::Error::Store(e)) if e.contains("lock") && tries < 10_000 => {
+                    tries += 1;
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!("reopening the device store: {e}"),
+            }
+        };
         Device {
             id,
             token,
