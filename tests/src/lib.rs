@@ -36,7 +36,7 @@ pub struct Faults {
 
 /// Calls the server's router directly, with faults.
 pub struct InProcess {
-    router: axum::Router,
+    router: Mutex<axum::Router>,
     faults: Mutex<(Faults, rand_chacha::ChaCha8Rng)>,
     offline: AtomicBool,
     /// Requests that reached the server.
@@ -46,11 +46,16 @@ pub struct InProcess {
 impl InProcess {
     pub fn new(state: AppState, faults: Faults, seed: u64) -> InProcess {
         InProcess {
-            router: pufa_server::router(state),
+            router: Mutex::new(pufa_server::router(state)),
             faults: Mutex::new((faults, rand_chacha::ChaCha8Rng::seed_from_u64(seed))),
             offline: AtomicBool::new(false),
             delivered: AtomicU64::new(0),
         }
+    }
+
+    /// Points this transport at another server (a restarted or restored one).
+    pub fn replace_server(&self, state: AppState) {
+        *self.router.lock().unwrap() = pufa_server::router(state);
     }
 
     /// While offline, every request fails without reaching the server.
@@ -75,9 +80,8 @@ impl InProcess {
             .header("content-type", "application/json")
             .body(req.body.clone().map_or_else(Body::empty, Body::from))
             .expect("a well-formed request");
-        let resp = self
-            .router
-            .clone()
+        let router = self.router.lock().unwrap().clone();
+        let resp = router
             .oneshot(http)
             .await
             .expect("the router is infallible");
