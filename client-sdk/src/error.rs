@@ -10,7 +10,7 @@ use uuid::Uuid;
 #[non_exhaustive]
 pub enum Error {
     /// A local edit breaks a field rule; nothing was recorded.
-    #[error("{}: {} (field {:?})", .0.code.as_str(), .0.message, .0.field)]
+    #[error("{}: {}{}", .0.code.as_str(), .0.message, .0.field.as_deref().map(|f| format!(" (field {f})")).unwrap_or_default())]
     Invalid(Rejection),
     #[error("no record {0} on this device")]
     NotFound(Uuid),

@@ -275,6 +275,14 @@ impl Fail {
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
+        if let Error::Unauthorized = e {
+            return Fail::new(
+                4,
+                "服务器拒绝了本设备的令牌（已吊销或无效）。请管理员为本设备重新签发令牌，然后运行 pufa enroll --server URL --token 新令牌；待同步的修改会保留。\n\
+                 the server refused this device's token (revoked or invalid): ask an admin to re-enrol this device, then run \
+                 pufa enroll --server URL --token NEW; pending edits are kept",
+            );
+        }
         let code = match &e {
             Error::Invalid(_) => 2,
             Error::Unreachable(_) => 3,
@@ -528,16 +536,11 @@ async fn enroll(
     token: Option<&str>,
     lang: Lang,
 ) -> Out {
-    if config_path(dir).exists() {
-        return Err(Fail::invalid(format!(
-            "{} {}",
-            lang.t(
-                "此数据目录已绑定设备；换一个 --data 目录或删除",
-                "this data dir is already enrolled; use another --data or remove"
-            ),
-            config_path(dir).display()
-        )));
-    }
+    // An enrolled dir may take a new token for the same device (after a
+    // revocation); a token for another device is refused.
+    let existing: Option<DeviceConfig> = std::fs::read_to_string(config_path(dir))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
     let token = match (code, token) {
         (_, Some(t)) => t.to_string(),
         (Some(_), None) => {
@@ -592,11 +595,30 @@ async fn enroll(
         org_unit: who.org_unit,
         label: who.label,
     };
-    write_private(
-        &config_path(dir),
-        &serde_json::to_vec_pretty(&cfg).unwrap_or_default(),
-    )?;
+    if let Some(old) = &existing {
+        if old.device_id != cfg.device_id {
+            return Err(Fail::invalid(format!(
+                "{} {} ({} {}); {}",
+                lang.t("此数据目录属于设备", "this data dir belongs to device"),
+                old.device_id,
+                lang.t("新令牌属于", "the new token is for"),
+                cfg.device_id,
+                lang.t(
+                    "请让管理员为原设备重新签发令牌（同一 device_id），或换一个 --data 目录",
+                    "ask an admin to re-enrol the same device_id, or use another --data dir"
+                )
+            )));
+        }
+    }
+    // Open the store first: a store of another device is refused before
+    // anything is written.
     let client = open_client(dir, &cfg)?;
+    let bytes = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
+    if existing.is_some() {
+        replace_private(&config_path(dir), &bytes)?;
+    } else {
+        write_private(&config_path(dir), &bytes)?;
+    }
     println!(
         "{} {} ({}, {})",
         lang.t("已绑定设备", "enrolled device"),
@@ -614,6 +636,14 @@ async fn enroll(
         Err(e) => println!("{} {e}", lang.t("稍后再同步：", "sync later:")),
     }
     Ok(())
+}
+
+/// Replaces a private file atomically (write a temp file, then rename).
+fn replace_private(path: &Path, bytes: &[u8]) -> Out {
+    let tmp = path.with_extension("json.new");
+    let _ = std::fs::remove_file(&tmp);
+    write_private(&tmp, bytes)?;
+    std::fs::rename(&tmp, path).map_err(|e| Fail::new(1, format!("{}: {e}", path.display())))
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> Out {
@@ -1033,6 +1063,13 @@ fn ago(ms: u64) -> String {
     }
 }
 
+fn row_error(lang: Lang, line: usize, e: &str) -> String {
+    match lang {
+        Lang::Zh => format!("第 {line} 行: {e}"),
+        Lang::En => format!("row {line}: {e}"),
+    }
+}
+
 fn import(client: &Client, file: &Path, kind: Option<&str>, lang: Lang) -> Out {
     let bytes =
         std::fs::read(file).map_err(|e| Fail::invalid(format!("{}: {e}", file.display())))?;
@@ -1063,7 +1100,7 @@ fn import(client: &Client, file: &Path, kind: Option<&str>, lang: Lang) -> Out {
         let rec = match rec {
             Ok(r) => r,
             Err(e) => {
-                errors.push(format!("{} {line}: {e}", lang.t("第", "row")));
+                errors.push(row_error(lang, line, &e.to_string()));
                 continue;
             }
         };
@@ -1098,7 +1135,7 @@ fn import(client: &Client, file: &Path, kind: Option<&str>, lang: Lang) -> Out {
         });
         match result {
             Ok(r) => rows.push(r),
-            Err(e) => errors.push(format!("{} {line}: {e}", lang.t("行", "row"))),
+            Err(e) => errors.push(row_error(lang, line, &e)),
         }
     }
     if !errors.is_empty() {
