@@ -43,6 +43,15 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Devices pushing small batches all at once (latency under load).
+    #[arg(long, default_value_t = 200)]
+    small_devices: u64,
+    /// Mutations per small batch.
+    #[arg(long, default_value_t = 10)]
+    small_batch: u64,
+    /// Small batches per device.
+    #[arg(long, default_value_t = 5)]
+    small_rounds: u64,
     /// Lectures a fresh SDK device records offline and then pushes.
     #[arg(long, default_value_t = 10_000)]
     device_records: u64,
@@ -66,14 +75,24 @@ enum DeviceCmd {
         /// Lectures to record offline before syncing.
         #[arg(long, default_value_t = 0)]
         record: u64,
+        /// Keep the device's store here (to sync again later) instead of a temp dir.
+        #[arg(long)]
+        store: Option<PathBuf>,
     },
 }
 
 /// The `device` subcommand: one SDK device, measured from inside.
-async fn device_main(url: &str, token: &str, device_id: Uuid, record: u64) -> Result<()> {
-    let dir = tempfile::tempdir()?;
+async fn device_main(
+    url: &str,
+    token: &str,
+    device_id: Uuid,
+    record: u64,
+    store: Option<&std::path::Path>,
+) -> Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let dir = store.unwrap_or(tmp.path());
     let transport = std::sync::Arc::new(pufa_client::HttpTransport::new(url)?);
-    let mut config = pufa_client::ClientConfig::new(dir.path(), device_id, token);
+    let mut config = pufa_client::ClientConfig::new(dir, device_id, token);
     config.pull_limit = 5000;
     let client = pufa_client::Client::open(config, transport)?;
     if record > 0 {
@@ -111,14 +130,13 @@ async fn device_main(url: &str, token: &str, device_id: Uuid, record: u64) -> Re
     Ok(())
 }
 
-/// Runs the `device` subcommand as a child process and reads its JSON line.
-async fn run_device(
+/// A coordinator token for a bench device: `(token, device_id)`.
+async fn device_token(
     url: &str,
     admin: &str,
     client: &reqwest::Client,
     org: &str,
-    record: u64,
-) -> Result<Value> {
+) -> Result<(String, String)> {
     let t = send(
         client,
         reqwest::Method::POST,
@@ -129,20 +147,35 @@ async fn run_device(
         )?),
     )
     .await?;
-    let out = Command::new(std::env::current_exe()?)
-        .args([
-            "device",
-            "--url",
-            url,
-            "--token",
-            t["token"].as_str().context("token")?,
-            "--device-id",
-            t["device_id"].as_str().context("device_id")?,
-            "--record",
-            &record.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()?;
+    Ok((
+        t["token"].as_str().context("token")?.to_string(),
+        t["device_id"].as_str().context("device_id")?.to_string(),
+    ))
+}
+
+/// Runs the `device` subcommand as a child process and reads its JSON line.
+fn run_device(
+    url: &str,
+    creds: &(String, String),
+    record: u64,
+    store: Option<&std::path::Path>,
+) -> Result<Value> {
+    let mut cmd = Command::new(std::env::current_exe()?);
+    cmd.args([
+        "device",
+        "--url",
+        url,
+        "--token",
+        &creds.0,
+        "--device-id",
+        &creds.1,
+        "--record",
+        &record.to_string(),
+    ]);
+    if let Some(dir) = store {
+        cmd.arg("--store").arg(dir);
+    }
+    let out = cmd.stderr(Stdio::inherit()).output()?;
     if !out.status.success() {
         bail!(
             "device process failed: {}",
@@ -153,6 +186,73 @@ async fn run_device(
     Ok(serde_json::from_str(
         text.lines().last().context("device printed nothing")?,
     )?)
+}
+
+/// `devices` devices push `rounds` batches of `batch` lectures each, all at
+/// once: per-request latencies and failures.
+async fn small_devices(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    devices: u64,
+    rounds: u64,
+    batch: u64,
+) -> Result<(Vec<f64>, u64)> {
+    let mut work = Vec::new();
+    for d in 0..devices {
+        let t = send(
+            client,
+            reqwest::Method::POST,
+            format!("{url}/v1/admin/tokens"),
+            admin,
+            Some(serde_json::to_vec(
+                &json!({"role":"field","org_unit":"b","label":format!("small {d}")}),
+            )?),
+        )
+        .await?;
+        let device: Uuid = t["device_id"].as_str().context("device_id")?.parse()?;
+        let token = t["token"].as_str().context("token")?.to_string();
+        let bodies: Vec<Vec<u8>> = (0..rounds)
+            .map(|r| {
+                let muts: Vec<Value> = (0..batch)
+                    .map(|i| lecture(device, 90_000_000 + d * 1000 + r * batch + i))
+                    .collect();
+                serde_json::to_vec(&json!({"device_id": device, "mutations": muts}))
+                    .unwrap_or_default()
+            })
+            .collect();
+        work.push((token, bodies));
+    }
+    let mut tasks = Vec::new();
+    for (token, bodies) in work {
+        let (client, url) = (client.clone(), url.to_string());
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut errors) = (Vec::new(), 0u64);
+            for b in bodies {
+                let t0 = Instant::now();
+                match send(
+                    &client,
+                    reqwest::Method::POST,
+                    format!("{url}/v1/sync/push"),
+                    &token,
+                    Some(b),
+                )
+                .await
+                {
+                    Ok(_) => lat.push(t0.elapsed().as_secs_f64() * 1000.0),
+                    Err(_) => errors += 1,
+                }
+            }
+            (lat, errors)
+        }));
+    }
+    let (mut all, mut errors) = (Vec::new(), 0);
+    for t in tasks {
+        let (l, e) = t.await?;
+        all.extend(l);
+        errors += e;
+    }
+    Ok((all, errors))
 }
 
 struct Spawned {
@@ -363,6 +463,19 @@ async fn push_phase(
     })
 }
 
+/// Throughput of the last tenth of a push phase over its first tenth
+/// (1.0: flat as data grows).
+fn growth(batch_ms: &[f64]) -> f64 {
+    let n = (batch_ms.len() / 10).max(1);
+    let first: f64 = batch_ms.iter().take(n).sum();
+    let last: f64 = batch_ms.iter().rev().take(n).sum();
+    if last > 0.0 {
+        ((first / last) * 1000.0).round() / 1000.0
+    } else {
+        0.0
+    }
+}
+
 fn pct(v: &mut [f64], p: f64) -> f64 {
     if v.is_empty() {
         return 0.0;
@@ -379,9 +492,10 @@ async fn main() -> Result<()> {
         token,
         device_id,
         record,
+        store,
     }) = &args.device
     {
-        return device_main(url, token, *device_id, *record).await;
+        return device_main(url, token, *device_id, *record, store.as_deref()).await;
     }
     let spawned;
     let (url, admin, pid, data_dir): (String, String, Option<u32>, Option<PathBuf>) =
@@ -464,12 +578,28 @@ async fn main() -> Result<()> {
     }
     // A first sync of everything into an empty SDK device (its own process),
     // then a fresh SDK device that records lectures offline and pushes them.
-    let first_sync = run_device(&url, &admin, &client, "b", 0).await?;
+    let store = tempfile::tempdir()?;
+    let creds = device_token(&url, &admin, &client, "b").await?;
+    let first_sync = run_device(&url, &creds, 0, Some(store.path()))?;
+    // 1% more records, then the same device syncs again.
+    let changes = (stored / 100).max(1);
+    push_phase(&client, &url, &admin, 1, changes, args.batch, 20_000_000).await?;
+    let incremental = run_device(&url, &creds, 0, Some(store.path()))?;
     let offline_push = if args.device_records > 0 {
-        Some(run_device(&url, &admin, &client, "b0", args.device_records).await?)
+        let creds = device_token(&url, &admin, &client, "b0").await?;
+        Some(run_device(&url, &creds, args.device_records, None)?)
     } else {
         None
     };
+    let (mut small_ms, small_errors) = small_devices(
+        &client,
+        &url,
+        &admin,
+        args.small_devices,
+        args.small_rounds,
+        args.small_batch,
+    )
+    .await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
     let rss_peak = pid.and_then(|p| rss_kib(p, "VmHWM:"));
     let rss_now = pid.and_then(|p| rss_kib(p, "VmRSS:"));
@@ -491,6 +621,14 @@ async fn main() -> Result<()> {
         "server_rss_peak_mib": rss_peak.map(|k| k / 1024),
         "server_rss_now_mib": rss_now.map(|k| k / 1024),
         "disk_bytes_per_record": disk.map(|d| d / stored.max(1)),
+        "sdk_incremental_sync_records": incremental["pulled"],
+        "sdk_incremental_sync_secs": incremental["sync_secs"],
+        "small_devices": args.small_devices,
+        "small_batch": args.small_batch,
+        "small_push_ms_p50": pct(&mut small_ms, 0.5),
+        "small_push_ms_p99": pct(&mut small_ms, 0.99),
+        "small_push_errors": small_errors,
+        "growth_push_last_over_first_window": growth(&one.batch_ms),
         "sdk_first_sync_records": first_sync["pulled"],
         "sdk_first_sync_secs": first_sync["sync_secs"],
         "sdk_first_sync_rss_peak_mib": first_sync["rss_peak_mib"],
