@@ -10,7 +10,6 @@
 //! | `m/<name>` | meta: store id, seq counter, server HLC, rejection counter, format |
 //! | `r/<record id:16>` | [`pufa_core::merge::RecordState`] |
 //! | `s/<seq:8>` | record id: the change feed, one entry per record |
-//! | `u/<unit code>\0<record id:16>` | (empty): records by current unit |
 //! | `a/<device:16><mutation id:16>` | [`Applied`]: idempotency index |
 //! | `c/<conflict id:16>` | [`StoredConflict`] |
 //! | `o/<seq:8><conflict id:16>` | (empty): open conflicts, by seq |
@@ -85,7 +84,6 @@ pub const META_ADMIN: &[u8] = b"m/admin";
 
 pub const RECORD: &[u8] = b"r/";
 pub const SEQ: &[u8] = b"s/";
-pub const UNIT_RECORD: &[u8] = b"u/";
 pub const APPLIED: &[u8] = b"a/";
 pub const CONFLICT: &[u8] = b"c/";
 pub const OPEN_CONFLICT: &[u8] = b"o/";
@@ -102,14 +100,6 @@ pub fn record_key(id: Uuid) -> Vec<u8> {
 
 pub fn seq_key(seq: u64) -> Vec<u8> {
     key(SEQ, &[&seq.to_be_bytes()])
-}
-
-pub fn unit_record_prefix(unit: &str) -> Vec<u8> {
-    key(UNIT_RECORD, &[unit.as_bytes(), b"\0"])
-}
-
-pub fn unit_record_key(unit: &str, id: Uuid) -> Vec<u8> {
-    key(UNIT_RECORD, &[unit.as_bytes(), b"\0", id.as_bytes()])
 }
 
 pub fn applied_key(device: Uuid, mutation: Uuid) -> Vec<u8> {

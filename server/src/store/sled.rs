@@ -50,6 +50,23 @@ pub const PULL_SCAN_MAX: usize = 100_000;
 /// Most rejections or conflicts one listing examines.
 pub const LIST_SCAN_MAX: usize = 200_000;
 
+/// Waits until a push's group is durable, then hands out its results.
+async fn finish(
+    inner: &Inner,
+    answer: Result<
+        Result<(Vec<MutationResult>, u64), StoreError>,
+        tokio::sync::oneshot::error::RecvError,
+    >,
+) -> Result<Vec<MutationResult>, StoreError> {
+    let (results, generation) =
+        answer.map_err(|_| StoreError::Other("push lost its reply".into()))??;
+    inner.wait_durable(generation).await?;
+    Ok(results)
+}
+
+type PushAnswer = Result<(Vec<MutationResult>, u64), StoreError>;
+type PushReply = tokio::sync::oneshot::Sender<PushAnswer>;
+
 /// The sled-backed [`Store`].
 pub struct SledStore {
     inner: Arc<Inner>,
@@ -64,6 +81,10 @@ struct Inner {
     agg: RwLock<Aggregates>,
     org: RwLock<Arc<OrgTree>>,
     durability: Arc<Durability>,
+    /// Whose turn it is to write (see [`SledStore::write`]).
+    write_turn: tokio::sync::Mutex<()>,
+    /// Pushes waiting for the next group apply, with where to answer.
+    queued: Mutex<Vec<(PushInput, PushReply)>>,
 }
 
 /// State only the writer touches; published to disk with every batch.
@@ -171,6 +192,8 @@ impl SledStore {
             agg: RwLock::new(agg),
             org: RwLock::new(Arc::new(OrgTree::from_units(units))),
             durability: durability.clone(),
+            write_turn: tokio::sync::Mutex::new(()),
+            queued: Mutex::new(Vec::new()),
         });
         tokio::spawn(flusher(Arc::downgrade(&inner), durability));
         Ok(SledStore { inner })
@@ -223,7 +246,13 @@ impl SledStore {
         T: Send + 'static,
         F: FnOnce(&Inner) -> Result<(T, u64), StoreError> + Send + 'static,
     {
-        let (value, generation) = self.blocking(f).await?;
+        // Writers queue here, asynchronously, rather than each parking a
+        // blocking-pool thread on the writer lock: 200 devices pushing at
+        // once otherwise meant 200 threads (and their allocator caches).
+        let (value, generation) = {
+            let _turn = self.inner.write_turn.lock().await;
+            self.blocking(f).await?
+        };
         self.inner.wait_durable(generation).await?;
         Ok(value)
     }
@@ -341,12 +370,31 @@ impl Inner {
         }
     }
 
-    fn push(&self, input: PushInput) -> Result<(Vec<MutationResult>, u64), StoreError> {
+    /// Applies several pushes in one atomic write (group apply): the writer
+    /// takes every push queued while the previous write ran.
+    fn push_group(
+        &self,
+        inputs: Vec<PushInput>,
+    ) -> Result<(Vec<Vec<MutationResult>>, u64), StoreError> {
         let tree = self.tree();
+        let mut tx = self.begin();
+        let mut all = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            all.push(self.push_into(&mut tx, &tree, input)?);
+        }
+        let generation = tx.commit(None)?;
+        Ok((all, generation))
+    }
+
+    fn push_into(
+        &self,
+        tx: &mut Tx<'_>,
+        tree: &OrgTree,
+        input: PushInput,
+    ) -> Result<Vec<MutationResult>, StoreError> {
         let device = &input.device;
         let scope = device.scope();
         let today = Today(Date::from_unix_ms(input.now_ms));
-        let mut tx = self.begin();
         let mut results = Vec::with_capacity(input.mutations.len());
         for (i, m) in input.mutations.iter().enumerate() {
             let raw = input.raw.get(i).map(String::as_str);
@@ -383,7 +431,7 @@ impl Inner {
                 continue;
             }
             let existing = tx.record(m.record_id)?;
-            let kind = match judge(m, device.id, existing.as_ref(), &tree, &scope, today) {
+            let kind = match judge(m, device.id, existing.as_ref(), tree, &scope, today) {
                 Ok(kind) => kind,
                 Err(r) => {
                     tx.reject(device.id, input.now_ms, m, raw, &r);
@@ -402,7 +450,7 @@ impl Inner {
             let mut state = merged.state;
             if merged.changed {
                 tx.seq += 1;
-                state.note_scope(&tree);
+                state.note_scope(tree);
                 for c in &merged.conflicts {
                     let id = self.ids.uuid();
                     let stored = StoredConflict {
@@ -453,8 +501,7 @@ impl Inner {
             }
             tx.batch.insert(codec::device_key(d.id), encode(&d));
         }
-        let generation = tx.commit(None)?;
-        Ok((results, generation))
+        Ok(results)
     }
 
     fn upsert_org_units(
@@ -471,24 +518,26 @@ impl Inner {
         }
         // Every record below a re-parented unit changes scope: new seq, and
         // its `ever` learns the new ancestors (§4).
-        let mut seen = HashSet::new();
-        for code in &moved {
-            for unit in next.subtree(code) {
-                for kv in self.db.scan_prefix(codec::unit_record_prefix(&unit.code)) {
-                    let (k, _) = kv?;
-                    let id = codec::uuid_of(&k[k.len() - 16..])?;
-                    if !seen.insert(id) {
-                        continue;
-                    }
-                    let Some(before) = tx.record(id)? else {
-                        continue;
-                    };
-                    let mut after = before.clone();
-                    after.note_scope(&next);
-                    tx.seq += 1;
-                    after.seq = tx.seq;
-                    tx.put_record(Some(before), after);
+        // There is no per-unit record index (it cost a third of push
+        // throughput, its keys scattering across the tree): re-parenting, a
+        // rare admin action, scans the records once under the writer lock.
+        if !moved.is_empty() {
+            let affected: HashSet<&str> = moved
+                .iter()
+                .flat_map(|code| next.subtree(code))
+                .map(|u| u.code.as_str())
+                .collect();
+            for kv in self.db.scan_prefix(codec::RECORD) {
+                let (_, v) = kv?;
+                let before: RecordState = decode(&v)?;
+                if !before.org_unit().is_some_and(|u| affected.contains(u)) {
+                    continue;
                 }
+                let mut after = before.clone();
+                after.note_scope(&next);
+                tx.seq += 1;
+                after.seq = tx.seq;
+                tx.put_record(Some(before), after);
             }
         }
         let n = units.len();
@@ -798,20 +847,12 @@ impl Tx<'_> {
             .insert(codec::rejection_key(self.rejections), encode(&stored));
     }
 
-    /// Stages a record at its new seq: record, feed entry (one per record),
-    /// unit index.
+    /// Stages a record at its new seq: record and feed entry (one per
+    /// record).
     fn put_record(&mut self, before: Option<RecordState>, after: RecordState) {
         debug_assert!(before.as_ref().is_none_or(|b| b.seq < after.seq));
         if let Some(b) = &before {
             self.batch.remove(codec::seq_key(b.seq));
-            if b.org_unit() != after.org_unit() {
-                if let Some(u) = b.org_unit() {
-                    self.batch.remove(codec::unit_record_key(u, b.id));
-                }
-            }
-        }
-        if let Some(u) = after.org_unit() {
-            self.batch.insert(codec::unit_record_key(u, after.id), &[]);
         }
         self.batch
             .insert(codec::seq_key(after.seq), after.id.as_bytes());
@@ -931,7 +972,48 @@ impl Store for SledStore {
     }
 
     async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError> {
-        self.write(move |inner| inner.push(input)).await
+        let (tx, mut rx) = tokio::sync::oneshot::channel();
+        lock(&self.inner.queued).push((input, tx));
+        let turn = self.inner.write_turn.lock().await;
+        // An earlier turn may have taken this push with its group.
+        if let Ok(answer) = rx.try_recv() {
+            drop(turn);
+            return finish(&self.inner, Ok(answer)).await;
+        }
+        let jobs = std::mem::take(&mut *lock(&self.inner.queued));
+        if !jobs.is_empty() {
+            // Its own task, so that the answers go out even if this request
+            // is dropped (timeout, disconnect) meanwhile.
+            let inner = self.inner.clone();
+            let group = tokio::spawn(async move {
+                let (inputs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+                let outcome = tokio::task::spawn_blocking(move || inner.push_group(inputs)).await;
+                match outcome {
+                    Ok(Ok((results, generation))) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok((r, generation)));
+                        }
+                    }
+                    Ok(Err(e)) => {
+                        let msg = format!("the write failed: {e}");
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                        }
+                    }
+                    Err(e) => {
+                        let msg = format!("store task failed: {e}");
+                        for reply in replies {
+                            let _ = reply.send(Err(StoreError::Other(msg.clone())));
+                        }
+                    }
+                }
+            });
+            let _ = group.await;
+        }
+        drop(turn);
+        // Answered by now, or soon by an earlier group whose request was
+        // dropped while it ran.
+        finish(&self.inner, rx.await).await
     }
 
     async fn pull(&self, scope: Scope, since: u64, limit: usize) -> Result<PullPage, StoreError> {
