@@ -373,3 +373,64 @@ pub fn lecture(
         _ => unreachable!(),
     }
 }
+
+/// `target/<profile>/`, with the `pufa-server` and `pufa` binaries built in
+/// it once per test process (a library dependency does not build them;
+/// `cargo build` is a no-op when they are fresh).
+pub fn bin_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        // target/<profile>/deps/cli-<hash>: this follows CARGO_TARGET_DIR.
+        let profile_dir = exe
+            .parent()
+            .and_then(std::path::Path::parent)
+            .unwrap()
+            .to_path_buf();
+        let target_dir = profile_dir.parent().unwrap();
+        let started = std::time::Instant::now();
+        let mut cmd = std::process::Command::new(env!("CARGO"));
+        cmd.args(["build", "-p", "pufa-server", "--bin", "pufa-server"])
+            .args(["-p", "pufa-client", "--bin", "pufa"])
+            .arg("--target-dir")
+            .arg(target_dir)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile_dir.file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        // What cargo set for this test process describes this package, not
+        // the build: left in, it dirties build scripts that watch it (ring's
+        // watches CARGO_MANIFEST_DIR), and every `cargo build` from a shell
+        // and from here would rebuild the TLS stack for the other.
+        for (k, _) in std::env::vars_os() {
+            let k = k.to_string_lossy();
+            if k.starts_with("CARGO_PKG_")
+                || matches!(
+                    k.as_ref(),
+                    "CARGO_MANIFEST_DIR"
+                        | "CARGO_MANIFEST_PATH"
+                        | "CARGO_CRATE_NAME"
+                        | "CARGO_BIN_NAME"
+                        | "CARGO_PRIMARY_PACKAGE"
+                        | "CARGO_TARGET_TMPDIR"
+                        | "CARGO_RUSTC_CURRENT_DIR"
+                        | "OUT_DIR"
+                )
+            {
+                cmd.env_remove(k.as_ref());
+            }
+        }
+        let out = cmd.output().expect("cargo runs");
+        assert!(
+            out.status.success(),
+            "cargo build of pufa-server and pufa failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for bin in ["pufa-server", "pufa"] {
+            let path = profile_dir.join(bin);
+            assert!(path.exists(), "{} missing after the build", path.display());
+        }
+        eprintln!("cargo build of the binaries took {:?}", started.elapsed());
+        profile_dir
+    })
+}

@@ -20,67 +20,12 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------- binaries
-
-/// `target/<profile>/`, with `pufa-server` and `pufa` built in it.
-fn bin_dir() -> &'static Path {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/cli-<hash>: this follows CARGO_TARGET_DIR.
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let started = Instant::now();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "pufa-server", "--bin", "pufa-server"])
-            .args(["-p", "pufa-client", "--bin", "pufa"])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        // What cargo set for this test process describes this package, not
-        // the build; left in, it dirties build scripts that watch it (as in
-        // http_faults.rs).
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || matches!(
-                    k.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_BIN_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "CARGO_RUSTC_CURRENT_DIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build of pufa-server and pufa failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        for bin in ["pufa-server", "pufa"] {
-            let path = profile_dir.join(bin);
-            assert!(path.exists(), "{} missing after the build", path.display());
-        }
-        eprintln!("cargo build of the binaries took {:?}", started.elapsed());
-        profile_dir
-    })
-}
 
 // ------------------------------------------------------------------ server
 
@@ -95,7 +40,7 @@ struct Server {
 /// Starts `pufa-server` and waits for its "listening" line; the port it
 /// serves on, or `None` if it exited first.
 fn spawn_server(dir: &Path, listen: &str) -> Option<(Child, u16)> {
-    let mut child = Command::new(bin_dir().join("pufa-server"))
+    let mut child = Command::new(pufa_tests::bin_dir().join("pufa-server"))
         .args(["--data", dir.to_str().unwrap(), "--listen", listen])
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
@@ -312,7 +257,7 @@ impl Device {
     }
 
     fn run_env(&self, args: &[&str], lang: &str) -> Run {
-        let out = Command::new(bin_dir().join("pufa"))
+        let out = Command::new(pufa_tests::bin_dir().join("pufa"))
             .arg("--data")
             .arg(&self.data)
             .args(args)
@@ -1037,7 +982,7 @@ fn lecture_add_prompts_in_a_terminal_and_asks_again() {
         socket: tmp.path().join("tmux.sock"),
         session: format!("pufa-cli-{}", std::process::id()),
     };
-    let pufa = bin_dir().join("pufa");
+    let pufa = pufa_tests::bin_dir().join("pufa");
     let script = format!(
         "env -u PUFA_DATA LANG=en_US.UTF-8 '{}' --data '{}' lecture add; echo \"[pufa exited $?]\"; sleep 600",
         pufa.display(),

@@ -21,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -868,57 +868,6 @@ async fn proxy_cutting_connections_loses_and_doubles_nothing() {
 
 // ------------------------------------------- 2. SIGKILL of the real binary
 
-/// `target/<profile>/pufa-server`, built once per test run (a lib
-/// dependency does not build the bin; `cargo build` is a no-op when fresh).
-fn server_binary() -> &'static Path {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().unwrap();
-        // target/<profile>/deps/http_faults-<hash>
-        let profile_dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-        let target_dir = profile_dir.parent().unwrap();
-        let mut cmd = Command::new(env!("CARGO"));
-        cmd.args(["build", "-p", "pufa-server", "--bin", "pufa-server"])
-            .arg("--target-dir")
-            .arg(target_dir)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile_dir.file_name().is_some_and(|n| n == "release") {
-            cmd.arg("--release");
-        }
-        // What cargo set for this test process describes this package, not
-        // the build: left in, it dirties build scripts that watch it (ring's
-        // watches CARGO_MANIFEST_DIR) and every `cargo build` from a shell
-        // and from here would rebuild the TLS stack for the other.
-        for (k, _) in std::env::vars_os() {
-            let k = k.to_string_lossy();
-            if k.starts_with("CARGO_PKG_")
-                || matches!(
-                    k.as_ref(),
-                    "CARGO_MANIFEST_DIR"
-                        | "CARGO_MANIFEST_PATH"
-                        | "CARGO_CRATE_NAME"
-                        | "CARGO_BIN_NAME"
-                        | "CARGO_PRIMARY_PACKAGE"
-                        | "CARGO_TARGET_TMPDIR"
-                        | "CARGO_RUSTC_CURRENT_DIR"
-                        | "OUT_DIR"
-                )
-            {
-                cmd.env_remove(k.as_ref());
-            }
-        }
-        let out = cmd.output().expect("cargo runs");
-        assert!(
-            out.status.success(),
-            "cargo build -p pufa-server failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let bin = profile_dir.join("pufa-server");
-        assert!(bin.exists(), "{} missing after the build", bin.display());
-        bin
-    })
-}
-
 /// The binary on a fixed port; killed on drop.
 struct BinServer {
     child: Option<Child>,
@@ -929,7 +878,7 @@ struct BinServer {
 /// Starts the binary and waits for its "listening" line; `None` if it
 /// exited first (e.g. the port was taken).
 fn spawn_binary(dir: &Path, port: u16) -> Option<Child> {
-    let mut child = Command::new(server_binary())
+    let mut child = Command::new(pufa_tests::bin_dir().join("pufa-server"))
         .args(["--data", dir.to_str().unwrap()])
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .env("RUST_LOG", "info")
@@ -1024,7 +973,9 @@ const KILL_BATCH: usize = 50;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_sigkilled_mid_sync_loses_and_doubles_nothing() {
     let build = Instant::now();
-    tokio::task::spawn_blocking(server_binary).await.unwrap();
+    tokio::task::spawn_blocking(pufa_tests::bin_dir)
+        .await
+        .unwrap();
     eprintln!("cargo build -p pufa-server took {:?}", build.elapsed());
     let started = Instant::now();
     let data = tempfile::tempdir().unwrap();
