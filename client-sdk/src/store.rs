@@ -280,6 +280,14 @@ impl LocalStore {
         Ok(out)
     }
 
+    pub fn has_entries(&self) -> Result<bool> {
+        Ok(self.db.scan_prefix(OUTBOX).next().transpose()?.is_some())
+    }
+
+    pub fn has_notices(&self) -> Result<bool> {
+        Ok(self.db.scan_prefix(NOTICE).next().transpose()?.is_some())
+    }
+
     pub fn notices_for(&self, id: Uuid) -> Result<Vec<ConflictNotice>> {
         self.db
             .scan_prefix(key(NOTICE, &[id.as_bytes()]))

@@ -455,10 +455,19 @@ async fn pull_all(
         inner.observe_server_time(&mut meta, page.server_time_ms, sent_at);
         let mut hlc = meta.hlc_clock();
         let mut s = Staged::default();
+        // A first sync into an empty device has no outbox and no notices:
+        // skip the per-record look-ups then.
+        let any_entries = inner.store.has_entries()?;
+        let any_notices = inner.store.has_notices()?;
         for entry in &page.records {
             let id = entry.id();
             // Edits this device pushed that the server has now folded in.
-            for e in inner.store.entries_for(id)? {
+            let entries = if any_entries {
+                inner.store.entries_for(id)?
+            } else {
+                Vec::new()
+            };
+            for e in entries {
                 if let EntryStatus::Acked { seq } = e.status {
                     if matches!(entry, PullEntry::Gone(_)) || seq <= entry.seq() {
                         s.remove_entry(&e);
@@ -467,7 +476,7 @@ async fn pull_all(
             }
             match entry {
                 PullEntry::Record(view) => {
-                    if view.conflicts == 0 {
+                    if view.conflicts == 0 && any_notices {
                         // Resolved: the details no longer apply.
                         for n in inner.store.notices_for(id)? {
                             s.remove_notice(&n);
@@ -481,7 +490,12 @@ async fn pull_all(
                     report.pulled += 1;
                 }
                 PullEntry::Gone(_) => {
-                    for n in inner.store.notices_for(id)? {
+                    let notices = if any_notices {
+                        inner.store.notices_for(id)?
+                    } else {
+                        Vec::new()
+                    };
+                    for n in notices {
                         s.remove_notice(&n);
                     }
                     if inner.store.confirmed(id)?.is_some() {
