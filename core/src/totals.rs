@@ -40,7 +40,10 @@ pub type LectureSum = (u64, u64);
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AggKey {
     Unit(String),
-    Day(String, i32),
+    /// A unit's lectures of one month (`Date::month_index`), day by day:
+    /// one entry per month rather than per day, because a push touches a
+    /// few months but many days, and every entry written costs.
+    Month(String, i32),
     EverMax(String),
 }
 
@@ -48,7 +51,8 @@ pub enum AggKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AggValue {
     Unit(UnitAgg),
-    Day(LectureSum),
+    /// `(day, sum)` for the days of the month with lectures; empty: remove.
+    Month(Vec<(i32, LectureSum)>),
     EverMax(u64),
 }
 
@@ -187,12 +191,12 @@ impl Aggregates {
             if m.0 == 0 {
                 months.remove(&month);
             }
-            self.dirty.insert(AggKey::Day(c.unit.to_string(), day));
+            self.dirty.insert(AggKey::Month(c.unit.to_string(), month));
         }
     }
 
     /// The entries changed since the last call, with their current values
-    /// (`Day` with `(0, 0)` means the entry may be removed).
+    /// (an empty `Month` means the entry may be removed).
     pub fn take_dirty(&mut self) -> Vec<(AggKey, AggValue)> {
         std::mem::take(&mut self.dirty)
             .into_iter()
@@ -201,11 +205,14 @@ impl Aggregates {
                     AggKey::Unit(u) => {
                         AggValue::Unit(self.units.get(u).cloned().unwrap_or_default())
                     }
-                    AggKey::Day(u, d) => AggValue::Day(
+                    AggKey::Month(u, m) => AggValue::Month(
                         self.days
                             .get(u)
-                            .and_then(|m| m.get(d))
-                            .copied()
+                            .map(|days| {
+                                let (from, to) =
+                                    (first_day_of_month(*m).0, first_day_of_month(*m + 1).0);
+                                days.range(from..to).map(|(d, sum)| (*d, *sum)).collect()
+                            })
                             .unwrap_or_default(),
                     ),
                     AggKey::EverMax(u) => {
@@ -225,17 +232,19 @@ impl Aggregates {
                 self.all_xor ^= agg.xor;
                 self.units.insert(u, agg);
             }
-            (AggKey::Day(u, d), AggValue::Day(sum)) if sum.0 > 0 => {
-                self.days.entry(u.clone()).or_default().insert(d, sum);
-                add(
-                    self.months
-                        .entry(u)
-                        .or_default()
-                        .entry(Date(d).month_index())
-                        .or_default(),
-                    sum,
-                    1,
-                );
+            (AggKey::Month(u, _), AggValue::Month(days)) => {
+                for (d, sum) in days.into_iter().filter(|(_, sum)| sum.0 > 0) {
+                    self.days.entry(u.clone()).or_default().insert(d, sum);
+                    add(
+                        self.months
+                            .entry(u.clone())
+                            .or_default()
+                            .entry(Date(d).month_index())
+                            .or_default(),
+                        sum,
+                        1,
+                    );
+                }
             }
             (AggKey::EverMax(u), AggValue::EverMax(m)) => {
                 self.all_max = self.all_max.max(m);

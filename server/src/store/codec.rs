@@ -18,7 +18,7 @@
 //! | `d/<device:16>` | [`super::Device`] |
 //! | `p/<device:16>` | last pull time (u64) |
 //! | `n/<unit code>` | [`pufa_core::wire::OrgUnit`] |
-//! | `g/u<unit code>` / `g/d<unit code>\0<day:4>` / `g/e<unit code>` | aggregates |
+//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` | aggregates (per unit; lectures by month, day by day) |
 //!
 //! Values are positional MessagePack (rmp-serde) behind one format byte;
 //! encoded types therefore never skip fields.
@@ -36,7 +36,7 @@ use super::StoreError;
 /// The first byte of every value: bump when the encoding changes.
 const VALUE_FORMAT: u8 = 1;
 /// Written to `m/format`; a store with another is refused at open.
-pub const STORE_FORMAT: u64 = 1;
+pub const STORE_FORMAT: u64 = 2;
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![VALUE_FORMAT];
@@ -137,17 +137,17 @@ pub fn org_unit_key(code: &str) -> Vec<u8> {
 pub fn agg_key(k: &AggKey) -> Vec<u8> {
     match k {
         AggKey::Unit(u) => key(AGG, &[b"u", u.as_bytes()]),
-        AggKey::Day(u, d) => key(AGG, &[b"d", u.as_bytes(), b"\0", &d.to_be_bytes()]),
+        AggKey::Month(u, m) => key(AGG, &[b"m", u.as_bytes(), b"\0", &m.to_be_bytes()]),
         AggKey::EverMax(u) => key(AGG, &[b"e", u.as_bytes()]),
     }
 }
 
-/// `None` for a `Day` entry that fell to zero: delete it.
+/// `None` for a `Month` with no lectures left: delete it.
 pub fn agg_value(v: &AggValue) -> Option<Vec<u8>> {
     match v {
         AggValue::Unit(u) => Some(encode(u)),
-        AggValue::Day((0, _)) => None,
-        AggValue::Day(sum) => Some(encode(sum)),
+        AggValue::Month(days) if days.is_empty() => None,
+        AggValue::Month(days) => Some(encode(days)),
         AggValue::EverMax(m) => Some(m.to_be_bytes().to_vec()),
     }
 }
@@ -162,10 +162,13 @@ pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> 
             AggValue::Unit(decode::<UnitAgg>(v)?),
         )),
         Some((b'e', code)) => Ok((AggKey::EverMax(text(code)?), AggValue::EverMax(u64_of(v)?))),
-        Some((b'd', rest)) if rest.len() > 5 => {
-            let (code, day) = rest.split_at(rest.len() - 5);
-            let day = i32::from_be_bytes(day[1..].try_into().map_err(|_| bad())?);
-            Ok((AggKey::Day(text(code)?, day), AggValue::Day(decode(v)?)))
+        Some((b'm', rest)) if rest.len() > 5 => {
+            let (code, month) = rest.split_at(rest.len() - 5);
+            let month = i32::from_be_bytes(month[1..].try_into().map_err(|_| bad())?);
+            Ok((
+                AggKey::Month(text(code)?, month),
+                AggValue::Month(decode(v)?),
+            ))
         }
         _ => Err(bad()),
     }
