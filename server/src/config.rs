@@ -19,6 +19,10 @@ pub const CACHE_MB_DEFAULT: u64 = 64;
 /// Default `--request-timeout-secs`: a request still running after this is
 /// answered with `503 timeout`.
 pub const REQUEST_TIMEOUT_SECS_DEFAULT: u64 = 30;
+/// Rejected mutations kept for coordinators (the newest); older ones are
+/// dropped as new ones arrive, so a device pushing garbage in a loop cannot
+/// fill the disk.
+pub const REJECTIONS_KEPT: u64 = 100_000;
 /// How long shutdown waits for in-flight requests before it stops waiting.
 pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
 
@@ -132,6 +136,8 @@ pub struct Config {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
     pub request_timeout: Duration,
+    /// How many rejected mutations to keep.
+    pub rejections_kept: u64,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
@@ -145,6 +151,7 @@ impl Config {
             max_body_bytes: BODY_BYTES_MAX_DEFAULT,
             cache_bytes: CACHE_MB_DEFAULT * 1024 * 1024,
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS_DEFAULT),
+            rejections_kept: REJECTIONS_KEPT,
             clock: Arc::new(SystemClock),
             ids: Arc::new(SystemIds),
         }

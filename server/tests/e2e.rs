@@ -497,3 +497,56 @@ async fn clock_skew_survives_reports_without_now_ms() {
     );
     s.stop().await;
 }
+
+/// Only the newest rejections are kept, so a device pushing garbage in a
+/// loop cannot fill the disk.
+#[tokio::test]
+async fn only_the_newest_rejections_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.rejections_kept = 3;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let state = pufa_server::open(config).await.unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(pufa_server::serve(state, listener, async {
+        let _ = rx.await;
+    }));
+    let admin = std::fs::read_to_string(dir.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let s = TestServer {
+        url,
+        admin,
+        stop: Some(tx),
+        task: Some(task),
+    };
+    setup_tree(&s).await;
+    let t = token(&s, "field", "s1").await;
+    for i in 0..5u64 {
+        let mut m = lecture(t.device_id, Uuid::now_v7(), 1_593_561_600_000 + i, "c1", i);
+        m["set"]["colour"] = json!(format!("bad {i}"));
+        let r = push(&s, &t, vec![m]).await;
+        assert_eq!(
+            r.results[0].status,
+            pufa_core::wire::MutationStatus::Rejected
+        );
+    }
+    let (st, list) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/rejections", s.url),
+        &s.admin,
+        None,
+    )
+    .await;
+    assert_eq!(st, 200);
+    let colours: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["mutation"]["set"]["colour"].clone())
+        .collect();
+    assert_eq!(colours, [json!("bad 4"), json!("bad 3"), json!("bad 2")]);
+    s.stop().await;
+}

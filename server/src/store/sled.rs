@@ -76,6 +76,8 @@ struct Inner {
     db: sled::Db,
     store_id: Uuid,
     ids: Arc<dyn IdSource>,
+    /// [`crate::config::REJECTIONS_KEPT`] unless configured.
+    rejections_kept: u64,
     writer: Mutex<Writer>,
     committed_seq: AtomicU64,
     agg: RwLock<Aggregates>,
@@ -183,6 +185,7 @@ impl SledStore {
             db,
             store_id,
             ids: config.ids.clone(),
+            rejections_kept: config.rejections_kept,
             writer: Mutex::new(Writer {
                 seq,
                 hlc,
@@ -845,6 +848,13 @@ impl Tx<'_> {
         };
         self.batch
             .insert(codec::rejection_key(self.rejections), encode(&stored));
+        // Keep the newest REJECTIONS_KEPT: a device pushing garbage in a loop
+        // must not fill the disk.
+        let kept = self.inner.rejections_kept.max(1);
+        if self.rejections > kept {
+            self.batch
+                .remove(codec::rejection_key(self.rejections - kept));
+        }
     }
 
     /// Stages a record at its new seq: record and feed entry (one per
