@@ -550,3 +550,42 @@ async fn only_the_newest_rejections_are_kept() {
     assert_eq!(colours, [json!("bad 4"), json!("bad 3"), json!("bad 2")]);
     s.stop().await;
 }
+
+/// A retry racing its original (same device, same mutation ids, at the same
+/// moment) is applied once: one answer says `applied`, the other `duplicate`
+/// with the same seqs, whether or not both land in one group apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_retry_racing_its_original_is_applied_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Arc::new(TestServer::start(dir.path(), 6).await);
+    setup_tree(&s).await;
+    let t = token(&s, "field", "s1").await;
+    for round in 0..20u64 {
+        let batch: Vec<Value> = (0..20)
+            .map(|k| {
+                lecture(
+                    t.device_id,
+                    Uuid::now_v7(),
+                    1_593_561_600_000 + round * 100 + k,
+                    "c1",
+                    k,
+                )
+            })
+            .collect();
+        let (a, b) = tokio::join!(push(&s, &t, batch.clone()), push(&s, &t, batch));
+        for (x, y) in a.results.iter().zip(&b.results) {
+            let mut statuses = [x.status, y.status].map(|st| format!("{st:?}"));
+            statuses.sort();
+            assert_eq!(statuses, ["Applied", "Duplicate"], "round {round}");
+            assert_eq!(x.seq, y.seq);
+        }
+    }
+    let (_, totals) = call(
+        reqwest::Method::GET,
+        format!("{}/v1/totals", s.url),
+        &s.admin,
+        None,
+    )
+    .await;
+    assert_eq!(totals["lectures"]["count"], json!(400));
+}
