@@ -24,6 +24,11 @@ impl TestServer {
     async fn start(dir: &Path, seed: u64) -> TestServer {
         let mut config = Config::new(dir);
         config.ids = Arc::new(SeededIds::new(seed));
+        TestServer::start_config(config).await
+    }
+
+    async fn start_config(config: Config) -> TestServer {
+        let dir = config.data_dir.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         // `open` completes before serving, so the server is ready when it returns.
@@ -414,22 +419,7 @@ async fn clock_skew_survives_reports_without_now_ms() {
     let mut config = Config::new(dir.path());
     let clock = Arc::new(pufa_server::config::ManualClock::new(1_593_561_600_000));
     config.clock = clock.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = pufa_server::open(config).await.unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(pufa_server::serve(state, listener, async {
-        let _ = rx.await;
-    }));
-    let s = TestServer {
-        url,
-        admin: std::fs::read_to_string(dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .into(),
-        stop: Some(tx),
-        task: Some(task),
-    };
+    let s = TestServer::start_config(config).await;
     setup_tree(&s).await;
     let t = token(&s, "field", "s1").await;
     let report = |r: Value| json!({"device_id": t.device_id, "mutations": [], "device": r});
@@ -505,23 +495,7 @@ async fn only_the_newest_rejections_are_kept() {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config::new(dir.path());
     config.rejections_kept = 3;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let state = pufa_server::open(config).await.unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(pufa_server::serve(state, listener, async {
-        let _ = rx.await;
-    }));
-    let admin = std::fs::read_to_string(dir.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let s = TestServer {
-        url,
-        admin,
-        stop: Some(tx),
-        task: Some(task),
-    };
+    let s = TestServer::start_config(config).await;
     setup_tree(&s).await;
     let t = token(&s, "field", "s1").await;
     for i in 0..5u64 {
