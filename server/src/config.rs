@@ -138,6 +138,12 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How many rejected mutations to keep.
     pub rejections_kept: u64,
+    /// Per bearer token; `None`: off.
+    pub token_rate: Option<crate::limits::RateLimit>,
+    /// Per client IP; off unless configured.
+    pub ip_rate: Option<crate::limits::RateLimit>,
+    /// Take the client IP from `X-Forwarded-For` (behind a reverse proxy).
+    pub trust_proxy: bool,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
@@ -152,6 +158,12 @@ impl Config {
             cache_bytes: CACHE_MB_DEFAULT * 1024 * 1024,
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS_DEFAULT),
             rejections_kept: REJECTIONS_KEPT,
+            token_rate: Some(crate::limits::RateLimit {
+                per_sec: crate::limits::TOKEN_RATE_PER_SEC_DEFAULT,
+                burst: crate::limits::TOKEN_BURST_DEFAULT,
+            }),
+            ip_rate: None,
+            trust_proxy: false,
             clock: Arc::new(SystemClock),
             ids: Arc::new(SystemIds),
         }

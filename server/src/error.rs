@@ -44,6 +44,9 @@ pub enum ApiError {
     Rejected(Rejection),
     #[error("method not allowed on this path")]
     MethodNotAllowed,
+    /// Too many requests for this token or address: retry after the given seconds.
+    #[error("too many requests; retry in {0} s")]
+    RateLimited(u64),
     #[error("the request took longer than {0} s")]
     Timeout(u64),
     /// Storage cannot take writes now (disk full, IO error): retry later.
@@ -92,6 +95,7 @@ impl ApiError {
             ),
             Rejected(r) => (StatusCode::BAD_REQUEST, r.code.as_str(), r.field.as_deref()),
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
+            RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
@@ -122,10 +126,15 @@ impl IntoResponse for ApiError {
             },
         };
         let mut resp = (status, Json(body)).into_response();
-        if matches!(self, ApiError::Unavailable(_) | ApiError::Timeout(_)) {
+        let retry_after = match self {
+            ApiError::Unavailable(_) | ApiError::Timeout(_) => Some(1),
+            ApiError::RateLimited(secs) => Some(secs),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,
-                axum::http::HeaderValue::from_static("1"),
+                axum::http::HeaderValue::from(secs),
             );
         }
         resp

@@ -16,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod limits;
 pub mod store;
 
 use std::future::Future;
@@ -44,6 +45,7 @@ use store::{Device, DynStore, StoreError};
 pub struct AppState {
     pub store: DynStore,
     pub config: Arc<Config>,
+    pub limits: Arc<limits::Limiters>,
 }
 
 /// Why the server could not start or stopped with an error.
@@ -81,6 +83,10 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             request_timeout,
         ))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            limits::enforce,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("the handler panicked".into()).into_response()
         }))
@@ -110,9 +116,15 @@ pub async fn open(config: Config) -> Result<AppState, RunError> {
         dir: dir.clone(),
         source,
     })?;
+    let limits = Arc::new(limits::Limiters {
+        tokens: config.token_rate.map(limits::Buckets::new),
+        ips: config.ip_rate.map(limits::Buckets::new),
+        trust_proxy: config.trust_proxy,
+    });
     let state = AppState {
         store: Arc::new(store),
         config: Arc::new(config),
+        limits,
     };
     bootstrap_admin(&state).await?;
     Ok(state)
@@ -229,7 +241,11 @@ pub async fn serve(
         shutdown.await;
         let _ = stop_tx.send(true);
     };
-    let server = axum::serve(listener, router(state)).with_graceful_shutdown(signal);
+    let server = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
+    )
+    .with_graceful_shutdown(signal);
     let drain_deadline = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(Duration::from_secs(config::SHUTDOWN_DRAIN_SECS)).await;

@@ -30,6 +30,21 @@ struct Args {
     /// sled page cache, in MiB.
     #[arg(long, default_value_t = config::CACHE_MB_DEFAULT)]
     cache_mb: u64,
+    /// Requests per second allowed per bearer token, sustained (0: no limit).
+    #[arg(long, default_value_t = pufa_server::limits::TOKEN_RATE_PER_SEC_DEFAULT)]
+    token_rate_per_sec: f64,
+    /// Requests a token may send in a burst above the sustained rate.
+    #[arg(long, default_value_t = pufa_server::limits::TOKEN_BURST_DEFAULT)]
+    token_burst: f64,
+    /// Requests per second allowed per client IP (off unless set).
+    #[arg(long)]
+    ip_rate_per_sec: Option<f64>,
+    /// Burst per client IP.
+    #[arg(long, default_value_t = 100.0)]
+    ip_burst: f64,
+    /// Take the client IP from X-Forwarded-For (only behind your own reverse proxy).
+    #[arg(long)]
+    trust_proxy: bool,
     /// Longest a request may run, in seconds.
     #[arg(long, default_value_t = config::REQUEST_TIMEOUT_SECS_DEFAULT)]
     request_timeout_secs: u64,
@@ -81,6 +96,18 @@ async fn serve_main() -> ExitCode {
     config.max_body_bytes = args.max_body_bytes;
     config.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
     config.request_timeout = Duration::from_secs(args.request_timeout_secs.max(1));
+    config.token_rate = (args.token_rate_per_sec > 0.0).then_some(pufa_server::limits::RateLimit {
+        per_sec: args.token_rate_per_sec,
+        burst: args.token_burst.max(1.0),
+    });
+    config.ip_rate =
+        args.ip_rate_per_sec
+            .filter(|r| *r > 0.0)
+            .map(|per_sec| pufa_server::limits::RateLimit {
+                per_sec,
+                burst: args.ip_burst.max(1.0),
+            });
+    config.trust_proxy = args.trust_proxy;
     if let Some(Cmd::NewStoreId) = args.command {
         return match pufa_server::store::sled::SledStore::renew_store_id(&config) {
             Ok((old, new)) => {

@@ -563,3 +563,74 @@ async fn a_retry_racing_its_original_is_applied_once() {
     .await;
     assert_eq!(totals["lectures"]["count"], json!(400));
 }
+
+/// Per-token limits answer `429 rate_limited` with `Retry-After`, per token;
+/// per-IP limits are off unless configured, and honour `X-Forwarded-For`
+/// only behind `--trust-proxy`.
+#[tokio::test]
+async fn rate_limits_are_per_token_and_per_ip_when_configured() {
+    use pufa_server::limits::RateLimit;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.token_rate = Some(RateLimit {
+        per_sec: 0.01,
+        burst: 3.0,
+    });
+    let s = TestServer::start_config(config).await;
+    let whoami = |token: String, ip: Option<&'static str>| {
+        let url = format!("{}/v1/whoami", s.url);
+        async move {
+            let mut req = client().get(url).bearer_auth(token);
+            if let Some(ip) = ip {
+                req = req.header("x-forwarded-for", ip);
+            }
+            req.send().await.unwrap()
+        }
+    };
+    // The admin's own calls so far (none) leave it a burst of 3.
+    for _ in 0..3 {
+        assert_eq!(whoami(s.admin.clone(), None).await.status(), 200);
+    }
+    let r = whoami(s.admin.clone(), None).await;
+    assert_eq!(r.status(), 429);
+    assert!(
+        r.headers()["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], json!("rate_limited"));
+    // Another token is not affected (an unknown one is still just 401).
+    assert_eq!(whoami("pufa_unknown".into(), None).await.status(), 401);
+    s.stop().await;
+
+    // Per IP, behind a trusted proxy: each forwarded address has its own bucket.
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::new(dir.path());
+    config.ip_rate = Some(RateLimit {
+        per_sec: 0.01,
+        burst: 2.0,
+    });
+    config.trust_proxy = true;
+    let s = TestServer::start_config(config).await;
+    let health = |ip: &'static str| {
+        let url = format!("{}/v1/health", s.url);
+        async move {
+            client()
+                .get(url)
+                .header("x-forwarded-for", format!("198.51.100.9, {ip}"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(health("192.0.2.1").await, 200);
+    assert_eq!(health("192.0.2.1").await, 200);
+    assert_eq!(health("192.0.2.1").await, 429);
+    assert_eq!(health("192.0.2.2").await, 200, "the last hop is the client");
+    s.stop().await;
+}
