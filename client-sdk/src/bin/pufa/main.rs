@@ -275,6 +275,15 @@ impl Fail {
 
 impl From<Error> for Fail {
     fn from(e: Error) -> Fail {
+        if let Error::Unreachable(why) = &e {
+            return Fail::new(
+                3,
+                format!(
+                    "无法连接服务器，没有丢失任何数据，请稍后再同步（{why}）。\n\
+                     cannot reach the server; nothing was lost, sync again later ({why})"
+                ),
+            );
+        }
         if let Error::Unauthorized = e {
             return Fail::new(
                 4,
