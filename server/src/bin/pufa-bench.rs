@@ -130,6 +130,30 @@ async fn device_main(
     Ok(())
 }
 
+/// Issues a token through the admin API: `(device_id, secret)`.
+async fn issue_token(
+    client: &reqwest::Client,
+    url: &str,
+    admin: &str,
+    role: &str,
+    org: &str,
+    label: &str,
+) -> Result<(Uuid, String)> {
+    let body = json!({"role": role, "org_unit": org, "label": label});
+    let t = send(
+        client,
+        reqwest::Method::POST,
+        format!("{url}/v1/admin/tokens"),
+        admin,
+        Some(serde_json::to_vec(&body)?),
+    )
+    .await?;
+    Ok((
+        t["device_id"].as_str().context("device_id")?.parse()?,
+        t["token"].as_str().context("token")?.to_string(),
+    ))
+}
+
 /// A coordinator token for a bench device: `(token, device_id)`.
 async fn device_token(
     url: &str,
@@ -137,20 +161,8 @@ async fn device_token(
     client: &reqwest::Client,
     org: &str,
 ) -> Result<(String, String)> {
-    let t = send(
-        client,
-        reqwest::Method::POST,
-        format!("{url}/v1/admin/tokens"),
-        admin,
-        Some(serde_json::to_vec(
-            &json!({"role":"coordinator","org_unit":org,"label":"bench device"}),
-        )?),
-    )
-    .await?;
-    Ok((
-        t["token"].as_str().context("token")?.to_string(),
-        t["device_id"].as_str().context("device_id")?.to_string(),
-    ))
+    let (id, token) = issue_token(client, url, admin, "coordinator", org, "bench device").await?;
+    Ok((token, id.to_string()))
 }
 
 /// Runs the `device` subcommand as a child process and reads its JSON line.
@@ -200,18 +212,8 @@ async fn small_devices(
 ) -> Result<(Vec<f64>, u64)> {
     let mut work = Vec::new();
     for d in 0..devices {
-        let t = send(
-            client,
-            reqwest::Method::POST,
-            format!("{url}/v1/admin/tokens"),
-            admin,
-            Some(serde_json::to_vec(
-                &json!({"role":"field","org_unit":"b","label":format!("small {d}")}),
-            )?),
-        )
-        .await?;
-        let device: Uuid = t["device_id"].as_str().context("device_id")?.parse()?;
-        let token = t["token"].as_str().context("token")?.to_string();
+        let (device, token) =
+            issue_token(client, url, admin, "field", "b", &format!("small {d}")).await?;
         let bodies: Vec<Vec<u8>> = (0..rounds)
             .map(|r| {
                 let muts: Vec<Value> = (0..batch)
@@ -398,18 +400,15 @@ async fn push_phase(
     // the server, not JSON building in the client.
     let mut work = Vec::new();
     for p in 0..pushers {
-        let t = send(
+        let (device, token) = issue_token(
             client,
-            reqwest::Method::POST,
-            format!("{url}/v1/admin/tokens"),
+            url,
             admin,
-            Some(serde_json::to_vec(
-                &json!({"role":"field","org_unit":"b","label":format!("bench {offset}-{p}")}),
-            )?),
+            "field",
+            "b",
+            &format!("bench {offset}-{p}"),
         )
         .await?;
-        let device: Uuid = t["device_id"].as_str().context("device_id")?.parse()?;
-        let token = t["token"].as_str().context("token")?.to_string();
         let per = records / pushers;
         let mut bodies = Vec::new();
         let mut done = 0;
