@@ -10,6 +10,7 @@
 //! - [`merge`]: judging mutations, last-writer-wins merge, conflicts, checksums.
 //! - [`org`]: the org-unit tree and scopes.
 //! - [`totals`]: per-unit aggregates and the totals they answer.
+//! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
 //!
 //! ```
@@ -27,6 +28,7 @@ pub mod hlc;
 pub mod kinds;
 pub mod merge;
 pub mod org;
+pub mod report;
 pub mod schema;
 pub mod totals;
 pub mod wire;

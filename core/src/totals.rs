@@ -45,6 +45,9 @@ pub enum AggKey {
     /// few months but many days, and every entry written costs.
     Month(String, i32),
     EverMax(String),
+    /// A unit's lectures of one year by topic (lectures without topics
+    /// under `""`); a lecture with several topics counts under each.
+    Topics(String, i32),
 }
 
 /// The value stored under an [`AggKey`].
@@ -54,6 +57,8 @@ pub enum AggValue {
     /// `(day, sum)` for the days of the month with lectures; empty: remove.
     Month(Vec<(i32, LectureSum)>),
     EverMax(u64),
+    /// `(topic, sum)`; empty: remove.
+    Topics(Vec<(String, LectureSum)>),
 }
 
 /// All aggregates of a store.
@@ -62,6 +67,8 @@ pub struct Aggregates {
     units: HashMap<String, UnitAgg>,
     days: HashMap<String, BTreeMap<i32, LectureSum>>,
     months: HashMap<String, BTreeMap<i32, LectureSum>>,
+    /// Per unit, by `(year, topic)`.
+    topics: HashMap<String, BTreeMap<(i32, String), LectureSum>>,
     /// Highest seq of any record whose `ever` holds the unit: the checksum
     /// `seq` of a caller scoped there.
     ever_max: HashMap<String, u64>,
@@ -73,16 +80,20 @@ pub struct Aggregates {
 }
 
 /// What one record state adds to the aggregates.
-struct Contribution<'a> {
-    unit: &'a str,
+pub(crate) struct Contribution<'a> {
+    pub(crate) unit: &'a str,
     digest: u64,
     conflicts: u64,
-    lecture: Option<(i32, u64)>,
-    corner_active: bool,
-    site: Option<(i32, LevelIx)>,
+    /// `(day, attendees)` of a live lecture with a valid `held_on`.
+    pub(crate) lecture: Option<(i32, u64)>,
+    /// The lecture's distinct topics (none: `[""]`).
+    pub(crate) topics: Vec<&'a str>,
+    pub(crate) corner_active: bool,
+    /// `(year, level)` of an awarded demonstration site.
+    pub(crate) site: Option<(i32, LevelIx)>,
 }
 
-fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
+pub(crate) fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
     let unit = r.org_unit()?;
     let live = !r.is_deleted();
     let str_of = |f: &str| r.value(f).and_then(|v| v.as_str());
@@ -97,6 +108,17 @@ fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
             Some((day.0, attendees))
         })
         .flatten();
+    let mut topics: Vec<&str> = match (lecture, r.value("topics")) {
+        (Some(_), Some(serde_json::Value::Array(list))) => {
+            list.iter().filter_map(|t| t.as_str()).collect()
+        }
+        _ => Vec::new(),
+    };
+    topics.sort_unstable();
+    topics.dedup();
+    if lecture.is_some() && topics.is_empty() {
+        topics.push("");
+    }
     let corner_active = live && r.kind == Kind::LibraryCorner && str_of("status") == Some("active");
     let site = (live && r.kind == Kind::DemoSite && str_of("status") == Some("awarded"))
         .then(|| {
@@ -112,6 +134,7 @@ fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
         digest: record_digest(r.id, r.seq),
         conflicts: u64::from(r.open_conflicts),
         lecture,
+        topics,
         corner_active,
         site,
     })
@@ -192,6 +215,17 @@ impl Aggregates {
                 months.remove(&month);
             }
             self.dirty.insert(AggKey::Month(c.unit.to_string(), month));
+            let year = Date(day).year();
+            let by_topic = self.topics.entry(c.unit.to_string()).or_default();
+            for t in &c.topics {
+                let key = (year, (*t).to_string());
+                let sum = by_topic.entry(key.clone()).or_default();
+                add(sum, (1, attendees), sign);
+                if sum.0 == 0 {
+                    by_topic.remove(&key);
+                }
+            }
+            self.dirty.insert(AggKey::Topics(c.unit.to_string(), year));
         }
     }
 
@@ -218,6 +252,7 @@ impl Aggregates {
                     AggKey::EverMax(u) => {
                         AggValue::EverMax(self.ever_max.get(u).copied().unwrap_or_default())
                     }
+                    AggKey::Topics(u, y) => AggValue::Topics(self.topics_of(u, *y).collect()),
                 };
                 (k, v)
             })
@@ -250,6 +285,12 @@ impl Aggregates {
                 self.all_max = self.all_max.max(m);
                 self.ever_max.insert(u, m);
             }
+            (AggKey::Topics(u, y), AggValue::Topics(list)) => {
+                let by_topic = self.topics.entry(u).or_default();
+                for (t, sum) in list.into_iter().filter(|(_, sum)| sum.0 > 0) {
+                    by_topic.insert((y, t), sum);
+                }
+            }
             _ => {}
         }
     }
@@ -262,6 +303,18 @@ impl Aggregates {
 
     pub fn unit(&self, code: &str) -> Option<&UnitAgg> {
         self.units.get(code)
+    }
+
+    /// A unit's lectures of `year` by topic (`""`: without topics).
+    pub fn topics_of<'a>(
+        &'a self,
+        unit: &str,
+        year: i32,
+    ) -> impl Iterator<Item = (String, LectureSum)> + 'a {
+        self.topics.get(unit).into_iter().flat_map(move |m| {
+            m.range((year, String::new())..(year + 1, String::new()))
+                .map(|((_, t), sum)| (t.clone(), *sum))
+        })
     }
 
     /// `(seq, count, xor)` for an admin (everything).

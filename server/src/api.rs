@@ -6,7 +6,9 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pufa_core::date::Date;
-use pufa_core::org::Scope;
+use pufa_core::org::{OrgTree, Scope};
+use pufa_core::report::{self, Behind, YearFigures};
+use pufa_core::schema::Kind;
 use pufa_core::wire::{
     ChecksumResponse, ConflictView, DeviceReport, DeviceView, Health, Mutation, OrgUnit,
     PullResponse, PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued,
@@ -18,8 +20,9 @@ use uuid::Uuid;
 
 use crate::auth;
 use crate::error::ApiError;
+use crate::export;
 use crate::extract::{parse_at, ApiJson, Caller, Params};
-use crate::store::{PushInput, ResolveOutcome};
+use crate::store::{Device, PushInput, RecordQuery, ResolveOutcome};
 use crate::AppState;
 
 /// Longest `device.app_version` in a push, in characters.
@@ -216,32 +219,27 @@ fn date_param(q: &Params, key: &str) -> ApiResult<Option<Date>> {
         .transpose()
 }
 
-pub async fn totals(
-    State(s): State<AppState>,
-    Caller(d): Caller,
-    q: Params,
-) -> ApiResult<Json<TotalsResponse>> {
-    d.require_coordinator()?;
-    let tree = s.store.org_tree();
-    let org = match auth::narrow(&d, &tree, q.get("org"))? {
-        Scope::Unit(code) => code,
+/// The unit a figure is asked for: `org=` if in the caller's scope, else
+/// the caller's own unit; an admin without `org=` gets the tree's one root.
+fn figure_org(d: &Device, tree: &OrgTree, org: Option<&str>) -> ApiResult<String> {
+    match auth::narrow(d, tree, org)? {
+        Scope::Unit(code) => Ok(code),
         Scope::All => match tree.roots().as_slice() {
-            [root] => root.code.clone(),
-            [] => {
-                return Err(ApiError::invalid_query(
-                    "org",
-                    "no org units have been imported yet",
-                ))
-            }
-            _ => {
-                return Err(ApiError::invalid_query(
-                    "org",
-                    "there are several root units: name one with org=",
-                ))
-            }
+            [root] => Ok(root.code.clone()),
+            [] => Err(ApiError::invalid_query(
+                "org",
+                "no org units have been imported yet",
+            )),
+            _ => Err(ApiError::invalid_query(
+                "org",
+                "there are several root units: name one with org=",
+            )),
         },
-    };
-    let (from, to) = (date_param(&q, "from")?, date_param(&q, "to")?);
+    }
+}
+
+fn date_range(q: &Params) -> ApiResult<(Option<Date>, Option<Date>)> {
+    let (from, to) = (date_param(q, "from")?, date_param(q, "to")?);
     if let (Some(f), Some(t)) = (from, to) {
         if f > t {
             return Err(ApiError::invalid_query(
@@ -250,10 +248,267 @@ pub async fn totals(
             ));
         }
     }
+    Ok((from, to))
+}
+
+pub async fn totals(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<TotalsResponse>> {
+    d.require_coordinator()?;
+    let org = figure_org(&d, &s.store.org_tree(), q.get("org"))?;
+    let (from, to) = date_range(&q)?;
     let totals = s.store.totals(&org, from, to).await?;
     totals
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))
+}
+
+/// Years a report or figures request may name.
+pub const REPORT_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
+
+fn year_param(q: &Params) -> ApiResult<i32> {
+    let Some(text) = q.get("year") else {
+        return Err(ApiError::invalid_query(
+            "year",
+            "year is required, e.g. year=2020",
+        ));
+    };
+    text.parse::<i32>()
+        .ok()
+        .filter(|y| REPORT_YEARS.contains(y))
+        .ok_or_else(|| {
+            ApiError::invalid_query(
+                "year",
+                format!(
+                    "year must be a year from {} to {}, got {text:?}",
+                    REPORT_YEARS.start(),
+                    REPORT_YEARS.end()
+                ),
+            )
+        })
+}
+
+/// `GET /v1/figures?org=&year=` (addition): a year month by month, by
+/// topic, and per grassroots unit.
+pub async fn year_figures(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<YearFigures>> {
+    d.require_coordinator()?;
+    let org = figure_org(&d, &s.store.org_tree(), q.get("org"))?;
+    let year = year_param(&q)?;
+    s.store
+        .year_figures(&org, year)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))
+}
+
+/// `GET /v1/reports/annual?year=&org=[&format=text&lang=en]` (addition).
+pub async fn annual_report(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Response> {
+    d.require_coordinator()?;
+    let org = figure_org(&d, &s.store.org_tree(), q.get("org"))?;
+    let year = year_param(&q)?;
+    let lang = export::Lang::parse(q.get("lang"))
+        .ok_or_else(|| ApiError::invalid_query("lang", "lang must be zh or en"))?;
+    let figures = s
+        .store
+        .year_figures(&org, year)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))?;
+    let report = report::annual_report(&figures);
+    match q.get("format") {
+        None | Some("json") => Ok(Json(report).into_response()),
+        Some("text") => {
+            let text = match lang {
+                export::Lang::Zh => report.text_zh,
+                export::Lang::En => report.text_en,
+            };
+            Ok((
+                [(
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                )],
+                text,
+            )
+                .into_response())
+        }
+        Some(other) => Err(ApiError::invalid_query(
+            "format",
+            format!("format must be json or text, got {other:?}"),
+        )),
+    }
+}
+
+fn kind_param(q: &Params) -> ApiResult<Option<Kind>> {
+    q.get("kind")
+        .map(|k| {
+            Kind::parse(k).ok_or_else(|| {
+                ApiError::invalid_query(
+                    "kind",
+                    format!("kind must be lecture, library_corner or demo_site, got {k:?}"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// Which figure's records a drill-down or export asks for (`figure=`).
+fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> {
+    let (from, to) = date_range(q)?;
+    let behind = match q.get("figure").unwrap_or("records") {
+        "lectures" => Behind::Lectures {
+            from,
+            to,
+            topic: q.get("topic").map(str::to_string),
+        },
+        "corners_active" => Behind::ActiveCorners,
+        "sites_awarded" => Behind::AwardedSites {
+            from_year: from.map(Date::year),
+            to_year: to.map(Date::year),
+            level: q
+                .get("level")
+                .map(|l| {
+                    Behind::level(l).ok_or_else(|| {
+                        ApiError::invalid_query(
+                            "level",
+                            "level must be national, provincial, municipal or district",
+                        )
+                    })
+                })
+                .transpose()?,
+        },
+        "records" => Behind::All {
+            kind: kind.ok_or_else(|| {
+                ApiError::invalid_query("kind", "kind is required with figure=records")
+            })?,
+            include_deleted: match q.get("include_deleted") {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(_) => {
+                    return Err(ApiError::invalid_query(
+                        "include_deleted",
+                        "include_deleted must be true or false",
+                    ))
+                }
+            },
+        },
+        other => return Err(ApiError::invalid_query(
+            "figure",
+            format!(
+                "figure must be lectures, corners_active, sites_awarded or records, got {other:?}"
+            ),
+        )),
+    };
+    if let Some(k) = kind.filter(|k| *k != behind.kind()) {
+        return Err(ApiError::invalid_query(
+            "kind",
+            format!(
+                "figure {} counts {} records, not {}",
+                q.get("figure").unwrap_or("records"),
+                behind.kind().as_str(),
+                k.as_str()
+            ),
+        ));
+    }
+    Ok(behind)
+}
+
+/// `GET /v1/records` (addition): one page of the records behind a figure.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct RecordsResponse {
+    pub records: Vec<RecordView>,
+    /// Pass as `after=` for the next page; `null` at the end.
+    pub next: Option<Uuid>,
+}
+
+pub async fn records(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<RecordsResponse>> {
+    d.require_coordinator()?;
+    let tree = s.store.org_tree();
+    let org = figure_org(&d, &tree, q.get("org"))?;
+    let behind = behind_param(&q, kind_param(&q)?)?;
+    let after = q
+        .get("after")
+        .map(|a| {
+            Uuid::parse_str(a)
+                .map_err(|_| ApiError::invalid_query("after", "after must be a record id"))
+        })
+        .transpose()?;
+    let page = s
+        .store
+        .records(RecordQuery {
+            scope: Scope::Unit(org),
+            behind,
+            after,
+            limit: q.limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?,
+        })
+        .await?;
+    Ok(Json(RecordsResponse {
+        records: page.records,
+        next: page.next,
+    }))
+}
+
+/// `GET /v1/exports/{file}` (addition): `lecture.csv`, `library_corner.xlsx`,
+/// `demo_site.csv`, `totals.xlsx`, ... with the query of `/v1/records` or
+/// `/v1/totals`, and `lang=zh|en` for the column labels.
+pub async fn export(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    Path(file): Path<String>,
+    q: Params,
+) -> ApiResult<Response> {
+    d.require_coordinator()?;
+    let bad_file = || {
+        ApiError::NotFound(format!(
+            "no export {file:?}: use <lecture|library_corner|demo_site|totals>.<csv|xlsx>"
+        ))
+    };
+    let (stem, ext) = file.rsplit_once('.').ok_or_else(bad_file)?;
+    let format = match ext {
+        "csv" => export::Format::Csv,
+        "xlsx" => export::Format::Xlsx,
+        _ => return Err(bad_file()),
+    };
+    let lang = export::Lang::parse(q.get("lang"))
+        .ok_or_else(|| ApiError::invalid_query("lang", "lang must be zh or en"))?;
+    let tree = s.store.org_tree();
+    let org = figure_org(&d, &tree, q.get("org"))?;
+    let filename = format!("{org}-{stem}.{ext}");
+    if stem == "totals" {
+        let (from, to) = date_range(&q)?;
+        let totals = s
+            .store
+            .totals(&org, from, to)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))?;
+        let table = export::totals_table(&totals, lang);
+        let bytes = match format {
+            export::Format::Csv => export::table_csv(&table),
+            export::Format::Xlsx => export::table_xlsx(&table, "totals")?,
+        };
+        return Ok(export::download(bytes, &filename, format));
+    }
+    let kind = Kind::parse(stem).ok_or_else(bad_file)?;
+    let behind = behind_param(&q, Some(kind))?;
+    let query = RecordQuery {
+        scope: Scope::Unit(org),
+        behind,
+        after: None,
+        limit: 0,
+    };
+    export::records(s.store.clone(), query, lang, format, &filename).await
 }
 
 pub async fn conflicts(

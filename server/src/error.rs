@@ -52,6 +52,9 @@ pub enum ApiError {
     /// Storage cannot take writes now (disk full, IO error): retry later.
     #[error("{0}")]
     Unavailable(String),
+    /// An export too large for its format (XLSX is built in memory).
+    #[error("this export has {rows} rows, more than the {max} an XLSX export holds; download CSV instead")]
+    ExportTooLarge { rows: usize, max: usize },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -85,6 +88,7 @@ impl ApiError {
                 Some("mutations"),
             ),
             BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            ExportTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "export_too_large", None),
             InvalidQuery { field, .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_query", field.as_deref())
             }

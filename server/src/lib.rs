@@ -15,6 +15,7 @@ pub mod api;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod limits;
 pub mod store;
@@ -76,6 +77,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conflicts/{id}/resolve", post(api::resolve))
         .route("/v1/devices", get(api::devices))
         .route("/v1/rejections", get(api::rejections))
+        .route("/v1/figures", get(api::year_figures))
+        .route("/v1/reports/annual", get(api::annual_report))
+        .route("/v1/records", get(api::records))
+        .route("/v1/exports/{file}", get(api::export))
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -18,7 +18,7 @@
 //! | `d/<device:16>` | [`super::Device`] |
 //! | `p/<device:16>` | last pull time (u64) |
 //! | `n/<unit code>` | [`pufa_core::wire::OrgUnit`] |
-//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` | aggregates (per unit; lectures by month, day by day) |
+//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` / `g/k<unit code>\0<year:4>` | aggregates (per unit; lectures by month, day by day; lectures by topic per year) |
 //!
 //! Values are positional MessagePack (rmp-serde) behind one format byte;
 //! encoded types therefore never skip fields.
@@ -36,7 +36,10 @@ use super::StoreError;
 /// The first byte of every value: bump when the encoding changes.
 const VALUE_FORMAT: u8 = 1;
 /// Written to `m/format`; a store with another is refused at open.
-pub const STORE_FORMAT: u64 = 2;
+pub const STORE_FORMAT: u64 = 3;
+/// The previous format, which lacked the per-topic aggregates; opening such
+/// a store adds them (see `SledStore::open`).
+pub const STORE_FORMAT_2: u64 = 2;
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     let mut out = vec![VALUE_FORMAT];
@@ -139,6 +142,7 @@ pub fn agg_key(k: &AggKey) -> Vec<u8> {
         AggKey::Unit(u) => key(AGG, &[b"u", u.as_bytes()]),
         AggKey::Month(u, m) => key(AGG, &[b"m", u.as_bytes(), b"\0", &m.to_be_bytes()]),
         AggKey::EverMax(u) => key(AGG, &[b"e", u.as_bytes()]),
+        AggKey::Topics(u, y) => key(AGG, &[b"k", u.as_bytes(), b"\0", &y.to_be_bytes()]),
     }
 }
 
@@ -149,6 +153,8 @@ pub fn agg_value(v: &AggValue) -> Option<Vec<u8>> {
         AggValue::Month(days) if days.is_empty() => None,
         AggValue::Month(days) => Some(encode(days)),
         AggValue::EverMax(m) => Some(m.to_be_bytes().to_vec()),
+        AggValue::Topics(list) if list.is_empty() => None,
+        AggValue::Topics(list) => Some(encode(list)),
     }
 }
 
@@ -168,6 +174,14 @@ pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> 
             Ok((
                 AggKey::Month(text(code)?, month),
                 AggValue::Month(decode(v)?),
+            ))
+        }
+        Some((b'k', rest)) if rest.len() > 5 => {
+            let (code, year) = rest.split_at(rest.len() - 5);
+            let year = i32::from_be_bytes(year[1..].try_into().map_err(|_| bad())?);
+            Ok((
+                AggKey::Topics(text(code)?, year),
+                AggValue::Topics(decode(v)?),
             ))
         }
         _ => Err(bad()),

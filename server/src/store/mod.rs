@@ -13,6 +13,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, OrgTreeError, Scope};
+use pufa_core::report::{Behind, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::wire::{
     ConflictView, DeviceReport, DeviceView, Mutation, MutationResult, OrgUnit, PullEntry,
@@ -121,6 +122,23 @@ pub struct ScopeChecksum {
     pub xor: u64,
 }
 
+/// Which records to list: those in `scope` behind a figure, in id order
+/// after `after`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordQuery {
+    pub scope: Scope,
+    pub behind: Behind,
+    pub after: Option<Uuid>,
+    pub limit: usize,
+}
+
+/// One page of [`RecordQuery`] results; `next` continues after the last.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RecordPage {
+    pub records: Vec<RecordView>,
+    pub next: Option<Uuid>,
+}
+
 /// Why a resolution was refused.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResolveOutcome {
@@ -182,6 +200,18 @@ pub trait Store: Send + Sync + 'static {
         from: Option<Date>,
         to: Option<Date>,
     ) -> Result<Option<TotalsResponse>, StoreError>;
+
+    /// A year's figures for the subtree of `org` (an existing unit), from
+    /// the aggregates.
+    async fn year_figures(&self, org: &str, year: i32) -> Result<Option<YearFigures>, StoreError>;
+
+    /// Records behind a figure. This scans records (there is no per-unit
+    /// index: it cost push throughput), so it is for drill-down and exports,
+    /// not for figures.
+    async fn records(&self, query: RecordQuery) -> Result<RecordPage, StoreError>;
+
+    /// One record as it stands, whatever its scope (callers check).
+    async fn record(&self, id: Uuid) -> Result<Option<RecordView>, StoreError>;
 
     /// Open conflicts on records in `scope`, newest first.
     async fn conflicts(&self, scope: Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError>;

@@ -29,24 +29,30 @@ use pufa_core::date::Date;
 use pufa_core::hlc::HlcClock;
 use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
 use pufa_core::org::{OrgTree, OrgTreeError, Scope};
+use pufa_core::report::{self, YearFigures};
 use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
-use pufa_core::totals::{self, Aggregates};
+use pufa_core::totals::{self, AggKey, Aggregates};
 use pufa_core::wire::{
     ConflictView, DeviceView, GoneView, MutationResult, MutationStatus, OrgUnit, PullEntry,
-    RejectionView, TotalsResponse,
+    RecordView, RejectionView, TotalsResponse,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
 use super::codec::{self, decode, encode, Applied, StoredConflict, StoredRejection};
 use super::{
-    Device, PullPage, PushInput, ResolveOutcome, ScopeChecksum, Store, StoreError, TokenHash,
+    Device, PullPage, PushInput, RecordPage, RecordQuery, ResolveOutcome, ScopeChecksum, Store,
+    StoreError, TokenHash,
 };
 use crate::config::{Config, IdSource};
 
 /// Most feed entries one pull examines (in scope or not) before it answers
 /// with `has_more`, so a narrow scope cannot make one request scan for ever.
 pub const PULL_SCAN_MAX: usize = 100_000;
+
+/// Most records one [`Store::records`] call examines before it answers with
+/// a `next` to continue from, however few matched.
+pub const RECORDS_SCAN_MAX: usize = 200_000;
 /// Most rejections or conflicts one listing examines.
 pub const LIST_SCAN_MAX: usize = 200_000;
 
@@ -144,7 +150,9 @@ impl SledStore {
             .get(codec::META_FORMAT)?
             .map(|v| codec::u64_of(&v))
             .transpose()?;
-        if format != Some(codec::STORE_FORMAT) {
+        if format == Some(codec::STORE_FORMAT_2) {
+            upgrade_from_format_2(&db)?;
+        } else if format != Some(codec::STORE_FORMAT) {
             return Err(StoreError::Corrupt(format!(
                 "store format {format:?}, this server reads {}",
                 codec::STORE_FORMAT
@@ -268,6 +276,29 @@ impl Drop for SledStore {
     }
 }
 
+/// Format 3 added the per-topic lecture aggregates: recount them from the
+/// records and write them with the new format mark in one batch, so a crash
+/// mid-upgrade leaves a format-2 store that upgrades again.
+fn upgrade_from_format_2(db: &sled::Db) -> Result<(), StoreError> {
+    let mut fresh = Aggregates::default();
+    for kv in db.scan_prefix(codec::RECORD) {
+        let (_, v) = kv?;
+        let record: RecordState = decode(&v)?;
+        fresh.apply(None, &record);
+    }
+    let mut b = sled::Batch::default();
+    for (key, value) in fresh.take_dirty() {
+        if let (AggKey::Topics(..), Some(bytes)) = (&key, codec::agg_value(&value)) {
+            b.insert(codec::agg_key(&key), bytes);
+        }
+    }
+    b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+    db.apply_batch(b)?;
+    db.flush()?;
+    tracing::info!("store upgraded from format 2 to 3 (topic aggregates)");
+    Ok(())
+}
+
 fn load_aggregates(db: &sled::Db, seq: u64) -> Result<Aggregates, StoreError> {
     let mut agg = Aggregates::default();
     for kv in db.scan_prefix(codec::AGG) {
@@ -349,6 +380,54 @@ impl Inner {
             .get(codec::record_key(id))?
             .map(|v| decode(&v))
             .transpose()
+    }
+
+    fn records(&self, q: &RecordQuery) -> Result<RecordPage, StoreError> {
+        let tree = self.tree();
+        let start = match q.after {
+            // The smallest key after the id's: sled ranges start inclusive.
+            Some(id) => {
+                let mut k = codec::record_key(id);
+                k.push(0);
+                k
+            }
+            None => codec::RECORD.to_vec(),
+        };
+        let mut records: Vec<RecordView> = Vec::new();
+        let mut last_examined = None;
+        for (examined, kv) in self.db.range(start..).enumerate() {
+            let (k, v) = kv?;
+            if !k.starts_with(codec::RECORD) {
+                return Ok(RecordPage {
+                    records,
+                    next: None,
+                });
+            }
+            if examined == RECORDS_SCAN_MAX {
+                // Continue after the last record examined, matched or not.
+                return Ok(RecordPage {
+                    records,
+                    next: last_examined,
+                });
+            }
+            let r: RecordState = decode(&v)?;
+            last_examined = Some(r.id);
+            let in_scope = r.org_unit().is_some_and(|u| tree.in_scope(u, &q.scope));
+            if !in_scope || !q.behind.counts(&r) {
+                continue;
+            }
+            if records.len() == q.limit {
+                return Ok(RecordPage {
+                    next: records.last().map(|v| v.id),
+                    records,
+                });
+            }
+            records.push(r.view());
+        }
+        Ok(RecordPage {
+            records,
+            next: None,
+        })
     }
 
     fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
@@ -1060,6 +1139,21 @@ impl Store for SledStore {
         let tree = self.inner.tree();
         let agg = self.inner.agg.read().unwrap_or_else(|e| e.into_inner());
         Ok(totals::totals(&tree, &agg, org, from, to))
+    }
+
+    async fn year_figures(&self, org: &str, year: i32) -> Result<Option<YearFigures>, StoreError> {
+        let tree = self.inner.tree();
+        let agg = self.inner.agg.read().unwrap_or_else(|e| e.into_inner());
+        Ok(report::year_figures(&tree, &agg, org, year))
+    }
+
+    async fn records(&self, query: RecordQuery) -> Result<RecordPage, StoreError> {
+        self.blocking(move |inner| inner.records(&query)).await
+    }
+
+    async fn record(&self, id: Uuid) -> Result<Option<RecordView>, StoreError> {
+        self.blocking(move |inner| Ok(inner.record(id)?.map(|r| r.view())))
+            .await
     }
 
     async fn conflicts(&self, scope: Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError> {

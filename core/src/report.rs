@@ -1,0 +1,457 @@
+//! What coordinators read: a year's figures month by month and by topic,
+//! the coverage of every grassroots unit, the annual report (figures and a
+//! paragraph to paste), and which records stand behind a figure.
+//!
+//! Everything is computed from [`Aggregates`] and the [`OrgTree`], never by
+//! scanning records, so a district-wide report costs what totals cost. The
+//! drill-down predicate [`Behind::counts`] uses the same per-record
+//! contribution as the aggregates, so the records listed behind a figure are
+//! exactly the ones it counts.
+
+use serde::{Deserialize, Serialize};
+
+use crate::date::Date;
+use crate::merge::RecordState;
+use crate::org::OrgTree;
+use crate::schema::{Kind, SITE_LEVELS};
+use crate::totals::{contribution, totals, Aggregates, LevelIx};
+use crate::wire::{CornerTotals, OrgRef, SiteTotals, TotalsResponse};
+
+/// Lectures held in one month.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonthFigure {
+    /// 1..=12.
+    pub month: u32,
+    pub lectures: u64,
+    pub attendees: u64,
+}
+
+/// Lectures on one topic. A lecture with several topics counts under each,
+/// so these do not add up to the lecture count.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicFigure {
+    /// `None`: lectures recorded without a topic.
+    pub topic: Option<String>,
+    pub lectures: u64,
+    pub attendees: u64,
+}
+
+/// One grassroots unit (community or village) in a year.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UnitFigure {
+    pub org: OrgRef,
+    /// Its ancestors, root first.
+    pub path: Vec<OrgRef>,
+    pub lectures: u64,
+    pub attendees: u64,
+    /// Lectures per quarter (Q1..Q4) of the year.
+    pub lectures_by_quarter: [u64; 4],
+    /// Active legal library corners now (corners have no year).
+    pub corners_active: u64,
+    /// Demonstration sites awarded for the year.
+    pub demo_sites: SiteTotals,
+    pub conflicts_open: u64,
+}
+
+/// A year's figures for the subtree of one unit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct YearFigures {
+    pub year: i32,
+    /// Totals for `year-01-01 ..= year-12-31`.
+    pub totals: TotalsResponse,
+    /// Twelve entries, January first.
+    pub months: Vec<MonthFigure>,
+    /// Most lectures first, then by topic.
+    pub topics: Vec<TopicFigure>,
+    /// Grassroots units of the subtree, in tree order.
+    pub grassroots: Vec<UnitFigure>,
+}
+
+/// The first and last day of `year`.
+pub fn year_bounds(year: i32) -> Option<(Date, Date)> {
+    Some((Date::from_ymd(year, 1, 1)?, Date::from_ymd(year, 12, 31)?))
+}
+
+fn quarter_bounds(year: i32, q: u32) -> Option<(Date, Date)> {
+    let from = Date::from_ymd(year, q * 3 - 2, 1)?;
+    let to = if q == 4 {
+        Date::from_ymd(year, 12, 31)?
+    } else {
+        Date::from_ymd(year, q * 3 + 1, 1)?.add_days(-1)
+    };
+    Some((from, to))
+}
+
+fn org_ref(tree: &OrgTree, code: &str) -> OrgRef {
+    OrgRef {
+        code: code.to_string(),
+        name: tree.get(code).map(|u| u.name.clone()).unwrap_or_default(),
+    }
+}
+
+fn sites_of(agg: &Aggregates, unit: &str, year: i32) -> SiteTotals {
+    let mut s = SiteTotals::default();
+    for (&(y, level), &n) in agg.unit(unit).map(|a| &a.sites).into_iter().flatten() {
+        if y == year {
+            match level {
+                0 => s.national += n,
+                1 => s.provincial += n,
+                2 => s.municipal += n,
+                _ => s.district += n,
+            }
+        }
+    }
+    s
+}
+
+/// The figures of `year` for the subtree of `org`; `None` if `org` is not in
+/// the tree or the year is outside the calendar [`Date`] handles.
+pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> Option<YearFigures> {
+    let (from, to) = year_bounds(year)?;
+    let totals = totals(tree, agg, org, Some(from), Some(to))?;
+    let subtree = tree.subtree(org);
+    let mut months: Vec<MonthFigure> = (1..=12)
+        .map(|month| MonthFigure {
+            month,
+            ..MonthFigure::default()
+        })
+        .collect();
+    let mut topics: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
+    let mut grassroots = Vec::new();
+    for unit in &subtree {
+        for m in &mut months {
+            let first = Date::from_ymd(year, m.month, 1)?;
+            let last = if m.month == 12 {
+                to
+            } else {
+                Date::from_ymd(year, m.month + 1, 1)?.add_days(-1)
+            };
+            let (n, a) = agg.lectures(&unit.code, Some(first), Some(last));
+            m.lectures += n;
+            m.attendees += a;
+        }
+        for (topic, (n, a)) in agg.topics_of(&unit.code, year) {
+            let t = topics.entry(topic).or_default();
+            t.0 += n;
+            t.1 += a;
+        }
+        if unit.unit_type.is_grassroots() {
+            let (lectures, attendees) = agg.lectures(&unit.code, Some(from), Some(to));
+            let mut by_quarter = [0; 4];
+            for (q, slot) in (1..=4).zip(by_quarter.iter_mut()) {
+                let (qf, qt) = quarter_bounds(year, q)?;
+                *slot = agg.lectures(&unit.code, Some(qf), Some(qt)).0;
+            }
+            let mut path: Vec<OrgRef> = tree
+                .chain(&unit.code)
+                .iter()
+                .skip(1)
+                .map(|c| org_ref(tree, c))
+                .collect();
+            path.reverse();
+            let a = agg.unit(&unit.code);
+            grassroots.push(UnitFigure {
+                org: org_ref(tree, &unit.code),
+                path,
+                lectures,
+                attendees,
+                lectures_by_quarter: by_quarter,
+                corners_active: a.map_or(0, |a| a.corners_active),
+                demo_sites: sites_of(agg, &unit.code, year),
+                conflicts_open: a.map_or(0, |a| a.conflicts_open),
+            });
+        }
+    }
+    let mut topics: Vec<TopicFigure> = topics
+        .into_iter()
+        .map(|(topic, (lectures, attendees))| TopicFigure {
+            topic: (!topic.is_empty()).then_some(topic),
+            lectures,
+            attendees,
+        })
+        .collect();
+    topics.sort_by(|a, b| b.lectures.cmp(&a.lectures).then(a.topic.cmp(&b.topic)));
+    Some(YearFigures {
+        year,
+        totals,
+        months,
+        topics,
+        grassroots,
+    })
+}
+
+/// Lecture figures of an annual report.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReportLectures {
+    /// Every lecture in the subtree held in the year.
+    pub count: u64,
+    pub attendees: u64,
+    /// Those held in communities and villages.
+    pub in_grassroots: u64,
+    pub attendees_in_grassroots: u64,
+    /// Grassroots units with at least one lecture, of `grassroots_units`.
+    pub grassroots_units_reached: u64,
+    pub grassroots_units: u64,
+}
+
+/// `GET /v1/reports/annual`: the figures a district's annual rule-of-law
+/// report quotes, and the paragraph that quotes them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AnnualReport {
+    pub org: OrgRef,
+    pub year: i32,
+    pub lectures: ReportLectures,
+    pub library_corners: CornerTotals,
+    /// Grassroots units without an active corner, in tree order.
+    pub units_without_corner: Vec<OrgRef>,
+    /// Sites awarded for the year.
+    pub demo_sites: SiteTotals,
+    pub months: Vec<MonthFigure>,
+    /// The five topics with most lectures.
+    pub top_topics: Vec<TopicFigure>,
+    /// Open conflicts in the subtree: figures may still change.
+    pub conflicts_open: u64,
+    /// A zh-CN paragraph for the report.
+    pub text_zh: String,
+    /// The same in English.
+    pub text_en: String,
+}
+
+/// "近百场" style wording a report uses for a round-ish count.
+fn approx_zh(n: u64) -> Option<&'static str> {
+    match n {
+        90..=99 => Some("近百"),
+        100..=199 => Some("百余"),
+        _ => None,
+    }
+}
+
+/// The report for `year` over the subtree of `figures.totals.org`.
+pub fn annual_report(figures: &YearFigures) -> AnnualReport {
+    let t = &figures.totals;
+    let g = &figures.grassroots;
+    let lectures = ReportLectures {
+        count: t.lectures.count,
+        attendees: t.lectures.attendees,
+        in_grassroots: g.iter().map(|u| u.lectures).sum(),
+        attendees_in_grassroots: g.iter().map(|u| u.attendees).sum(),
+        grassroots_units_reached: g.iter().filter(|u| u.lectures > 0).count() as u64,
+        grassroots_units: g.len() as u64,
+    };
+    let units_without_corner: Vec<OrgRef> = g
+        .iter()
+        .filter(|u| u.corners_active == 0)
+        .map(|u| u.org.clone())
+        .collect();
+    let mut report = AnnualReport {
+        org: t.org.clone(),
+        year: figures.year,
+        lectures,
+        library_corners: t.library_corners.clone(),
+        units_without_corner,
+        demo_sites: t.demo_sites.clone(),
+        months: figures.months.clone(),
+        top_topics: figures.topics.iter().take(5).cloned().collect(),
+        conflicts_open: t.conflicts_open,
+        text_zh: String::new(),
+        text_en: String::new(),
+    };
+    report.text_zh = text_zh(&report);
+    report.text_en = text_en(&report);
+    report
+}
+
+fn percent(c: &CornerTotals) -> String {
+    let p = c.coverage * 100.0;
+    if (p - p.round()).abs() < 0.005 {
+        format!("{p:.0}%")
+    } else {
+        format!("{p:.1}%")
+    }
+}
+
+fn site_levels(s: &SiteTotals) -> [(u64, &'static str, &'static str); 4] {
+    [
+        (s.national, "国家级", "national"),
+        (s.provincial, "省级", "provincial"),
+        (s.municipal, "市级", "municipal"),
+        (s.district, "区级", "district"),
+    ]
+}
+
+fn text_zh(r: &AnnualReport) -> String {
+    let l = &r.lectures;
+    let mut out = format!("{}年,{}", r.year, r.org.name);
+    let times = match approx_zh(l.in_grassroots) {
+        Some(a) => format!("{a}场({}场)", l.in_grassroots),
+        None => format!("{}场", l.in_grassroots),
+    };
+    out += &format!(
+        "深入社区、农村开展法律大讲堂活动{times},参加群众{}人次,覆盖{}个社区(村)中的{}个",
+        l.attendees_in_grassroots, l.grassroots_units, l.grassroots_units_reached
+    );
+    if l.count > l.in_grassroots {
+        out += &format!(",全区域共举办法律讲座{}场、{}人次", l.count, l.attendees);
+    }
+    let topics: Vec<&str> = r
+        .top_topics
+        .iter()
+        .filter_map(|t| t.topic.as_deref())
+        .take(3)
+        .collect();
+    if !topics.is_empty() {
+        out += &format!(",宣讲主题以{}为主", topics.join("、"));
+    }
+    out += "。";
+    let c = &r.library_corners;
+    if c.units_total > 0 && c.units_covered == c.units_total {
+        out += &format!(
+            "村居法治图书角实现全覆盖,{}个社区(村)均建有法治图书角(在用{}个)。",
+            c.units_total, c.active
+        );
+    } else {
+        out += &format!(
+            "{}个社区(村)中{}个建有在用的法治图书角,覆盖率{},尚有{}个待建。",
+            c.units_total,
+            c.units_covered,
+            percent(c),
+            c.units_total - c.units_covered
+        );
+    }
+    let awarded: Vec<String> = site_levels(&r.demo_sites)
+        .iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, zh, _)| format!("{n}个社区(村)被评为{zh}示范"))
+        .collect();
+    if awarded.is_empty() {
+        out += "本年度暂无社区(村)获评法治示范。";
+    } else {
+        out += &format!("进一步加强法治乡村建设,{}。", awarded.join(","));
+    }
+    if r.conflicts_open > 0 {
+        out += &format!(
+            "(另有{}处数据冲突待核实,以上数字可能调整。)",
+            r.conflicts_open
+        );
+    }
+    out
+}
+
+fn text_en(r: &AnnualReport) -> String {
+    let l = &r.lectures;
+    let mut out = format!(
+        "In {}, {} held {} legal lectures in communities and villages, attended {} times, reaching {} of its {} grassroots units",
+        r.year, r.org.name, l.in_grassroots, l.attendees_in_grassroots,
+        l.grassroots_units_reached, l.grassroots_units
+    );
+    if l.count > l.in_grassroots {
+        out += &format!(
+            " ({} lectures, {} attendances in all)",
+            l.count, l.attendees
+        );
+    }
+    out += ". ";
+    let c = &r.library_corners;
+    if c.units_total > 0 && c.units_covered == c.units_total {
+        out += &format!(
+            "Every one of the {} grassroots units has a legal library corner ({} active). ",
+            c.units_total, c.active
+        );
+    } else {
+        out += &format!(
+            "{} of {} grassroots units have an active legal library corner ({}). ",
+            c.units_covered,
+            c.units_total,
+            percent(c)
+        );
+    }
+    let awarded: Vec<String> = site_levels(&r.demo_sites)
+        .iter()
+        .filter(|(n, _, _)| *n > 0)
+        .map(|(n, _, en)| format!("{n} {en}"))
+        .collect();
+    if awarded.is_empty() {
+        out += "No demonstration site was awarded this year.";
+    } else {
+        out += &format!("Demonstration sites awarded: {}.", awarded.join(", "));
+    }
+    if r.conflicts_open > 0 {
+        out += &format!(
+            " ({} data conflicts are still open; figures may change.)",
+            r.conflicts_open
+        );
+    }
+    out
+}
+
+/// Which records stand behind a figure (the drill-down of a total).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Behind {
+    /// Lectures counted in totals for `[from, to]`; with `topic`, only those
+    /// on it (`Some("")`: without topics).
+    Lectures {
+        from: Option<Date>,
+        to: Option<Date>,
+        topic: Option<String>,
+    },
+    /// Active library corners.
+    ActiveCorners,
+    /// Sites awarded for a year in `[from_year, to_year]`, of one level.
+    AwardedSites {
+        from_year: Option<i32>,
+        to_year: Option<i32>,
+        level: Option<LevelIx>,
+    },
+    /// Every record of a kind (deleted ones too when asked).
+    All { kind: Kind, include_deleted: bool },
+}
+
+impl Behind {
+    /// Parses a level name (`provincial`) into its index.
+    pub fn level(name: &str) -> Option<LevelIx> {
+        SITE_LEVELS
+            .iter()
+            .position(|l| *l == name)
+            .map(|i| i as LevelIx)
+    }
+
+    /// The kind of records this figure counts.
+    pub fn kind(&self) -> Kind {
+        match self {
+            Behind::Lectures { .. } => Kind::Lecture,
+            Behind::ActiveCorners => Kind::LibraryCorner,
+            Behind::AwardedSites { .. } => Kind::DemoSite,
+            Behind::All { kind, .. } => *kind,
+        }
+    }
+
+    /// Whether `r`, a record in the subtree asked about, counts in the figure.
+    pub fn counts(&self, r: &RecordState) -> bool {
+        if r.kind != self.kind() {
+            return false;
+        }
+        let c = contribution(r);
+        match self {
+            Behind::All {
+                include_deleted, ..
+            } => *include_deleted || !r.is_deleted(),
+            Behind::Lectures { from, to, topic } => c.is_some_and(|c| {
+                c.lecture.is_some_and(|(day, _)| {
+                    from.is_none_or(|f| day >= f.0)
+                        && to.is_none_or(|t| day <= t.0)
+                        && topic.as_deref().is_none_or(|t| c.topics.contains(&t))
+                })
+            }),
+            Behind::ActiveCorners => c.is_some_and(|c| c.corner_active),
+            Behind::AwardedSites {
+                from_year,
+                to_year,
+                level,
+            } => c.and_then(|c| c.site).is_some_and(|(y, l)| {
+                from_year.is_none_or(|f| y >= f)
+                    && to_year.is_none_or(|t| y <= t)
+                    && level.is_none_or(|want| l == want)
+            }),
+        }
+    }
+}

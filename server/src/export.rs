@@ -1,0 +1,508 @@
+//! Exports for spreadsheets: records of one kind and the totals table, as
+//! CSV (UTF-8 with a BOM, which is what makes Excel read Chinese right) or
+//! XLSX.
+//!
+//! Record exports carry one column per level of the org hierarchy (district,
+//! street/town, community/village: whatever depth the tree has), so a
+//! coordinator can pivot by any level without a lookup table. CSV streams
+//! page by page and has no size limit; XLSX is built in memory and capped
+//! at [`XLSX_ROWS_MAX`] rows.
+
+use std::fmt::Write as _;
+
+use axum::body::Body;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use pufa_core::org::OrgTree;
+use pufa_core::schema::Kind;
+use pufa_core::wire::{RecordView, TotalsResponse};
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::store::{DynStore, RecordQuery};
+
+/// Most data rows an XLSX export holds (the workbook is built in memory);
+/// larger exports must use CSV, which streams.
+pub const XLSX_ROWS_MAX: usize = 200_000;
+
+/// Records fetched from the store per CSV chunk.
+const EXPORT_PAGE: usize = 2_000;
+
+/// The byte-order mark Excel needs to read a CSV as UTF-8.
+const BOM: &str = "\u{feff}";
+
+/// An export's file format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Xlsx,
+}
+
+/// Column labels' language.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lang {
+    Zh,
+    En,
+}
+
+impl Lang {
+    pub fn parse(s: Option<&str>) -> Option<Lang> {
+        match s {
+            None | Some("zh") | Some("zh-CN") => Some(Lang::Zh),
+            Some("en") => Some(Lang::En),
+            _ => None,
+        }
+    }
+}
+
+/// One spreadsheet cell.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Cell {
+    Text(String),
+    Int(i64),
+    Num(f64),
+    Empty,
+}
+
+/// A whole table, for the exports small enough to build at once.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Table {
+    pub headers: Vec<String>,
+    pub rows: Vec<Vec<Cell>>,
+}
+
+/// A field's column label.
+pub fn field_label(field: &str, lang: Lang) -> &str {
+    let zh = match field {
+        "org_unit" => "单位代码",
+        "held_on" => "日期",
+        "title" => "标题",
+        "attendees" => "参加人数",
+        "topics" => "主题",
+        "speaker" => "主讲人",
+        "venue" => "地点",
+        "audience" => "对象",
+        "notes" => "备注",
+        "location" => "位置",
+        "name" => "名称",
+        "status" => "状态",
+        "books" => "藏书",
+        "opened_on" => "建成日期",
+        "last_checked_on" => "最近检查",
+        "level" => "级别",
+        "year" => "年度",
+        _ => field,
+    };
+    match lang {
+        Lang::Zh => zh,
+        Lang::En => field,
+    }
+}
+
+/// How many org levels the tree has (the deepest chain).
+pub fn tree_depth(tree: &OrgTree) -> usize {
+    tree.units()
+        .map(|u| tree.chain(&u.code).len())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Header row of a record export.
+pub fn record_headers(kind: Kind, depth: usize, lang: Lang) -> Vec<String> {
+    let mut h = vec![match lang {
+        Lang::Zh => "记录ID".to_string(),
+        Lang::En => "id".to_string(),
+    }];
+    for level in 1..=depth {
+        h.push(match lang {
+            Lang::Zh => format!("{level}级单位"),
+            Lang::En => format!("org_level_{level}"),
+        });
+    }
+    h.extend(
+        kind.fields()
+            .iter()
+            .map(|f| field_label(f.name, lang).to_string()),
+    );
+    let tail: [&str; 3] = match lang {
+        Lang::Zh => ["已删除", "未决冲突", "序号"],
+        Lang::En => ["deleted", "open_conflicts", "seq"],
+    };
+    h.extend(tail.iter().map(|s| s.to_string()));
+    h
+}
+
+fn value_cell(v: Option<&Value>) -> Cell {
+    match v {
+        None | Some(Value::Null) => Cell::Empty,
+        Some(Value::String(s)) => Cell::Text(s.clone()),
+        Some(Value::Number(n)) => match n.as_i64() {
+            Some(i) => Cell::Int(i),
+            None => Cell::Num(n.as_f64().unwrap_or(0.0)),
+        },
+        Some(Value::Bool(b)) => Cell::Text(b.to_string()),
+        Some(Value::Array(items)) => Cell::Text(
+            items
+                .iter()
+                .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_string))
+                .collect::<Vec<_>>()
+                .join("、"),
+        ),
+        Some(other) => Cell::Text(other.to_string()),
+    }
+}
+
+/// One record as a row under [`record_headers`].
+pub fn record_row(r: &RecordView, kind: Kind, tree: &OrgTree, depth: usize) -> Vec<Cell> {
+    let mut row = vec![Cell::Text(r.id.to_string())];
+    let mut levels: Vec<String> = r
+        .fields
+        .get("org_unit")
+        .and_then(Value::as_str)
+        .map(|u| tree.chain(u))
+        .unwrap_or_default()
+        .iter()
+        .map(|c| tree.get(c).map_or_else(|| c.clone(), |u| u.name.clone()))
+        .collect();
+    levels.reverse();
+    for level in 0..depth {
+        row.push(levels.get(level).cloned().map_or(Cell::Empty, Cell::Text));
+    }
+    for f in kind.fields() {
+        row.push(value_cell(r.fields.get(f.name)));
+    }
+    row.push(Cell::Text(r.deleted.to_string()));
+    row.push(Cell::Int(i64::from(r.conflicts)));
+    row.push(Cell::Int(i64::try_from(r.seq).unwrap_or(i64::MAX)));
+    row
+}
+
+/// The totals table: the unit itself, then one row per child.
+pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
+    let headers: Vec<String> = match lang {
+        Lang::Zh => vec![
+            "单位代码",
+            "单位",
+            "讲座场次",
+            "参加人次",
+            "开展讲座的社区(村)",
+            "在用图书角",
+            "建有图书角的社区(村)",
+            "社区(村)总数",
+            "图书角覆盖率",
+            "国家级示范",
+            "省级示范",
+            "市级示范",
+            "区级示范",
+            "未决冲突",
+        ],
+        Lang::En => vec![
+            "org_code",
+            "org_name",
+            "lectures",
+            "attendees",
+            "units_with_lectures",
+            "corners_active",
+            "units_with_corner",
+            "grassroots_units",
+            "corner_coverage",
+            "sites_national",
+            "sites_provincial",
+            "sites_municipal",
+            "sites_district",
+            "conflicts_open",
+        ],
+    }
+    .into_iter()
+    .map(str::to_string)
+    .collect();
+    let n = |v: u64| Cell::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    let mut rows = vec![vec![
+        Cell::Text(t.org.code.clone()),
+        Cell::Text(t.org.name.clone()),
+        n(t.lectures.count),
+        n(t.lectures.attendees),
+        n(t.lectures.units_covered),
+        n(t.library_corners.active),
+        n(t.library_corners.units_covered),
+        n(t.library_corners.units_total),
+        Cell::Num(t.library_corners.coverage),
+        n(t.demo_sites.national),
+        n(t.demo_sites.provincial),
+        n(t.demo_sites.municipal),
+        n(t.demo_sites.district),
+        n(t.conflicts_open),
+    ]];
+    for c in &t.children {
+        rows.push(vec![
+            Cell::Text(c.org.code.clone()),
+            Cell::Text(c.org.name.clone()),
+            n(c.lectures.count),
+            n(c.lectures.attendees),
+            n(c.lectures.units_covered),
+            n(c.library_corners.active),
+            n(c.library_corners.units_covered),
+            n(c.library_corners.units_total),
+            Cell::Num(c.library_corners.coverage),
+            n(c.demo_sites.national),
+            n(c.demo_sites.provincial),
+            n(c.demo_sites.municipal),
+            n(c.demo_sites.district),
+            n(c.conflicts_open),
+        ]);
+    }
+    Table { headers, rows }
+}
+
+fn csv_field(out: &mut String, text: &str) {
+    if text.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&text.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(text);
+    }
+}
+
+/// Appends one CSV line (RFC 4180, CRLF).
+pub fn csv_line<'a>(out: &mut String, cells: impl IntoIterator<Item = &'a Cell>) {
+    for (i, c) in cells.into_iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match c {
+            Cell::Text(t) => csv_field(out, t),
+            Cell::Int(n) => {
+                let _ = write!(out, "{n}");
+            }
+            Cell::Num(x) => {
+                let _ = write!(out, "{x}");
+            }
+            Cell::Empty => {}
+        }
+    }
+    out.push_str("\r\n");
+}
+
+fn header_cells(headers: &[String]) -> Vec<Cell> {
+    headers.iter().cloned().map(Cell::Text).collect()
+}
+
+/// The table as CSV bytes, BOM first.
+pub fn table_csv(t: &Table) -> Vec<u8> {
+    let mut out = String::from(BOM);
+    csv_line(&mut out, &header_cells(&t.headers));
+    for r in &t.rows {
+        csv_line(&mut out, r);
+    }
+    out.into_bytes()
+}
+
+/// The table as an XLSX workbook of one sheet.
+///
+/// # Errors
+/// [`ApiError::ExportTooLarge`] over [`XLSX_ROWS_MAX`] rows; `Internal` if
+/// the writer fails.
+pub fn table_xlsx(t: &Table, sheet: &str) -> Result<Vec<u8>, ApiError> {
+    if t.rows.len() > XLSX_ROWS_MAX {
+        return Err(ApiError::ExportTooLarge {
+            rows: t.rows.len(),
+            max: XLSX_ROWS_MAX,
+        });
+    }
+    let internal = |e: rust_xlsxwriter::XlsxError| ApiError::Internal(format!("xlsx: {e}"));
+    let mut book = rust_xlsxwriter::Workbook::new();
+    let ws = book.add_worksheet();
+    ws.set_name(sheet).map_err(internal)?;
+    let bold = rust_xlsxwriter::Format::new().set_bold();
+    for (c, h) in t.headers.iter().enumerate() {
+        ws.write_string_with_format(0, c as u16, h, &bold)
+            .map_err(internal)?;
+    }
+    for (r, row) in t.rows.iter().enumerate() {
+        let r = (r + 1) as u32;
+        for (c, cell) in row.iter().enumerate() {
+            let c = c as u16;
+            match cell {
+                Cell::Text(s) => ws.write_string(r, c, s).map(|_| ()),
+                // Excel numbers are doubles; ids and counts here fit.
+                Cell::Int(n) => ws.write_number(r, c, *n as f64).map(|_| ()),
+                Cell::Num(x) => ws.write_number(r, c, *x).map(|_| ()),
+                Cell::Empty => Ok(()),
+            }
+            .map_err(internal)?;
+        }
+    }
+    ws.set_freeze_panes(1, 0).map_err(internal)?;
+    book.save_to_buffer().map_err(internal)
+}
+
+/// A file download response.
+pub fn download(bytes: Vec<u8>, filename: &str, format: Format) -> Response {
+    let mime = match format {
+        Format::Csv => "text/csv; charset=utf-8",
+        Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    };
+    (
+        [
+            (header::CONTENT_TYPE, mime.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{filename}\""),
+            ),
+        ],
+        bytes,
+    )
+        .into_response()
+}
+
+/// Every record of `query` (its `after`/`limit` are ignored) as a file.
+/// CSV streams; XLSX is collected first and refused past [`XLSX_ROWS_MAX`].
+///
+/// # Errors
+/// Store errors (before the first byte), [`ApiError::ExportTooLarge`].
+pub async fn records(
+    store: DynStore,
+    query: RecordQuery,
+    lang: Lang,
+    format: Format,
+    filename: &str,
+) -> Result<Response, ApiError> {
+    let kind = query.behind.kind();
+    let tree = store.org_tree();
+    let depth = tree_depth(&tree);
+    let headers = record_headers(kind, depth, lang);
+    let first = store
+        .records(RecordQuery {
+            after: None,
+            limit: EXPORT_PAGE,
+            ..query.clone()
+        })
+        .await?;
+    match format {
+        Format::Xlsx => {
+            let mut table = Table {
+                headers,
+                rows: Vec::new(),
+            };
+            let mut page = first;
+            loop {
+                table.rows.extend(
+                    page.records
+                        .iter()
+                        .map(|r| record_row(r, kind, &tree, depth)),
+                );
+                if table.rows.len() > XLSX_ROWS_MAX {
+                    return Err(ApiError::ExportTooLarge {
+                        rows: table.rows.len(),
+                        max: XLSX_ROWS_MAX,
+                    });
+                }
+                let Some(after) = page.next else { break };
+                page = store
+                    .records(RecordQuery {
+                        after: Some(after),
+                        limit: EXPORT_PAGE,
+                        ..query.clone()
+                    })
+                    .await?;
+            }
+            let bytes = table_xlsx(&table, kind.as_str())?;
+            Ok(download(bytes, filename, format))
+        }
+        Format::Csv => {
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+            tokio::spawn(async move {
+                let mut chunk = String::from(BOM);
+                csv_line(&mut chunk, &header_cells(&headers));
+                let mut page = first;
+                loop {
+                    for r in &page.records {
+                        csv_line(&mut chunk, &record_row(r, kind, &tree, depth));
+                    }
+                    if tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                        return; // the client went away
+                    }
+                    let Some(after) = page.next else { return };
+                    match store
+                        .records(RecordQuery {
+                            after: Some(after),
+                            limit: EXPORT_PAGE,
+                            ..query.clone()
+                        })
+                        .await
+                    {
+                        Ok(p) => page = p,
+                        Err(e) => {
+                            // Headers are sent: all we can do is cut the
+                            // body short, which clients see as an error.
+                            tracing::error!(error = %e, "export aborted");
+                            let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                            return;
+                        }
+                    }
+                }
+            });
+            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+                rx.recv().await.map(|item| (item, rx))
+            });
+            let mut resp = download(Vec::new(), filename, format);
+            *resp.body_mut() = Body::from_stream(stream);
+            Ok(resp)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_quotes_only_what_needs_quoting() {
+        let mut out = String::new();
+        csv_line(
+            &mut out,
+            &[
+                Cell::Text("民法典".into()),
+                Cell::Text("a,b".into()),
+                Cell::Text("say \"hi\"".into()),
+                Cell::Int(-3),
+                Cell::Empty,
+                Cell::Num(0.5),
+            ],
+        );
+        assert_eq!(out, "民法典,\"a,b\",\"say \"\"hi\"\"\",-3,,0.5\r\n");
+    }
+
+    #[test]
+    fn table_csv_starts_with_a_bom() {
+        let t = Table {
+            headers: vec!["单位".into()],
+            rows: vec![vec![Cell::Text("迎泽区".into())]],
+        };
+        let bytes = table_csv(&t);
+        assert_eq!(&bytes[..3], b"\xEF\xBB\xBF");
+        assert_eq!(
+            String::from_utf8(bytes[3..].to_vec()).unwrap(),
+            "单位\r\n迎泽区\r\n"
+        );
+    }
+
+    #[test]
+    fn xlsx_is_a_zip_and_refuses_oversized_tables() {
+        let t = Table {
+            headers: vec!["a".into()],
+            rows: vec![vec![Cell::Int(1)]],
+        };
+        let bytes = table_xlsx(&t, "sheet").unwrap();
+        assert_eq!(&bytes[..2], b"PK");
+        let big = Table {
+            headers: vec!["a".into()],
+            rows: vec![vec![Cell::Empty]; XLSX_ROWS_MAX + 1],
+        };
+        assert!(matches!(
+            table_xlsx(&big, "s"),
+            Err(ApiError::ExportTooLarge { .. })
+        ));
+    }
+}
