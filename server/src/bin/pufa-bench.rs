@@ -364,6 +364,18 @@ fn org_tree() -> Value {
     Value::Array(units)
 }
 
+/// Lecture topics, a pair per lecture (so per-topic aggregates have work).
+const TOPICS: [&str; 8] = [
+    "民法典",
+    "婚姻家庭",
+    "宪法",
+    "反电信诈骗",
+    "劳动合同",
+    "未成年人保护",
+    "扫黑除恶",
+    "消费者权益",
+];
+
 /// A realistic ~400-byte lecture.
 fn lecture(device: Uuid, n: u64) -> Value {
     let unit = format!("b{}c{:02}", n % 4, (n / 4) % (UNITS as u64 / 4));
@@ -375,7 +387,7 @@ fn lecture(device: Uuid, n: u64) -> Value {
         "set": {
             "org_unit": unit, "held_on": format!("2020-{month:02}-{day:02}"),
             "title": "民法典进社区：婚姻家庭编与继承编解读", "attendees": 20 + n % 180,
-            "topics": ["民法典", "婚姻家庭"], "speaker": "王律师", "venue": "社区活动中心二楼会议室",
+            "topics": [TOPICS[(n % 8) as usize], TOPICS[(n / 8 % 8) as usize]], "speaker": "王律师", "venue": "社区活动中心二楼会议室",
             "audience": "residents", "notes": "居民踊跃提问，现场发放宣传资料一百余份。"
         }
     })
@@ -588,6 +600,26 @@ async fn main() -> Result<()> {
         .await?;
         totals_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
+    // The annual report (a year by month, topic and grassroots unit) and the
+    // figures behind the dashboard: what a coordinator opens.
+    let mut report_ms = Vec::new();
+    for i in 0..args.totals_requests {
+        let path = if i % 2 == 0 {
+            "reports/annual?year=2020"
+        } else {
+            "figures?year=2020"
+        };
+        let t0 = Instant::now();
+        send(
+            &client,
+            reqwest::Method::GET,
+            format!("{url}/v1/{path}"),
+            &admin,
+            None,
+        )
+        .await?;
+        report_ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
     // A first sync of everything into an empty SDK device (its own process),
     // then a fresh SDK device that records lectures offline and pushes them.
     let store = tempfile::tempdir()?;
@@ -630,6 +662,8 @@ async fn main() -> Result<()> {
         "pull_all_secs": pull_secs,
         "totals_ms_p50": pct(&mut totals_ms, 0.5),
         "totals_ms_p99": pct(&mut totals_ms, 0.99),
+        "report_ms_p50": pct(&mut report_ms, 0.5),
+        "report_ms_p99": pct(&mut report_ms, 0.99),
         "server_rss_peak_mib": rss_peak.map(|k| k / 1024),
         "server_rss_now_mib": rss_now.map(|k| k / 1024),
         "disk_bytes_per_record": disk.map(|d| d / stored.max(1)),
