@@ -10,10 +10,12 @@
 //!   extractors with contract errors. [`error`]: `ApiError`.
 //! - [`store`]: the storage trait and its sled implementation.
 //! - [`config`]: configuration, clock and id sources.
+//! - [`dashboard`]: the coordinators' HTML pages at `/`.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod limits;
@@ -76,6 +78,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/conflicts/{id}/resolve", post(api::resolve))
         .route("/v1/devices", get(api::devices))
         .route("/v1/rejections", get(api::rejections))
+        .merge(dashboard::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
