@@ -167,7 +167,7 @@ fn device_row(
         None => T::Everything.get(lang).to_string(),
     };
     html! {
-        tr.stale[flagged] data-device=(d.device_id) {
+        tr class=[flagged.then_some("stale")] data-device=(d.device_id) {
             td { (d.label) }
             td {
                 @if d.revoked {
