@@ -213,11 +213,8 @@ impl PageError {
 
     /// The error page in `lang`.
     pub fn render(&self, lang: Lang) -> Response {
-        if let PageError::SignIn = self {
-            return self.clone().into_response();
-        }
         let (title, text) = match self {
-            PageError::SignIn => unreachable!("answered above"),
+            PageError::SignIn => return self.clone().into_response(),
             PageError::BadQuery { why, .. } => (T::ErrBadRequest, *why),
             PageError::BadRequest(t) => (T::ErrBadRequest, *t),
             PageError::Forbidden(t) => (T::ErrForbidden, *t),
