@@ -10,10 +10,12 @@
 //!   extractors with contract errors. [`error`]: `ApiError`.
 //! - [`store`]: the storage trait and its sled implementation.
 //! - [`config`]: configuration, clock and id sources.
+//! - [`dashboard`]: the coordinators' HTML pages at `/`.
 
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod dashboard;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -81,6 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/annual", get(api::annual_report))
         .route("/v1/records", get(api::records))
         .route("/v1/exports/{file}", get(api::export))
+        .merge(dashboard::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))

@@ -1,0 +1,245 @@
+//! Every piece of dashboard UI text, in Chinese (zh-CN, the default) and
+//! English, as one table.
+//!
+//! Pages name a [`T`] and never spell text themselves, so a translation
+//! is fixed here once and a missing one is a compile error, not an
+//! English word in a Chinese page. Data (unit names, labels, field names,
+//! rejection messages from the validator) is shown as stored.
+
+/// The language a page is rendered in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lang {
+    #[default]
+    Zh,
+    En,
+}
+
+impl Lang {
+    /// The value of `?lang=` and of the `pufa_lang` cookie.
+    pub fn param(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh",
+            Lang::En => "en",
+        }
+    }
+
+    /// The `<html lang>` attribute.
+    pub fn html_tag(self) -> &'static str {
+        match self {
+            Lang::Zh => "zh-CN",
+            Lang::En => "en",
+        }
+    }
+
+    /// Reads a `?lang=` or cookie value.
+    pub fn parse(text: &str) -> Option<Lang> {
+        match text {
+            "zh" | "zh-CN" => Some(Lang::Zh),
+            "en" => Some(Lang::En),
+            _ => None,
+        }
+    }
+
+    /// The language the switch link offers.
+    pub fn other(self) -> Lang {
+        match self {
+            Lang::Zh => Lang::En,
+            Lang::En => Lang::Zh,
+        }
+    }
+}
+
+// One line per text: key, Chinese, English. The macro keeps the two
+// languages side by side so a reviewer sees both at once.
+macro_rules! texts {
+    ($($key:ident => $zh:literal, $en:literal;)*) => {
+        /// A UI text; [`T::get`] gives it in a language.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum T { $($key,)* }
+
+        impl T {
+            /// Every text, for the table's own tests.
+            pub const ALL: &'static [T] = &[$(T::$key,)*];
+
+            pub fn get(self, lang: Lang) -> &'static str {
+                let (zh, en) = match self { $(T::$key => ($zh, $en),)* };
+                match lang {
+                    Lang::Zh => zh,
+                    Lang::En => en,
+                }
+            }
+        }
+    };
+}
+
+texts! {
+    AppName => "普法同步 · 工作看板", "Pufa Sync · Coordinator dashboard";
+    MainMenu => "主菜单", "Main menu";
+    NavOverview => "概览", "Overview";
+    NavConflicts => "冲突处理", "Conflicts";
+    NavRejections => "被拒绝的提交", "Rejected edits";
+    NavDevices => "设备", "Devices";
+    // The switch link names the language it switches to, in that language.
+    SwitchLang => "English", "中文";
+    SignIn => "登录", "Sign in";
+    SignOut => "退出登录", "Sign out";
+    SignedInAs => "当前用户", "Signed in as";
+    Token => "令牌", "Token";
+    LoginIntro => "请使用协调员或管理员令牌登录。外勤设备的令牌不能登录看板。",
+        "Sign in with a coordinator or admin token. Field-device tokens cannot sign in here.";
+    LoginEmpty => "请输入令牌。", "Enter a token.";
+    LoginUnknown => "令牌无效或已被吊销。", "This token is unknown or has been revoked.";
+    LoginFieldToken => "这是外勤设备的令牌，不能登录看板。请使用协调员或管理员令牌。",
+        "This is a field-device token: it cannot sign in to the dashboard. Use a coordinator or admin token.";
+
+    RoleField => "外勤", "field";
+    RoleCoordinator => "协调员", "coordinator";
+    RoleAdmin => "管理员", "admin";
+    UnitDistrict => "区", "district";
+    UnitStreet => "街道", "street";
+    UnitTown => "镇", "town";
+    UnitCommunity => "社区", "community";
+    UnitVillage => "村", "village";
+    Everything => "全部", "everything";
+
+    Breadcrumbs => "当前位置", "You are here";
+    Period => "统计期间", "Period";
+    From => "开始日期", "From";
+    To => "结束日期", "To";
+    Apply => "查询", "Apply";
+    PeriodHint => "默认为本年度；留空表示不限。讲座按举办日期统计，示范村（社区）按授牌年度统计，图书角为当前状态。",
+        "This year by default; leave a date empty for no limit. Lectures count by date held, demonstration sites by award year; library corners are as they are now.";
+    AnyDate => "不限", "any";
+    Lectures => "法律大讲堂", "Legal lectures";
+    LectureCount => "场次", "Lectures held";
+    Attendees => "参与人次", "Attendees";
+    UnitsWithLecture => "开展讲座的基层单位", "Grassroots units with a lecture";
+    Corners => "法治图书角", "Legal library corners";
+    CornersActive => "在用图书角", "Active corners";
+    Coverage => "基层单位覆盖率", "Grassroots coverage";
+    UnitsCovered => "已覆盖 / 基层单位总数", "Units covered / grassroots units";
+    DemoSites => "法治示范村（社区）", "Rule-of-law demonstration sites";
+    LevelNational => "国家级", "National";
+    LevelProvincial => "省级", "Provincial";
+    LevelMunicipal => "市级", "Municipal";
+    LevelDistrict => "区级", "District";
+    ConflictsOpen => "待处理冲突", "Open conflicts";
+    SubUnits => "下级单位", "Sub-units";
+    NoSubUnits => "该单位没有下级单位。", "This unit has no sub-units.";
+    Name => "名称", "Name";
+    UnitType => "类型", "Type";
+    NoOrgUnits => "尚未导入组织机构。", "No org units have been imported yet.";
+    ChooseRoot => "有多个顶级单位，请选择一个：", "There are several top-level units; choose one:";
+
+    ConflictsIntro => "两台设备在互不知情时修改了同一字段。目前保留的是较新的值；请确定应保留哪个值。",
+        "Two devices changed the same field without seeing each other's edit. The newer value stands for now; decide which value to keep.";
+    NoConflicts => "没有待处理的冲突。", "No open conflicts.";
+    Record => "记录", "Record";
+    Field => "字段", "Field";
+    CurrentValue => "当前值", "Current value";
+    OverwrittenValue => "被覆盖的值", "Overwritten value";
+    Device => "设备", "Device";
+    Time => "时间", "Time";
+    KeepThis => "保留此值", "Keep this value";
+    OtherValue => "改为其他值：", "Use another value:";
+    Resolve => "确定", "Resolve";
+    Resolved => "冲突已处理。", "The conflict is resolved.";
+    ChooseValue => "请选择一个值，或输入新值。", "Choose one of the values, or type one.";
+    ConflictGone => "该冲突已处理，或不在您的管理范围内。", "This conflict is already resolved, or outside your scope.";
+    ValueRejected => "该值不符合字段规则：", "That value breaks the field's rules:";
+
+    RejectionsIntro => "以下提交被服务器拒绝，没有保存。请联系使用该设备的人员更正后重新提交。",
+        "The server refused these edits and did not save them. Ask the person using the device to correct and resubmit them.";
+    NoRejections => "没有被拒绝的提交。", "No rejected edits.";
+    Received => "接收时间", "Received";
+    Code => "错误代码", "Code";
+    Message => "说明", "Message";
+    RecordKind => "记录类型", "Record kind";
+    Submitted => "提交内容", "As submitted";
+
+    DevicesIntro => "超过 14 天未同步或从未同步的设备已标出。时钟偏差为正数表示设备时钟慢于服务器。",
+        "Devices that have not synced for over 14 days, or never, are marked. A positive clock skew means the device's clock is behind the server's.";
+    NoDevices => "没有设备。", "No devices.";
+    Label => "名称", "Label";
+    Role => "角色", "Role";
+    Unit => "单位", "Unit";
+    LastPush => "最近上传", "Last push";
+    LastPull => "最近下载", "Last pull";
+    Outbox => "待上传条数", "Outbox";
+    OldestPending => "最早待上传", "Oldest pending";
+    ClockSkew => "时钟偏差", "Clock skew";
+    AppVersion => "应用版本", "App version";
+    Status => "状态", "Status";
+    Never => "从未", "never";
+    Stale => "⚠ 超过 14 天未同步", "⚠ not synced for over 14 days";
+    NeverSynced => "⚠ 从未同步", "⚠ never synced";
+    SkewFar => "⚠ 时钟偏差过大", "⚠ clock far off";
+    Revoked => "已吊销", "revoked";
+    Fine => "正常", "ok";
+    Millis => "{n} 毫秒", "{n} ms";
+    Seconds => "{n} 秒", "{n} s";
+    Minutes => "{n} 分钟", "{n} min";
+    Hours => "{n} 小时", "{n} h";
+    Days => "{n} 天", "{n} d";
+
+    TimesUtc => "所有时间均为 UTC（协调世界时）。", "All times are UTC.";
+    ShowingNewest => "仅显示最新的 {n} 条。", "Showing the newest {n} only.";
+
+    ErrBadRequest => "请求有误", "Bad request";
+    ErrForbidden => "无权访问", "Not allowed";
+    ErrNotFound => "未找到", "Not found";
+    ErrUnavailable => "服务暂不可用", "Service unavailable";
+    ErrInternal => "服务器出错", "Server error";
+    BadDate => "须为 YYYY-MM-DD 格式的真实日期", "must be a real date written YYYY-MM-DD";
+    FromAfterTo => "开始日期晚于结束日期。", "The start date is after the end date.";
+    BadLang => "不支持该语言，请使用 zh 或 en", "unknown language; use zh or en";
+    BadQueryString => "无法解析网址中的查询参数。", "The query string of this address could not be read.";
+    BadForm => "无法解析提交的表单。", "The submitted form could not be read.";
+    OutOfScope => "该单位不在您的管理范围内。", "That unit is outside your scope.";
+    NoSuchUnit => "没有该单位。", "There is no such unit.";
+    NoSuchPage => "没有该页面。", "There is no such page.";
+    CsrfFailed => "表单已失效或并非来自本看板。请返回、刷新页面后重试。",
+        "This form is stale or did not come from this dashboard. Go back, reload the page and try again.";
+    CrossOrigin => "请求来自其他网站，已拒绝。", "The request came from another site and was refused.";
+    FieldSession => "外勤设备的令牌不能使用看板。", "Field-device tokens cannot use the dashboard.";
+    StoreTrouble => "数据存储暂时不可用，请稍后重试。", "Storage is unavailable right now; try again shortly.";
+    InternalTrouble => "服务器内部错误，已记录日志。", "Internal server error; it has been logged.";
+    BackHome => "返回概览", "Back to the overview";
+}
+
+impl T {
+    /// The text with `{n}` replaced by `n`.
+    pub fn with_n(self, lang: Lang, n: impl std::fmt::Display) -> String {
+        self.get(lang).replace("{n}", &n.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_text_exists_in_both_languages() {
+        for t in T::ALL {
+            for lang in [Lang::Zh, Lang::En] {
+                assert!(!t.get(lang).trim().is_empty(), "{t:?} in {lang:?}");
+            }
+            // Placeholders must match, or one language would show "{n}".
+            assert_eq!(
+                t.get(Lang::Zh).contains("{n}"),
+                t.get(Lang::En).contains("{n}"),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lang_round_trips_through_its_parameter() {
+        for lang in [Lang::Zh, Lang::En] {
+            assert_eq!(Lang::parse(lang.param()), Some(lang));
+            assert_ne!(lang.other(), lang);
+        }
+        assert_eq!(Lang::parse("fr"), None);
+        assert_eq!(T::Days.with_n(Lang::En, 3), "3 d");
+    }
+}

@@ -1,0 +1,113 @@
+//! The coordinators' dashboard: server-rendered HTML pages at `/`, beside
+//! the JSON API, with no JavaScript and no build step.
+//!
+//! It reads through the same [`Store`](crate::store::Store) operations and
+//! scope checks as the API (`totals`, `conflicts`, `resolve`, `devices`,
+//! `rejections`, [`auth::narrow`](crate::auth::narrow)), so a page never
+//! shows what the API would refuse the same token.
+//!
+//! - [`session`]: sign-in, the session cookie, CSRF and Origin checks, the
+//!   language layer.
+//! - [`page`]: the shell, the stylesheet, the HTML response and error
+//!   types, formatters.
+//! - [`i18n`]: every UI text in Chinese and English.
+//! - [`overview`], [`conflicts`], [`lists`] (rejections, devices): pages.
+//!
+//! A new page is a [`Section`], one line in [`NAV`] and one route in
+//! [`routes`].
+
+pub mod conflicts;
+pub mod i18n;
+pub mod lists;
+pub mod overview;
+pub mod page;
+pub mod session;
+
+use std::collections::HashMap;
+
+use axum::middleware;
+use axum::routing::{get, post};
+use axum::Router;
+use uuid::Uuid;
+
+use crate::store::StoreError;
+use crate::AppState;
+use i18n::T;
+
+/// A page of the menu.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    Overview,
+    Conflicts,
+    Rejections,
+    Devices,
+}
+
+/// One menu entry.
+pub struct NavItem {
+    pub section: Section,
+    pub path: &'static str,
+    pub text: T,
+}
+
+/// The menu, in order. The report, coverage and monthly pages planned
+/// next are each one more entry here.
+pub const NAV: &[NavItem] = &[
+    NavItem {
+        section: Section::Overview,
+        path: "/",
+        text: T::NavOverview,
+    },
+    NavItem {
+        section: Section::Conflicts,
+        path: "/conflicts",
+        text: T::NavConflicts,
+    },
+    NavItem {
+        section: Section::Rejections,
+        path: "/rejections",
+        text: T::NavRejections,
+    },
+    NavItem {
+        section: Section::Devices,
+        path: "/devices",
+        text: T::NavDevices,
+    },
+];
+
+/// The dashboard's routes, merged into [`crate::router`]. Every route runs
+/// inside the language layer, which also renders error pages.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(overview::overview))
+        .route("/login", get(session::login_page).post(session::login))
+        .route("/logout", post(session::logout))
+        .route("/conflicts", get(conflicts::list))
+        .route("/conflicts/{id}/resolve", post(conflicts::resolve))
+        .route("/rejections", get(lists::rejections))
+        .route("/devices", get(lists::devices))
+        .route(page::STYLESHEET_PATH, get(page::stylesheet))
+        .route_layer(middleware::from_fn(session::with_lang))
+}
+
+/// Labels of the devices `ids` name, each looked up once. A device that is
+/// gone keeps its id as its label. (A slice, not an iterator: an iterator
+/// of closures held across the lookups would make handlers' futures not
+/// `Send`.)
+async fn device_labels(
+    state: &AppState,
+    ids: &[Uuid],
+) -> Result<HashMap<Uuid, String>, StoreError> {
+    let mut out = HashMap::new();
+    for &id in ids {
+        if out.contains_key(&id) {
+            continue;
+        }
+        let label = match state.store.device(id).await? {
+            Some(d) if !d.label.is_empty() => d.label,
+            _ => id.to_string(),
+        };
+        out.insert(id, label);
+    }
+    Ok(out)
+}

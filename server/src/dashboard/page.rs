@@ -1,0 +1,469 @@
+//! The page shell (head, menu, footer), the stylesheet, the HTML response
+//! type, the error pages, and the small formatters every page shares.
+//!
+//! Handlers return [`Page`] or [`PageError`]; this module alone picks
+//! status codes and security headers for the dashboard, as `ApiError` does
+//! for the JSON API.
+
+use std::fmt::Write as _;
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{html, Markup, DOCTYPE};
+use pufa_core::date::{Date, DAY_MS};
+use pufa_core::wire::{Role, UnitType};
+use serde_json::Value;
+
+use super::i18n::{Lang, T};
+use super::session::{clear_session_cookie, Ctx};
+use super::{Section, NAV};
+use crate::store::StoreError;
+
+/// Where the stylesheet is served; the version in the query makes a new
+/// release bypass the week-long cache.
+pub const STYLESHEET_PATH: &str = "/assets/app.css";
+const STYLESHEET_URL: &str = concat!("/assets/app.css?v=", env!("CARGO_PKG_VERSION"));
+/// How long browsers may keep the stylesheet, in seconds.
+const STYLESHEET_MAX_AGE_SECS: u32 = 7 * 24 * 3600;
+/// Longest query value echoed back in an error page, in characters.
+const ECHO_CHARS_MAX: usize = 80;
+
+/// Small on purpose: one file, no build step, readable on a phone. Tables
+/// sit in `.scroll` boxes so wide ones scroll sideways instead of
+/// squeezing; the menu wraps.
+const STYLESHEET: &str = r#"
+:root{--fg:#1b1f24;--muted:#59636e;--line:#d8dee4;--bg:#f6f8fa;--card:#fff;--accent:#0b5cad;--warn:#fff3cd;--warn-line:#c69500;--bad:#fde2e1;--ok:#e6f4ea}
+*{box-sizing:border-box}
+body{margin:0;font:15px/1.5 system-ui,-apple-system,"PingFang SC","Hiragino Sans GB","Microsoft YaHei","Noto Sans CJK SC",sans-serif;color:var(--fg);background:var(--bg)}
+a{color:var(--accent)}
+header.top{background:var(--card);border-bottom:1px solid var(--line);padding:.5rem 1rem;display:flex;flex-wrap:wrap;gap:.4rem 1.2rem;align-items:center}
+header.top .brand{font-weight:600}
+nav.menu ul{list-style:none;margin:0;padding:0;display:flex;flex-wrap:wrap;gap:.2rem .9rem}
+nav.menu a[aria-current=page]{font-weight:700;text-decoration:underline}
+.who{margin-left:auto;display:flex;flex-wrap:wrap;gap:.4rem .8rem;align-items:center;color:var(--muted);font-size:.9rem}
+.who form{margin:0}
+main{padding:1rem;max-width:76rem;margin:0 auto}
+h1{font-size:1.4rem;margin:.2rem 0 .8rem}
+h2{font-size:1.1rem;margin:0 0 .5rem}
+.crumbs ol{list-style:none;margin:0 0 .5rem;padding:0;display:flex;flex-wrap:wrap;gap:.2rem}
+.crumbs li+li::before{content:"›";margin-right:.2rem;color:var(--muted)}
+.cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(14rem,1fr));gap:.8rem;margin:1rem 0}
+.card,.box{background:var(--card);border:1px solid var(--line);border-radius:6px;padding:.8rem}
+.card dl{margin:0;display:grid;grid-template-columns:1fr auto;gap:.2rem .8rem}
+.card dt{color:var(--muted)}
+.card dd{margin:0;font-weight:600;font-variant-numeric:tabular-nums;text-align:right}
+.scroll{overflow-x:auto;-webkit-overflow-scrolling:touch;background:var(--card);border:1px solid var(--line);border-radius:6px}
+table{border-collapse:collapse;width:100%}
+th,td{border-bottom:1px solid var(--line);padding:.4rem .6rem;text-align:left;vertical-align:top;white-space:nowrap}
+th{background:var(--bg);font-weight:600}
+.num{text-align:right;font-variant-numeric:tabular-nums}
+td.wrap{white-space:normal;min-width:14rem;max-width:32rem;overflow-wrap:anywhere}
+tr.stale td{background:var(--warn)}
+tr.stale td:first-child{border-left:4px solid var(--warn-line)}
+.marker{font-weight:700}
+.notice{padding:.5rem .8rem;border-radius:6px;margin:.6rem 0;background:var(--ok)}
+.notice.problem{background:var(--bad)}
+.muted{color:var(--muted);font-size:.9rem}
+form.period{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}
+form.period label{display:flex;flex-direction:column;font-size:.9rem}
+input,button{font:inherit;padding:.3rem .5rem}
+button{cursor:pointer}
+.conflict{margin:.8rem 0}
+.conflict fieldset{border:0;padding:0;margin:.5rem 0;display:grid;gap:.4rem}
+.value{font-family:ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
+pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
+.login{max-width:26rem;margin:2rem auto}
+.login input[type=password]{width:100%}
+footer{padding:1rem;text-align:center}
+@media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
+"#;
+
+/// `GET /assets/app.css`.
+pub async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8".to_string()),
+            (
+                header::CACHE_CONTROL,
+                format!("public, max-age={STYLESHEET_MAX_AGE_SECS}"),
+            ),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// A rendered page and what kind of answer it is.
+pub struct Page {
+    status: StatusCode,
+    markup: Markup,
+}
+
+impl Page {
+    pub fn ok(markup: Markup) -> Page {
+        Page {
+            status: StatusCode::OK,
+            markup,
+        }
+    }
+
+    /// The form was read but its content was refused (shown on the page).
+    pub fn invalid(markup: Markup) -> Page {
+        Page {
+            status: StatusCode::BAD_REQUEST,
+            markup,
+        }
+    }
+
+    pub fn unauthorized(markup: Markup) -> Page {
+        Page {
+            status: StatusCode::UNAUTHORIZED,
+            markup,
+        }
+    }
+
+    pub fn forbidden(markup: Markup) -> Page {
+        Page {
+            status: StatusCode::FORBIDDEN,
+            markup,
+        }
+    }
+
+    pub fn not_found(markup: Markup) -> Page {
+        Page {
+            status: StatusCode::NOT_FOUND,
+            markup,
+        }
+    }
+}
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        let mut resp = (self.status, self.markup.into_string()).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        // Pages show data of one signed-in person: never cache them.
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        // No scripts at all, and no framing: clickjacking cannot press the
+        // resolve buttons.
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(
+                "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+            ),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            HeaderName::from_static("referrer-policy"),
+            HeaderValue::from_static("same-origin"),
+        );
+        resp
+    }
+}
+
+/// Why a dashboard request cannot be answered with its page.
+///
+/// Its response carries the error itself; the language layer
+/// ([`super::session::with_lang`]) renders it in the reader's language,
+/// so handlers can use `?` without knowing the language.
+#[derive(Clone, Debug)]
+pub enum PageError {
+    /// Not signed in, or the session's token no longer works.
+    SignIn,
+    /// A query parameter that cannot be read.
+    BadQuery {
+        param: String,
+        value: String,
+        why: T,
+    },
+    BadRequest(T),
+    Forbidden(T),
+    NotFound(T),
+    /// Storage cannot answer now: retryable.
+    Unavailable(String),
+    Internal(String),
+}
+
+impl PageError {
+    pub fn bad_query(param: &str, value: &str, why: T) -> PageError {
+        PageError::BadQuery {
+            param: param.to_string(),
+            value: value.chars().take(ECHO_CHARS_MAX).collect(),
+            why,
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            PageError::SignIn => StatusCode::SEE_OTHER,
+            PageError::BadQuery { .. } | PageError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            PageError::Forbidden(_) => StatusCode::FORBIDDEN,
+            PageError::NotFound(_) => StatusCode::NOT_FOUND,
+            PageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The error page in `lang`.
+    pub fn render(&self, lang: Lang) -> Response {
+        let (title, text) = match self {
+            PageError::SignIn => return self.clone().into_response(),
+            PageError::BadQuery { why, .. } => (T::ErrBadRequest, *why),
+            PageError::BadRequest(t) => (T::ErrBadRequest, *t),
+            PageError::Forbidden(t) => (T::ErrForbidden, *t),
+            PageError::NotFound(t) => (T::ErrNotFound, *t),
+            PageError::Unavailable(_) => (T::ErrUnavailable, T::StoreTrouble),
+            PageError::Internal(_) => (T::ErrInternal, T::InternalTrouble),
+        };
+        let body = html! {
+            div.box {
+                p role="alert" {
+                    @if let PageError::BadQuery { param, value, .. } = self {
+                        code { (param) "=" (format!("{value:?}")) } ": "
+                    }
+                    (text.get(lang))
+                }
+                p { a href="/" { (T::BackHome.get(lang)) } }
+            }
+        };
+        let markup = shell(lang, title.get(lang), html! {}, body);
+        let mut resp = Page {
+            status: self.status(),
+            markup,
+        }
+        .into_response();
+        if matches!(self, PageError::Unavailable(_)) {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+        }
+        resp
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        match &self {
+            PageError::SignIn => {
+                // Forget a session that stopped working, so the browser
+                // does not keep sending a revoked secret.
+                let mut resp = Redirect::to("/login").into_response();
+                resp.headers_mut()
+                    .insert(header::SET_COOKIE, clear_session_cookie());
+                resp
+            }
+            _ => {
+                match &self {
+                    PageError::Internal(e) => {
+                        tracing::error!(error = %e, "dashboard request failed")
+                    }
+                    PageError::Unavailable(e) => {
+                        tracing::warn!(error = %e, "dashboard: storage unavailable")
+                    }
+                    _ => {}
+                }
+                let mut resp = self.status().into_response();
+                resp.extensions_mut().insert(self);
+                resp
+            }
+        }
+    }
+}
+
+impl From<StoreError> for PageError {
+    fn from(e: StoreError) -> PageError {
+        match e {
+            StoreError::Unavailable(m) => PageError::Unavailable(m),
+            other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+/// The document around a page's content.
+pub fn shell(lang: Lang, title: &str, header: Markup, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang=(lang.html_tag()) {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · " (T::AppName.get(lang)) }
+                link rel="stylesheet" href=(STYLESHEET_URL);
+            }
+            body {
+                header.top {
+                    span.brand { (T::AppName.get(lang)) }
+                    (header)
+                }
+                main {
+                    h1 { (title) }
+                    (body)
+                }
+                footer.muted { (T::TimesUtc.get(lang)) }
+            }
+        }
+    }
+}
+
+/// A signed-in page: the shell with the menu, who is signed in, the
+/// language switch and the sign-out button.
+pub fn page(ctx: &Ctx, current: Section, title: &str, body: Markup) -> Markup {
+    let lang = ctx.lang;
+    let switch = ctx.here_with(&[("lang", lang.other().param())]);
+    let header = html! {
+        nav.menu aria-label=(T::MainMenu.get(lang)) {
+            ul {
+                @for item in NAV {
+                    li {
+                        @if item.section == current {
+                            a href=(item.path) aria-current="page" { (item.text.get(lang)) }
+                        } @else {
+                            a href=(item.path) { (item.text.get(lang)) }
+                        }
+                    }
+                }
+            }
+        }
+        div.who {
+            span { (T::SignedInAs.get(lang)) ": " (ctx.device.label) " · " (role_text(ctx.device.role).get(lang)) }
+            a href=(switch) lang=(lang.other().html_tag()) { (T::SwitchLang.get(lang)) }
+            form method="post" action="/logout" {
+                input type="hidden" name="csrf" value=(ctx.csrf());
+                button type="submit" { (T::SignOut.get(lang)) }
+            }
+        }
+    };
+    shell(lang, title, header, body)
+}
+
+/// A notice above a page's content: a success or a problem.
+pub fn notice(lang: Lang, ok: bool, text: T, detail: Option<&str>) -> Markup {
+    html! {
+        @if ok {
+            p.notice role="status" { (text.get(lang)) }
+        } @else {
+            p.notice.problem role="alert" {
+                (text.get(lang))
+                @if let Some(d) = detail { " " span.value { (d) } }
+            }
+        }
+    }
+}
+
+pub fn role_text(role: Role) -> T {
+    match role {
+        Role::Field => T::RoleField,
+        Role::Coordinator => T::RoleCoordinator,
+        Role::Admin => T::RoleAdmin,
+    }
+}
+
+pub fn unit_type_text(t: UnitType) -> T {
+    match t {
+        UnitType::District => T::UnitDistrict,
+        UnitType::Street => T::UnitStreet,
+        UnitType::Town => T::UnitTown,
+        UnitType::Community => T::UnitCommunity,
+        UnitType::Village => T::UnitVillage,
+    }
+}
+
+/// `2020-07-01 08:05` (UTC, said once in the footer).
+pub fn time_text(ms: u64) -> String {
+    let day = Date::from_unix_ms(ms);
+    let minutes = (ms % DAY_MS) / 60_000;
+    format!("{day} {:02}:{:02}", minutes / 60, minutes % 60)
+}
+
+pub fn maybe_time_text(lang: Lang, ms: Option<u64>) -> String {
+    ms.map_or_else(|| T::Never.get(lang).to_string(), time_text)
+}
+
+/// A signed span of time in the largest unit that keeps it readable.
+pub fn duration_text(lang: Lang, ms: i64) -> String {
+    let sign = if ms < 0 { "-" } else { "" };
+    let abs = ms.unsigned_abs();
+    let (unit, n) = match abs {
+        0..1_000 => (T::Millis, abs),
+        1_000..120_000 => (T::Seconds, abs / 1_000),
+        120_000..7_200_000 => (T::Minutes, abs / 60_000),
+        7_200_000..172_800_000 => (T::Hours, abs / 3_600_000),
+        _ => (T::Days, abs / DAY_MS),
+    };
+    format!("{sign}{}", unit.with_n(lang, n))
+}
+
+/// `98.3%`: coverage is a fraction of 1.
+pub fn percent_text(fraction: f64) -> String {
+    if fraction.is_finite() {
+        format!("{:.1}%", fraction * 100.0)
+    } else {
+        "—".to_string()
+    }
+}
+
+/// A field value as a person reads it: text bare, anything else as JSON.
+pub fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `path?k=v&…`, each part percent-encoded.
+pub fn url(path: &str, params: &[(&str, &str)]) -> String {
+    let mut out = path.to_string();
+    for (i, (k, v)) in params.iter().enumerate() {
+        out.push(if i == 0 { '?' } else { '&' });
+        encode_into(&mut out, k);
+        out.push('=');
+        encode_into(&mut out, v);
+    }
+    out
+}
+
+fn encode_into(out: &mut String, text: &str) {
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_every_part() {
+        assert_eq!(url("/", &[]), "/");
+        assert_eq!(
+            url("/", &[("org", "a b&c=d"), ("to", "")]),
+            "/?org=a%20b%26c%3Dd&to="
+        );
+        assert_eq!(url("/x", &[("org", "迎")]), "/x?org=%E8%BF%8E");
+    }
+
+    #[test]
+    fn times_and_durations_read_plainly() {
+        assert_eq!(
+            time_text(1_593_561_600_000 + 8 * 3_600_000 + 5 * 60_000),
+            "2020-07-01 08:05"
+        );
+        assert_eq!(duration_text(Lang::En, 700), "700 ms");
+        assert_eq!(duration_text(Lang::En, -700), "-700 ms");
+        assert_eq!(duration_text(Lang::En, 90_000), "90 s");
+        assert_eq!(duration_text(Lang::En, 15 * DAY_MS as i64), "15 d");
+        assert_eq!(duration_text(Lang::Zh, i64::MIN).chars().next(), Some('-'));
+        assert_eq!(percent_text(0.98333), "98.3%");
+        assert_eq!(percent_text(f64::NAN), "—");
+    }
+}

@@ -1,0 +1,400 @@
+//! Signing in and out, the per-request context of a signed-in page, CSRF
+//! and Origin checks, and the language layer.
+//!
+//! A session is the coordinator's or admin's own token in an `HttpOnly`,
+//! `SameSite=Strict` cookie. It is checked with `Store::authenticate` on
+//! every request, so revoking or re-enrolling the token ends the session at
+//! once; nothing about sessions is stored. A session is a person at a
+//! browser, not a device: it never pulls, pushes or reports health, so the
+//! device list is not touched by it.
+//!
+//! CSRF: SameSite=Strict already keeps the cookie off cross-site requests;
+//! on top of that every signed-in form carries `csrf` =
+//! hex(sha256("pufa-csrf:" + token)), and every POST whose `Origin` is
+//! present and names another host than `Host` is refused. The sign-in form
+//! has no session to derive a token from; SameSite and the Origin check
+//! cover it.
+
+use std::collections::HashMap;
+
+use axum::extract::{FromRequest, FromRequestParts, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::Form;
+use maud::html;
+use pufa_core::org::{OrgTree, Scope};
+use pufa_core::wire::Role;
+use sha2::{Digest, Sha256};
+
+use super::i18n::{Lang, T};
+use super::page::{notice, shell, Page, PageError};
+use crate::auth;
+use crate::error::ApiError;
+use crate::store::Device;
+use crate::AppState;
+
+/// The session cookie: the token itself.
+pub const SESSION_COOKIE: &str = "pufa_session";
+/// The language cookie, set by `?lang=`.
+pub const LANG_COOKIE: &str = "pufa_lang";
+/// How long the language choice is remembered, in seconds.
+const LANG_COOKIE_MAX_AGE_SECS: u32 = 365 * 24 * 3600;
+
+/// The CSRF token of a session: public in the page, but only someone who
+/// can read the page (same origin) learns it, and it does not reveal the
+/// session token.
+pub fn csrf_token(session_token: &str) -> String {
+    hex::encode(Sha256::digest(
+        format!("pufa-csrf:{session_token}").as_bytes(),
+    ))
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim_matches('"'))
+}
+
+fn session_cookie(token: &str) -> Option<HeaderValue> {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+    ))
+    .ok()
+}
+
+pub fn clear_session_cookie() -> HeaderValue {
+    HeaderValue::from_static("pufa_session=; HttpOnly; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// Whether a token can travel in a cookie unquoted (RFC 6265 cookie-octets).
+/// Issued tokens are `pufa_` and hex, so only a hand-written `admin.token`
+/// could fail this.
+fn cookie_safe(token: &str) -> bool {
+    token
+        .bytes()
+        .all(|b| matches!(b, 0x21 | 0x23..=0x2B | 0x2D..=0x3A | 0x3C..=0x5B | 0x5D..=0x7E))
+}
+
+/// Equal strings, compared in time that does not depend on where they
+/// differ (the CSRF token is a secret of the page).
+fn same_secret(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+/// False when an `Origin` header is present and names another host than
+/// the one the request was sent to (a form posted from another site).
+/// `Origin: null` (sandboxed or privacy-stripped) counts as another site.
+pub fn same_origin(headers: &HeaderMap, uri: &Uri) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
+    let authority = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, a)| a.trim_end_matches('/'));
+    matches!((authority, host), (Some(a), Some(h)) if a.eq_ignore_ascii_case(h))
+}
+
+fn query_map(uri: &Uri) -> Result<HashMap<String, String>, PageError> {
+    Query::<HashMap<String, String>>::try_from_uri(uri)
+        .map(|Query(q)| q)
+        .map_err(|_| PageError::BadRequest(T::BadQueryString))
+}
+
+/// The language layer around every dashboard route: picks the language
+/// (`?lang=`, else the `pufa_lang` cookie, else Chinese), remembers a
+/// `?lang=` choice in the cookie, and renders [`PageError`]s in it.
+pub async fn with_lang(mut req: Request, next: Next) -> Response {
+    let remembered = cookie(req.headers(), LANG_COOKIE)
+        .and_then(Lang::parse)
+        .unwrap_or_default();
+    // A query string that cannot be read is reported by the page itself.
+    let asked = query_map(req.uri()).ok().and_then(|mut q| q.remove("lang"));
+    let lang = match asked.as_deref() {
+        None => remembered,
+        Some(text) => match Lang::parse(text) {
+            Some(lang) => lang,
+            None => return PageError::bad_query("lang", text, T::BadLang).render(remembered),
+        },
+    };
+    req.extensions_mut().insert(lang);
+    let mut resp = next.run(req).await;
+    if let Some(err) = resp.extensions_mut().remove::<PageError>() {
+        resp = err.render(lang);
+    }
+    if asked.is_some() {
+        let value = format!(
+            "{LANG_COOKIE}={}; SameSite=Lax; Path=/; Max-Age={LANG_COOKIE_MAX_AGE_SECS}",
+            lang.param()
+        );
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            resp.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    resp
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Lang {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Lang, Self::Rejection> {
+        Ok(parts.extensions.get::<Lang>().copied().unwrap_or_default())
+    }
+}
+
+/// A signed-in request: who, in which language, at which address.
+pub struct Ctx {
+    pub device: Device,
+    pub lang: Lang,
+    /// The page's path, for links back to it (the language switch).
+    pub path: String,
+    pub query: HashMap<String, String>,
+    csrf: String,
+}
+
+impl FromRequestParts<AppState> for Ctx {
+    type Rejection = PageError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Ctx, PageError> {
+        let lang = parts.extensions.get::<Lang>().copied().unwrap_or_default();
+        let query = query_map(&parts.uri)?;
+        let token = cookie(&parts.headers, SESSION_COOKIE)
+            .filter(|t| !t.is_empty())
+            .ok_or(PageError::SignIn)?;
+        let device = state
+            .store
+            .authenticate(auth::hash_token(token))
+            .await?
+            .ok_or(PageError::SignIn)?;
+        if device.role == Role::Field {
+            // Sign-in refuses field tokens; this one was put in the cookie by hand.
+            return Err(PageError::Forbidden(T::FieldSession));
+        }
+        Ok(Ctx {
+            csrf: csrf_token(token),
+            device,
+            lang,
+            path: parts.uri.path().to_string(),
+            query,
+        })
+    }
+}
+
+impl Ctx {
+    /// A query parameter; an empty value counts as absent only where a
+    /// page says so.
+    pub fn param(&self, key: &str) -> Option<&str> {
+        self.query.get(key).map(String::as_str)
+    }
+
+    pub fn csrf(&self) -> &str {
+        &self.csrf
+    }
+
+    /// This page's address with some parameters replaced (the others kept).
+    pub fn here_with(&self, replace: &[(&str, &str)]) -> String {
+        let mut params: Vec<(&str, &str)> = self
+            .query
+            .iter()
+            .filter(|(k, _)| !replace.iter().any(|(r, _)| r == k))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        // A stable order, so the same page always has the same links.
+        params.sort_unstable();
+        params.extend_from_slice(replace);
+        super::page::url(&self.path, &params)
+    }
+
+    /// The `org` parameter (empty: absent), if any.
+    pub fn org_param(&self) -> Option<&str> {
+        self.param("org").filter(|o| !o.is_empty())
+    }
+
+    /// The scope the `org` parameter names, checked as the API checks it
+    /// (§2: outside the caller's scope is forbidden; an unknown unit is
+    /// not found for an admin and forbidden for anyone else).
+    pub fn scope(&self, tree: &OrgTree) -> Result<Scope, PageError> {
+        auth::narrow(&self.device, tree, self.org_param()).map_err(|e| match e {
+            ApiError::NotFound(_) => PageError::NotFound(T::NoSuchUnit),
+            ApiError::Forbidden(_) => PageError::Forbidden(T::OutOfScope),
+            other => PageError::Internal(other.to_string()),
+        })
+    }
+}
+
+/// A POST from a signed-in page: same origin, signed in, form read, CSRF
+/// token right, in that order.
+pub struct SignedForm {
+    pub ctx: Ctx,
+    pub fields: HashMap<String, String>,
+}
+
+impl FromRequest<AppState> for SignedForm {
+    type Rejection = PageError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<SignedForm, PageError> {
+        if !same_origin(req.headers(), req.uri()) {
+            return Err(PageError::Forbidden(T::CrossOrigin));
+        }
+        let (mut parts, body) = req.into_parts();
+        let ctx = Ctx::from_request_parts(&mut parts, state).await?;
+        let fields = read_form(Request::from_parts(parts, body), state).await?;
+        let csrf_ok = fields
+            .get("csrf")
+            .is_some_and(|c| same_secret(c, ctx.csrf()));
+        if !csrf_ok {
+            return Err(PageError::Forbidden(T::CsrfFailed));
+        }
+        Ok(SignedForm { ctx, fields })
+    }
+}
+
+async fn read_form(req: Request, state: &AppState) -> Result<HashMap<String, String>, PageError> {
+    Form::<Vec<(String, String)>>::from_request(req, state)
+        .await
+        .map(|Form(pairs)| pairs.into_iter().collect())
+        .map_err(|_| PageError::BadRequest(T::BadForm))
+}
+
+/// `GET /login`.
+pub async fn login_page(lang: Lang) -> Page {
+    Page::ok(login_markup(lang, None))
+}
+
+fn login_markup(lang: Lang, problem: Option<T>) -> maud::Markup {
+    let switch = super::page::url("/login", &[("lang", lang.other().param())]);
+    let header = html! {
+        a href=(switch) lang=(lang.other().html_tag()) { (T::SwitchLang.get(lang)) }
+    };
+    let body = html! {
+        div.box.login {
+            p { (T::LoginIntro.get(lang)) }
+            @if let Some(t) = problem { (notice(lang, false, t, None)) }
+            form method="post" action="/login" {
+                p {
+                    label for="token" { (T::Token.get(lang)) }
+                    br;
+                    input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                }
+                button type="submit" { (T::SignIn.get(lang)) }
+            }
+        }
+    };
+    shell(lang, T::SignIn.get(lang), header, body)
+}
+
+/// `POST /login`: a coordinator or admin token becomes the session cookie.
+pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Response {
+    if !same_origin(req.headers(), req.uri()) {
+        return PageError::Forbidden(T::CrossOrigin).into_response();
+    }
+    let fields = match read_form(req, &s).await {
+        Ok(f) => f,
+        Err(e) => return e.into_response(),
+    };
+    let token = fields.get("token").map_or("", |t| t.trim());
+    if token.is_empty() {
+        return Page::invalid(login_markup(lang, Some(T::LoginEmpty))).into_response();
+    }
+    let device = if cookie_safe(token) {
+        match s.store.authenticate(auth::hash_token(token)).await {
+            Ok(d) => d,
+            Err(e) => return PageError::from(e).into_response(),
+        }
+    } else {
+        None
+    };
+    match (device, session_cookie(token)) {
+        (Some(d), Some(cookie)) if d.role != Role::Field => {
+            let mut resp = Redirect::to("/").into_response();
+            resp.headers_mut().insert(header::SET_COOKIE, cookie);
+            resp
+        }
+        (Some(_), _) => {
+            Page::forbidden(login_markup(lang, Some(T::LoginFieldToken))).into_response()
+        }
+        (None, _) => Page::unauthorized(login_markup(lang, Some(T::LoginUnknown))).into_response(),
+    }
+}
+
+/// `POST /logout`: forgets the cookie. (A session whose token stopped
+/// working is sent to sign-in by [`SignedForm`], which forgets it too.)
+pub async fn logout(_: SignedForm) -> Response {
+    let mut resp = Redirect::to("/login").into_response();
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, clear_session_cookie());
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(k.clone(), HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn cookies_are_found_among_others() {
+        let h = headers(&[
+            (header::COOKIE, "a=1; pufa_session=pufa_ab12"),
+            (header::COOKIE, "pufa_lang=en"),
+        ]);
+        assert_eq!(cookie(&h, SESSION_COOKIE), Some("pufa_ab12"));
+        assert_eq!(cookie(&h, LANG_COOKIE), Some("en"));
+        assert_eq!(cookie(&h, "pufa"), None);
+    }
+
+    #[test]
+    fn origin_must_match_host_when_present() {
+        let uri: Uri = "/login".parse().unwrap();
+        let check = |pairs: &[(header::HeaderName, &str)]| same_origin(&headers(pairs), &uri);
+        assert!(check(&[(header::HOST, "pufa.local:8080")]));
+        assert!(check(&[
+            (header::HOST, "pufa.local:8080"),
+            (header::ORIGIN, "http://pufa.local:8080")
+        ]));
+        assert!(!check(&[
+            (header::HOST, "pufa.local:8080"),
+            (header::ORIGIN, "http://evil.example")
+        ]));
+        assert!(!check(&[
+            (header::HOST, "pufa.local:8080"),
+            (header::ORIGIN, "null")
+        ]));
+        assert!(!check(&[(header::ORIGIN, "http://pufa.local")]));
+    }
+
+    #[test]
+    fn csrf_token_is_the_documented_hash() {
+        let t = csrf_token("pufa_x");
+        assert_eq!(t, hex::encode(Sha256::digest(b"pufa-csrf:pufa_x")));
+        assert!(same_secret(&t, &csrf_token("pufa_x")));
+        assert!(!same_secret(&t, &csrf_token("pufa_y")));
+        assert!(!same_secret(&t, ""));
+        assert!(cookie_safe("pufa_0a9f"));
+        assert!(!cookie_safe("a b"));
+        assert!(!cookie_safe("a;b"));
+    }
+}

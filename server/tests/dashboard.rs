@@ -1,0 +1,880 @@
+//! The coordinators' dashboard (`server/src/dashboard/`), through the same
+//! router as the API with `tower::ServiceExt::oneshot`: sign-in and the
+//! session cookie, CSRF and Origin checks, scope, the figures of the
+//! overview, resolving a conflict, the rejection and device lists, and the
+//! language switch.
+//!
+//! Pages are checked through the ids and data attributes they put on
+//! figures and rows, and through the UI texts of `dashboard::i18n`, so a
+//! reworded label does not break a test but a wrong number does.
+
+// The harness is shared with contract.rs, which uses more of it.
+#[allow(dead_code)]
+mod support;
+
+use axum::body::Body;
+use axum::http::{header, Method, Request};
+use http_body_util::BodyExt as _;
+use pufa_server::dashboard::i18n::{Lang, T};
+use serde_json::json;
+use sha2::{Digest as _, Sha256};
+use support::*;
+use tower::ServiceExt as _;
+
+/// A dashboard answer.
+#[derive(Debug)]
+struct Got {
+    status: u16,
+    location: Option<String>,
+    set_cookies: Vec<String>,
+    body: String,
+}
+
+impl Got {
+    #[track_caller]
+    fn expect(&self, status: u16) -> &str {
+        assert_eq!(self.status, status, "body: {}", self.body);
+        &self.body
+    }
+
+    /// The `Set-Cookie` header that sets `name`, if any.
+    fn cookie(&self, name: &str) -> Option<&str> {
+        self.set_cookies
+            .iter()
+            .map(String::as_str)
+            .find(|c| c.starts_with(&format!("{name}=")))
+    }
+
+    #[track_caller]
+    fn assert_redirect(&self, to: &str) {
+        assert_eq!(
+            (self.status, self.location.as_deref()),
+            (303, Some(to)),
+            "body: {}",
+            self.body
+        );
+    }
+}
+
+/// A request to the dashboard. `cookies` is the whole `Cookie` header;
+/// `form`, when given, is sent url-encoded.
+async fn send(
+    s: &Server,
+    method: Method,
+    path: &str,
+    cookies: Option<&str>,
+    headers: &[(header::HeaderName, &str)],
+    form: Option<&[(&str, &str)]>,
+) -> Got {
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(c) = cookies {
+        req = req.header(header::COOKIE, c);
+    }
+    for (k, v) in headers {
+        req = req.header(k, *v);
+    }
+    let body = match form {
+        Some(pairs) => {
+            req = req.header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+            Body::from(encode_form(pairs))
+        }
+        None => Body::empty(),
+    };
+    let resp = s
+        .app
+        .clone()
+        .oneshot(req.body(body).expect("request"))
+        .await
+        .expect("infallible");
+    let status = resp.status().as_u16();
+    let location = resp
+        .headers()
+        .get(header::LOCATION)
+        .map(|v| v.to_str().expect("ascii").to_string());
+    let set_cookies = resp
+        .headers()
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .map(|v| v.to_str().expect("ascii").to_string())
+        .collect();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    let body = String::from_utf8(bytes.to_vec()).expect("UTF-8 page");
+    Got {
+        status,
+        location,
+        set_cookies,
+        body,
+    }
+}
+
+fn encode_form(pairs: &[(&str, &str)]) -> String {
+    let enc = |t: &str| {
+        t.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect::<String>()
+    };
+    pairs
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn session(dev: &Dev) -> String {
+    format!("pufa_session={}", dev.token)
+}
+
+/// A GET of a signed-in page.
+async fn get(s: &Server, path: &str, dev: &Dev) -> Got {
+    send(s, Method::GET, path, Some(&session(dev)), &[], None).await
+}
+
+/// A POST of a signed-in form.
+async fn post(s: &Server, path: &str, dev: &Dev, form: &[(&str, &str)]) -> Got {
+    send(s, Method::POST, path, Some(&session(dev)), &[], Some(form)).await
+}
+
+/// hex(sha256("pufa-csrf:" + token)), computed here independently.
+fn csrf(dev: &Dev) -> String {
+    hex::encode(Sha256::digest(
+        format!("pufa-csrf:{}", dev.token).as_bytes(),
+    ))
+}
+
+/// The text of the element with `id` (up to its first `<`).
+#[track_caller]
+fn figure<'a>(body: &'a str, id: &str) -> &'a str {
+    let open = format!("id=\"{id}\"");
+    let at = body
+        .find(&open)
+        .unwrap_or_else(|| panic!("no element #{id} in {body}"));
+    let rest = &body[at..];
+    let start = rest.find('>').expect("tag end") + 1;
+    let rest = &rest[start..];
+    // A figure may be wrapped in a link.
+    let rest = if rest.starts_with("<a ") {
+        &rest[rest.find('>').expect("link end") + 1..]
+    } else {
+        rest
+    };
+    &rest[..rest.find('<').expect("element end")]
+}
+
+/// The `<tr …>…</tr>` carrying `attr`.
+#[track_caller]
+fn row<'a>(body: &'a str, attr: &str) -> &'a str {
+    let at = body
+        .find(attr)
+        .unwrap_or_else(|| panic!("no row with {attr} in {body}"));
+    let start = body[..at].rfind("<tr").expect("row start");
+    let end = at + body[at..].find("</tr>").expect("row end");
+    &body[start..end]
+}
+
+fn zh(t: T) -> &'static str {
+    t.get(Lang::Zh)
+}
+
+fn en(t: T) -> &'static str {
+    t.get(Lang::En)
+}
+
+/// Two field devices in s1 edit one lecture concurrently: one open
+/// conflict on `attendees` (90 stands, 88 lost). Returns the record id.
+async fn make_conflict(s: &Server) -> String {
+    let a = s.issue("field", "s1").await;
+    let b = s.issue("field", "s1").await;
+    let rec = new_id();
+    let m = lecture(&a, &rec, "c1", "2020-06-01", 87);
+    let seq1 = assert_applied(&s.push_one(&a, &m).await, &m);
+    let m = mutation(&b, &rec, "lecture", seq1, T0 + 10, json!({"attendees": 90}));
+    assert_applied(&s.push_one(&b, &m).await, &m);
+    let losing = mutation(&a, &rec, "lecture", seq1, T0 + 5, json!({"attendees": 88}));
+    let r = s.push_one(&a, &losing).await;
+    assert_eq!(
+        reported(&r),
+        json!([{"field": "attendees", "winner": 90, "loser": 88}])
+    );
+    rec
+}
+
+// Sign-in -----------------------------------------------------------------
+
+#[tokio::test]
+async fn signed_out_pages_redirect_to_login() {
+    let s = Server::new().await;
+    for path in ["/", "/?org=s1", "/conflicts", "/rejections", "/devices"] {
+        send(&s, Method::GET, path, None, &[], None)
+            .await
+            .assert_redirect("/login");
+        send(
+            &s,
+            Method::GET,
+            path,
+            Some("pufa_session=pufa_00"),
+            &[],
+            None,
+        )
+        .await
+        .assert_redirect("/login");
+    }
+    let login = send(&s, Method::GET, "/login", None, &[], None).await;
+    let body = login.expect(200);
+    assert!(body.contains(r#"name="token""#), "{body}");
+    assert!(body.contains(r#"<meta name="viewport""#), "{body}");
+    assert!(
+        body.contains(r#"<html lang="zh-CN">"#),
+        "Chinese by default: {body}"
+    );
+    assert!(body.contains(zh(T::LoginIntro)), "{body}");
+}
+
+#[tokio::test]
+async fn a_coordinator_signs_in_with_a_strict_http_only_cookie_and_out_again() {
+    let s = Server::new().await;
+    let coord = s.issue("coordinator", "d").await;
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", &coord.token)]),
+    )
+    .await;
+    got.assert_redirect("/");
+    let cookie = got.cookie("pufa_session").expect("session cookie");
+    let parts: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert_eq!(parts[0], session(&coord), "{cookie}");
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+        assert!(parts.contains(&attr), "{attr} missing from {cookie}");
+    }
+
+    let home = get(&s, "/", &coord).await;
+    let body = home.expect(200);
+    assert!(body.contains(&csrf(&coord)), "forms carry the CSRF token");
+    assert!(body.contains("coordinator @ d"), "who is signed in: {body}");
+
+    // A session is not a device: signing in and browsing touched nothing.
+    let devices = s.get("/v1/devices", &s.admin).await.expect(200);
+    let me = devices
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == coord.id.as_str())
+        .expect("listed");
+    assert_eq!(
+        (&me["last_pull_ms"], &me["last_push_ms"]),
+        (&json!(null), &json!(null))
+    );
+
+    let out = post(&s, "/logout", &coord, &[("csrf", &csrf(&coord))]).await;
+    out.assert_redirect("/login");
+    let cleared = out.cookie("pufa_session").expect("cleared");
+    assert!(
+        cleared.starts_with("pufa_session=;") && cleared.contains("Max-Age=0"),
+        "{cleared}"
+    );
+
+    // Revoking the token ends the session on the next request.
+    get(&s, "/", &coord).await.expect(200);
+    s.send(
+        Method::DELETE,
+        &format!("/v1/admin/tokens/{}", coord.id),
+        Some(&bearer(&s.admin)),
+        Vec::new(),
+        None,
+    )
+    .await
+    .expect(204);
+    let after = get(&s, "/", &coord).await;
+    after.assert_redirect("/login");
+    assert!(after
+        .cookie("pufa_session")
+        .is_some_and(|c| c.contains("Max-Age=0")));
+}
+
+#[tokio::test]
+async fn field_and_unknown_tokens_cannot_sign_in() {
+    let s = Server::new().await;
+    let field = s.issue("field", "s1").await;
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", &field.token)]),
+    )
+    .await;
+    let body = got.expect(403);
+    assert!(body.contains(zh(T::LoginFieldToken)), "{body}");
+    assert_eq!(got.cookie("pufa_session"), None);
+
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", "pufa_00")]),
+    )
+    .await;
+    assert!(got.expect(401).contains(zh(T::LoginUnknown)));
+    assert_eq!(got.cookie("pufa_session"), None);
+
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", " ")]),
+    )
+    .await;
+    assert!(got.expect(400).contains(zh(T::LoginEmpty)));
+
+    // A field token put in the cookie by hand opens nothing either.
+    let got = get(&s, "/", &field).await;
+    assert!(got.expect(403).contains(zh(T::FieldSession)));
+
+    // The admin may sign in; its overview is the root's.
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[],
+        Some(&[("token", &s.admin.token)]),
+    )
+    .await;
+    got.assert_redirect("/");
+    let body = get(&s, "/", &s.admin).await;
+    assert!(body.expect(200).contains("迎泽区"));
+}
+
+#[tokio::test]
+async fn posts_from_another_origin_are_refused() {
+    let s = Server::new().await;
+    let coord = s.issue("coordinator", "d").await;
+    let host = (header::HOST, "pufa.local:8080");
+    let evil = (header::ORIGIN, "http://evil.example");
+    let ours = (header::ORIGIN, "http://pufa.local:8080");
+    let login = [("token", coord.token.as_str())];
+
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[host.clone(), evil.clone()],
+        Some(&login),
+    )
+    .await;
+    assert!(got.expect(403).contains(zh(T::CrossOrigin)));
+    assert_eq!(got.cookie("pufa_session"), None);
+    let got = send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[host.clone(), (header::ORIGIN, "null")],
+        Some(&login),
+    )
+    .await;
+    got.expect(403);
+    send(
+        &s,
+        Method::POST,
+        "/login",
+        None,
+        &[host.clone(), ours.clone()],
+        Some(&login),
+    )
+    .await
+    .assert_redirect("/");
+
+    let token = csrf(&coord);
+    let logout = [("csrf", token.as_str())];
+    let got = send(
+        &s,
+        Method::POST,
+        "/logout",
+        Some(&session(&coord)),
+        &[host.clone(), evil],
+        Some(&logout),
+    )
+    .await;
+    got.expect(403);
+    assert_eq!(got.cookie("pufa_session"), None, "still signed in");
+    send(
+        &s,
+        Method::POST,
+        "/logout",
+        Some(&session(&coord)),
+        &[host, ours],
+        Some(&logout),
+    )
+    .await
+    .assert_redirect("/login");
+}
+
+// Overview ----------------------------------------------------------------
+
+#[tokio::test]
+async fn the_overview_shows_the_pushed_figures_and_drills_down() {
+    let s = Server::new().await;
+    let f1 = s.issue("field", "s1").await;
+    let f2 = s.issue("field", "s2").await;
+    let coord = s.issue("coordinator", "d").await;
+    s.push(
+        &f1,
+        &[
+            lecture(&f1, &new_id(), "c1", "2020-03-01", 87),
+            lecture(&f1, &new_id(), "c2", "2020-06-01", 45),
+            // Last year: outside the default period.
+            lecture(&f1, &new_id(), "c1", "2019-05-01", 1000),
+            corner(&f1, &new_id(), "c2", "active"),
+            corner(&f1, &new_id(), "c1", "closed"),
+        ],
+    )
+    .await;
+    s.push(
+        &f2,
+        &[
+            lecture(&f2, &new_id(), "v3", "2020-05-01", 12),
+            site(&f2, &new_id(), "v3", "municipal", "awarded", 2020),
+            site(&f2, &new_id(), "v3", "provincial", "candidate", 2020),
+        ],
+    )
+    .await;
+
+    let home = get(&s, "/", &coord).await;
+    let body = home.expect(200);
+    // The clock says 2020: the period is this year.
+    assert!(body.contains(r#"name="from" value="2020-01-01""#), "{body}");
+    assert!(body.contains(r#"name="to" value="2020-12-31""#), "{body}");
+    for (id, value) in [
+        ("lectures-count", "3"),
+        ("lectures-attendees", "144"),
+        ("lectures-units", "3"),
+        ("corners-active", "1"),
+        ("corners-coverage", "33.3%"),
+        ("corners-units", "1 / 3"),
+        ("sites-national", "0"),
+        ("sites-provincial", "0"),
+        ("sites-municipal", "1"),
+        ("sites-district", "0"),
+        ("conflicts-open", "0"),
+    ] {
+        assert_eq!(figure(body, id), value, "#{id}");
+    }
+    let s1 = row(body, r#"data-org="s1""#);
+    let link = "/?org=s1&amp;from=2020-01-01&amp;to=2020-12-31";
+    assert!(s1.contains(link) && s1.contains("柳巷街道"), "{s1}");
+    assert!(s1.contains(">132<") && s1.contains(">2<"), "{s1}");
+    assert!(row(body, r#"data-org="s2""#).contains(">12<"));
+
+    // One level down: s1's own figures, its communities, and the way back.
+    let s1_page = get(&s, "/?org=s1&from=2020-01-01&to=2020-12-31", &coord).await;
+    let body = s1_page.expect(200);
+    assert_eq!(figure(body, "lectures-count"), "2");
+    assert_eq!(figure(body, "lectures-attendees"), "132");
+    assert_eq!(figure(body, "sites-municipal"), "0");
+    assert!(row(body, r#"data-org="c1""#).contains(">87<"));
+    assert!(row(body, r#"data-org="c2""#).contains(">45<"));
+    assert!(
+        body.contains(r#"href="/?org=d&amp;from=2020-01-01&amp;to=2020-12-31""#),
+        "crumb back up: {body}"
+    );
+    // And a community, which has no sub-units.
+    let c1 = get(&s, "/?org=c1", &coord).await;
+    let body = c1.expect(200);
+    assert_eq!(figure(body, "lectures-attendees"), "87");
+    assert!(body.contains(zh(T::NoSubUnits)));
+
+    // Open bounds take last year's lecture in; a period of 2019 only it.
+    let all = get(&s, "/?from=&to=", &coord).await;
+    assert_eq!(figure(all.expect(200), "lectures-count"), "4");
+    assert_eq!(figure(all.expect(200), "lectures-attendees"), "1144");
+    let y2019 = get(&s, "/?from=2019-01-01&to=2019-12-31", &coord).await;
+    assert_eq!(figure(y2019.expect(200), "lectures-attendees"), "1000");
+}
+
+#[tokio::test]
+async fn units_outside_the_scope_are_refused() {
+    let s = Server::new().await;
+    let coord = s.issue("coordinator", "s1").await;
+    for path in [
+        "/?org=s2",
+        "/?org=d",
+        "/?org=v3",
+        "/?org=nowhere",
+        "/conflicts?org=s2",
+        "/devices?org=d",
+        "/rejections?org=v3",
+    ] {
+        let got = get(&s, path, &coord).await;
+        assert!(got.expect(403).contains(zh(T::OutOfScope)), "{path}");
+    }
+    // Its own overview starts at s1, with no way up to d.
+    let body = get(&s, "/", &coord).await;
+    let body = body.expect(200);
+    assert!(
+        body.contains("柳巷街道") && !body.contains("?org=d"),
+        "{body}"
+    );
+    // For an admin, a unit that does not exist is not found.
+    let got = get(&s, "/?org=nowhere", &s.admin).await;
+    assert!(got.expect(404).contains(zh(T::NoSuchUnit)));
+}
+
+#[tokio::test]
+async fn odd_query_parameters_get_an_error_page_never_a_500() {
+    let s = Server::new().await;
+    let coord = s.issue("coordinator", "d").await;
+    for (path, status) in [
+        ("/?from=2020-13-01", 400),
+        ("/?from=2020-02-30&to=2020-12-31", 400),
+        ("/?to=yesterday", 400),
+        ("/?from=2020-12-01&to=2020-01-01", 400),
+        ("/?lang=fr", 400),
+        ("/devices?lang=", 400),
+        ("/?org=%00", 403),
+        ("/?org=%E8%BF", 403),
+        ("/?org=&from=&to=", 200),
+        ("/?org=s1&org=c1", 200),
+        ("/conflicts?resolved=%FF%FE", 200),
+        ("/rejections?limit=-1", 200),
+    ] {
+        let got = get(&s, path, &coord).await;
+        assert_eq!(got.status, status, "{path}: {}", got.body);
+        assert!(got.body.contains("<html"), "{path}: an HTML page");
+    }
+    let got = get(&s, "/?from=2020-13-01", &coord).await;
+    assert!(got.body.contains(zh(T::BadDate)) && got.body.contains("2020-13-01"));
+    let got = post(
+        &s,
+        "/conflicts/not-a-uuid/resolve",
+        &coord,
+        &[("csrf", &csrf(&coord))],
+    )
+    .await;
+    assert!(got.expect(404).contains(zh(T::ConflictGone)));
+    let got = post(
+        &s,
+        &format!("/conflicts/{}/resolve", new_id()),
+        &coord,
+        &[("csrf", &csrf(&coord)), ("choice", "json:{")],
+    )
+    .await;
+    assert!(got.expect(400).contains(zh(T::BadForm)));
+}
+
+#[tokio::test]
+async fn an_admin_with_an_empty_tree_is_told_so() {
+    let s = Server::empty().await;
+    let got = get(&s, "/", &s.admin).await;
+    assert!(got.expect(200).contains(zh(T::NoOrgUnits)));
+}
+
+// Conflicts ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_conflict_is_listed_and_resolved_only_with_the_csrf_token() {
+    let s = Server::new().await;
+    let rec = make_conflict(&s).await;
+    let coord = s.issue("coordinator", "s1").await;
+    let open = s.get("/v1/conflicts", &coord).await.expect(200);
+    let id = open[0]["id"].as_str().expect("conflict id").to_string();
+
+    let list = get(&s, "/conflicts", &coord).await;
+    let body = list.expect(200);
+    assert!(body.contains(&format!("conflict-{id}")), "{body}");
+    assert!(
+        body.contains(&rec) && body.contains(">attendees<"),
+        "{body}"
+    );
+    assert!(body.contains(r#"value="json:90""#) && body.contains(r#"value="json:88""#));
+    assert!(body.contains("field @ s1"), "the devices' labels: {body}");
+    assert!(
+        body.contains("2020-07-01 00:00"),
+        "the edits' times: {body}"
+    );
+    assert!(body.contains(&format!(r#"action="/conflicts/{id}/resolve""#)));
+    let overview = get(&s, "/", &coord).await;
+    assert_eq!(figure(overview.expect(200), "conflicts-open"), "1");
+
+    let path = format!("/conflicts/{id}/resolve");
+    let still_open = || async { s.get("/v1/conflicts", &coord).await.expect(200) };
+    let got = post(&s, &path, &coord, &[("choice", "json:88")]).await;
+    assert!(got.expect(403).contains(zh(T::CsrfFailed)));
+    let other = s.issue("coordinator", "d").await;
+    let got = post(
+        &s,
+        &path,
+        &coord,
+        &[("csrf", &csrf(&other)), ("choice", "json:88")],
+    )
+    .await;
+    got.expect(403);
+    let got = send(
+        &s,
+        Method::POST,
+        &path,
+        Some(&session(&coord)),
+        &[
+            (header::HOST, "pufa.local"),
+            (header::ORIGIN, "https://evil.example"),
+        ],
+        Some(&[("csrf", &csrf(&coord)), ("choice", "json:88")]),
+    )
+    .await;
+    assert!(got.expect(403).contains(zh(T::CrossOrigin)));
+    assert_eq!(still_open().await, open, "refused posts change nothing");
+
+    // A value the field rules refuse is shown on the page with the list.
+    let got = post(
+        &s,
+        &path,
+        &coord,
+        &[
+            ("csrf", &csrf(&coord)),
+            ("choice", "custom"),
+            ("custom", "many"),
+        ],
+    )
+    .await;
+    let body = got.expect(400);
+    assert!(
+        body.contains(zh(T::ValueRejected)) && body.contains("invalid_field"),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("conflict-{id}")),
+        "the list again: {body}"
+    );
+    let got = post(&s, &path, &coord, &[("csrf", &csrf(&coord))]).await;
+    assert!(got.expect(400).contains(zh(T::ChooseValue)));
+    assert_eq!(still_open().await, open);
+
+    let got = post(
+        &s,
+        &path,
+        &coord,
+        &[("csrf", &csrf(&coord)), ("choice", "json:88")],
+    )
+    .await;
+    got.assert_redirect("/conflicts?resolved=1");
+    assert_eq!(s.get("/v1/conflicts", &coord).await.expect(200), json!([]));
+    let record = s.record(&rec).await;
+    assert_eq!(
+        (&record["fields"]["attendees"], &record["conflicts"]),
+        (&json!(88), &json!(0))
+    );
+    assert_eq!(
+        record["hlc"]["node"],
+        coord.id.as_str(),
+        "resolved by the session's token"
+    );
+    let after = get(&s, "/conflicts?resolved=1", &coord).await;
+    let body = after.expect(200);
+    assert!(
+        body.contains(zh(T::Resolved)) && body.contains(zh(T::NoConflicts)),
+        "{body}"
+    );
+
+    // Resolving it again: it is gone, said on the page.
+    let got = post(
+        &s,
+        &path,
+        &coord,
+        &[("csrf", &csrf(&coord)), ("choice", "json:88")],
+    )
+    .await;
+    assert!(got.expect(404).contains(zh(T::ConflictGone)));
+}
+
+#[tokio::test]
+async fn a_typed_value_resolves_a_conflict_too() {
+    let s = Server::new().await;
+    let rec = make_conflict(&s).await;
+    let coord = s.issue("coordinator", "d").await;
+    let id = s.get("/v1/conflicts", &coord).await.expect(200)[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let got = post(
+        &s,
+        &format!("/conflicts/{id}/resolve"),
+        &coord,
+        &[
+            ("csrf", &csrf(&coord)),
+            ("choice", "custom"),
+            ("custom", "89"),
+            ("org", "s1"),
+        ],
+    )
+    .await;
+    got.assert_redirect("/conflicts?resolved=1&org=s1");
+    assert_eq!(s.record(&rec).await["fields"]["attendees"], 89);
+}
+
+// Rejections and devices --------------------------------------------------
+
+#[tokio::test]
+async fn the_rejections_page_lists_refused_edits() {
+    let s = Server::new().await;
+    let f = s.issue("field", "s1").await;
+    let coord = s.issue("coordinator", "d").await;
+    let bad = lecture(&f, &new_id(), "zz", "2020-06-01", 1);
+    assert_rejected(&s.push_one(&f, &bad).await, &bad, "unknown_org_unit");
+    let mut overlong = lecture(&f, &new_id(), "c1", "2020-06-01", 1);
+    overlong["set"]["title"] = json!("<script>alert(1)</script>".repeat(20));
+    assert_rejected(&s.push_one(&f, &overlong).await, &overlong, "invalid_field");
+
+    let got = get(&s, "/rejections", &coord).await;
+    let body = got.expect(200);
+    assert!(
+        body.contains(">unknown_org_unit<") && body.contains(">invalid_field<"),
+        "{body}"
+    );
+    assert!(body.contains("field @ s1"), "the device: {body}");
+    assert!(body.contains("2020-07-01 00:00"), "the time: {body}");
+    assert!(
+        body.contains(bad["record_id"].as_str().unwrap()),
+        "as pushed: {body}"
+    );
+    assert!(!body.contains("<script>"), "pushed text is escaped");
+    let elsewhere = s.issue("coordinator", "s2").await;
+    let got = get(&s, "/rejections", &elsewhere).await;
+    assert!(got.expect(200).contains(zh(T::NoRejections)));
+}
+
+#[tokio::test]
+async fn the_devices_page_marks_devices_silent_for_two_weeks() {
+    let s = Server::new().await;
+    let quiet = s.issue("field", "c1").await;
+    let busy = s.issue("field", "c2").await;
+    let never = s.issue("field", "v3").await;
+    let coord = s.issue("coordinator", "d").await;
+    let report = json!({"app_version": "1.4.2", "outbox_len": 7, "oldest_pending_ms": T0 - 3_600_000, "now_ms": T0 - 5_000});
+    s.push_body(
+        &quiet,
+        &json!({"device_id": quiet.id, "mutations": [], "device": report}),
+    )
+    .await
+    .expect(200);
+    s.clock.advance(10 * 86_400_000);
+    s.get("/v1/sync/pull", &busy).await.expect(200);
+    s.clock.advance(5 * 86_400_000);
+
+    let row_of =
+        |body: &str, dev: &Dev| row(body, &format!(r#"data-device="{}""#, dev.id)).to_string();
+    let got = get(&s, "/devices", &coord).await;
+    let body = got.expect(200);
+    let q = row_of(body, &quiet);
+    assert!(
+        q.starts_with(r#"<tr class="stale""#) && q.contains(zh(T::Stale)),
+        "15 days: {q}"
+    );
+    assert!(
+        q.contains(">1.4.2<") && q.contains(">7<") && q.contains("2020-06-30 23:00"),
+        "{q}"
+    );
+    assert!(q.contains("5 秒"), "clock skew: {q}");
+    let b = row_of(body, &busy);
+    assert!(
+        !b.contains("stale") && b.contains(zh(T::Fine)),
+        "5 days: {b}"
+    );
+    let n = row_of(body, &never);
+    assert!(
+        n.contains(r#"class="stale""#) && n.contains(zh(T::NeverSynced)),
+        "{n}"
+    );
+
+    // Exactly two weeks after its pull it is not yet flagged; a moment
+    // later it is.
+    s.clock.advance(9 * 86_400_000);
+    let got = get(&s, "/devices", &coord).await;
+    assert!(!row_of(got.expect(200), &busy).contains("stale"));
+    s.clock.advance(1);
+    let got = get(&s, "/devices", &coord).await;
+    assert!(row_of(got.expect(200), &busy).contains(zh(T::Stale)));
+    // A sync clears the mark.
+    s.get("/v1/sync/pull", &quiet).await.expect(200);
+    let got = get(&s, "/devices", &coord).await;
+    assert!(!row_of(got.expect(200), &quiet).contains("stale"));
+}
+
+// Language and layout -------------------------------------------------------
+
+#[tokio::test]
+async fn lang_en_switches_to_english_and_is_remembered() {
+    let s = Server::new().await;
+    let coord = s.issue("coordinator", "d").await;
+    let zh_page = get(&s, "/", &coord).await;
+    let body = zh_page.expect(200);
+    assert!(body.contains(zh(T::Lectures)) && !body.contains(en(T::Lectures)));
+    assert!(body.contains(r#"href="/?lang=en""#), "the switch: {body}");
+
+    let got = get(&s, "/?lang=en", &coord).await;
+    let body = got.expect(200);
+    assert!(body.contains(r#"<html lang="en">"#));
+    for t in [T::Lectures, T::NavConflicts, T::Attendees, T::SignOut] {
+        assert!(body.contains(en(t)), "{t:?} in English: {body}");
+        assert!(!body.contains(zh(t)), "{t:?} not in Chinese: {body}");
+    }
+    let cookie = got.cookie("pufa_lang").expect("remembered");
+    assert!(cookie.starts_with("pufa_lang=en;"), "{cookie}");
+
+    // The cookie keeps English on other pages, error pages included.
+    let cookies = format!("{}; pufa_lang=en", session(&coord));
+    let got = send(&s, Method::GET, "/devices", Some(&cookies), &[], None).await;
+    let body = got.expect(200);
+    assert!(body.contains(en(T::LastPush)) && !body.contains(zh(T::LastPush)));
+    let got = send(&s, Method::GET, "/?org=s9", Some(&cookies), &[], None).await;
+    assert!(got.expect(403).contains(en(T::OutOfScope)));
+    let got = send(&s, Method::GET, "/login", Some("pufa_lang=en"), &[], None).await;
+    assert!(got.expect(200).contains(en(T::LoginIntro)));
+
+    // And back.
+    let got = send(&s, Method::GET, "/?lang=zh", Some(&cookies), &[], None).await;
+    let body = got.expect(200);
+    assert!(body.contains(zh(T::Lectures)) && !body.contains(en(T::Lectures)));
+    assert!(got
+        .cookie("pufa_lang")
+        .is_some_and(|c| c.starts_with("pufa_lang=zh;")));
+}
+
+#[tokio::test]
+async fn the_stylesheet_is_cached_and_pages_are_not() {
+    let s = Server::new().await;
+    let css = send(&s, Method::GET, "/assets/app.css", None, &[], None).await;
+    assert!(css.expect(200).contains(".scroll"));
+    let resp = s
+        .app
+        .clone()
+        .oneshot(Request::get("/assets/app.css").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let cache = resp.headers()[header::CACHE_CONTROL].to_str().unwrap();
+    assert!(cache.contains("max-age="), "{cache}");
+    let coord = s.issue("coordinator", "d").await;
+    let mut req = Request::get("/").body(Body::empty()).unwrap();
+    req.headers_mut()
+        .insert(header::COOKIE, session(&coord).parse().unwrap());
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.headers()[header::CACHE_CONTROL], "no-store");
+    assert!(resp.headers()[header::CONTENT_TYPE]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+}
