@@ -400,12 +400,14 @@ fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> {
                 }
             },
         },
-        other => return Err(ApiError::invalid_query(
-            "figure",
-            format!(
+        other => {
+            return Err(ApiError::invalid_query(
+                "figure",
+                format!(
                 "figure must be lectures, corners_active, sites_awarded or records, got {other:?}"
             ),
-        )),
+            ))
+        }
     };
     if let Some(k) = kind.filter(|k| *k != behind.kind()) {
         return Err(ApiError::invalid_query(
