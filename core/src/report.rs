@@ -65,6 +65,9 @@ pub struct YearFigures {
     pub topics: Vec<TopicFigure>,
     /// Grassroots units of the subtree, in tree order.
     pub grassroots: Vec<UnitFigure>,
+    /// Every year with lectures or awarded sites in the subtree, ascending
+    /// (so a reader can find the years worth opening).
+    pub years: Vec<i32>,
 }
 
 /// The first and last day of `year`.
@@ -118,7 +121,12 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
         .collect();
     let mut topics: std::collections::BTreeMap<String, (u64, u64)> = Default::default();
     let mut grassroots = Vec::new();
+    let mut years = std::collections::BTreeSet::new();
     for unit in &subtree {
+        years.extend(agg.lecture_years(&unit.code));
+        if let Some(a) = agg.unit(&unit.code) {
+            years.extend(a.sites.keys().map(|(y, _)| *y));
+        }
         for m in &mut months {
             let first = Date::from_ymd(year, m.month, 1)?;
             let last = if m.month == 12 {
@@ -177,6 +185,7 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
         months,
         topics,
         grassroots,
+        years: years.into_iter().collect(),
     })
 }
 

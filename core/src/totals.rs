@@ -305,6 +305,15 @@ impl Aggregates {
         self.units.get(code)
     }
 
+    /// Years in which a unit held lectures.
+    pub fn lecture_years(&self, unit: &str) -> BTreeSet<i32> {
+        self.months
+            .get(unit)
+            .into_iter()
+            .flat_map(|m| m.keys().map(|mi| mi.div_euclid(12)))
+            .collect()
+    }
+
     /// A unit's lectures of `year` by topic (`""`: without topics).
     pub fn topics_of<'a>(
         &'a self,

@@ -221,7 +221,7 @@ fn date_param(q: &Params, key: &str) -> ApiResult<Option<Date>> {
 
 /// The unit a figure is asked for: `org=` if in the caller's scope, else
 /// the caller's own unit; an admin without `org=` gets the tree's one root.
-fn figure_org(d: &Device, tree: &OrgTree, org: Option<&str>) -> ApiResult<String> {
+pub(crate) fn figure_org(d: &Device, tree: &OrgTree, org: Option<&str>) -> ApiResult<String> {
     match auth::narrow(d, tree, org)? {
         Scope::Unit(code) => Ok(code),
         Scope::All => match tree.roots().as_slice() {
@@ -268,7 +268,7 @@ pub async fn totals(
 /// Years a report or figures request may name.
 pub const REPORT_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
-fn year_param(q: &Params) -> ApiResult<i32> {
+pub(crate) fn year_param(q: &Params) -> ApiResult<i32> {
     let Some(text) = q.get("year") else {
         return Err(ApiError::invalid_query(
             "year",
@@ -347,7 +347,7 @@ pub async fn annual_report(
     }
 }
 
-fn kind_param(q: &Params) -> ApiResult<Option<Kind>> {
+pub(crate) fn kind_param(q: &Params) -> ApiResult<Option<Kind>> {
     q.get("kind")
         .map(|k| {
             Kind::parse(k).ok_or_else(|| {
@@ -361,7 +361,7 @@ fn kind_param(q: &Params) -> ApiResult<Option<Kind>> {
 }
 
 /// Which figure's records a drill-down or export asks for (`figure=`).
-fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> {
+pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> {
     let (from, to) = date_range(q)?;
     let behind = match q.get("figure").unwrap_or("records") {
         "lectures" => Behind::Lectures {
@@ -472,6 +472,17 @@ pub async fn export(
     q: Params,
 ) -> ApiResult<Response> {
     d.require_coordinator()?;
+    export_file(&s, &d, &file, &q).await
+}
+
+/// An export for a coordinator or admin `d` (the API and the dashboard's
+/// download links share it).
+pub(crate) async fn export_file(
+    s: &AppState,
+    d: &Device,
+    file: &str,
+    q: &Params,
+) -> ApiResult<Response> {
     let bad_file = || {
         ApiError::NotFound(format!(
             "no export {file:?}: use <lecture|library_corner|demo_site|totals>.<csv|xlsx>"
@@ -486,10 +497,10 @@ pub async fn export(
     let lang = export::Lang::parse(q.get("lang"))
         .ok_or_else(|| ApiError::invalid_query("lang", "lang must be zh or en"))?;
     let tree = s.store.org_tree();
-    let org = figure_org(&d, &tree, q.get("org"))?;
+    let org = figure_org(d, &tree, q.get("org"))?;
     let filename = format!("{org}-{stem}.{ext}");
     if stem == "totals" {
-        let (from, to) = date_range(&q)?;
+        let (from, to) = date_range(q)?;
         let totals = s
             .store
             .totals(&org, from, to)
@@ -503,7 +514,7 @@ pub async fn export(
         return Ok(export::download(bytes, &filename, format));
     }
     let kind = Kind::parse(stem).ok_or_else(bad_file)?;
-    let behind = behind_param(&q, Some(kind))?;
+    let behind = behind_param(q, Some(kind))?;
     let query = RecordQuery {
         scope: Scope::Unit(org),
         behind,

@@ -205,6 +205,48 @@ texts! {
     StoreTrouble => "数据存储暂时不可用，请稍后重试。", "Storage is unavailable right now; try again shortly.";
     InternalTrouble => "服务器内部错误，已记录日志。", "Internal server error; it has been logged.";
     BackHome => "返回概览", "Back to the overview";
+
+    NavReport => "年度报告", "Annual report";
+    NavCoverage => "覆盖情况", "Coverage";
+    BadParam => "参数取值无效", "invalid value";
+    LecturesPerMonth => "每月法律大讲堂场次", "Legal lectures per month";
+    AsTable => "以表格查看", "Show as a table";
+    Month => "月份", "Month";
+    Year => "年度", "Year";
+    TotalsTable => "统计汇总表", "Totals table";
+    Downloads => "下载（Excel 可直接打开）", "Downloads (open in Excel)";
+    DownloadsHint => "CSV 为带 BOM 的 UTF-8 编码，Excel 可正确显示中文；记录表中每级组织单位占一列。",
+        "CSV is UTF-8 with a BOM, so Excel shows Chinese correctly; record tables have one column per org level.";
+    ReportParagraph => "可直接粘贴到年度报告的文字", "A paragraph to paste into the annual report";
+    ReportParagraphHint => "以下文字由已同步的数据生成，数字与下方统计一致。",
+        "Generated from the synced records; the numbers match the figures below.";
+    ReportHasConflicts => "尚有 {n} 处数据冲突待处理，数字可能调整。", "{n} data conflicts are still open; figures may change.";
+    LecturesInGrassroots => "在社区（村）举办的场次", "Held in communities and villages";
+    UnitsReached => "开展讲座的社区（村）", "Communities and villages reached";
+    LecturesAll => "全部场次（含区、街道层面）", "All lectures (district and street level too)";
+    UnitsWithoutCorner => "尚无在用图书角的社区（村）", "Communities and villages without an active corner";
+    ByTopic => "按宣讲主题", "By topic";
+    ByTopicHint => "一场讲座有多个主题时分别计入各主题，因此合计可能多于总场次。",
+        "A lecture with several topics counts under each, so these add up to more than the lectures held.";
+    NoLectures => "该年度没有讲座记录。", "No lectures recorded in this year.";
+    Topic => "主题", "Topic";
+    NoTopic => "（未填写主题）", "(no topic)";
+    Quarter => "季度", "Quarter";
+    BadQuarter => "须为 1 至 4", "must be 1 to 4";
+    GapsOnly => "只看有缺口的单位", "Only units with gaps";
+    GrassrootsUnits => "社区（村）总数", "Communities and villages";
+    WithoutCorner => "无在用图书角", "Without an active library corner";
+    WithoutLectureInQuarter => "第 {n} 季度未开展讲座", "No lecture in Q{n}";
+    Parent => "上级单位", "Parent";
+    LecturesInQuarter => "第 {n} 季度场次", "Lectures in Q{n}";
+    LecturesInYear => "全年场次", "Lectures in the year";
+    Gaps => "缺口", "Gaps";
+    MarkNoCorner => "⚠ 无图书角", "⚠ no library corner";
+    MarkNoLecture => "⚠ 第 {n} 季度无讲座", "⚠ no lecture in Q{n}";
+    RecordsIntro => "以下是构成该统计数字的记录。", "These are the records behind the figure.";
+    NoRecords => "没有符合条件的记录。", "No records match.";
+    NextPage => "下一页 →", "Next page →";
+    ExportTooLarge => "数据过多，无法生成 XLSX，请下载 CSV。", "Too many rows for XLSX; download the CSV instead.";
 }
 
 impl T {

@@ -11,12 +11,16 @@
 //! - [`page`]: the shell, the stylesheet, the HTML response and error
 //!   types, formatters.
 //! - [`i18n`]: every UI text in Chinese and English.
-//! - [`overview`], [`conflicts`], [`lists`] (rejections, devices): pages.
+//! - [`overview`], [`figures`] (report, coverage, records, downloads),
+//!   [`conflicts`], [`lists`] (rejections, devices): pages.
+//! - [`chart`]: server-rendered SVG.
 //!
 //! A new page is a [`Section`], one line in [`NAV`] and one route in
 //! [`routes`].
 
+pub mod chart;
 pub mod conflicts;
+pub mod figures;
 pub mod i18n;
 pub mod lists;
 pub mod overview;
@@ -38,6 +42,8 @@ use i18n::T;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Section {
     Overview,
+    Report,
+    Coverage,
     Conflicts,
     Rejections,
     Devices,
@@ -50,13 +56,22 @@ pub struct NavItem {
     pub text: T,
 }
 
-/// The menu, in order. The report, coverage and monthly pages planned
-/// next are each one more entry here.
+/// The menu, in order.
 pub const NAV: &[NavItem] = &[
     NavItem {
         section: Section::Overview,
         path: "/",
         text: T::NavOverview,
+    },
+    NavItem {
+        section: Section::Report,
+        path: "/report",
+        text: T::NavReport,
+    },
+    NavItem {
+        section: Section::Coverage,
+        path: "/coverage",
+        text: T::NavCoverage,
     },
     NavItem {
         section: Section::Conflicts,
@@ -82,6 +97,10 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(overview::overview))
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
+        .route("/report", get(figures::report_page))
+        .route("/coverage", get(figures::coverage_page))
+        .route("/records", get(figures::records_page))
+        .route("/export/{file}", get(figures::export))
         .route("/conflicts", get(conflicts::list))
         .route("/conflicts/{id}/resolve", post(conflicts::resolve))
         .route("/rejections", get(lists::rejections))

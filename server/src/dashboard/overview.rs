@@ -1,7 +1,8 @@
 //! `GET /?org=&from=&to=`: the figures of one unit's subtree for a period
 //! (from `Store::totals`, as `GET /v1/totals` answers them) and its
 //! sub-units, each a link one level down; breadcrumbs lead back up as far
-//! as the reader's scope reaches.
+//! as the reader's scope reaches. Each number links to the records behind
+//! it; a one-year period adds lectures month by month; downloads at the end.
 
 use axum::extract::State;
 use maud::{html, Markup};
@@ -9,6 +10,7 @@ use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::wire::{ChildTotals, OrgUnit, TotalsResponse};
 
+use super::figures::{downloads, month_chart};
 use super::i18n::T;
 use super::page::{page, percent_text, unit_type_text, url, Page, PageError};
 use super::session::Ctx;
@@ -82,14 +84,36 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
         .totals(&org, period.from, period.to)
         .await?
         .ok_or(PageError::NotFound(T::NoSuchUnit))?;
+    // A period inside one year also gets that year month by month.
+    let year = match (period.from, period.to) {
+        (Some(f), Some(t)) if f.year() == t.year() => s.store.year_figures(&org, f.year()).await?,
+        _ => None,
+    };
+    let (from_text, to_text) = period.texts();
+    // The years with data, for one-click periods (a demo's 2020, say).
+    let years = match &year {
+        Some(f) => f.years.clone(),
+        None => {
+            let now = Date::from_unix_ms(s.config.clock.now_ms()).year();
+            s.store
+                .year_figures(&org, now)
+                .await?
+                .map(|f| f.years)
+                .unwrap_or_default()
+        }
+    };
     let lang = ctx.lang;
     // Sections in page order. A monthly chart or a coverage table slots in
     // here as one more function of (ctx, tree, period, org).
     let body = html! {
         (breadcrumbs(&ctx, &tree, &period, &org))
-        (period_form(&ctx, &period, &org))
-        (figures(&ctx, &totals))
+        (period_form(&ctx, &period, &org, &years))
+        (figures(&ctx, &totals, &period))
+        @if let Some(f) = &year {
+            (month_chart(&ctx, f.year, &f.months))
+        }
         (children(&ctx, &tree, &period, &totals.children))
+        (downloads(&ctx, &org, &from_text, &to_text))
     };
     let title = format!("{} · {}", totals.org.name, T::NavOverview.get(lang));
     Ok(Page::ok(page(&ctx, Section::Overview, &title, body)))
@@ -141,10 +165,18 @@ fn breadcrumbs(ctx: &Ctx, tree: &OrgTree, period: &Period, org: &str) -> Markup 
     }
 }
 
-fn period_form(ctx: &Ctx, period: &Period, org: &str) -> Markup {
+fn period_form(ctx: &Ctx, period: &Period, org: &str, years: &[i32]) -> Markup {
     let lang = ctx.lang;
     let (from, to) = period.texts();
     html! {
+        @if !years.is_empty() {
+            nav.years aria-label=(T::Year.get(lang)) {
+                span.muted { (T::Year.get(lang)) ": " }
+                @for y in years {
+                    a href=(url("/", &[("org", org), ("from", &format!("{y}-01-01")), ("to", &format!("{y}-12-31"))])) { (y) } " "
+                }
+            }
+        }
         form.period.box method="get" action="/" aria-label=(T::Period.get(lang)) {
             input type="hidden" name="org" value=(org);
             label { (T::From.get(lang)) input type="date" name="from" value=(from); }
@@ -164,15 +196,36 @@ fn figure(id: &str, label: T, ctx: &Ctx, value: impl std::fmt::Display) -> Marku
     }
 }
 
-fn figures(ctx: &Ctx, t: &TotalsResponse) -> Markup {
+/// A figure whose number links to the records behind it.
+fn linked(id: &str, label: T, ctx: &Ctx, value: impl std::fmt::Display, href: &str) -> Markup {
+    html! {
+        dt { (label.get(ctx.lang)) }
+        dd { a id=(id) href=(href) { (value) } }
+    }
+}
+
+fn figures(ctx: &Ctx, t: &TotalsResponse, period: &Period) -> Markup {
     let lang = ctx.lang;
     let (l, c, d) = (&t.lectures, &t.library_corners, &t.demo_sites);
+    let (from, to) = period.texts();
+    let records = |figure: &str, extra: &[(&str, &str)]| {
+        let mut p = vec![("org", t.org.code.as_str()), ("figure", figure)];
+        p.extend_from_slice(extra);
+        url("/records", &p)
+    };
+    let dated = [("from", from.as_str()), ("to", to.as_str())];
+    let site = |level: &str| {
+        records(
+            "sites_awarded",
+            &[("from", &from), ("to", &to), ("level", level)],
+        )
+    };
     html! {
         section.cards {
             div.card {
                 h2 { (T::Lectures.get(lang)) }
                 dl {
-                    (figure("lectures-count", T::LectureCount, ctx, l.count))
+                    (linked("lectures-count", T::LectureCount, ctx, l.count, &records("lectures", &dated)))
                     (figure("lectures-attendees", T::Attendees, ctx, l.attendees))
                     (figure("lectures-units", T::UnitsWithLecture, ctx, l.units_covered))
                 }
@@ -180,7 +233,7 @@ fn figures(ctx: &Ctx, t: &TotalsResponse) -> Markup {
             div.card {
                 h2 { (T::Corners.get(lang)) }
                 dl {
-                    (figure("corners-active", T::CornersActive, ctx, c.active))
+                    (linked("corners-active", T::CornersActive, ctx, c.active, &records("corners_active", &[])))
                     (figure("corners-coverage", T::Coverage, ctx, percent_text(c.coverage)))
                     (figure("corners-units", T::UnitsCovered, ctx, format!("{} / {}", c.units_covered, c.units_total)))
                 }
@@ -188,10 +241,10 @@ fn figures(ctx: &Ctx, t: &TotalsResponse) -> Markup {
             div.card {
                 h2 { (T::DemoSites.get(lang)) }
                 dl {
-                    (figure("sites-national", T::LevelNational, ctx, d.national))
-                    (figure("sites-provincial", T::LevelProvincial, ctx, d.provincial))
-                    (figure("sites-municipal", T::LevelMunicipal, ctx, d.municipal))
-                    (figure("sites-district", T::LevelDistrict, ctx, d.district))
+                    (linked("sites-national", T::LevelNational, ctx, d.national, &site("national")))
+                    (linked("sites-provincial", T::LevelProvincial, ctx, d.provincial, &site("provincial")))
+                    (linked("sites-municipal", T::LevelMunicipal, ctx, d.municipal, &site("municipal")))
+                    (linked("sites-district", T::LevelDistrict, ctx, d.district, &site("district")))
                 }
             }
             div.card {

@@ -75,6 +75,14 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
 .login{max-width:26rem;margin:2rem auto}
 .login input[type=password]{width:100%}
 footer{padding:1rem;text-align:center}
+svg.chart{width:100%;height:auto;max-height:22rem}
+nav.years{display:flex;flex-wrap:wrap;gap:.3rem .6rem;align-items:center;margin:.3rem 0 .8rem}
+nav.years form{display:flex;gap:.3rem;margin:0}
+nav.years input{width:6rem}
+textarea{width:100%;font:inherit;padding:.5rem}
+label.inline{flex-direction:row;align-items:center}
+section.box{margin:.8rem 0}
+ul.downloads{margin:0;padding-left:1.2rem}
 @media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
 "#;
 
