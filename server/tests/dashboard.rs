@@ -98,7 +98,12 @@ async fn send(
         .map(|v| v.to_str().expect("ascii").to_string())
         .collect();
     let bytes = resp.into_body().collect().await.expect("body").to_bytes();
-    let body = String::from_utf8(bytes.to_vec()).expect("UTF-8 page");
+    // Pages must be UTF-8; downloads (XLSX) are read lossily.
+    let body = match String::from_utf8(bytes.to_vec()) {
+        Ok(text) => text,
+        Err(e) if !path.starts_with("/export/") => panic!("page {path} is not UTF-8: {e}"),
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
     Got {
         status,
         location,
@@ -877,4 +882,200 @@ async fn the_stylesheet_is_cached_and_pages_are_not() {
         .to_str()
         .unwrap()
         .starts_with("text/html"));
+}
+
+// Report, coverage, records, downloads -----------------------------------
+
+/// Lectures in c1 (2: Q1 and Q2) and v3 (Q2), topics, a corner in c2 only,
+/// a municipal site in v3; one lecture of 2019.
+async fn a_year_of_work(s: &Server) {
+    let f1 = s.issue("field", "s1").await;
+    let f2 = s.issue("field", "s2").await;
+    let mut a = lecture(&f1, &new_id(), "c1", "2020-03-01", 87);
+    a["set"]["topics"] = json!(["民法典", "宪法"]);
+    let mut b = lecture(&f1, &new_id(), "c1", "2020-06-01", 45);
+    b["set"]["topics"] = json!(["民法典"]);
+    s.push(
+        &f1,
+        &[
+            a,
+            b,
+            lecture(&f1, &new_id(), "c1", "2019-05-01", 1000),
+            corner(&f1, &new_id(), "c2", "active"),
+        ],
+    )
+    .await;
+    s.push(
+        &f2,
+        &[
+            lecture(&f2, &new_id(), "v3", "2020-05-01", 12),
+            site(&f2, &new_id(), "v3", "municipal", "awarded", 2020),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_report_page_quotes_the_figures_and_links_their_records() {
+    let s = Server::new().await;
+    a_year_of_work(&s).await;
+    let coord = s.issue("coordinator", "d").await;
+    let got = get(&s, "/report?year=2020", &coord).await;
+    let body = got.expect(200);
+    for (id, value) in [
+        ("report-lectures-grassroots", "3"),
+        ("report-attendees-grassroots", "144"),
+        ("report-units-reached", "2 / 3"),
+        ("report-corners-active", "1"),
+        ("report-units-without-corner", "2"),
+        ("report-sites-municipal", "1"),
+        ("report-sites-provincial", "0"),
+    ] {
+        assert_eq!(figure(body, id), value, "#{id}");
+    }
+    // The paragraph to paste, and the same numbers in it.
+    assert!(
+        body.contains("2020年,迎泽区深入社区、农村开展法律大讲堂活动3场,参加群众144人次"),
+        "{body}"
+    );
+    // The chart: twelve bars, March, May and June carry one lecture each.
+    assert_eq!(body.matches("<rect").count(), 12);
+    assert!(body.contains("3月: 1"), "{body}");
+    // Topics, most lectures first, each linking to its lectures.
+    let topics = &body[body.find(r#"id="topics""#).expect("topics")..];
+    assert!(topics.find("民法典").unwrap() < topics.find("宪法").unwrap());
+    assert!(topics.contains("figure=lectures"));
+    // Years with data are offered.
+    assert!(
+        body.contains(r#"href="/report?org=d&amp;year=2019""#),
+        "{body}"
+    );
+
+    // Without a year, a clock in 2020 opens 2020; the English page too.
+    let en_page = get(&s, "/report?lang=en", &coord).await;
+    let body = en_page.expect(200);
+    assert!(
+        body.contains("In 2020, 迎泽区 held 3 legal lectures"),
+        "{body}"
+    );
+    assert!(body.contains(en(T::ByTopic)));
+
+    // The drill-down behind "lectures" lists exactly those three.
+    let recs = get(
+        &s,
+        "/records?org=d&figure=lectures&from=2020-01-01&to=2020-12-31",
+        &coord,
+    )
+    .await;
+    let body = recs.expect(200);
+    assert_eq!(body.matches("data-record=").count(), 3, "{body}");
+    assert!(
+        !body.contains(">1000<"),
+        "the 2019 lecture is not behind 2020"
+    );
+    // By topic: 宪法 has one.
+    let t = get(
+        &s,
+        "/records?org=d&figure=lectures&from=2020-01-01&to=2020-12-31&topic=%E5%AE%AA%E6%B3%95",
+        &coord,
+    )
+    .await;
+    assert_eq!(t.expect(200).matches("data-record=").count(), 1);
+    // Bad parameters: a 400 page, not a 500.
+    for bad in [
+        "/records?figure=nope",
+        "/records?figure=records",
+        "/report?year=abc",
+        "/coverage?quarter=5",
+        "/records?figure=lectures&after=xyz",
+    ] {
+        assert_eq!(get(&s, bad, &coord).await.status, 400, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn the_coverage_page_marks_units_without_a_corner_or_a_lecture() {
+    let s = Server::new().await;
+    a_year_of_work(&s).await;
+    let coord = s.issue("coordinator", "d").await;
+    // Q2 2020: c1 and v3 held lectures, c2 did not; only c2 has a corner.
+    let got = get(&s, "/coverage?year=2020&quarter=2", &coord).await;
+    let body = got.expect(200);
+    assert_eq!(figure(body, "coverage-units"), "3");
+    assert_eq!(figure(body, "coverage-no-corner"), "2");
+    assert_eq!(figure(body, "coverage-no-lecture"), "1");
+    let c1 = row(body, r#"data-org="c1""#);
+    assert!(
+        c1.contains("stale") && c1.contains(zh(T::MarkNoCorner)),
+        "{c1}"
+    );
+    let c2 = row(body, r#"data-org="c2""#);
+    assert!(c2.contains("第 2 季度无讲座"), "{c2}");
+    assert!(!c2.contains(zh(T::MarkNoCorner)), "{c2}");
+    // Q1: only c1 held one.
+    let q1 = get(&s, "/coverage?year=2020&quarter=1&gaps=1", &coord).await;
+    assert_eq!(figure(q1.expect(200), "coverage-no-lecture"), "2");
+    // A street coordinator sees only its own units, and not the other street.
+    let street = s.issue("coordinator", "s2").await;
+    let got = get(&s, "/coverage?year=2020", &street).await;
+    let body = got.expect(200);
+    assert_eq!(figure(body, "coverage-units"), "1");
+    assert!(!body.contains(r#"data-org="c1""#));
+    assert_eq!(get(&s, "/coverage?org=s1", &street).await.status, 403);
+    assert_eq!(
+        get(&s, "/records?org=s1&figure=corners_active", &street)
+            .await
+            .status,
+        403
+    );
+}
+
+#[tokio::test]
+async fn downloads_are_csv_with_a_bom_and_xlsx_and_stay_in_scope() {
+    let s = Server::new().await;
+    a_year_of_work(&s).await;
+    let coord = s.issue("coordinator", "d").await;
+    let csv = get(
+        &s,
+        "/export/lecture.csv?from=2020-01-01&to=2020-12-31&figure=lectures",
+        &coord,
+    )
+    .await;
+    let body = csv.expect(200);
+    assert!(body.starts_with('\u{feff}'), "BOM first");
+    let lines: Vec<&str> = body.trim_end().split("\r\n").collect();
+    assert_eq!(lines.len(), 4, "header + 3 lectures: {body}");
+    assert!(lines[0].contains("1级单位") && lines[0].contains("参加人数"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("迎泽区,柳巷街道,柳巷第01社区")),
+        "{body}"
+    );
+    let xlsx = get(
+        &s,
+        "/export/totals.xlsx?from=2020-01-01&to=2020-12-31",
+        &coord,
+    )
+    .await;
+    assert!(xlsx.expect(200).starts_with("PK"), "a zip (xlsx)");
+    // Signed out: no data.
+    let anon = send(&s, Method::GET, "/export/lecture.csv", None, &[], None).await;
+    assert_eq!(anon.status, 303);
+    // A street coordinator's export holds its street only.
+    let street = s.issue("coordinator", "s2").await;
+    let got = get(
+        &s,
+        "/export/lecture.csv?figure=records&kind=lecture",
+        &street,
+    )
+    .await;
+    let body = got.expect(200);
+    assert_eq!(body.trim_end().split("\r\n").count(), 2, "{body}");
+    assert!(body.contains("郝庄村") && !body.contains("柳巷"));
+    assert_eq!(
+        get(&s, "/export/lecture.csv?org=s1", &street).await.status,
+        403
+    );
+    assert_eq!(get(&s, "/export/nope.csv", &coord).await.status, 404);
 }
