@@ -11,11 +11,14 @@
 //! - [`store`]: the storage trait and its sled implementation.
 //! - [`config`]: configuration, clock and id sources.
 //! - [`dashboard`]: the coordinators' HTML pages at `/`.
+//! - [`demo`]: `pufa-server demo`, a server filled with a year of data
+//!   through simulated field devices.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod dashboard;
+pub mod demo;
 pub mod error;
 pub mod export;
 pub mod extract;
@@ -140,7 +143,7 @@ pub async fn open(config: Config) -> Result<AppState, RunError> {
 
 /// Refuses a dir that holds something other than a Pufa store, so that a
 /// mistyped `--data` never sprinkles sled files into someone's home.
-fn check_data_dir(dir: &Path) -> Result<(), RunError> {
+pub(crate) fn check_data_dir(dir: &Path) -> Result<(), RunError> {
     let err = |reason: String| RunError::DataDir {
         dir: dir.to_path_buf(),
         reason,
@@ -150,7 +153,13 @@ fn check_data_dir(dir: &Path) -> Result<(), RunError> {
             for e in entries {
                 let name = e.map_err(|e| err(e.to_string()))?.file_name();
                 let name = name.to_string_lossy();
-                if !matches!(name.as_ref(), "store" | "admin.token") && !name.starts_with('.') {
+                // `pufa-server demo` keeps its devices and tokens beside the
+                // store, so that the normal server can serve a demo too.
+                if !matches!(
+                    name.as_ref(),
+                    "store" | "admin.token" | demo::DEVICES_DIR | demo::TOKENS_FILE
+                ) && !name.starts_with('.')
+                {
                     return Err(err(format!(
                         "holds {name:?}, which is not part of a Pufa data dir; choose an empty or new directory"
                     )));
@@ -185,7 +194,7 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
         Ok(text) => text.lines().next().unwrap_or("").trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = auth::new_secret(state.config.ids.as_ref());
-            write_secret_file(&path, &secret)
+            write_private_file(&path, &format!("{secret}\n"))
                 .map_err(|e| dir_err(format!("cannot write {}: {e}", path.display())))?;
             secret
         }
@@ -218,14 +227,16 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
     Ok(())
 }
 
-fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+/// Writes a new file readable by its owner only (0600), durably; never
+/// replaces an existing one.
+pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
         .open(path)?;
-    writeln!(f, "{secret}")?;
+    f.write_all(contents.as_bytes())?;
     f.sync_all()?;
     if let Some(parent) = path.parent() {
         std::fs::File::open(parent)?.sync_all()?;

@@ -15,38 +15,44 @@ use pufa_server::config::{self, Config};
 struct Args {
     #[command(subcommand)]
     command: Option<Cmd>,
-    /// Data directory: the store and admin.token.
-    #[arg(long, env = "PUFA_DATA", default_value = "./pufa-data")]
-    data: PathBuf,
+    /// Data directory: the store and admin.token [default: ./pufa-data;
+    /// ./pufa-demo for `demo`].
+    #[arg(long, env = "PUFA_DATA", global = true)]
+    data: Option<PathBuf>,
     /// Address to serve HTTP on.
-    #[arg(long, env = "PUFA_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        env = "PUFA_LISTEN",
+        default_value = "127.0.0.1:8080",
+        global = true
+    )]
     listen: SocketAddr,
     /// How far (seconds) a device's clock may run ahead before its edits are re-stamped.
-    #[arg(long, default_value_t = config::MAX_SKEW_SECS_DEFAULT)]
+    #[arg(long, default_value_t = config::MAX_SKEW_SECS_DEFAULT, global = true)]
     max_skew_secs: u64,
     /// Largest request body, in bytes.
-    #[arg(long, default_value_t = config::BODY_BYTES_MAX_DEFAULT)]
+    #[arg(long, default_value_t = config::BODY_BYTES_MAX_DEFAULT, global = true)]
     max_body_bytes: usize,
     /// sled page cache, in MiB.
-    #[arg(long, default_value_t = config::CACHE_MB_DEFAULT)]
+    #[arg(long, default_value_t = config::CACHE_MB_DEFAULT, global = true)]
     cache_mb: u64,
     /// Requests per second allowed per bearer token, sustained (0: no limit).
-    #[arg(long, default_value_t = pufa_server::limits::TOKEN_RATE_PER_SEC_DEFAULT)]
+    #[arg(long, default_value_t = pufa_server::limits::TOKEN_RATE_PER_SEC_DEFAULT, global = true)]
     token_rate_per_sec: f64,
     /// Requests a token may send in a burst above the sustained rate.
-    #[arg(long, default_value_t = pufa_server::limits::TOKEN_BURST_DEFAULT)]
+    #[arg(long, default_value_t = pufa_server::limits::TOKEN_BURST_DEFAULT, global = true)]
     token_burst: f64,
     /// Requests per second allowed per client IP (off unless set).
-    #[arg(long)]
+    #[arg(long, global = true)]
     ip_rate_per_sec: Option<f64>,
     /// Burst per client IP.
-    #[arg(long, default_value_t = 100.0)]
+    #[arg(long, default_value_t = 100.0, global = true)]
     ip_burst: f64,
     /// Take the client IP from X-Forwarded-For (only behind your own reverse proxy).
-    #[arg(long)]
+    #[arg(long, global = true)]
     trust_proxy: bool,
     /// Longest a request may run, in seconds.
-    #[arg(long, default_value_t = config::REQUEST_TIMEOUT_SECS_DEFAULT)]
+    #[arg(long, default_value_t = config::REQUEST_TIMEOUT_SECS_DEFAULT, global = true)]
     request_timeout_secs: u64,
 }
 
@@ -56,6 +62,18 @@ enum Cmd {
     /// the restore, pull again from 0 and push what the server lacks. Run it
     /// with the server stopped, after copying the backup into --data.
     NewStoreId,
+    /// Serve a demo: 迎泽区's year 2020, made by simulated field devices.
+    ///
+    /// On an empty data dir, first fill it with a year (2020) of 迎泽区's
+    /// legal-education records, made by simulated field devices that sync
+    /// with this server; then print coordinators' sign-in tokens and serve
+    /// until Ctrl-C. A data dir that holds a demo is served as it is; one
+    /// that holds anything else is refused.
+    Demo {
+        /// Seed of the simulated year: the same seed gives the same records.
+        #[arg(long, default_value_t = pufa_server::demo::SEED_DEFAULT)]
+        seed: u64,
+    },
 }
 
 // sled rewrites whole nodes on every write: glibc's malloc spent ~40% of
@@ -91,7 +109,13 @@ async fn serve_main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
-    let mut config = Config::new(&args.data);
+    let data = args.data.clone().unwrap_or_else(|| {
+        PathBuf::from(match args.command {
+            Some(Cmd::Demo { .. }) => "./pufa-demo",
+            _ => "./pufa-data",
+        })
+    });
+    let mut config = Config::new(&data);
     config.max_skew = Duration::from_secs(args.max_skew_secs);
     config.max_body_bytes = args.max_body_bytes;
     config.cache_bytes = args.cache_mb.saturating_mul(1024 * 1024);
@@ -111,14 +135,11 @@ async fn serve_main() -> ExitCode {
     if let Some(Cmd::NewStoreId) = args.command {
         return match pufa_server::store::sled::SledStore::renew_store_id(&config) {
             Ok((old, new)) => {
-                println!(
-                    "store_id of {} changed from {old} to {new}",
-                    args.data.display()
-                );
+                println!("store_id of {} changed from {old} to {new}", data.display());
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("pufa-server: {}: {e}", args.data.display());
+                eprintln!("pufa-server: {}: {e}", data.display());
                 ExitCode::FAILURE
             }
         };
@@ -130,10 +151,39 @@ async fn serve_main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Cmd::Demo { seed }) = args.command {
+        return demo(config, listener, seed).await;
+    }
     match pufa_server::run(config, listener, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pufa-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> ExitCode {
+    let data = config.data_dir.clone();
+    let started = match pufa_server::demo::launch(config, listener, seed, shutdown_signal()).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("pufa-server demo: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if started.filled {
+        println!(
+            "Filled {} with the demo year 2020 (seed {seed}); field devices' stores are in {}",
+            data.display(),
+            data.join(pufa_server::demo::DEVICES_DIR).display()
+        );
+    }
+    print!("{}", started.banner());
+    match started.wait().await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("pufa-server demo: {e}");
             ExitCode::FAILURE
         }
     }

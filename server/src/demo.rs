@@ -1,0 +1,1730 @@
+//! `pufa-server demo`: a running server filled with a realistic year 2020 of
+//! 迎泽区 (Yingze District), for trying the coordinators' dashboard and the
+//! API without real data.
+//!
+//! The figures mirror the district's 2020 rule-of-law report
+//! (`docs/operations.md`, "Demo data"): 97 legal lectures (近百场) held in
+//! communities and villages, fewer in February and March (the COVID months);
+//! an active legal library corner (法治图书角) in each of the 113 grassroots
+//! units (全覆盖); 3 provincial and 5 municipal demonstration sites awarded in
+//! 2020 (省级示范 3, 市级示范 5).
+//!
+//! Nothing is written into the store directly. The data goes through the
+//! real sync path, so that the demo also shows what the path produces:
+//! simulated field devices, each a [`pufa_client::Client`] with its own
+//! local store under `<data>/demo-devices/<name>`, record offline and sync
+//! over HTTP with the running server. Along the way a few devices edit the
+//! same field concurrently (open conflicts), a few record into units outside
+//! their scope (rejections), and one device ends with an unsynced edit.
+//!
+//! The year is a [`Plan`], made by a pure function of the seed
+//! ([`plan`]); [`populate`] carries it out against a server. The same seed
+//! gives the same records, the same conflicts and the same totals (ids,
+//! tokens and sync times differ: they are made by the devices and the
+//! server, with the real clock).
+
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pufa_client::{Client, ClientConfig, Filter, HttpTransport, RetryPolicy};
+use pufa_core::org::Scope;
+use pufa_core::schema::Kind;
+use pufa_core::wire::{
+    ChecksumResponse, OrgUnit, PullEntry, PullResponse, RejectionView, TokenIssued, TokenRequest,
+    TotalsResponse, UnitType,
+};
+use rand::seq::SliceRandom as _;
+use rand::{Rng as _, SeedableRng as _};
+use serde_json::{json, Map, Value};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::{Config, RunError};
+
+/// The org tree of 迎泽区: a copy of `shared/fixtures/yingze-org-units.json`,
+/// embedded so that the binary needs no file besides itself.
+pub const ORG_UNITS_JSON: &str = include_str!("../demo/yingze-org-units.json");
+/// Where the simulated devices keep their local stores, under the data dir.
+pub const DEVICES_DIR: &str = "demo-devices";
+/// The coordinators' tokens, under the data dir (mode 0600). Written last:
+/// its presence is what marks a data dir as a complete demo.
+pub const TOKENS_FILE: &str = "demo-tokens.txt";
+/// The seed of `pufa-server demo` when `--seed` is not given.
+pub const SEED_DEFAULT: u64 = 2020;
+
+/// The root unit: 迎泽区.
+const DISTRICT: &str = "140106";
+/// The street coordinator's unit: 迎泽街道.
+const STREET_COORDINATOR_UNIT: &str = "140106004";
+/// A community with its own device besides its street's (柳巷第03社区): the
+/// two see the same records, which is what a concurrent edit needs.
+const COMMUNITY_DEVICE_UNIT: &str = "140106001003";
+/// A village with its own device besides its town's (郝庄第03村).
+const VILLAGE_DEVICE_UNIT: &str = "140106100203";
+/// The village where the town device mistypes a unit code (郝庄第01村), and
+/// the code it types.
+const TYPO_UNIT: &str = "140106100201";
+const TYPO_CODE: &str = "14010610021";
+/// Where two devices record a joint lecture that is not in their scope:
+/// 柳巷第01社区 for 文庙街道's device, 郝庄第04村 for 郝庄第03村's.
+const NEIGHBOUR_COMMUNITY: &str = "140106001001";
+const NEIGHBOUR_VILLAGE: &str = "140106100204";
+/// The 2020 report's figure date range.
+const YEAR_FROM: &str = "2020-01-01";
+const YEAR_TO: &str = "2020-12-31";
+/// Longest the clock guard waits (see [`Step::After`]); in practice it
+/// never waits, as a whole sync lies between the two edits.
+const CLOCK_GUARD_MAX: Duration = Duration::from_secs(10);
+
+/// Short names of the streets and the town, for device directories.
+const AREA_NAMES: &[(&str, &str)] = &[
+    ("140106001", "liuxiang"),
+    ("140106002", "wenmiao"),
+    ("140106003", "miaoqian"),
+    ("140106004", "yingze"),
+    ("140106005", "qiaodong"),
+    ("140106006", "laojunying"),
+    ("140106100", "haozhuang"),
+];
+
+/// Lectures of the random pool in each month of 2020 (January first). With
+/// the four scripted ones (one in January, two in September, and none of
+/// the rejected, deleted or unsynced ones) the server counts 97. February
+/// and March are the COVID months: one lecture online, two small ones.
+const POOL_PER_MONTH: [u32; 12] = [6, 1, 2, 6, 8, 10, 9, 8, 7, 9, 12, 16];
+const DAYS_2020: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/// The org units of the demo.
+pub fn org_units() -> Vec<OrgUnit> {
+    // The file is part of the source; the unit tests parse it.
+    serde_json::from_str(ORG_UNITS_JSON).expect("the embedded org tree is valid")
+}
+
+/// A bearer token, kept out of `Debug` output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Token(String);
+
+impl Token {
+    pub fn new(secret: impl Into<String>) -> Token {
+        Token(secret.into())
+    }
+
+    /// The secret itself, for an `Authorization` header or the user.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Token(…)")
+    }
+}
+
+/// Why the demo could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("{dir} holds a Pufa store that is not a demo; `pufa-server demo` never mixes demo data into a real store: choose a new directory, e.g. --data ./pufa-demo")]
+    NotADemo { dir: PathBuf },
+    #[error("{dir} holds a demo whose filling did not finish ({TOKENS_FILE} is missing); delete the directory and run `pufa-server demo` again")]
+    Unfinished { dir: PathBuf },
+    #[error("the server already holds records; demo data goes only into a new, empty store")]
+    StoreNotEmpty,
+    #[error("the server stopped before the demo data was complete; delete {dir} and run `pufa-server demo` again")]
+    Stopped { dir: PathBuf },
+    #[error(transparent)]
+    Run(#[from] RunError),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{call}: {reason}")]
+    Api { call: String, reason: String },
+    #[error("demo device {device}: {source}")]
+    Device {
+        device: String,
+        source: pufa_client::Error,
+    },
+    #[error("the demo did not go as planned: {0}")]
+    Unexpected(String),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DemoError + '_ {
+    move |source| DemoError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The plan: pure, from the seed.
+
+/// A simulated field device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevicePlan {
+    /// Its directory under `<data>/demo-devices/`.
+    pub name: String,
+    pub label: String,
+    /// Its token's scope.
+    pub org_unit: String,
+}
+
+/// A record the plan refers to after creating it. Its id is made on the
+/// device when it is recorded, so steps name it by this index.
+type Tag = usize;
+
+/// One record a device makes offline.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewRecord {
+    tag: Option<Tag>,
+    kind: Kind,
+    fields: Map<String, Value>,
+}
+
+/// One thing that happens in the simulated year, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    /// A device records new records offline (one durable local write).
+    Record {
+        device: usize,
+        records: Vec<NewRecord>,
+    },
+    /// A device changes some fields of a record offline.
+    Edit {
+        device: usize,
+        tag: Tag,
+        set: Map<String, Value>,
+    },
+    /// A device deletes a record offline.
+    Delete { device: usize, tag: Tag },
+    /// A device syncs.
+    Sync { device: usize },
+    /// Waits, if need be, until `device`'s clock has passed the latest edit
+    /// the server holds of each record in `tags`. The device has not seen
+    /// those edits, so its next edit is concurrent with them; without the
+    /// wait, two edits made within the same millisecond on two devices
+    /// would be ordered by their random device ids, and which one wins (and
+    /// so the totals) would change from run to run.
+    After { device: usize, tags: Vec<Tag> },
+    /// The device's user corrects the org unit of the edit the server
+    /// rejected as `unknown_org_unit`, and sends it again.
+    FixOrgUnit { device: usize, org_unit: String },
+    /// The device's user drops the edit the server rejected as
+    /// `out_of_scope`.
+    DiscardOutOfScope { device: usize },
+}
+
+/// What the server should hold for 2020 once the plan is carried out.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Expected {
+    pub lectures: u64,
+    pub attendees: u64,
+    /// Grassroots units with at least one lecture.
+    pub lecture_units: u64,
+    pub corners_active: u64,
+    pub grassroots_units: u64,
+    pub provincial: u64,
+    pub municipal: u64,
+    pub conflicts: u64,
+    pub rejections: u64,
+    /// Edits left unsynced on devices.
+    pub pending_on_devices: u64,
+}
+
+/// The simulated year.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub seed: u64,
+    pub devices: Vec<DevicePlan>,
+    pub steps: Vec<Step>,
+    pub expected: Expected,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Any,
+    Community,
+    Village,
+}
+
+/// A lecture theme that was topical in some months of 2020.
+struct Theme {
+    title: &'static str,
+    topics: &'static [&'static str],
+    months: (u32, u32),
+    place: Place,
+    audience: Option<&'static str>,
+}
+
+const fn theme(
+    title: &'static str,
+    topics: &'static [&'static str],
+    months: (u32, u32),
+    place: Place,
+    audience: Option<&'static str>,
+) -> Theme {
+    Theme {
+        title,
+        topics,
+        months,
+        place,
+        audience,
+    }
+}
+
+use Place::{Any, Community, Village};
+
+/// Themes of 2020: before the Spring Festival and the epidemic; the
+/// epidemic months; the Civil Code (民法典, adopted 28 May 2020) from June;
+/// the wage-payment regulation (in force 1 May); the anti-drug day (26 June);
+/// the revised minors' protection law (October); fire safety after the
+/// "10.1" fire; the Constitution Day week (4 December).
+// One theme a row: the table reads better than rustfmt's one field a line.
+#[rustfmt::skip]
+static THEMES: &[Theme] = &[
+    theme("迎新春 平安建设法律宣传", &["平安建设", "防范诈骗"], (1, 1), Any, None),
+    theme("宪法进社区：弘扬宪法精神", &["宪法"], (1, 1), Community, None),
+    theme("扫黑除恶专项斗争法律知识宣讲", &["扫黑除恶"], (1, 1), Any, None),
+    theme("新冠肺炎疫情防控法律知识线上讲座", &["疫情防控", "传染病防治法"], (2, 2), Any, Some("mixed")),
+    theme("依法防控疫情：传染病防治法解读", &["疫情防控", "传染病防治法"], (3, 4), Any, None),
+    theme("野生动物保护法与疫情防控", &["野生动物保护法", "疫情防控"], (3, 5), Any, None),
+    theme("复工复产中的劳动用工法律问题", &["劳动合同", "复工复产"], (3, 6), Community, Some("enterprise_staff")),
+    theme("扫黑除恶专项斗争法律知识宣讲", &["扫黑除恶"], (4, 11), Any, None),
+    theme("防范电信网络诈骗 守护群众钱袋子", &["反诈", "电信网络诈骗"], (4, 12), Any, None),
+    theme("老年人权益保障与防范养老诈骗", &["老年人权益保障", "反诈"], (4, 12), Any, None),
+    theme("人民调解与邻里纠纷化解", &["人民调解", "矛盾纠纷化解"], (4, 12), Any, None),
+    theme("法律援助进社区：困难群众如何申请法律援助", &["法律援助"], (4, 12), Community, None),
+    theme("法律援助进村：讨薪维权与法律援助", &["法律援助", "农民工工资"], (4, 12), Village, None),
+    theme("村规民约与农村土地承包法律知识", &["村规民约", "农村土地承包"], (4, 11), Village, None),
+    theme("物业管理条例与业主委员会", &["物业管理"], (4, 12), Community, None),
+    theme("依法理性表达诉求：信访法治化宣讲", &["信访", "依法维权"], (4, 12), Any, None),
+    theme("《保障农民工工资支付条例》宣讲", &["农民工工资", "劳动保障"], (5, 12), Any, None),
+    theme("防范非法集资宣传", &["非法集资", "金融安全"], (5, 7), Any, None),
+    theme("食品安全法进社区", &["食品安全"], (5, 10), Community, None),
+    theme("禁毒法律知识宣传", &["禁毒"], (6, 6), Any, None),
+    theme("民法典进社区：与生活息息相关的法律", &["民法典"], (6, 12), Community, None),
+    theme("民法典进乡村：农民身边的法律", &["民法典", "农村土地承包"], (6, 12), Village, None),
+    theme("民法典婚姻家庭编解读", &["民法典", "婚姻家庭"], (6, 12), Any, None),
+    theme("民法典继承编与遗嘱订立", &["民法典", "继承"], (6, 12), Any, None),
+    theme("民法典物权编：业主权利与物业纠纷", &["民法典", "物权", "物业管理"], (6, 12), Community, None),
+    theme("学习民法典 护航美好生活", &["民法典"], (6, 12), Any, None),
+    theme("未成年人保护与预防犯罪", &["未成年人保护", "预防未成年人犯罪"], (6, 9), Any, Some("students")),
+    theme("民法典合同编与消费维权", &["民法典", "合同", "消费者权益保护"], (7, 12), Any, None),
+    theme("民法典人格权编与个人信息保护", &["民法典", "人格权", "个人信息保护"], (7, 12), Any, None),
+    theme("法律明白人培训：群众身边的法律常识", &["法律明白人", "普法"], (8, 12), Any, Some("mixed")),
+    theme("网络安全与个人信息保护", &["网络安全", "个人信息保护"], (9, 9), Any, None),
+    theme("新修订《未成年人保护法》解读", &["未成年人保护"], (10, 12), Any, Some("students")),
+    theme("消防安全与安全生产法律责任", &["消防安全", "安全生产"], (10, 12), Any, None),
+    theme("反家庭暴力法宣讲", &["反家庭暴力", "妇女权益保障"], (11, 11), Any, None),
+    theme("国家宪法日主题宣讲", &["宪法", "国家宪法日"], (12, 12), Any, None),
+    theme("宪法宣传周：宪法与公民权利", &["宪法"], (12, 12), Any, None),
+    theme("道路交通安全法规宣传", &["道路交通安全"], (12, 12), Any, None),
+];
+
+/// Common surnames in Shanxi, for speakers (no full names: the demo names
+/// no real person).
+const SURNAMES: &[&str] = &[
+    "王", "李", "张", "刘", "郭", "赵", "杨", "武", "梁", "高", "田", "贾", "段", "白", "乔", "韩",
+    "侯", "秦", "冯", "孟",
+];
+
+/// What the plan needs to know about a grassroots unit.
+#[derive(Clone, Debug)]
+struct Grassroots {
+    code: String,
+    name: String,
+    village: bool,
+    /// Index of its street or town in the district's children.
+    area: usize,
+}
+
+/// Builds the plan of a seed.
+pub fn plan(seed: u64) -> Plan {
+    PlanBuilder::new(seed).build()
+}
+
+struct PlanBuilder {
+    seed: u64,
+    rng: rand_chacha::ChaCha8Rng,
+    /// (code, name) of each street and the town, in code order.
+    areas: Vec<(String, String)>,
+    units: Vec<Grassroots>,
+    devices: Vec<DevicePlan>,
+    /// Device index of the community and village devices.
+    community_device: usize,
+    village_device: usize,
+    /// Records per (round, device), in the order they are recorded.
+    rounds: Vec<Vec<Vec<NewRecord>>>,
+    next_tag: Tag,
+    expected: Expected,
+    lecture_units: std::collections::BTreeSet<String>,
+}
+
+/// The four sync rounds of the year: January–March, April–June,
+/// July–September, October–December.
+const ROUNDS: usize = 4;
+
+fn round_of(month: u32) -> usize {
+    ((month - 1) / 3) as usize
+}
+
+fn date(month: u32, day: u32) -> String {
+    format!("2020-{month:02}-{day:02}")
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        // Every call passes an object literal.
+        _ => Map::new(),
+    }
+}
+
+impl PlanBuilder {
+    fn new(seed: u64) -> PlanBuilder {
+        let all = org_units();
+        let areas: Vec<(String, String)> = all
+            .iter()
+            .filter(|u| u.parent.as_deref() == Some(DISTRICT))
+            .map(|u| (u.code.clone(), u.name.clone()))
+            .collect();
+        let units: Vec<Grassroots> = all
+            .iter()
+            .filter(|u| matches!(u.unit_type, UnitType::Community | UnitType::Village))
+            .filter_map(|u| {
+                let parent = u.parent.as_deref()?;
+                Some(Grassroots {
+                    code: u.code.clone(),
+                    name: u.name.clone(),
+                    village: u.unit_type == UnitType::Village,
+                    area: areas.iter().position(|(c, _)| c == parent)?,
+                })
+            })
+            .collect();
+        let mut devices: Vec<DevicePlan> = areas
+            .iter()
+            .map(|(code, name)| DevicePlan {
+                name: AREA_NAMES
+                    .iter()
+                    .find(|(c, _)| c == code)
+                    .map_or_else(|| code.clone(), |(_, n)| (*n).to_string()),
+                label: format!("{}司法所 平板", office_place(name)),
+                org_unit: code.clone(),
+            })
+            .collect();
+        let unit_name = |code: &str| {
+            all.iter()
+                .find(|u| u.code == code)
+                .map_or_else(|| code.to_string(), |u| u.name.clone())
+        };
+        let community_device = devices.len();
+        devices.push(DevicePlan {
+            name: "liuxiang-03".into(),
+            label: format!("{} 法律明白人手机", unit_name(COMMUNITY_DEVICE_UNIT)),
+            org_unit: COMMUNITY_DEVICE_UNIT.into(),
+        });
+        let village_device = devices.len();
+        devices.push(DevicePlan {
+            name: "haozhuang-v03".into(),
+            label: format!("{} 法律明白人手机", unit_name(VILLAGE_DEVICE_UNIT)),
+            org_unit: VILLAGE_DEVICE_UNIT.into(),
+        });
+        let n_devices = devices.len();
+        PlanBuilder {
+            seed,
+            rng: rand_chacha::ChaCha8Rng::seed_from_u64(seed),
+            areas,
+            units,
+            devices,
+            community_device,
+            village_device,
+            rounds: vec![vec![Vec::new(); n_devices]; ROUNDS],
+            next_tag: 0,
+            expected: Expected::default(),
+            lecture_units: Default::default(),
+        }
+    }
+
+    fn unit(&self, code: &str) -> Grassroots {
+        self.units
+            .iter()
+            .find(|u| u.code == code)
+            .cloned()
+            .unwrap_or_else(|| Grassroots {
+                code: code.into(),
+                name: code.into(),
+                village: false,
+                area: 0,
+            })
+    }
+
+    /// The device that records a unit's lectures: its own, if it has one,
+    /// else its street's or town's.
+    fn lecture_device(&self, u: &Grassroots) -> usize {
+        match u.code.as_str() {
+            COMMUNITY_DEVICE_UNIT => self.community_device,
+            VILLAGE_DEVICE_UNIT => self.village_device,
+            _ => u.area,
+        }
+    }
+
+    fn tag(&mut self) -> Tag {
+        self.next_tag += 1;
+        self.next_tag - 1
+    }
+
+    fn add(
+        &mut self,
+        round: usize,
+        device: usize,
+        tag: Option<Tag>,
+        kind: Kind,
+        f: Map<String, Value>,
+    ) {
+        self.rounds[round][device].push(NewRecord {
+            tag,
+            kind,
+            fields: f,
+        });
+    }
+
+    /// A lecture counted on the server.
+    fn count_lecture(&mut self, unit: &str, attendees: u64) {
+        self.expected.lectures += 1;
+        self.expected.attendees += attendees;
+        self.lecture_units.insert(unit.to_string());
+    }
+
+    fn surname(&mut self) -> &'static str {
+        SURNAMES[self.rng.gen_range(0..SURNAMES.len())]
+    }
+
+    fn speaker(&mut self, u: &Grassroots) -> String {
+        let s = self.surname();
+        match self.rng.gen_range(0..6) {
+            0 => format!("{}司法所 {s}所长", office_place(&self.areas[u.area].1)),
+            1 => format!("社区法律顾问 {s}律师"),
+            2 => format!("迎泽区司法局 {s}科长"),
+            3 => format!("迎泽区人民法院 {s}法官"),
+            4 => format!("迎泽区人民检察院 {s}检察官"),
+            _ => format!("辖区派出所 {s}警官"),
+        }
+    }
+
+    /// A lecture of the pool: a theme of its month, held in `u`.
+    fn lecture(&mut self, u: &Grassroots, month: u32) -> (Map<String, Value>, u64) {
+        let day = match month {
+            // Before the Spring Festival (25 January) and the lockdown.
+            1 => self.rng.gen_range(2..=21),
+            2 => self.rng.gen_range(10..=28),
+            // Small gatherings again from mid-March.
+            3 => self.rng.gen_range(16..=31),
+            // The Constitution Day week (1–7 December) draws half of December.
+            12 if self.rng.gen_bool(0.5) => self.rng.gen_range(1..=7),
+            12 => self.rng.gen_range(8..=28),
+            m => self.rng.gen_range(1..=DAYS_2020[m as usize - 1]),
+        };
+        let place = if u.village { Village } else { Community };
+        let fits: Vec<&Theme> = THEMES
+            .iter()
+            .filter(|t| (t.months.0..=t.months.1).contains(&month))
+            .filter(|t| t.place == Any || t.place == place)
+            .filter(|t| !(month == 12 && day <= 7) || t.topics.contains(&"宪法"))
+            .collect();
+        let t = fits[self.rng.gen_range(0..fits.len())];
+        let audience = t.audience.unwrap_or(if u.village {
+            "villagers"
+        } else if self.rng.gen_bool(0.7) {
+            "residents"
+        } else {
+            "mixed"
+        });
+        let mut attendees: u64 = match (month, audience) {
+            (2, _) => self.rng.gen_range(150..=420),
+            (3, _) => self.rng.gen_range(15..=35),
+            (4, _) => self.rng.gen_range(25..=60),
+            (_, "students") => self.rng.gen_range(120..=320),
+            (_, "enterprise_staff") => self.rng.gen_range(30..=80),
+            (_, "villagers") => self.rng.gen_range(40..=130),
+            _ => self.rng.gen_range(35..=110),
+        };
+        if month == 12 && day <= 7 {
+            attendees += 20;
+        }
+        let venue = if month == 2 {
+            "线上直播（社区微信群）".to_string()
+        } else if audience == "students" {
+            format!("{}辖区学校礼堂", u.name)
+        } else if u.village {
+            let v = ["村委会议室", "文化广场", "新时代文明实践站"];
+            format!("{}{}", u.name, v[self.rng.gen_range(0..v.len())])
+        } else {
+            let v = ["党群服务中心", "居民活动室", "新时代文明实践站", "文化广场"];
+            format!("{}{}", u.name, v[self.rng.gen_range(0..v.len())])
+        };
+        let mut f = fields(json!({
+            "org_unit": u.code,
+            "held_on": date(month, day),
+            "title": t.title,
+            "attendees": attendees,
+            "topics": t.topics,
+            "speaker": self.speaker(u),
+            "venue": venue,
+            "audience": audience,
+        }));
+        if month != 2 && self.rng.gen_bool(0.6) {
+            // Around 迎泽区: 37.83–37.88 N, 112.54–112.62 E.
+            let lat = 37_830_000 + u.area as u64 * 6_000 + self.rng.gen_range(0..6_000);
+            let lon = 112_540_000 + self.rng.gen_range(0..80_000);
+            f.insert(
+                "location".into(),
+                json!({"lat": lat as f64 / 1e6, "lon": lon as f64 / 1e6}),
+            );
+        }
+        let notes = match month {
+            2 => Some(format!("线上观看{attendees}人次")),
+            3 | 4 => Some("落实疫情防控要求：测温、戴口罩、间隔就座".to_string()),
+            _ if self.rng.gen_bool(0.4) => Some(match self.rng.gen_range(0..3) {
+                0 => format!("发放宣传资料{}份", self.rng.gen_range(5..=30) * 10),
+                1 => format!("现场解答法律咨询{}人次", self.rng.gen_range(5..=40)),
+                _ => "结合身边案例讲解，群众互动踊跃".to_string(),
+            }),
+            _ => None,
+        };
+        if let Some(n) = notes {
+            f.insert("notes".into(), json!(n));
+        }
+        (f, attendees)
+    }
+
+    fn build(mut self) -> Plan {
+        let area = |code: &str| self.areas.iter().position(|(c, _)| c == code).unwrap_or(0);
+        let (liuxiang, wenmiao, haozhuang) =
+            (area("140106001"), area("140106002"), area("140106100"));
+        let (community, village) = (self.community_device, self.village_device);
+
+        // The pool of lectures, month by month, in random grassroots units.
+        for month in 1..=12u32 {
+            for _ in 0..POOL_PER_MONTH[month as usize - 1] {
+                let u = self.units[self.rng.gen_range(0..self.units.len())].clone();
+                let (f, attendees) = self.lecture(&u, month);
+                self.count_lecture(&u.code, attendees);
+                let device = self.lecture_device(&u);
+                self.add(round_of(month), device, None, Kind::Lecture, f);
+            }
+        }
+
+        // January: the town device mistypes a village's code before its
+        // first sync (the device cannot check codes before it has the tree):
+        // rejected as unknown_org_unit, then corrected and sent again.
+        let typo_unit = self.unit(TYPO_UNIT);
+        let (mut f, attendees) = self.lecture(&typo_unit, 1);
+        self.count_lecture(TYPO_UNIT, attendees);
+        f.insert("org_unit".into(), json!(TYPO_CODE));
+        self.add(0, haozhuang, None, Kind::Lecture, f);
+        self.expected.rejections += 1;
+
+        // January: two joint lectures recorded by the guest's device, into
+        // a unit outside its scope: rejected as out_of_scope. 文庙's stays
+        // on its device, waiting for its user; the village's is discarded.
+        let neighbour = self.unit(NEIGHBOUR_COMMUNITY);
+        let (mut f, _) = self.lecture(&neighbour, 1);
+        f.insert("notes".into(), json!("与柳巷街道联合举办"));
+        self.add(0, wenmiao, None, Kind::Lecture, f);
+        let neighbour = self.unit(NEIGHBOUR_VILLAGE);
+        let (mut f, _) = self.lecture(&neighbour, 1);
+        f.insert("notes".into(), json!("与郝庄第04村联合举办"));
+        self.add(0, village, None, Kind::Lecture, f);
+        self.expected.rejections += 2;
+
+        // April–June: the yearly check of the legal library corners, one
+        // active corner in every grassroots unit, recorded by the street's
+        // or town's device; two more corners that are not active.
+        let (mut corner_tag, mut corner_books) = (None, 0);
+        for u in self.units.clone() {
+            let tag = (u.code == VILLAGE_DEVICE_UNIT).then(|| self.tag());
+            let f = self.corner(&u, "法治图书角", "active", None);
+            if tag.is_some() {
+                corner_books = f["books"].as_u64().unwrap_or_default();
+            }
+            self.add(1, u.area, tag, Kind::LibraryCorner, f);
+            corner_tag = corner_tag.or(tag);
+            self.expected.corners_active += 1;
+        }
+        self.expected.grassroots_units = self.units.len() as u64;
+        let mut others: Vec<Grassroots> = self
+            .units
+            .iter()
+            .filter(|u| u.code != VILLAGE_DEVICE_UNIT)
+            .cloned()
+            .collect();
+        others.shuffle(&mut self.rng);
+        let f = self.corner(
+            &others[0],
+            "法治图书角（二号点）",
+            "inactive",
+            Some("场地改造，暂停开放"),
+        );
+        self.add(1, others[0].area, None, Kind::LibraryCorner, f);
+        let f = self.corner(
+            &others[1],
+            "法治图书角（旧址）",
+            "closed",
+            Some("已并入党群服务中心法治图书角"),
+        );
+        self.add(1, others[1].area, None, Kind::LibraryCorner, f);
+
+        // Demonstration sites: 3 provincial and 5 municipal awarded in
+        // 2020 and recorded when named (October–December), with two
+        // candidates for 2021; two district-level ones of 2019 recorded in
+        // January.
+        let mut sites = self.units.clone();
+        sites.shuffle(&mut self.rng);
+        let awards = [
+            (3, "provincial", "awarded", 2020, 3),
+            (5, "municipal", "awarded", 2020, 3),
+            (2, "municipal", "candidate", 2021, 3),
+            (2, "district", "awarded", 2019, 0),
+        ];
+        let mut next = sites.into_iter();
+        for (n, level, status, year, round) in awards {
+            for u in next.by_ref().take(n) {
+                let kind = if u.village { "村" } else { "社区" };
+                let level_cn = match level {
+                    "provincial" => "省级",
+                    "municipal" => "市级",
+                    _ => "区级",
+                };
+                let notes = if status == "candidate" {
+                    format!("申报{year}年度{level_cn}民主法治示范{kind}")
+                } else {
+                    format!("{year}年度{level_cn}民主法治示范{kind}")
+                };
+                let f = fields(json!({
+                    "org_unit": u.code, "level": level, "status": status,
+                    "year": year, "notes": notes,
+                }));
+                self.add(round, u.area, None, Kind::DemoSite, f);
+            }
+        }
+        self.expected.provincial = 3;
+        self.expected.municipal = 5;
+
+        // September: 柳巷街道's device records two lectures in 柳巷第03社区,
+        // the second one twice by mistake. The community's own device pulls
+        // them in the same round.
+        let home = self.unit(COMMUNITY_DEVICE_UNIT);
+        let (l1, l2, dup) = (self.tag(), self.tag(), self.tag());
+        let (mut f1, a1) = self.lecture(&home, 9);
+        f1.insert("title".into(), json!("民法典进社区：与生活息息相关的法律"));
+        self.add(2, liuxiang, Some(l1), Kind::Lecture, f1);
+        let (mut f2, a2) = self.lecture(&home, 9);
+        let s = self.surname();
+        let office = office_place(&self.areas[liuxiang].1).to_string();
+        f2.insert("speaker".into(), json!(format!("{office}司法所 {s}所长")));
+        self.add(2, liuxiang, Some(l2), Kind::Lecture, f2.clone());
+        self.add(2, liuxiang, Some(dup), Kind::Lecture, f2);
+        // Corrected in October, concurrently: the street's device from the
+        // sign-in sheet, the community's device counting late arrivals
+        // (edited later, it wins).
+        let (street_count, community_count) = (a1 + 6, a1 + 9);
+        self.count_lecture(COMMUNITY_DEVICE_UNIT, community_count);
+        self.count_lecture(COMMUNITY_DEVICE_UNIT, a2);
+        let lawyer = self.surname();
+        let (lecture_edits_street, lecture_edits_community) = (
+            vec![
+                Step::Edit {
+                    device: liuxiang,
+                    tag: l1,
+                    set: fields(json!({"attendees": street_count})),
+                },
+                Step::Edit {
+                    device: liuxiang,
+                    tag: l2,
+                    set: fields(
+                        json!({"speaker": format!("{office}司法所 {s}所长、社区法律顾问 {lawyer}律师")}),
+                    ),
+                },
+                Step::Delete {
+                    device: liuxiang,
+                    tag: dup,
+                },
+            ],
+            vec![
+                Step::After {
+                    device: community,
+                    tags: vec![l1, l2, dup],
+                },
+                Step::Edit {
+                    device: community,
+                    tag: l1,
+                    set: fields(json!({"attendees": community_count})),
+                },
+                Step::Edit {
+                    device: community,
+                    tag: l2,
+                    set: fields(json!({"speaker": format!("社区法律顾问 {lawyer}律师")})),
+                },
+                // It edits the copy the street's device deleted: a conflict
+                // on `_deleted`; the record stays deleted.
+                Step::Edit {
+                    device: community,
+                    tag: dup,
+                    set: fields(json!({"venue": format!("{}党群服务中心二楼会议室", home.name)})),
+                },
+            ],
+        );
+        // And the books of 郝庄第03村's corner, counted by the town's device
+        // and, differently, by the village's own.
+        let corner = corner_tag.unwrap_or_default();
+        let corner_edits_town = vec![Step::Edit {
+            device: haozhuang,
+            tag: corner,
+            set: fields(json!({"books": corner_books + 40})),
+        }];
+        let corner_edits_village = vec![
+            Step::After {
+                device: village,
+                tags: vec![corner],
+            },
+            Step::Edit {
+                device: village,
+                tag: corner,
+                set: fields(json!({"books": corner_books + 75})),
+            },
+        ];
+        // attendees, speaker, _deleted, books.
+        self.expected.conflicts = 4;
+
+        // The steps: in each round every device records offline, then
+        // syncs, streets and the town first. The community and village
+        // devices come after their street and town, so they see the
+        // records made there in the same round.
+        let mut steps = Vec::new();
+        let rounds = std::mem::take(&mut self.rounds);
+        for (round, per_device) in rounds.into_iter().enumerate() {
+            for (device, records) in per_device.into_iter().enumerate() {
+                if !records.is_empty() {
+                    steps.push(Step::Record { device, records });
+                }
+                if round == ROUNDS - 1 {
+                    let edits = match device {
+                        d if d == liuxiang => &lecture_edits_street,
+                        d if d == community => &lecture_edits_community,
+                        d if d == haozhuang => &corner_edits_town,
+                        d if d == village => &corner_edits_village,
+                        _ => &Vec::new(),
+                    };
+                    steps.extend(edits.iter().cloned());
+                }
+                steps.push(Step::Sync { device });
+                if round == 0 && device == haozhuang {
+                    steps.push(Step::FixOrgUnit {
+                        device,
+                        org_unit: TYPO_UNIT.into(),
+                    });
+                    steps.push(Step::Sync { device });
+                }
+                if round == 0 && device == village {
+                    steps.push(Step::DiscardOutOfScope { device });
+                }
+            }
+        }
+        // A last sync everywhere, so that every device holds the year as
+        // the server does (the streets learn how their conflicts ended).
+        for device in 0..self.devices.len() {
+            steps.push(Step::Sync { device });
+        }
+        // 29 December: the village device records a lecture and does not
+        // sync again this year; it stays in its outbox.
+        let me = self.unit(VILLAGE_DEVICE_UNIT);
+        let (mut f, _) = self.lecture(&me, 12);
+        f.insert("held_on".into(), json!("2020-12-29"));
+        steps.push(Step::Record {
+            device: village,
+            records: vec![NewRecord {
+                tag: None,
+                kind: Kind::Lecture,
+                fields: f,
+            }],
+        });
+        self.expected.pending_on_devices = 1;
+        self.expected.lecture_units = self.lecture_units.len() as u64;
+        Plan {
+            seed: self.seed,
+            devices: self.devices,
+            steps,
+            expected: self.expected,
+        }
+    }
+
+    fn corner(
+        &mut self,
+        u: &Grassroots,
+        suffix: &str,
+        status: &str,
+        notes: Option<&str>,
+    ) -> Map<String, Value> {
+        let opened = format!(
+            "{}-{:02}-{:02}",
+            self.rng.gen_range(2016..=2019),
+            self.rng.gen_range(1..=12),
+            self.rng.gen_range(1..=28)
+        );
+        let checked = date(self.rng.gen_range(5..=6), self.rng.gen_range(1..=30));
+        let mut f = fields(json!({
+            "org_unit": u.code,
+            "name": format!("{}{suffix}", u.name),
+            "status": status,
+            "books": self.rng.gen_range(18..=90) * 10,
+            "opened_on": opened,
+            "last_checked_on": checked,
+        }));
+        let notes = match notes {
+            Some(n) => Some(n.to_string()),
+            None if self.rng.gen_bool(0.3) => Some(format!(
+                "新增《民法典》单行本{}册",
+                self.rng.gen_range(10..=60)
+            )),
+            None => None,
+        };
+        if let Some(n) = notes {
+            f.insert("notes".into(), json!(n));
+        }
+        f
+    }
+}
+
+/// "柳巷街道" → "柳巷", "郝庄镇" → "郝庄": how a judicial office (司法所) is named.
+fn office_place(area_name: &str) -> &str {
+    area_name
+        .strip_suffix("街道")
+        .or_else(|| area_name.strip_suffix('镇'))
+        .unwrap_or(area_name)
+}
+
+// ---------------------------------------------------------------------------
+// Carrying the plan out.
+
+/// A coordinator's sign-in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Coordinator {
+    pub org_unit: String,
+    pub name: String,
+    pub token: Token,
+}
+
+/// A simulated device after the year: what it holds, to compare with the
+/// server.
+#[derive(Clone, Debug)]
+pub struct DemoDevice {
+    pub name: String,
+    pub label: String,
+    pub org_unit: String,
+    pub device_id: Uuid,
+    pub token: Token,
+    pub dir: PathBuf,
+    /// Confirmed records it holds, and their checksum as the server
+    /// computes it (`GET /v1/sync/checksum`).
+    pub records: u64,
+    pub checksum: String,
+    /// Edits it has not had acknowledged: unsynced, or rejected.
+    pub pending: u64,
+    pub rejected: u64,
+}
+
+/// What [`populate`] made.
+#[derive(Clone, Debug)]
+pub struct DemoInfo {
+    pub seed: u64,
+    /// The district's coordinator first, then the street's.
+    pub coordinators: Vec<Coordinator>,
+    pub devices: Vec<DemoDevice>,
+    /// What the plan meant the server to hold.
+    pub expected: Expected,
+    /// 2020 as the district coordinator sees it.
+    pub figures: Figures,
+}
+
+/// The 2020 figures of 迎泽区 as the server answers them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Figures {
+    pub totals: TotalsResponse,
+    pub rejections: usize,
+}
+
+impl Figures {
+    /// One line for people.
+    pub fn summary(&self) -> String {
+        let t = &self.totals;
+        format!(
+            "2020 in {}: {} lectures ({} attendees) in {} communities and villages; \
+             legal library corners active in {} of {} communities and villages; \
+             demonstration sites awarded: {} provincial, {} municipal; \
+             {} open conflicts; {} rejected edits",
+            t.org.name,
+            t.lectures.count,
+            t.lectures.attendees,
+            t.lectures.units_covered,
+            t.library_corners.units_covered,
+            t.library_corners.units_total,
+            t.demo_sites.provincial,
+            t.demo_sites.municipal,
+            t.conflicts_open,
+            self.rejections,
+        )
+    }
+}
+
+/// The admin and coordinator calls of the demo, over HTTP.
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> Result<Api, DemoError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| DemoError::Api {
+                call: "HTTP client".into(),
+                reason: e.to_string(),
+            })?;
+        Ok(Api {
+            base: base.trim_end_matches('/').to_string(),
+            http,
+        })
+    }
+
+    async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<String>,
+    ) -> Result<T, DemoError> {
+        let call = format!("{method} {path}");
+        let err = |reason: String| DemoError::Api {
+            call: call.clone(),
+            reason,
+        };
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        let resp = req.send().await.map_err(|e| err(e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(|e| err(e.to_string()))?;
+        if !status.is_success() {
+            return Err(err(format!(
+                "{status}: {}",
+                String::from_utf8_lossy(&bytes)
+            )));
+        }
+        serde_json::from_slice(&bytes).map_err(|e| err(format!("unreadable answer: {e}")))
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+    ) -> Result<T, DemoError> {
+        self.call(reqwest::Method::GET, path, token, None).await
+    }
+
+    async fn issue(
+        &self,
+        admin: &str,
+        role: pufa_core::wire::Role,
+        org_unit: &str,
+        label: &str,
+    ) -> Result<TokenIssued, DemoError> {
+        let body = TokenRequest {
+            role,
+            org_unit: Some(org_unit.into()),
+            label: Some(label.into()),
+            device_id: None,
+        };
+        let body =
+            serde_json::to_string(&body).map_err(|e| DemoError::Unexpected(e.to_string()))?;
+        self.call(reqwest::Method::POST, "/v1/admin/tokens", admin, Some(body))
+            .await
+    }
+
+    /// The latest HLC the server holds of record `id` (`ms`).
+    async fn record_hlc_ms(&self, admin: &str, id: Uuid) -> Result<u64, DemoError> {
+        let mut since = 0;
+        loop {
+            let page: PullResponse = self
+                .get(&format!("/v1/sync/pull?since={since}&limit=5000"), admin)
+                .await?;
+            for e in &page.records {
+                if let PullEntry::Record(r) = e {
+                    if r.id == id {
+                        return Ok(r.hlc.ms);
+                    }
+                }
+            }
+            if !page.has_more {
+                return Err(DemoError::Unexpected(format!(
+                    "record {id} is not on the server"
+                )));
+            }
+            since = page.next;
+        }
+    }
+
+    async fn figures(&self, coordinator: &str) -> Result<Figures, DemoError> {
+        let totals = self
+            .get(
+                &format!("/v1/totals?org={DISTRICT}&from={YEAR_FROM}&to={YEAR_TO}"),
+                coordinator,
+            )
+            .await?;
+        let rejections: Vec<RejectionView> = self
+            .get(&format!("/v1/rejections?org={DISTRICT}"), coordinator)
+            .await?;
+        Ok(Figures {
+            totals,
+            rejections: rejections.len(),
+        })
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Fills a running server, empty of records, with the year of [`plan`]`(seed)`:
+/// imports the org tree, issues the devices' and coordinators' tokens with
+/// `admin_token`, runs the devices (their stores under
+/// `<data_dir>/demo-devices/`), and writes the coordinators' tokens to
+/// `<data_dir>/demo-tokens.txt` (mode 0600).
+///
+/// ```no_run
+/// # async fn f() -> Result<(), pufa_server::demo::DemoError> {
+/// let dir = std::path::Path::new("./pufa-demo");
+/// let admin = std::fs::read_to_string(dir.join("admin.token")).unwrap();
+/// let info = pufa_server::demo::populate("http://127.0.0.1:8080", admin.trim(), dir, 2020).await?;
+/// println!("{}", info.figures.summary());
+/// # Ok(())
+/// # }
+/// ```
+///
+/// # Errors
+/// [`DemoError::StoreNotEmpty`] if the server holds records already (nothing
+/// is changed then); otherwise a failed call, device, or file, named. A
+/// failure part-way leaves a partial demo: start again on a new server.
+pub async fn populate(
+    base_url: &str,
+    admin_token: &str,
+    data_dir: &Path,
+    seed: u64,
+) -> Result<DemoInfo, DemoError> {
+    let plan = plan(seed);
+    let api = Api::new(base_url)?;
+    let all: ChecksumResponse = api.get("/v1/sync/checksum", admin_token).await?;
+    if all.count > 0 {
+        return Err(DemoError::StoreNotEmpty);
+    }
+    let _: Value = api
+        .call(
+            reqwest::Method::PUT,
+            "/v1/admin/org-units",
+            admin_token,
+            Some(ORG_UNITS_JSON.to_string()),
+        )
+        .await?;
+
+    let devices_dir = data_dir.join(DEVICES_DIR);
+    std::fs::create_dir_all(&devices_dir).map_err(io_err(&devices_dir))?;
+    let transport = Arc::new(HttpTransport::new(base_url).map_err(|e| DemoError::Api {
+        call: "HTTP client".into(),
+        reason: e.to_string(),
+    })?);
+    let mut clients = Vec::with_capacity(plan.devices.len());
+    for d in &plan.devices {
+        let t = api
+            .issue(
+                admin_token,
+                pufa_core::wire::Role::Field,
+                &d.org_unit,
+                &d.label,
+            )
+            .await?;
+        let dir = devices_dir.join(&d.name);
+        let mut config = ClientConfig::new(&dir, t.device_id, &t.token);
+        config.app_version = concat!("pufa-demo/", env!("CARGO_PKG_VERSION")).into();
+        // The server is local: if it stops, fail within a second rather
+        // than back off for minutes.
+        config.retry = RetryPolicy {
+            attempts: 3,
+            base_delay: Duration::from_millis(50),
+            max_delay: Duration::from_millis(500),
+            seed,
+        };
+        let client =
+            Client::open(config, transport.clone()).map_err(|source| DemoError::Device {
+                device: d.name.clone(),
+                source,
+            })?;
+        clients.push((client, Token::new(t.token), dir));
+    }
+    let mut coordinators = Vec::new();
+    let units = org_units();
+    for (unit, label) in [
+        (DISTRICT, "迎泽区司法局 普法科（演示）"),
+        (STREET_COORDINATOR_UNIT, "迎泽街道司法所（演示）"),
+    ] {
+        let t = api
+            .issue(admin_token, pufa_core::wire::Role::Coordinator, unit, label)
+            .await?;
+        coordinators.push(Coordinator {
+            org_unit: unit.into(),
+            name: units
+                .iter()
+                .find(|u| u.code == unit)
+                .map_or_else(|| unit.to_string(), |u| u.name.clone()),
+            token: Token::new(t.token),
+        });
+    }
+
+    let mut tags: Vec<Option<Uuid>> = Vec::new();
+    for step in &plan.steps {
+        run_step(&plan, &clients, &api, admin_token, &mut tags, step).await?;
+    }
+
+    let mut devices = Vec::with_capacity(clients.len());
+    for (d, (client, token, dir)) in plan.devices.iter().zip(&clients) {
+        let dev_err = |source| DemoError::Device {
+            device: d.name.clone(),
+            source,
+        };
+        let (records, xor) = local_checksum(client).map_err(dev_err)?;
+        let status = client.status().map_err(dev_err)?;
+        devices.push(DemoDevice {
+            name: d.name.clone(),
+            label: d.label.clone(),
+            org_unit: d.org_unit.clone(),
+            device_id: client.device_id(),
+            token: token.clone(),
+            dir: dir.clone(),
+            records,
+            checksum: pufa_core::merge::checksum_text(xor),
+            pending: status.pending,
+            rejected: status.rejected,
+        });
+    }
+    let figures = api.figures(coordinators[0].token.expose()).await?;
+    write_tokens(data_dir, seed, &coordinators)?;
+    Ok(DemoInfo {
+        seed,
+        coordinators,
+        devices,
+        expected: plan.expected,
+        figures,
+    })
+}
+
+/// The device's own checksum: its confirmed records (a record it holds
+/// only as unsent edits has seq 0).
+fn local_checksum(client: &Client) -> pufa_client::Result<(u64, u64)> {
+    let all = client.list(&Filter {
+        include_deleted: true,
+        ..Filter::default()
+    })?;
+    Ok(all.iter().filter(|r| r.seq > 0).fold((0, 0), |(n, x), r| {
+        (n + 1, x ^ pufa_core::merge::record_digest(r.id, r.seq))
+    }))
+}
+
+async fn run_step(
+    plan: &Plan,
+    clients: &[(Client, Token, PathBuf)],
+    api: &Api,
+    admin: &str,
+    tags: &mut Vec<Option<Uuid>>,
+    step: &Step,
+) -> Result<(), DemoError> {
+    let device = match step {
+        Step::Record { device, .. }
+        | Step::Edit { device, .. }
+        | Step::Delete { device, .. }
+        | Step::Sync { device }
+        | Step::After { device, .. }
+        | Step::FixOrgUnit { device, .. }
+        | Step::DiscardOutOfScope { device } => *device,
+    };
+    let name = &plan.devices[device].name;
+    let client = &clients[device].0;
+    let dev_err = |source| DemoError::Device {
+        device: name.clone(),
+        source,
+    };
+    let tagged = |tags: &[Option<Uuid>], tag: Tag| {
+        tags.get(tag)
+            .copied()
+            .flatten()
+            .ok_or_else(|| DemoError::Unexpected(format!("record #{tag} used before it was made")))
+    };
+    match step {
+        Step::Record { records, .. } => {
+            let ids = client
+                .create_many(records.iter().map(|r| (r.kind, r.fields.clone())).collect())
+                .map_err(dev_err)?;
+            for (r, id) in records.iter().zip(ids) {
+                if let Some(t) = r.tag {
+                    if tags.len() <= t {
+                        tags.resize(t + 1, None);
+                    }
+                    tags[t] = Some(id);
+                }
+            }
+        }
+        Step::Edit { tag, set, .. } => {
+            client
+                .update(tagged(tags, *tag)?, set.clone())
+                .map_err(dev_err)?;
+        }
+        Step::Delete { tag, .. } => client.delete(tagged(tags, *tag)?).map_err(dev_err)?,
+        Step::Sync { .. } => {
+            let report = client.sync().await.map_err(dev_err)?;
+            if !report.checksum_ok {
+                return Err(DemoError::Unexpected(format!(
+                    "device {name} does not hold the server's view after a sync"
+                )));
+            }
+        }
+        Step::After { tags: of, .. } => {
+            let mut latest = 0;
+            for t in of {
+                latest = latest.max(api.record_hlc_ms(admin, tagged(tags, *t)?).await?);
+            }
+            // The device's next edit is stamped at least at its clock
+            // corrected by the server's (what the SDK uses).
+            let started = Instant::now();
+            loop {
+                let offset = client.status().map_err(dev_err)?.clock_offset_ms;
+                if now_ms() + offset > latest as i64 {
+                    break;
+                }
+                if started.elapsed() > CLOCK_GUARD_MAX {
+                    return Err(DemoError::Unexpected(format!(
+                        "device {name}'s clock did not pass {latest} ms"
+                    )));
+                }
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Step::FixOrgUnit { org_unit, .. } => {
+            let edit = client
+                .rejected()
+                .map_err(dev_err)?
+                .into_iter()
+                .find(|e| e.error.code == "unknown_org_unit")
+                .ok_or_else(|| {
+                    DemoError::Unexpected(format!(
+                        "device {name} has no unknown_org_unit rejection"
+                    ))
+                })?;
+            let mut set = edit.set.clone();
+            set.insert("org_unit".into(), json!(org_unit));
+            client.resubmit(edit.mutation, Some(set)).map_err(dev_err)?;
+        }
+        Step::DiscardOutOfScope { .. } => {
+            let edit = client
+                .rejected()
+                .map_err(dev_err)?
+                .into_iter()
+                .find(|e| e.error.code == "out_of_scope")
+                .ok_or_else(|| {
+                    DemoError::Unexpected(format!("device {name} has no out_of_scope rejection"))
+                })?;
+            client.discard(edit.mutation).map_err(dev_err)?;
+        }
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The data dir and the running demo.
+
+/// What a data dir holds, as far as the demo is concerned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DataDir {
+    /// Missing, or nothing but dotfiles: the demo may fill it.
+    Empty,
+    /// A complete demo ([`TOKENS_FILE`] exists).
+    Demo,
+    /// A demo whose filling did not finish.
+    Unfinished,
+    /// A store that is not a demo.
+    Store,
+    /// Files that are not Pufa's.
+    Foreign,
+}
+
+/// Looks at a data dir without changing it.
+///
+/// # Errors
+/// The dir exists but cannot be read.
+pub fn inspect(dir: &Path) -> Result<DataDir, DemoError> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DataDir::Empty),
+        Err(e) => return Err(io_err(dir)(e)),
+    };
+    let mut names = Vec::new();
+    for e in entries {
+        let name = e.map_err(io_err(dir))?.file_name();
+        let name = name.to_string_lossy().into_owned();
+        if !name.starts_with('.') {
+            names.push(name);
+        }
+    }
+    let has = |n: &str| names.iter().any(|x| x == n);
+    Ok(if names.is_empty() {
+        DataDir::Empty
+    } else if has(TOKENS_FILE) {
+        DataDir::Demo
+    } else if has(DEVICES_DIR) {
+        DataDir::Unfinished
+    } else if has("store") || has("admin.token") {
+        DataDir::Store
+    } else {
+        DataDir::Foreign
+    })
+}
+
+/// The tokens file: comment lines, then `coordinator<TAB>code<TAB>name<TAB>token`.
+fn write_tokens(dir: &Path, seed: u64, coordinators: &[Coordinator]) -> Result<(), DemoError> {
+    let mut text = format!(
+        "# Pufa Sync demo data (seed {seed}): coordinators' sign-in tokens. Keep private.\n\
+         # role\torg_unit\tname\ttoken\n"
+    );
+    for c in coordinators {
+        text.push_str(&format!(
+            "coordinator\t{}\t{}\t{}\n",
+            c.org_unit,
+            c.name,
+            c.token.expose()
+        ));
+    }
+    let path = dir.join(TOKENS_FILE);
+    crate::write_private_file(&path, &text).map_err(io_err(&path))
+}
+
+fn read_tokens(dir: &Path) -> Result<Vec<Coordinator>, DemoError> {
+    let path = dir.join(TOKENS_FILE);
+    let text = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+    let coordinators: Vec<Coordinator> = text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| match l.split('\t').collect::<Vec<_>>().as_slice() {
+            ["coordinator", code, name, token] => Some(Coordinator {
+                org_unit: (*code).into(),
+                name: (*name).into(),
+                token: Token::new(*token),
+            }),
+            _ => None,
+        })
+        .collect();
+    if coordinators.is_empty() {
+        return Err(DemoError::Unfinished {
+            dir: dir.to_path_buf(),
+        });
+    }
+    Ok(coordinators)
+}
+
+/// The URL clients use for a listener: a wildcard address is reached on
+/// loopback.
+pub fn local_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("http://{}", SocketAddr::new(ip, addr.port()))
+}
+
+/// A running demo server.
+#[derive(Debug)]
+pub struct Demo {
+    pub url: String,
+    /// Whether this start filled the data dir (else it was a demo already).
+    pub filled: bool,
+    pub coordinators: Vec<Coordinator>,
+    pub admin_token_path: PathBuf,
+    pub figures: Figures,
+    /// Set when this start filled the data dir.
+    pub info: Option<DemoInfo>,
+    server: JoinHandle<Result<(), RunError>>,
+}
+
+impl Demo {
+    /// What to tell the person who started it.
+    pub fn banner(&self) -> String {
+        let mut s = format!("Pufa Sync demo is running: {}/\n", self.url);
+        for (i, c) in self.coordinators.iter().enumerate() {
+            let role = if i == 0 { "district" } else { "street" };
+            s.push_str(&format!(
+                "Sign in ({role} coordinator, {} {}): {}\n",
+                c.name,
+                c.org_unit,
+                c.token.expose()
+            ));
+        }
+        s.push_str(&format!(
+            "Admin token: {}\n",
+            self.admin_token_path.display()
+        ));
+        s.push_str(&self.figures.summary());
+        s.push('\n');
+        s
+    }
+
+    /// Serves until the shutdown future given to [`launch`] resolves, then
+    /// drains and flushes like the normal server.
+    ///
+    /// # Errors
+    /// As [`crate::serve`].
+    pub async fn wait(self) -> Result<(), DemoError> {
+        match self.server.await {
+            Ok(r) => Ok(r?),
+            Err(e) => Err(DemoError::Unexpected(format!(
+                "the server task failed: {e}"
+            ))),
+        }
+    }
+}
+
+/// `pufa-server demo`: serves `config.data_dir` on `listener` until
+/// `shutdown`, having filled it first with [`populate`] if it was empty. A
+/// data dir that holds a demo already is served as it is; one that holds
+/// anything else is refused.
+///
+/// # Errors
+/// [`DemoError::NotADemo`], [`DemoError::Unfinished`], or the failure of
+/// opening the store or of filling it ([`DemoError::Stopped`] if `shutdown`
+/// came first).
+pub async fn launch(
+    config: Config,
+    listener: TcpListener,
+    seed: u64,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Demo, DemoError> {
+    let dir = config.data_dir.clone();
+    let filled = match inspect(&dir)? {
+        DataDir::Empty => true,
+        DataDir::Demo => false,
+        DataDir::Unfinished => return Err(DemoError::Unfinished { dir }),
+        DataDir::Store => return Err(DemoError::NotADemo { dir }),
+        // The server's own check names the stray entry.
+        DataDir::Foreign => {
+            crate::check_data_dir(&dir)?;
+            return Err(DemoError::NotADemo { dir });
+        }
+    };
+    if filled {
+        // Made before the store, so that a start cut short is recognised
+        // as an unfinished demo, never as a real store.
+        let devices = dir.join(DEVICES_DIR);
+        std::fs::create_dir_all(&devices).map_err(io_err(&devices))?;
+    }
+    let admin_token_path = config.admin_token_path();
+    let url = local_url(listener.local_addr().map_err(RunError::Serve)?);
+    let state = crate::open(config).await?;
+    let records = state
+        .store
+        .checksum(&Scope::All)
+        .await
+        .map_err(|source| RunError::Store {
+            dir: dir.clone(),
+            source,
+        })?
+        .count;
+    if !filled && records == 0 {
+        return Err(DemoError::Unfinished { dir });
+    }
+    tracing::info!(%url, store_id = %state.store.store_id(), "pufa-server demo listening");
+    let mut server = tokio::spawn(crate::serve(state, listener, shutdown));
+    let admin = std::fs::read_to_string(&admin_token_path).map_err(io_err(&admin_token_path))?;
+    let admin = admin.trim().to_string();
+    let work = async {
+        if filled {
+            let info = populate(&url, &admin, &dir, seed).await?;
+            Ok::<_, DemoError>((info.coordinators.clone(), info.figures.clone(), Some(info)))
+        } else {
+            let coordinators = read_tokens(&dir)?;
+            let figures = Api::new(&url)?
+                .figures(coordinators[0].token.expose())
+                .await?;
+            Ok((coordinators, figures, None))
+        }
+    };
+    let (coordinators, figures, info) = tokio::select! {
+        r = work => match r {
+            Ok(done) => done,
+            Err(e) => {
+                // Not left serving a half-filled demo behind the caller's
+                // back; what was acknowledged is on disk already.
+                server.abort();
+                return Err(e);
+            }
+        },
+        r = &mut server => {
+            return Err(match r {
+                Ok(Err(e)) => e.into(),
+                _ => DemoError::Stopped { dir },
+            })
+        }
+    };
+    Ok(Demo {
+        url,
+        filled,
+        coordinators,
+        admin_token_path,
+        figures,
+        info,
+        server,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pufa_core::date::Date;
+    use pufa_core::schema::{check_set, first_missing_required, Today};
+
+    fn records(plan: &Plan) -> impl Iterator<Item = &NewRecord> {
+        plan.steps.iter().flat_map(|s| match s {
+            Step::Record { records, .. } => records.as_slice(),
+            _ => &[],
+        })
+    }
+
+    #[test]
+    fn the_embedded_tree_is_the_fixture() {
+        let units = org_units();
+        assert_eq!(units.len(), 121);
+        let grassroots = units
+            .iter()
+            .filter(|u| matches!(u.unit_type, UnitType::Community | UnitType::Village))
+            .count();
+        assert_eq!(grassroots, 113);
+        for (code, _) in AREA_NAMES {
+            assert!(units.iter().any(|u| &u.code == code), "{code}");
+        }
+        for code in [
+            COMMUNITY_DEVICE_UNIT,
+            VILLAGE_DEVICE_UNIT,
+            TYPO_UNIT,
+            NEIGHBOUR_COMMUNITY,
+            NEIGHBOUR_VILLAGE,
+            STREET_COORDINATOR_UNIT,
+        ] {
+            assert!(units.iter().any(|u| u.code == code), "{code}");
+        }
+        assert!(!units.iter().any(|u| u.code == TYPO_CODE));
+    }
+
+    #[test]
+    fn every_month_and_place_has_a_theme() {
+        for month in 1..=12 {
+            for place in [Community, Village] {
+                assert!(
+                    THEMES
+                        .iter()
+                        .any(|t| (t.months.0..=t.months.1).contains(&month)
+                            && (t.place == Any || t.place == place)),
+                    "month {month} {place:?}"
+                );
+            }
+        }
+        assert!(THEMES
+            .iter()
+            .any(|t| t.months.0 == 12 && t.topics.contains(&"宪法")));
+    }
+
+    #[test]
+    fn the_plan_mirrors_the_report() {
+        let p = plan(SEED_DEFAULT);
+        let e = &p.expected;
+        assert!((96..=99).contains(&e.lectures), "{e:?}");
+        assert_eq!((e.corners_active, e.grassroots_units), (113, 113));
+        assert_eq!((e.provincial, e.municipal), (3, 5));
+        assert!(e.conflicts > 0 && e.rejections > 0, "{e:?}");
+        // docs/operations.md ("Demo data") quotes these.
+        assert_eq!((e.lectures, e.attendees, e.lecture_units), (97, 7925, 65));
+        assert_eq!((e.conflicts, e.rejections), (4, 3));
+        // Fewer lectures in the COVID months than in any other.
+        let mut per_month = [0u32; 12];
+        for r in records(&p).filter(|r| r.kind == Kind::Lecture) {
+            let d = r.fields["held_on"].as_str().unwrap();
+            assert!(d.starts_with("2020-"), "{d}");
+            per_month[d[5..7].parse::<usize>().unwrap() - 1] += 1;
+        }
+        let busiest_covid = per_month[1].max(per_month[2]);
+        assert!(per_month
+            .iter()
+            .enumerate()
+            .all(|(m, n)| m == 1 || m == 2 || *n > busiest_covid));
+    }
+
+    #[test]
+    fn every_record_passes_the_field_rules() {
+        let today = Today(Date::parse("2021-01-01").unwrap());
+        let p = plan(7);
+        let grassroots: Vec<String> = org_units()
+            .into_iter()
+            .filter(|u| matches!(u.unit_type, UnitType::Community | UnitType::Village))
+            .map(|u| u.code)
+            .collect();
+        for r in records(&p) {
+            check_set(r.kind, &r.fields, today).unwrap_or_else(|e| panic!("{e:?}: {:?}", r.fields));
+            let has = |f: &str| r.fields.contains_key(f);
+            assert_eq!(first_missing_required(r.kind, has), None);
+            let unit = r.fields["org_unit"].as_str().unwrap();
+            assert!(
+                unit == TYPO_CODE || grassroots.iter().any(|g| g == unit),
+                "{unit}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_same_seed_gives_the_same_plan() {
+        assert_eq!(plan(1), plan(1));
+        assert_ne!(plan(1).steps, plan(2).steps);
+    }
+
+    #[test]
+    fn tokens_are_not_debug_printed() {
+        assert_eq!(format!("{:?}", Token::new("pufa_secret")), "Token(…)");
+    }
+
+    #[test]
+    fn wildcard_listeners_are_reached_on_loopback() {
+        assert_eq!(
+            local_url("0.0.0.0:8080".parse().unwrap()),
+            "http://127.0.0.1:8080"
+        );
+        assert_eq!(local_url("[::]:80".parse().unwrap()), "http://[::1]:80");
+        assert_eq!(
+            local_url("10.0.0.2:1".parse().unwrap()),
+            "http://10.0.0.2:1"
+        );
+    }
+}
