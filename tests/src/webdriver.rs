@@ -162,6 +162,17 @@ impl Browser {
             .map(|_| ())
     }
 
+    /// Resizes the window (CSS pixels), e.g. to a phone's screen.
+    pub async fn set_window(&self, width: u32, height: u32) -> Result<(), String> {
+        self.cmd(
+            "POST",
+            "/window/rect",
+            json!({"width": width, "height": height}),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn current_url(&self) -> Result<String, String> {
         Ok(self
             .cmd("GET", "/url", Value::Null)
@@ -215,6 +226,31 @@ impl Browser {
         self.cmd("POST", &format!("/element/{}/click", e.0), json!({}))
             .await
             .map(|_| ())
+    }
+
+    /// Clicks something that loads a new page and waits (bounded) until
+    /// the old document is gone, so later reads see the new page.
+    pub async fn click_and_wait(&self, e: &Element) -> Result<(), String> {
+        let old = self.find("html").await?;
+        self.click(e).await?;
+        self.wait_gone(&old).await
+    }
+
+    async fn wait_gone(&self, old: &Element) -> Result<(), String> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        // Polls the old document's root until the driver calls it stale:
+        // the browser has replaced the page.
+        while self
+            .cmd("GET", &format!("/element/{}/name", old.0), Value::Null)
+            .await
+            .is_ok()
+        {
+            if Instant::now() > deadline {
+                return Err("the page did not change".into());
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(())
     }
 
     pub async fn type_into(&self, e: &Element, text: &str) -> Result<(), String> {

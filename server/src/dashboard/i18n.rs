@@ -107,8 +107,8 @@ texts! {
     From => "开始日期", "From";
     To => "结束日期", "To";
     Apply => "查询", "Apply";
-    PeriodHint => "默认为本年度；留空表示不限。讲座按举办日期统计，示范村（社区）按授牌年度统计，图书角为当前状态。",
-        "This year by default; leave a date empty for no limit. Lectures count by date held, demonstration sites by award year; library corners are as they are now.";
+    PeriodHint => "默认为本年度（本年度尚无数据时为最近有数据的年度）；留空表示不限。讲座按举办日期统计，示范村（社区）按授牌年度统计，图书角为当前状态。",
+        "This year by default (the latest year with data if this one has none); leave a date empty for no limit. Lectures count by date held, demonstration sites by award year; library corners are as they are now.";
     AnyDate => "不限", "any";
     Lectures => "法律大讲堂", "Legal lectures";
     LectureCount => "场次", "Lectures held";

@@ -24,7 +24,8 @@ struct Period {
 }
 
 impl Period {
-    /// No `from` and no `to`: the current year by the server's clock.
+    /// No `from` and no `to`: the current year by the server's clock (the
+    /// page moves it to the latest year with data if this one has none).
     /// Otherwise each is a date, or empty for an open bound, so that the
     /// form (which always sends both) can ask for "no limit".
     fn from_query(ctx: &Ctx, now_ms: u64) -> Result<Period, PageError> {
@@ -78,7 +79,26 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
             roots => return Ok(Page::ok(choose_root(&ctx, roots))),
         },
     };
-    let period = Period::from_query(&ctx, s.config.clock.now_ms())?;
+    let now_year = Date::from_unix_ms(s.config.clock.now_ms()).year();
+    let mut period = Period::from_query(&ctx, s.config.clock.now_ms())?;
+    // The years with data, for one-click periods.
+    let years = s
+        .store
+        .year_figures(&org, now_year)
+        .await?
+        .map(|f| f.years)
+        .unwrap_or_default();
+    let defaulted = ctx.param("from").is_none() && ctx.param("to").is_none();
+    if defaulted && !years.contains(&now_year) {
+        // Nothing this year (a demo of 2020, say): open the latest year
+        // with data rather than a page of zeros.
+        if let Some(&y) = years.iter().rev().find(|y| **y <= now_year) {
+            period = Period {
+                from: Date::from_ymd(y, 1, 1),
+                to: Date::from_ymd(y, 12, 31),
+            };
+        }
+    }
     let totals = s
         .store
         .totals(&org, period.from, period.to)
@@ -90,18 +110,6 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
         _ => None,
     };
     let (from_text, to_text) = period.texts();
-    // The years with data, for one-click periods (a demo's 2020, say).
-    let years = match &year {
-        Some(f) => f.years.clone(),
-        None => {
-            let now = Date::from_unix_ms(s.config.clock.now_ms()).year();
-            s.store
-                .year_figures(&org, now)
-                .await?
-                .map(|f| f.years)
-                .unwrap_or_default()
-        }
-    };
     let lang = ctx.lang;
     // Sections in page order. A monthly chart or a coverage table slots in
     // here as one more function of (ctx, tree, period, org).
