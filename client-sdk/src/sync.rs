@@ -314,16 +314,21 @@ async fn push_all(
     let mut done = 0u64;
     let mut batch_size = inner.push_batch;
     loop {
+        // The report tells coordinators what is still waiting once this
+        // push is answered (the server keeps it only if the push succeeds):
+        // a device that has just synced everything reports 0, not the size
+        // of its last batch.
         let mut batch: Vec<OutboxEntry> = Vec::new();
         let mut oldest = None::<u64>;
         let mut outbox_len = 0u64;
         for e in inner.store.entries() {
             let e = e?;
             if e.status == EntryStatus::Pending {
-                outbox_len += 1;
-                oldest = Some(oldest.map_or(e.created_ms, |o| o.min(e.created_ms)));
                 if batch.len() < batch_size {
                     batch.push(e);
+                } else {
+                    outbox_len += 1;
+                    oldest = Some(oldest.map_or(e.created_ms, |o| o.min(e.created_ms)));
                 }
             }
         }
