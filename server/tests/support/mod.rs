@@ -40,6 +40,8 @@ pub struct Dev {
 pub struct Resp {
     pub status: StatusCode,
     pub body: Vec<u8>,
+    #[allow(dead_code)] // Read by the export tests (figures.rs), not by contract.rs.
+    pub headers: axum::http::HeaderMap,
 }
 
 impl Resp {
@@ -194,6 +196,45 @@ impl Server {
         Server::open(dir, clock, 8, |_| {}).await
     }
 
+    /// [`Server::restart`] with `tune` applied to the new server's config,
+    /// running `between` on the data dir while no server has it open (to
+    /// age or damage the store on disk).
+    ///
+    /// sled's worker threads may hold the store's file lock for a moment
+    /// after its last handle is dropped (sled's own test builds block on
+    /// the lock for that reason), so a locked store is opened again until
+    /// it is free, for at most ten seconds.
+    #[allow(dead_code)] // Used by figures.rs, not by contract.rs.
+    pub async fn restart_with(
+        self,
+        tune: impl Fn(&mut Config),
+        between: impl FnOnce(&std::path::Path),
+    ) -> Server {
+        let Server {
+            dir, clock, app, ..
+        } = self;
+        drop(app);
+        between(dir.path());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let mut config = Config::new(dir.path());
+            config.clock = clock.clone();
+            config.ids = Arc::new(SeededIds::new(8));
+            tune(&mut config);
+            match pufa_server::open(config).await {
+                Ok(state) => return Server::serve(dir, clock, state).await,
+                Err(e)
+                    if format!("{e:?}").contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::yield_now();
+                    tokio::task::yield_now().await;
+                }
+                Err(e) => panic!("open the server: {e:?}"),
+            }
+        }
+    }
+
     async fn open(
         dir: TempDir,
         clock: Arc<ManualClock>,
@@ -205,6 +246,11 @@ impl Server {
         config.ids = Arc::new(SeededIds::new(seed));
         tune(&mut config);
         let state = pufa_server::open(config).await.expect("open the server");
+        Server::serve(dir, clock, state).await
+    }
+
+    /// The server of an opened state, with its admin token.
+    async fn serve(dir: TempDir, clock: Arc<ManualClock>, state: pufa_server::AppState) -> Server {
         let app = pufa_server::router(state);
         let token = std::fs::read_to_string(dir.path().join("admin.token"))
             .expect("admin.token")
@@ -243,6 +289,7 @@ impl Server {
         let req = req.body(Body::from(body)).expect("request");
         let resp = self.app.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
+        let headers = resp.headers().clone();
         let body = resp
             .into_body()
             .collect()
@@ -250,7 +297,11 @@ impl Server {
             .expect("read body")
             .to_bytes()
             .to_vec();
-        Resp { status, body }
+        Resp {
+            status,
+            body,
+            headers,
+        }
     }
 
     pub async fn get(&self, path: &str, dev: &Dev) -> Resp {
