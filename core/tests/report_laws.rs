@@ -552,12 +552,26 @@ fn naive_year(
             row
         })
         .collect();
+    // Every year with a lecture or an awarded site in the subtree.
+    let years: BTreeSet<i32> = recs
+        .values()
+        .flat_map(|r| {
+            let lecture = live_lecture(r)
+                .filter(|(u, ..)| within(tree, u, org))
+                .map(|(_, day, ..)| day.ymd().0);
+            let site = awarded(r)
+                .filter(|_| r.org_unit().is_some_and(|u| within(tree, u, org)))
+                .map(|(y, _)| y);
+            lecture.into_iter().chain(site)
+        })
+        .collect();
     YearFigures {
         year,
         totals: naive_totals(tree, recs, org, Some(from), Some(to)),
         months,
         topics,
         grassroots: grassroots_rows,
+        years: years.into_iter().collect(),
     }
 }
 

@@ -254,7 +254,18 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
     Table { headers, rows }
 }
 
+/// Text a spreadsheet would run as a formula (`=HYPERLINK(…)` typed as a
+/// lecture title) gets a leading apostrophe, which Excel shows as text.
+fn defuse(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}").into()
+    } else {
+        text.into()
+    }
+}
+
 fn csv_field(out: &mut String, text: &str) {
+    let text = &*defuse(text);
     if text.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&text.replace('"', "\"\""));
@@ -324,7 +335,9 @@ pub fn table_xlsx(t: &Table, sheet: &str) -> Result<Vec<u8>, ApiError> {
         for (c, cell) in row.iter().enumerate() {
             let c = c as u16;
             match cell {
-                Cell::Text(s) => ws.write_string(r, c, s).map(|_| ()),
+                // write_string never makes a formula; defused anyway so the
+                // CSV and XLSX of one export read the same.
+                Cell::Text(s) => ws.write_string(r, c, &*defuse(s)).map(|_| ()),
                 // Excel numbers are doubles; ids and counts here fit.
                 Cell::Int(n) => ws.write_number(r, c, *n as f64).map(|_| ()),
                 Cell::Num(x) => ws.write_number(r, c, *x).map(|_| ()),
@@ -346,14 +359,36 @@ pub fn download(bytes: Vec<u8>, filename: &str, format: Format) -> Response {
     (
         [
             (header::CONTENT_TYPE, mime.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{filename}\""),
-            ),
+            (header::CONTENT_DISPOSITION, content_disposition(filename)),
         ],
         bytes,
     )
         .into_response()
+}
+
+/// `attachment` with an ASCII fallback name and the real one in RFC 5987
+/// form: org codes may be Chinese or hold quotes, which a plain quoted
+/// `filename` cannot carry.
+fn content_disposition(filename: &str) -> String {
+    let ascii: String = filename
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut encoded = String::new();
+    for b in filename.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
+            encoded.push(b as char);
+        } else {
+            let _ = write!(encoded, "%{b:02X}");
+        }
+    }
+    format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
 /// Every record of `query` (its `after`/`limit` are ignored) as a file.
@@ -472,6 +507,23 @@ mod tests {
             ],
         );
         assert_eq!(out, "民法典,\"a,b\",\"say \"\"hi\"\"\",-3,,0.5\r\n");
+    }
+
+    #[test]
+    fn formulas_are_defused_and_filenames_survive_any_org_code() {
+        let mut out = String::new();
+        csv_line(
+            &mut out,
+            &[Cell::Text("=HYPERLINK(\"x\")".into()), Cell::Int(-3)],
+        );
+        assert_eq!(out, "\"'=HYPERLINK(\"\"x\"\")\",-3\r\n");
+        let h = content_disposition("迎泽区-lecture.csv");
+        assert!(h.is_ascii(), "{h}");
+        assert!(h.contains("filename=\"___-lecture.csv\""), "{h}");
+        assert!(h.contains("filename*=UTF-8''%E8%BF%8E"), "{h}");
+        let q = content_disposition("a\"b;c-totals.csv");
+        assert!(q.contains("filename=\"a_b_c-totals.csv\""), "{q}");
+        assert!(q.contains("a%22b%3Bc-totals.csv"), "{q}");
     }
 
     #[test]

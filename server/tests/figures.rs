@@ -403,12 +403,22 @@ fn naive_year(tree: &Tree, recs: &Recs, org: &str, year: i32) -> YearFigures {
             row
         })
         .collect();
+    // Every year with a lecture or an awarded site in the subtree.
+    let years: BTreeSet<i32> = recs
+        .values()
+        .filter(|r| tree.within(r.unit(), org))
+        .flat_map(|r| {
+            let lecture = r.lecture().map(|(day, _, _)| year_of(day));
+            lecture.into_iter().chain(r.award().map(|(y, _)| y))
+        })
+        .collect();
     YearFigures {
         year,
         totals: naive_totals(tree, recs, org, Some(&from), Some(&to)),
         months,
         topics,
         grassroots,
+        years: years.into_iter().collect(),
     }
 }
 
