@@ -130,10 +130,7 @@ impl SledStore {
     /// # Errors
     /// sled's error (e.g. corruption), or data written by another format.
     pub fn open(config: &Config) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(config.store_path())
-            .cache_capacity(config.cache_bytes)
-            .open()?;
+        let db = open_db(config)?;
         let store_id = match db.get(codec::META_STORE_ID)? {
             Some(v) => codec::uuid_of(&v)?,
             None => {
@@ -273,6 +270,32 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         self.inner.durability.closed.store(true, Ordering::SeqCst);
         self.inner.durability.wake.notify_one();
+    }
+}
+
+/// How long opening waits for sled's file lock: a store closed a moment ago
+/// (a server restarted in the same process) keeps it until sled's background
+/// threads have exited. A second server on the same dir still fails, after
+/// this wait, naming the lock.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+fn open_db(config: &Config) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::Config::new()
+            .path(config.store_path())
+            .cache_capacity(config.cache_bytes)
+            .open()
+        {
+            // sled words the lock failure as an `Other` IO error.
+            Err(sled::Error::Io(e))
+                if e.to_string().starts_with("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            other => return Ok(other?),
+        }
     }
 }
 
