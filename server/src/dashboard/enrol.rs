@@ -10,7 +10,7 @@ use pufa_core::org::OrgTree;
 use pufa_core::wire::{CodeIssued, CodeRequest, Role, LIST_LIMIT_DEFAULT};
 use uuid::Uuid;
 
-use super::i18n::{Lang, T};
+use super::i18n::T;
 use super::page::{notice, page, role_text, time_text, Page, PageError};
 use super::session::{Ctx, SignedForm};
 use super::Section;
@@ -18,8 +18,14 @@ use crate::enrol::{self, CODE_TTL_SECS_DEFAULT};
 use crate::error::ApiError;
 use crate::AppState;
 
-/// The lifetimes the form offers, in hours (the default first).
-const VALID_FOR_HOURS: &[u64] = &[24, 2, 72, 168];
+/// The lifetimes the form offers (the default first): hours, and how to
+/// say them.
+const VALID_FOR: &[(u64, T, u64)] = &[
+    (24, T::DaysN, 1),
+    (2, T::HoursN, 2),
+    (72, T::DaysN, 3),
+    (168, T::DaysN, 7),
+];
 
 /// `GET /enrol`.
 pub async fn enrol_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
@@ -84,8 +90,8 @@ async fn render(
                 label {
                     (T::EnrolValidFor.get(lang))
                     select name="hours" {
-                        @for h in VALID_FOR_HOURS {
-                            option value=(h) { (hours_text(lang, *h)) }
+                        @for (hours, unit, n) in VALID_FOR {
+                            option value=(hours) { (unit.with_n(lang, n)) }
                         }
                     }
                 }
@@ -136,14 +142,6 @@ fn unit_text(tree: &OrgTree, code: &str) -> String {
     match tree.get(code) {
         Some(u) => format!("{} ({code})", u.name),
         None => code.to_string(),
-    }
-}
-
-fn hours_text(lang: Lang, hours: u64) -> String {
-    if hours % 24 == 0 {
-        T::DaysN.with_n(lang, hours / 24)
-    } else {
-        T::HoursN.with_n(lang, hours)
     }
 }
 

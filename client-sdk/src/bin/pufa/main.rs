@@ -686,7 +686,16 @@ async fn whoami(http: &HttpTransport, server: &str, token: &str, lang: Lang) -> 
         }
         s => return Err(Fail::new(6, format!("{server}/v1/whoami: HTTP {s}"))),
     }
-    serde_json::from_slice(&resp.body).map_err(|e| Fail::new(6, format!("unreadable whoami: {e}")))
+    let who: WhoAmI = serde_json::from_slice(&resp.body)
+        .map_err(|e| Fail::new(6, format!("unreadable whoami: {e}")))?;
+    if who.username.is_some() {
+        // A person's sign-in session acts as them but cannot sync.
+        return Err(Fail::invalid(lang.t(
+            "这是个人登录会话的令牌，不是设备令牌；请使用登记码（--code）或管理员签发的设备令牌",
+            "this is a person's sign-in session, not a device token: use an enrolment code (--code) or a device token from an admin",
+        )));
+    }
+    Ok(who)
 }
 
 /// Exchanges an enrolment code for a new device's token (`POST /v1/enroll`).
