@@ -74,7 +74,7 @@ button{cursor:pointer}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
 .login{max-width:26rem;margin:2rem auto}
 .login input[type=password],.login input[type=text]{width:100%}
-.login details{margin-top:1rem}
+.login .token-login{margin-top:1.2rem;padding-top:.6rem;border-top:1px solid var(--line)}
 .code{font:700 2.6rem/1.3 ui-monospace,Menlo,Consolas,monospace;letter-spacing:.18em;margin:.4rem 0;user-select:all}
 form.enrol{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}
 form.enrol label{display:flex;flex-direction:column;font-size:.9rem}

@@ -314,8 +314,10 @@ fn login_markup(lang: Lang, problem: Option<maud::Markup>, username: &str) -> ma
                 }
                 button type="submit" { (T::SignIn.get(lang)) }
             }
-            details.token-login {
-                summary { (T::SignInWithToken.get(lang)) }
+            // Beside, not folded away: scripts, the demo and the browser
+            // test sign in with a token, and an admin may have only one.
+            div.token-login {
+                p.muted { (T::SignInWithToken.get(lang)) }
                 form #token-login method="post" action="/login" {
                     p {
                         label for="token" { (T::Token.get(lang)) }
