@@ -92,6 +92,10 @@ pub struct WhoAmI {
     pub role: Role,
     pub org_unit: Option<String>,
     pub label: String,
+    /// Present only for a person's sign-in session (addition): then
+    /// `device_id` is the account's id, and the session cannot sync.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
 }
 
 /// The type of an org unit (§4).
@@ -417,6 +421,141 @@ pub struct RejectionView {
     pub received_ms: u64,
     pub mutation: Value,
     pub error: ErrorObject,
+}
+
+// People and enrolment codes (server additions, docs/protocol.md §17) -------
+
+/// `POST /v1/admin/accounts`: a person who signs in with a password.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct AccountRequest {
+    pub username: String,
+    pub password: String,
+    /// `coordinator` or `admin`.
+    pub role: Role,
+    #[serde(default)]
+    pub org_unit: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// `PATCH /v1/admin/accounts/{username}`: absent keys stay as they are.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AccountPatch {
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub disabled: Option<bool>,
+    #[serde(default)]
+    pub role: Option<Role>,
+    #[serde(default)]
+    pub org_unit: Option<String>,
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+// Passwords never reach a log through `{:?}`.
+impl std::fmt::Debug for AccountRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountRequest")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("org_unit", &self.org_unit)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for AccountPatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccountPatch")
+            .field("password", &self.password.as_ref().map(|_| "…"))
+            .field("disabled", &self.disabled)
+            .field("role", &self.role)
+            .field("org_unit", &self.org_unit)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An account as listed: never its password hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AccountView {
+    pub username: String,
+    pub display_name: Option<String>,
+    pub role: Role,
+    pub org_unit: Option<String>,
+    pub disabled: bool,
+    pub created_ms: u64,
+}
+
+/// `POST /v1/sessions`: sign in.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct SignInRequest {
+    pub username: String,
+    pub password: String,
+}
+
+impl std::fmt::Debug for SignInRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SignInRequest")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// `POST /v1/sessions` answer (201): a bearer token for this person.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SessionIssued {
+    pub token: String,
+    pub expires_ms: u64,
+    pub role: Role,
+    pub org_unit: Option<String>,
+    pub username: String,
+}
+
+/// `POST /v1/enrollment-codes`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeRequest {
+    /// `field`, or (admins only) `coordinator`.
+    pub role: Role,
+    pub org_unit: String,
+    #[serde(default)]
+    pub label: Option<String>,
+    /// How long the code stays usable; default one day, at most seven.
+    #[serde(default)]
+    pub ttl_secs: Option<u64>,
+}
+
+/// `POST /v1/enrollment-codes` answer (201): the code is shown only here.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeIssued {
+    pub id: Uuid,
+    /// `XXXX-XXXX`.
+    pub code: String,
+    pub expires_ms: u64,
+    pub role: Role,
+    pub org_unit: String,
+    pub label: String,
+}
+
+/// An unused enrolment code as listed (without the code itself).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CodeView {
+    pub id: Uuid,
+    pub role: Role,
+    pub org_unit: String,
+    pub label: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    /// Who made it: a username, or a device's label.
+    pub created_by: String,
+}
+
+/// `POST /v1/enroll` (no token): a code becomes a device token, answered
+/// as [`TokenIssued`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrollRequest {
+    pub code: String,
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 #[cfg(test)]

@@ -10,6 +10,10 @@ use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, YearFigures};
 use pufa_core::schema::Kind;
 use pufa_core::wire::{
+    AccountPatch, AccountRequest, AccountView, CodeIssued, CodeRequest, CodeView, EnrollRequest,
+    SessionIssued, SignInRequest,
+};
+use pufa_core::wire::{
     ChecksumResponse, ConflictView, DeviceReport, DeviceView, Health, Mutation, OrgUnit,
     PullResponse, PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued,
     TokenRequest, TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
@@ -19,11 +23,13 @@ use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::auth;
+use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::export;
-use crate::extract::{parse_at, ApiJson, Caller, Params};
+use crate::extract::{parse_at, ApiJson, Caller, DeviceCaller, Params, Signed};
 use crate::store::{Device, PushInput, RecordQuery, ResolveOutcome};
 use crate::AppState;
+use crate::{enrol, people};
 
 /// Longest `device.app_version` in a push, in characters.
 pub const APP_VERSION_CHARS_MAX: usize = 100;
@@ -55,12 +61,18 @@ pub async fn health() -> Json<Health> {
     })
 }
 
-pub async fn whoami(Caller(d): Caller) -> Json<WhoAmI> {
+pub async fn whoami(Signed(who): Signed) -> Json<WhoAmI> {
+    let username = match &who {
+        Principal::Session { username, .. } => Some(username.clone()),
+        Principal::Device(_) => None,
+    };
+    let d = who.into_acting();
     Json(WhoAmI {
         device_id: d.id,
         role: d.role,
         org_unit: d.org_unit,
         label: d.label,
+        username,
     })
 }
 
@@ -128,7 +140,7 @@ pub struct PushBody {
 
 pub async fn push(
     State(s): State<AppState>,
-    Caller(d): Caller,
+    DeviceCaller(d): DeviceCaller,
     ApiJson(body): ApiJson<PushBody>,
 ) -> ApiResult<Json<PushResponse>> {
     let mut mutations = Vec::with_capacity(body.mutations.len());
@@ -176,7 +188,7 @@ pub async fn push(
 
 pub async fn pull(
     State(s): State<AppState>,
-    Caller(d): Caller,
+    DeviceCaller(d): DeviceCaller,
     q: Params,
 ) -> ApiResult<Json<PullResponse>> {
     let since = q.u64("since")?.unwrap_or(0);
@@ -195,7 +207,7 @@ pub async fn pull(
 
 pub async fn checksum(
     State(s): State<AppState>,
-    Caller(d): Caller,
+    DeviceCaller(d): DeviceCaller,
 ) -> ApiResult<Json<ChecksumResponse>> {
     let c = s.store.checksum(&d.scope()).await?;
     Ok(Json(ChecksumResponse {
@@ -576,6 +588,83 @@ pub async fn rejections(
     let scope = auth::narrow(&d, &s.store.org_tree(), q.get("org"))?;
     let limit = q.limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
     Ok(Json(s.store.rejections(scope, limit).await?))
+}
+
+// People and enrolment codes (additions) ---------------------------------
+
+pub async fn create_account(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    ApiJson(req): ApiJson<AccountRequest>,
+) -> ApiResult<Created<AccountView>> {
+    Ok(Created(people::create_account(&s, &d, req).await?))
+}
+
+pub async fn accounts(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<Vec<AccountView>>> {
+    let limit = q.limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    Ok(Json(people::accounts(&s, &d, limit).await?))
+}
+
+pub async fn change_account(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    Path(username): Path<String>,
+    ApiJson(patch): ApiJson<AccountPatch>,
+) -> ApiResult<Json<AccountView>> {
+    Ok(Json(
+        people::change_account(&s, &d, &username, patch).await?,
+    ))
+}
+
+pub async fn sign_in(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<SignInRequest>,
+) -> ApiResult<Created<SessionIssued>> {
+    Ok(Created(
+        people::sign_in(&s, &req.username, req.password).await?,
+    ))
+}
+
+pub async fn sign_out(State(s): State<AppState>, Signed(who): Signed) -> ApiResult<NoContent> {
+    people::sign_out(&s, &who).await?;
+    Ok(NoContent)
+}
+
+pub async fn create_code(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    ApiJson(req): ApiJson<CodeRequest>,
+) -> ApiResult<Created<CodeIssued>> {
+    Ok(Created(enrol::create(&s, &d, req).await?))
+}
+
+pub async fn codes(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<Vec<CodeView>>> {
+    let limit = q.limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX)?;
+    Ok(Json(enrol::list(&s, &d, q.get("org"), limit).await?))
+}
+
+pub async fn withdraw_code(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    Path(id): Path<String>,
+) -> ApiResult<NoContent> {
+    enrol::withdraw(&s, &d, path_uuid(&id)?).await?;
+    Ok(NoContent)
+}
+
+pub async fn enroll(
+    State(s): State<AppState>,
+    ApiJson(req): ApiJson<EnrollRequest>,
+) -> ApiResult<Created<TokenIssued>> {
+    Ok(Created(enrol::redeem(&s, req).await?))
 }
 
 pub async fn not_found() -> ApiError {

@@ -1,5 +1,9 @@
 //! Tokens, roles and scopes (§3): secrets, their hashes, who may do what,
 //! and how an `org` parameter narrows a caller's scope.
+//!
+//! A bearer token is a device's, or a person's sign-in session
+//! ([`Principal`]); both act through a [`Device`] with a role and a unit,
+//! so role and scope checks are the same for both.
 
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::schema::{RejectCode, Rejection};
@@ -10,6 +14,51 @@ use crate::config::IdSource;
 use crate::error::ApiError;
 use crate::store::{Device, TokenHash};
 use crate::AppState;
+
+/// Who a bearer token belongs to.
+#[derive(Clone, Debug)]
+pub enum Principal {
+    /// A device's token (field device, coordinator's or admin's device).
+    Device(Device),
+    /// A person's sign-in session: acts as `acting` (the account's id,
+    /// role, unit and name) but is not a device, so it cannot sync.
+    Session {
+        acting: Device,
+        username: String,
+        hash: TokenHash,
+    },
+}
+
+impl Principal {
+    /// The device this principal acts as.
+    pub fn acting(&self) -> &Device {
+        match self {
+            Principal::Device(d) | Principal::Session { acting: d, .. } => d,
+        }
+    }
+
+    pub fn into_acting(self) -> Device {
+        match self {
+            Principal::Device(d) | Principal::Session { acting: d, .. } => d,
+        }
+    }
+}
+
+/// The principal of a bearer token: a device's token first, then a live
+/// session; `None` for anything else.
+///
+/// # Errors
+/// Storage failures.
+pub async fn authenticate(
+    state: &AppState,
+    token: &str,
+) -> Result<Option<Principal>, crate::store::StoreError> {
+    let hash = hash_token(token);
+    if let Some(d) = state.store.authenticate(hash).await? {
+        return Ok(Some(Principal::Device(d)));
+    }
+    crate::people::session_principal(state, hash).await
+}
 
 /// Longest device label, in characters.
 pub const LABEL_CHARS_MAX: usize = 200;

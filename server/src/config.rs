@@ -138,6 +138,8 @@ pub struct Config {
     pub request_timeout: Duration,
     /// How many rejected mutations to keep.
     pub rejections_kept: u64,
+    /// Failed `/v1/enroll` attempts, server-wide.
+    pub enrol_failures: crate::limits::RateLimit,
     /// Per bearer token; `None`: off.
     pub token_rate: Option<crate::limits::RateLimit>,
     /// Per client IP; off unless configured.
@@ -158,6 +160,10 @@ impl Config {
             cache_bytes: CACHE_MB_DEFAULT * 1024 * 1024,
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS_DEFAULT),
             rejections_kept: REJECTIONS_KEPT,
+            enrol_failures: crate::limits::RateLimit {
+                per_sec: crate::limits::ENROLL_FAILURES_PER_SEC_DEFAULT,
+                burst: crate::limits::ENROLL_FAILURES_BURST_DEFAULT,
+            },
             token_rate: Some(crate::limits::RateLimit {
                 per_sec: crate::limits::TOKEN_RATE_PER_SEC_DEFAULT,
                 burst: crate::limits::TOKEN_BURST_DEFAULT,

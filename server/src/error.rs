@@ -55,6 +55,15 @@ pub enum ApiError {
     /// An export too large for its format (XLSX is built in memory).
     #[error("this export has {rows} rows, more than the {max} an XLSX export holds; download CSV instead")]
     ExportTooLarge { rows: usize, max: usize },
+    /// Too many failed sign-ins for one username: retry after the seconds.
+    #[error("too many failed sign-ins for this username; try again in {} min", .0.div_ceil(60))]
+    SignInLocked(u64),
+    /// A name that must be unique is taken (an account's username).
+    #[error("{message}")]
+    AlreadyExists {
+        message: String,
+        field: Option<String>,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -103,6 +112,10 @@ impl ApiError {
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            SignInLocked(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
+            AlreadyExists { field, .. } => {
+                (StatusCode::CONFLICT, "already_exists", field.as_deref())
+            }
         }
     }
 }
@@ -132,7 +145,7 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(body)).into_response();
         let retry_after = match self {
             ApiError::Unavailable(_) | ApiError::Timeout(_) => Some(1),
-            ApiError::RateLimited(secs) => Some(secs),
+            ApiError::RateLimited(secs) | ApiError::SignInLocked(secs) => Some(secs),
             _ => None,
         };
         if let Some(secs) = retry_after {

@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::StatusCode;
 use serde::de::DeserializeOwned;
 
-use crate::auth;
+use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::store::Device;
 use crate::AppState;
@@ -67,31 +67,68 @@ pub fn parse_at<T: DeserializeOwned>(prefix: &str, text: &str) -> Result<T, ApiE
     })
 }
 
-/// The authenticated device behind `Authorization: Bearer <token>`.
+/// The bearer token of a request.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .ok_or_else(|| ApiError::Unauthorized("missing Authorization: Bearer <token>".into()))?;
+    header
+        .to_str()
+        .ok()
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| {
+            ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
+        })
+}
+
+/// Whoever is behind `Authorization: Bearer <token>`: a device, or a
+/// person's sign-in session.
+pub struct Signed(pub Principal);
+
+impl FromRequestParts<AppState> for Signed {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let token = bearer(parts)?;
+        match auth::authenticate(state, token).await? {
+            Some(p) => Ok(Signed(p)),
+            None => Err(ApiError::Unauthorized(
+                "unknown, revoked or expired token".into(),
+            )),
+        }
+    }
+}
+
+/// The device a caller acts as: a device's own, or for a sign-in session
+/// the person's role and unit.
 pub struct Caller(pub Device);
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let header = parts
-            .headers
-            .get(axum::http::header::AUTHORIZATION)
-            .ok_or_else(|| {
-                ApiError::Unauthorized("missing Authorization: Bearer <token>".into())
-            })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-            .ok_or_else(|| {
-                ApiError::Unauthorized("the Authorization header must be Bearer <token>".into())
-            })?;
-        match state.store.authenticate(auth::hash_token(token)).await? {
-            Some(d) => Ok(Caller(d)),
-            None => Err(ApiError::Unauthorized("unknown or revoked token".into())),
+        let Signed(p) = Signed::from_request_parts(parts, state).await?;
+        Ok(Caller(p.into_acting()))
+    }
+}
+
+/// A device's own token: what push, pull and checksum need. A person's
+/// sign-in session is `forbidden` there (it has no outbox, no cursor, and
+/// must not appear as a device).
+pub struct DeviceCaller(pub Device);
+
+impl FromRequestParts<AppState> for DeviceCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        match Signed::from_request_parts(parts, state).await?.0 {
+            Principal::Device(d) => Ok(DeviceCaller(d)),
+            Principal::Session { .. } => Err(ApiError::Forbidden(
+                "a sign-in session cannot push, pull or checksum: sync with a device token".into(),
+            )),
         }
     }
 }

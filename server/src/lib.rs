@@ -8,6 +8,8 @@
 //!
 //! - [`api`]: handlers. [`auth`]: tokens, roles, scopes. [`extract`]:
 //!   extractors with contract errors. [`error`]: `ApiError`.
+//! - [`people`]: coordinators' and admins' accounts and sign-in sessions.
+//!   [`enrol`]: enrolment codes for field devices.
 //! - [`store`]: the storage trait and its sled implementation.
 //! - [`config`]: configuration, clock and id sources.
 //! - [`dashboard`]: the coordinators' HTML pages at `/`.
@@ -19,10 +21,12 @@ pub mod auth;
 pub mod config;
 pub mod dashboard;
 pub mod demo;
+pub mod enrol;
 pub mod error;
 pub mod export;
 pub mod extract;
 pub mod limits;
+pub mod people;
 pub mod store;
 
 use std::future::Future;
@@ -34,7 +38,7 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use pufa_core::wire::Role;
 use tokio::net::TcpListener;
@@ -86,6 +90,19 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/annual", get(api::annual_report))
         .route("/v1/records", get(api::records))
         .route("/v1/exports/{file}", get(api::export))
+        .route(
+            "/v1/admin/accounts",
+            post(api::create_account).get(api::accounts),
+        )
+        .route("/v1/admin/accounts/{username}", patch(api::change_account))
+        .route("/v1/sessions", post(api::sign_in))
+        .route("/v1/sessions/current", delete(api::sign_out))
+        .route(
+            "/v1/enrollment-codes",
+            post(api::create_code).get(api::codes),
+        )
+        .route("/v1/enrollment-codes/{id}", delete(api::withdraw_code))
+        .route("/v1/enroll", post(api::enroll))
         .merge(dashboard::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
@@ -131,6 +148,7 @@ pub async fn open(config: Config) -> Result<AppState, RunError> {
         tokens: config.token_rate.map(limits::Buckets::new),
         ips: config.ip_rate.map(limits::Buckets::new),
         trust_proxy: config.trust_proxy,
+        people: people::Guards::new(config.enrol_failures),
     });
     let state = AppState {
         store: Arc::new(store),

@@ -29,6 +29,11 @@ pub struct RateLimit {
 /// the benchmark send, so that only a runaway loop meets it.
 pub const TOKEN_RATE_PER_SEC_DEFAULT: f64 = 1000.0;
 pub const TOKEN_BURST_DEFAULT: f64 = 5000.0;
+/// Failed `/v1/enroll` attempts allowed server-wide per second, sustained,
+/// and in a burst: with 31^8 possible codes this keeps guessing one of a
+/// few open codes hopeless, while a room enrolling phones never meets it.
+pub const ENROLL_FAILURES_PER_SEC_DEFAULT: f64 = 10.0;
+pub const ENROLL_FAILURES_BURST_DEFAULT: f64 = 50.0;
 /// Most keys remembered per limiter; past it, idle (full) buckets are
 /// forgotten.
 pub const LIMITER_KEYS_MAX: usize = 100_000;
@@ -51,6 +56,24 @@ impl<K: Hash + Eq + Copy> Buckets<K> {
         Buckets {
             limit,
             map: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Whether `key`'s bucket has a request left, without taking it;
+    /// `Err(wait)` when it is empty.
+    pub fn check(&self, key: K, now: Instant) -> Result<(), Duration> {
+        let RateLimit { per_sec, burst } = self.limit;
+        let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(b) = map.get(&key) else {
+            return Ok(());
+        };
+        let level = (b.level + now.duration_since(b.at).as_secs_f64() * per_sec).min(burst);
+        if level >= 1.0 {
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64(
+                (1.0 - level) / per_sec.max(f64::MIN_POSITIVE),
+            ))
         }
     }
 
@@ -84,6 +107,8 @@ pub struct Limiters {
     pub tokens: Option<Buckets<[u8; 32]>>,
     pub ips: Option<Buckets<IpAddr>>,
     pub trust_proxy: bool,
+    /// Sign-in lockout, password hashing slots, enrolment failures.
+    pub people: crate::people::Guards,
 }
 
 fn client_ip(req: &Request, trust_proxy: bool) -> Option<IpAddr> {

@@ -62,6 +62,23 @@ enum Cmd {
     /// the restore, pull again from 0 and push what the server lacks. Run it
     /// with the server stopped, after copying the backup into --data.
     NewStoreId,
+    /// Create a person's account (a coordinator or an admin), e.g. the first
+    /// admin, in a stopped server's data dir. The password is read from
+    /// PUFA_PASSWORD, else from the first line of standard input. On a
+    /// running server use POST /v1/admin/accounts instead.
+    AddAccount {
+        #[arg(long)]
+        username: String,
+        /// coordinator or admin
+        #[arg(long)]
+        role: String,
+        /// The unit a coordinator works for (required for coordinators).
+        #[arg(long)]
+        org_unit: Option<String>,
+        /// The name shown on the dashboard.
+        #[arg(long)]
+        display_name: Option<String>,
+    },
     /// Serve a demo: 迎泽区's year 2020, made by simulated field devices.
     ///
     /// On an empty data dir, first fill it with a year (2020) of 迎泽区's
@@ -144,6 +161,15 @@ async fn serve_main() -> ExitCode {
             }
         };
     }
+    if let Some(Cmd::AddAccount {
+        username,
+        role,
+        org_unit,
+        display_name,
+    }) = &args.command
+    {
+        return add_account(config, username, role, org_unit, display_name).await;
+    }
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {
@@ -184,6 +210,62 @@ async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> E
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("pufa-server demo: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn add_account(
+    config: Config,
+    username: &str,
+    role: &str,
+    org_unit: &Option<String>,
+    display_name: &Option<String>,
+) -> ExitCode {
+    let role = match role {
+        "coordinator" => pufa_core::wire::Role::Coordinator,
+        "admin" => pufa_core::wire::Role::Admin,
+        other => {
+            eprintln!(
+                "pufa-server add-account: --role must be coordinator or admin, not {other:?}"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let password = match std::env::var("PUFA_PASSWORD") {
+        Ok(p) => p,
+        Err(_) => {
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprintln!("password for {username} (typed text is shown; end with Enter):");
+            }
+            let mut line = String::new();
+            if let Err(e) = std::io::stdin().read_line(&mut line) {
+                eprintln!("pufa-server add-account: cannot read the password: {e}");
+                return ExitCode::FAILURE;
+            }
+            line.trim_end_matches(['\r', '\n']).to_string()
+        }
+    };
+    let req = pufa_core::wire::AccountRequest {
+        username: username.to_string(),
+        password,
+        role,
+        org_unit: org_unit.clone(),
+        display_name: display_name.clone(),
+    };
+    let data = config.data_dir.clone();
+    match pufa_server::people::add_account_offline(config, req).await {
+        Ok(view) => {
+            println!(
+                "created {} account {:?} in {}",
+                view.role.as_str(),
+                view.username,
+                data.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pufa-server add-account: {e}");
             ExitCode::FAILURE
         }
     }

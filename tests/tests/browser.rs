@@ -79,7 +79,11 @@ async fn a_coordinator_finds_the_2020_figures_in_a_browser() {
     browser.screenshot(&shots.join("login.png")).await.unwrap();
     let token = browser.find("input[name=token]").await.unwrap();
     browser.type_into(&token, &district).await.unwrap();
-    let submit = browser.find("form button[type=submit]").await.unwrap();
+    // The token form sits below the username-and-password form.
+    let submit = browser
+        .find("#token-login button[type=submit]")
+        .await
+        .unwrap();
     browser.click_and_wait(&submit).await.unwrap();
 
     // The overview opens on 2020, the latest year with data.

@@ -11,7 +11,10 @@
 //! 4. a revoked token: `sync` exits 4 and keeps the pending edit;
 //! 5. the documented exit codes, `export` as CSV (with BOM) and JSON, and a
 //!    Chinese message;
-//! 6. the prompts of `lecture add` in a pseudo-terminal (tmux).
+//! 6. the prompts of `lecture add` in a pseudo-terminal (tmux);
+//! 7. the first admin made with `pufa-server add-account`, who signs in,
+//!    makes an enrolment code, and `pufa enroll --code` with it (and the
+//!    refusal to re-enrol a device with unsent edits without `--force`).
 //!
 //! The binaries are built once per test run with
 //! `cargo build -p pufa-server --bin pufa-server -p pufa-client --bin pufa`
@@ -886,6 +889,179 @@ fn a_revoked_device_re_enrols_in_place_and_keeps_its_edits() {
     // `enroll` synced: the edit made while revoked reached the server.
     assert_eq!(st["pending"], json!(0), "{st}");
     assert_eq!(server.pull_all().len(), 1);
+}
+
+/// `pufa-server --data DIR add-account …` with the password in
+/// PUFA_PASSWORD: `(exit code, stdout + stderr)`.
+fn add_account(dir: &Path, args: &[&str], password: &str) -> (i32, String) {
+    let out = Command::new(pufa_tests::bin_dir().join("pufa-server"))
+        .args(["--data", dir.to_str().unwrap(), "add-account"])
+        .args(args)
+        .env("PUFA_PASSWORD", password)
+        .env("NO_COLOR", "1")
+        .env_remove("PUFA_DATA")
+        .stdin(Stdio::null())
+        .output()
+        .expect("pufa-server runs");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn the_first_admin_signs_in_and_a_code_enrols_the_cli() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("server");
+    let password = "一个足够长的管理员密码啊";
+    let (code, out) = add_account(&data, &["--username", "root", "--role", "admin"], password);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("created admin account \"root\""), "{out}");
+    let server = Server::start(&data);
+    // The store is the running server's: a second add-account is refused.
+    let (code, out) = add_account(&data, &["--username", "li", "--role", "admin"], password);
+    assert_eq!(code, 1, "{out}");
+    server.setup_tree();
+
+    let (st, v) = api(
+        &server.url(),
+        reqwest::Method::POST,
+        "/v1/sessions",
+        "",
+        Some(json!({"username": "root", "password": password})),
+    );
+    assert_eq!(st, 201, "{v}");
+    let root = v["token"].as_str().unwrap().to_string();
+    let new_code = |org: &str| {
+        let body = json!({"role": "field", "org_unit": org, "label": "一一社区 手机"});
+        let (st, v) = api(
+            &server.url(),
+            reqwest::Method::POST,
+            "/v1/enrollment-codes",
+            &root,
+            Some(body),
+        );
+        assert_eq!(st, 201, "{v}");
+        v["code"].as_str().unwrap().to_string()
+    };
+
+    let dev = Device::new(tmp.path(), "dev");
+    let first = new_code("c11");
+    // Typed as a person types it from a screen: lower case, no dash.
+    let typed = first.to_lowercase().replace('-', "");
+    let r = dev
+        .run(&[
+            "enroll",
+            "--server",
+            &server.url(),
+            "--code",
+            &typed,
+            "--label",
+            "王芳的手机",
+        ])
+        .ok();
+    assert!(r.stdout.contains("enrolled device"), "{r}");
+    let st = dev.status();
+    assert_eq!(st["org_unit"], json!("c11"), "{st}");
+    let first_device = st["device_id"].clone();
+    let listed = server.admin(reqwest::Method::GET, "/v1/devices", None).1;
+    let me = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["device_id"] == first_device)
+        .expect("the enrolled device is listed");
+    assert_eq!(me["label"], "王芳的手机");
+
+    // A used code: exit 4, nothing changed.
+    let before = std::fs::read(dev.data.join("device.json")).unwrap();
+    let r = dev.run(&["enroll", "--server", &server.url(), "--code", &first]);
+    assert_eq!(r.code, 4, "{r}");
+    assert!(
+        r.stderr.contains("invalid or expired enrolment code"),
+        "{r}"
+    );
+    assert_eq!(std::fs::read(dev.data.join("device.json")).unwrap(), before);
+
+    // An edit made offline is pending: a new code is refused without
+    // --force, before the code is spent.
+    let server_url = server.url();
+    dev.run(&[
+        "lecture",
+        "add",
+        "--org",
+        "c11",
+        "--held-on",
+        "2020-05-04",
+        "--title",
+        "民法典",
+        "--attendees",
+        "12",
+        "--no-input",
+    ])
+    .ok();
+    let second = new_code("c11");
+    let r = dev.run(&["enroll", "--server", &server_url, "--code", &second]);
+    assert_eq!(r.code, 2, "{r}");
+    assert!(
+        r.stderr.contains("--force") && r.stderr.contains("1 pending"),
+        "{r}"
+    );
+    assert_eq!(std::fs::read(dev.data.join("device.json")).unwrap(), before);
+    assert_eq!(dev.status()["pending"], json!(1));
+
+    // Synced, the same code re-enrols it as a new device with a fresh store;
+    // the old store is kept aside.
+    dev.run(&["sync"]).ok();
+    let r = dev
+        .run(&["enroll", "--server", &server_url, "--code", &second])
+        .ok();
+    let aside = dev
+        .data
+        .join(format!("store.{}", first_device.as_str().unwrap()));
+    assert!(aside.is_dir(), "old store kept at {}: {r}", aside.display());
+    let st = dev.status();
+    assert_ne!(st["device_id"], first_device, "{st}");
+    assert_eq!(st["pending"], json!(0), "{st}");
+    // The new device pulled the lecture the old one pushed.
+    assert_eq!(dev.list().len(), 1);
+
+    // --force: enrolled anyway while an edit is pending; it stays in the
+    // store set aside.
+    dev.run(&[
+        "lecture",
+        "add",
+        "--org",
+        "c11",
+        "--held-on",
+        "2020-05-05",
+        "--title",
+        "宪法",
+        "--attendees",
+        "8",
+        "--no-input",
+    ])
+    .ok();
+    let second_device = dev.status()["device_id"].clone();
+    let third = new_code("c11");
+    dev.run(&[
+        "enroll",
+        "--server",
+        &server_url,
+        "--code",
+        &third,
+        "--force",
+    ])
+    .ok();
+    assert!(dev
+        .data
+        .join(format!("store.{}", second_device.as_str().unwrap()))
+        .is_dir());
+    assert_eq!(dev.status()["pending"], json!(0));
+    assert_eq!(
+        server.pull_all().len(),
+        1,
+        "the forced-aside edit was not pushed"
+    );
 }
 
 // --------------------------------------------------------- prompts in tmux

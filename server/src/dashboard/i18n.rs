@@ -85,8 +85,8 @@ texts! {
     SignOut => "退出登录", "Sign out";
     SignedInAs => "当前用户", "Signed in as";
     Token => "令牌", "Token";
-    LoginIntro => "请使用协调员或管理员令牌登录。外勤设备的令牌不能登录看板。",
-        "Sign in with a coordinator or admin token. Field-device tokens cannot sign in here.";
+    LoginIntro => "请使用您的用户名和密码登录，或使用协调员或管理员令牌登录。外勤设备的令牌不能登录看板。",
+        "Sign in with your username and password, or with a coordinator or admin token. Field-device tokens cannot sign in here.";
     LoginEmpty => "请输入令牌。", "Enter a token.";
     LoginUnknown => "令牌无效或已被吊销。", "This token is unknown or has been revoked.";
     LoginFieldToken => "这是外勤设备的令牌，不能登录看板。请使用协调员或管理员令牌。",
@@ -247,6 +247,36 @@ texts! {
     NoRecords => "没有符合条件的记录。", "No records match.";
     NextPage => "下一页 →", "Next page →";
     ExportTooLarge => "数据过多，无法生成 XLSX，请下载 CSV。", "Too many rows for XLSX; download the CSV instead.";
+
+    Username => "用户名", "Username";
+    Password => "密码", "Password";
+    SignInWithToken => "或使用令牌登录", "Or sign in with a token";
+    LoginPasswordEmpty => "请输入用户名和密码。", "Enter your username and password.";
+    LoginWrongPassword => "用户名或密码不正确。", "Wrong username or password.";
+    LoginLocked => "该用户名登录失败次数过多，已暂时锁定。请 {n} 分钟后再试，或请管理员重设密码。",
+        "Too many failed sign-ins for this username: it is locked for now. Try again in {n} minutes, or ask an admin to reset the password.";
+    LoginDisabled => "该账号已停用，请联系管理员。", "This account is disabled; ask an admin.";
+
+    NavEnrol => "设备登记", "Enrol a device";
+    EnrolIntro => "为外勤设备生成一次性登记码。在设备上运行 pufa enroll --server 服务器地址 --code 登记码（或在应用中输入），设备即绑定到所选单位。登记码只能使用一次，过期自动失效。",
+        "Make a one-time enrolment code for a field device. On the device, run pufa enroll --server SERVER --code CODE (or type it into the app): the device is then bound to the chosen unit. A code works once and stops working when it expires.";
+    EnrolNew => "生成登记码", "Make a code";
+    EnrolValidFor => "有效期", "Valid for";
+    EnrolLabel => "设备名称（可选）", "Device name (optional)";
+    EnrolDeviceRole => "设备角色", "Device role";
+    EnrolCode => "登记码", "Enrolment code";
+    EnrolCodeHint => "请将此码告知设备使用人（可读出）。此码只显示这一次。", "Read this code out to the person with the device. It is shown only this once.";
+    EnrolExpires => "失效时间", "Expires";
+    EnrolOpen => "未使用的登记码", "Unused codes";
+    EnrolNone => "没有未使用的登记码。", "No unused codes.";
+    EnrolCreatedBy => "创建人", "Made by";
+    EnrolWithdraw => "撤回", "Withdraw";
+    EnrolWithdrawn => "登记码已撤回。", "The code is withdrawn.";
+    EnrolGone => "该登记码已使用、已撤回或不在您的管理范围内。", "That code is used, withdrawn, or outside your scope.";
+    EnrolLabelTooLong => "设备名称过长。", "The device name is too long.";
+    EnrolCoordinatorOnly => "协调员只能为外勤设备生成登记码。", "Coordinators make codes for field devices only.";
+    HoursN => "{n} 小时", "{n} hours";
+    DaysN => "{n} 天", "{n} days";
 }
 
 impl T {

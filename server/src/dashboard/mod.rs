@@ -12,7 +12,8 @@
 //!   types, formatters.
 //! - [`i18n`]: every UI text in Chinese and English.
 //! - [`overview`], [`figures`] (report, coverage, records, downloads),
-//!   [`conflicts`], [`lists`] (rejections, devices): pages.
+//!   [`conflicts`], [`lists`] (rejections, devices), [`enrol`]
+//!   (enrolment codes): pages.
 //! - [`chart`]: server-rendered SVG.
 //!
 //! A new page is a [`Section`], one line in [`NAV`] and one route in
@@ -20,6 +21,7 @@
 
 pub mod chart;
 pub mod conflicts;
+pub mod enrol;
 pub mod figures;
 pub mod i18n;
 pub mod lists;
@@ -47,6 +49,7 @@ pub enum Section {
     Conflicts,
     Rejections,
     Devices,
+    Enrol,
 }
 
 /// One menu entry.
@@ -88,6 +91,11 @@ pub const NAV: &[NavItem] = &[
         path: "/devices",
         text: T::NavDevices,
     },
+    NavItem {
+        section: Section::Enrol,
+        path: "/enrol",
+        text: T::NavEnrol,
+    },
 ];
 
 /// The dashboard's routes, merged into [`crate::router`]. Every route runs
@@ -105,6 +113,8 @@ pub fn routes() -> Router<AppState> {
         .route("/conflicts/{id}/resolve", post(conflicts::resolve))
         .route("/rejections", get(lists::rejections))
         .route("/devices", get(lists::devices))
+        .route("/enrol", get(enrol::enrol_page).post(enrol::create))
+        .route("/enrol/{id}/withdraw", post(enrol::withdraw))
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
         .route_layer(middleware::from_fn(session::with_lang))
 }

@@ -73,7 +73,12 @@ button{cursor:pointer}
 .value{font-family:ui-monospace,Menlo,Consolas,monospace;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
 .login{max-width:26rem;margin:2rem auto}
-.login input[type=password]{width:100%}
+.login input[type=password],.login input[type=text]{width:100%}
+.login .token-login{margin-top:1.2rem;padding-top:.6rem;border-top:1px solid var(--line)}
+.code{font:700 2.6rem/1.3 ui-monospace,Menlo,Consolas,monospace;letter-spacing:.18em;margin:.4rem 0;user-select:all}
+form.enrol{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}
+form.enrol label{display:flex;flex-direction:column;font-size:.9rem}
+select{font:inherit;padding:.3rem .5rem;max-width:100%}
 footer{padding:1rem;text-align:center}
 svg.chart{width:100%;height:auto;max-height:22rem}
 nav.years{display:flex;flex-wrap:wrap;gap:.3rem .6rem;align-items:center;margin:.3rem 0 .8rem}
@@ -135,6 +140,19 @@ impl Page {
             status: StatusCode::FORBIDDEN,
             markup,
         }
+    }
+
+    /// Too many attempts (a locked-out sign-in): `Retry-After` says when
+    /// to try again.
+    pub fn too_many(markup: Markup, retry_after_secs: u64) -> Response {
+        let mut resp = Page {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            markup,
+        }
+        .into_response();
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        resp
     }
 
     pub fn not_found(markup: Markup) -> Page {

@@ -1,10 +1,13 @@
 //! Signing in and out, the per-request context of a signed-in page, CSRF
 //! and Origin checks, and the language layer.
 //!
-//! A session is the coordinator's or admin's own token in an `HttpOnly`,
-//! `SameSite=Strict` cookie. It is checked with `Store::authenticate` on
-//! every request, so revoking or re-enrolling the token ends the session at
-//! once; nothing about sessions is stored. A session is a person at a
+//! The cookie (`HttpOnly`, `SameSite=Strict`) holds a bearer token: the
+//! session token of a person who signed in with a username and password
+//! (`people::sign_in`, with its lockout), or a coordinator's or admin's
+//! device token. It is checked with `auth::authenticate` on every request,
+//! so revoking a token, disabling an account, changing its password or the
+//! session expiring ends the dashboard session at once; signing out ends a
+//! password session on the server too. A session is a person at a
 //! browser, not a device: it never pulls, pushes or reports health, so the
 //! device list is not touched by it.
 //!
@@ -30,10 +33,10 @@ use sha2::{Digest, Sha256};
 
 use super::i18n::{Lang, T};
 use super::page::{notice, shell, Page, PageError};
-use crate::auth;
+use crate::auth::{self, Principal};
 use crate::error::ApiError;
-use crate::store::Device;
-use crate::AppState;
+use crate::store::{Device, TokenHash};
+use crate::{people, AppState};
 
 /// The session cookie: the token itself.
 pub const SESSION_COOKIE: &str = "pufa_session";
@@ -167,6 +170,8 @@ pub struct Ctx {
     pub path: String,
     pub query: HashMap<String, String>,
     csrf: String,
+    /// The stored session behind the cookie, for a password sign-in.
+    session: Option<TokenHash>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -178,11 +183,14 @@ impl FromRequestParts<AppState> for Ctx {
         let token = cookie(&parts.headers, SESSION_COOKIE)
             .filter(|t| !t.is_empty())
             .ok_or(PageError::SignIn)?;
-        let device = state
-            .store
-            .authenticate(auth::hash_token(token))
+        let principal = auth::authenticate(state, token)
             .await?
             .ok_or(PageError::SignIn)?;
+        let session = match &principal {
+            Principal::Session { hash, .. } => Some(*hash),
+            Principal::Device(_) => None,
+        };
+        let device = principal.into_acting();
         if device.role == Role::Field {
             // Sign-in refuses field tokens; this one was put in the cookie by hand.
             return Err(PageError::Forbidden(T::FieldSession));
@@ -193,6 +201,7 @@ impl FromRequestParts<AppState> for Ctx {
             lang,
             path: parts.uri.path().to_string(),
             query,
+            session,
         })
     }
 }
@@ -275,10 +284,15 @@ async fn read_form(req: Request, state: &AppState) -> Result<HashMap<String, Str
 
 /// `GET /login`.
 pub async fn login_page(lang: Lang) -> Page {
-    Page::ok(login_markup(lang, None))
+    Page::ok(login_markup(lang, None, ""))
 }
 
-fn login_markup(lang: Lang, problem: Option<T>) -> maud::Markup {
+/// A problem shown above the sign-in forms.
+fn problem(lang: Lang, text: T) -> maud::Markup {
+    notice(lang, false, text, None)
+}
+
+fn login_markup(lang: Lang, problem: Option<maud::Markup>, username: &str) -> maud::Markup {
     let switch = super::page::url("/login", &[("lang", lang.other().param())]);
     let header = html! {
         a href=(switch) lang=(lang.other().html_tag()) { (T::SwitchLang.get(lang)) }
@@ -286,21 +300,48 @@ fn login_markup(lang: Lang, problem: Option<T>) -> maud::Markup {
     let body = html! {
         div.box.login {
             p { (T::LoginIntro.get(lang)) }
-            @if let Some(t) = problem { (notice(lang, false, t, None)) }
-            form method="post" action="/login" {
+            @if let Some(p) = problem { (p) }
+            form #password-login method="post" action="/login" {
                 p {
-                    label for="token" { (T::Token.get(lang)) }
+                    label for="username" { (T::Username.get(lang)) }
                     br;
-                    input #token type="password" name="token" autocomplete="current-password" required autofocus;
+                    input #username type="text" name="username" value=(username) autocomplete="username" autocapitalize="none" spellcheck="false" required autofocus;
+                }
+                p {
+                    label for="password" { (T::Password.get(lang)) }
+                    br;
+                    input #password type="password" name="password" autocomplete="current-password" required;
                 }
                 button type="submit" { (T::SignIn.get(lang)) }
+            }
+            // Beside, not folded away: scripts, the demo and the browser
+            // test sign in with a token, and an admin may have only one.
+            div.token-login {
+                p.muted { (T::SignInWithToken.get(lang)) }
+                form #token-login method="post" action="/login" {
+                    p {
+                        label for="token" { (T::Token.get(lang)) }
+                        br;
+                        input #token type="password" name="token" autocomplete="off" required;
+                    }
+                    button type="submit" { (T::SignIn.get(lang)) }
+                }
             }
         }
     };
     shell(lang, T::SignIn.get(lang), header, body)
 }
 
-/// `POST /login`: a coordinator or admin token becomes the session cookie.
+fn signed_in(token: &str) -> Response {
+    let mut resp = Redirect::to("/").into_response();
+    if let Some(cookie) = session_cookie(token) {
+        resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    }
+    resp
+}
+
+/// `POST /login`: a username and password, or a coordinator's or admin's
+/// token, becomes the session cookie.
 pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Response {
     if !same_origin(req.headers(), req.uri()) {
         return PageError::Forbidden(T::CrossOrigin).into_response();
@@ -309,9 +350,14 @@ pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Respo
         Ok(f) => f,
         Err(e) => return e.into_response(),
     };
+    if let Some(username) = fields.get("username") {
+        let password = fields.get("password").cloned().unwrap_or_default();
+        return password_login(&s, lang, username.trim(), password).await;
+    }
     let token = fields.get("token").map_or("", |t| t.trim());
     if token.is_empty() {
-        return Page::invalid(login_markup(lang, Some(T::LoginEmpty))).into_response();
+        return Page::invalid(login_markup(lang, Some(problem(lang, T::LoginEmpty)), ""))
+            .into_response();
     }
     let device = if cookie_safe(token) {
         match s.store.authenticate(auth::hash_token(token)).await {
@@ -321,22 +367,55 @@ pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Respo
     } else {
         None
     };
-    match (device, session_cookie(token)) {
-        (Some(d), Some(cookie)) if d.role != Role::Field => {
-            let mut resp = Redirect::to("/").into_response();
-            resp.headers_mut().insert(header::SET_COOKIE, cookie);
-            resp
-        }
-        (Some(_), _) => {
-            Page::forbidden(login_markup(lang, Some(T::LoginFieldToken))).into_response()
-        }
-        (None, _) => Page::unauthorized(login_markup(lang, Some(T::LoginUnknown))).into_response(),
+    match device {
+        Some(d) if d.role != Role::Field && session_cookie(token).is_some() => signed_in(token),
+        Some(_) => Page::forbidden(login_markup(
+            lang,
+            Some(problem(lang, T::LoginFieldToken)),
+            "",
+        ))
+        .into_response(),
+        None => Page::unauthorized(login_markup(lang, Some(problem(lang, T::LoginUnknown)), ""))
+            .into_response(),
     }
 }
 
-/// `POST /logout`: forgets the cookie. (A session whose token stopped
-/// working is sent to sign-in by [`SignedForm`], which forgets it too.)
-pub async fn logout(_: SignedForm) -> Response {
+/// The username-and-password form: `people::sign_in`, its lockout
+/// included, and the session token into the cookie.
+async fn password_login(s: &AppState, lang: Lang, username: &str, password: String) -> Response {
+    if username.is_empty() || password.is_empty() {
+        let markup = login_markup(lang, Some(problem(lang, T::LoginPasswordEmpty)), username);
+        return Page::invalid(markup).into_response();
+    }
+    let again = |text: T| login_markup(lang, Some(problem(lang, text)), username);
+    match people::sign_in(s, username, password).await {
+        Ok(issued) => signed_in(&issued.token),
+        Err(ApiError::SignInLocked(secs)) => {
+            let text = T::LoginLocked.with_n(lang, secs.div_ceil(60));
+            let markup = login_markup(
+                lang,
+                Some(html! { p.notice.problem role="alert" { (text) } }),
+                username,
+            );
+            Page::too_many(markup, secs).into_response()
+        }
+        Err(ApiError::Unauthorized(_)) => {
+            Page::unauthorized(again(T::LoginWrongPassword)).into_response()
+        }
+        Err(ApiError::Forbidden(_)) => Page::forbidden(again(T::LoginDisabled)).into_response(),
+        Err(e) => PageError::Internal(e.to_string()).into_response(),
+    }
+}
+
+/// `POST /logout`: forgets the cookie, and ends a password session on the
+/// server. (A session whose token stopped working is sent to sign-in by
+/// [`SignedForm`], which forgets it too.)
+pub async fn logout(State(s): State<AppState>, form: SignedForm) -> Response {
+    if let Some(hash) = form.ctx.session {
+        if let Err(e) = s.store.end_session(hash).await {
+            return PageError::from(e).into_response();
+        }
+    }
     let mut resp = Redirect::to("/login").into_response();
     resp.headers_mut()
         .insert(header::SET_COOKIE, clear_session_cookie());

@@ -19,6 +19,10 @@
 //! | `p/<device:16>` | last pull time (u64) |
 //! | `n/<unit code>` | [`pufa_core::wire::OrgUnit`] |
 //! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` / `g/k<unit code>\0<year:4>` | aggregates (per unit; lectures by month, day by day; lectures by topic per year) |
+//! | `pa/<username>` | [`super::Account`]: a person who signs in |
+//! | `ps/<session token hash:32>` | [`super::Session`] |
+//! | `pc/<code id:16>` | [`super::EnrolmentCode`] |
+//! | `ph/<code hash:32>` | code id: finds a code by what is typed |
 //!
 //! Values are positional MessagePack (rmp-serde) behind one format byte;
 //! encoded types therefore never skip fields.
@@ -96,6 +100,28 @@ pub const DEVICE: &[u8] = b"d/";
 pub const PULLED: &[u8] = b"p/";
 pub const ORG_UNIT: &[u8] = b"n/";
 pub const AGG: &[u8] = b"g/";
+// People and enrolment codes: two letters, so they never share a prefix
+// with the one-letter families above.
+pub const ACCOUNT: &[u8] = b"pa/";
+pub const SESSION: &[u8] = b"ps/";
+pub const CODE: &[u8] = b"pc/";
+pub const CODE_HASH: &[u8] = b"ph/";
+
+pub fn account_key(username: &str) -> Vec<u8> {
+    key(ACCOUNT, &[username.as_bytes()])
+}
+
+pub fn session_key(hash: &[u8; 32]) -> Vec<u8> {
+    key(SESSION, &[hash])
+}
+
+pub fn code_key(id: Uuid) -> Vec<u8> {
+    key(CODE, &[id.as_bytes()])
+}
+
+pub fn code_hash_key(hash: &[u8; 32]) -> Vec<u8> {
+    key(CODE_HASH, &[hash])
+}
 
 pub fn record_key(id: Uuid) -> Vec<u8> {
     key(RECORD, &[id.as_bytes()])

@@ -16,8 +16,8 @@ use pufa_core::org::{OrgTree, OrgTreeError, Scope};
 use pufa_core::report::{Behind, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::wire::{
-    ConflictView, DeviceReport, DeviceView, Mutation, MutationResult, OrgUnit, PullEntry,
-    RecordView, RejectionView, Role, TotalsResponse,
+    AccountView, CodeView, ConflictView, DeviceReport, DeviceView, Mutation, MutationResult,
+    OrgUnit, PullEntry, RecordView, RejectionView, Role, TotalsResponse,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -139,6 +139,135 @@ pub struct RecordPage {
     pub next: Option<Uuid>,
 }
 
+/// A person who signs in with a password (a coordinator or an admin), as
+/// stored. Not a device: it never syncs.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    /// Stands for the person where an id is needed (the HLC node of a
+    /// resolution made in a session, `whoami`'s `device_id`).
+    pub id: Uuid,
+    pub username: String,
+    pub display_name: Option<String>,
+    pub role: Role,
+    /// Required for a coordinator; optional for an admin.
+    pub org_unit: Option<String>,
+    /// An argon2id PHC string; never the password.
+    pub password_hash: String,
+    pub disabled: bool,
+    pub created_ms: u64,
+    /// Sessions carry the epoch they began in; bumping it (a new password,
+    /// disabling) ends every session at once without finding them.
+    pub epoch: u64,
+}
+
+impl std::fmt::Debug for Account {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Account")
+            .field("username", &self.username)
+            .field("role", &self.role)
+            .field("org_unit", &self.org_unit)
+            .field("disabled", &self.disabled)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Account {
+    pub fn view(&self) -> AccountView {
+        AccountView {
+            username: self.username.clone(),
+            display_name: self.display_name.clone(),
+            role: self.role,
+            org_unit: self.org_unit.clone(),
+            disabled: self.disabled,
+            created_ms: self.created_ms,
+        }
+    }
+
+    /// The account with `change` applied. A new password, or disabling,
+    /// moves to the next epoch: the sessions of the old one end.
+    pub fn changed(&self, change: &AccountChange) -> Account {
+        let mut next = self.clone();
+        if let Some(hash) = &change.password_hash {
+            next.password_hash = hash.clone();
+            next.epoch += 1;
+        }
+        if let Some(disabled) = change.disabled {
+            if disabled && !self.disabled {
+                next.epoch += 1;
+            }
+            next.disabled = disabled;
+        }
+        if let Some(role) = change.role {
+            next.role = role;
+        }
+        if let Some(unit) = &change.org_unit {
+            next.org_unit = Some(unit.clone());
+        }
+        if let Some(name) = &change.display_name {
+            next.display_name = Some(name.clone());
+        }
+        next
+    }
+}
+
+/// What `PATCH /v1/admin/accounts/{username}` changes (already checked).
+#[derive(Clone, Default, PartialEq)]
+pub struct AccountChange {
+    pub password_hash: Option<String>,
+    pub disabled: Option<bool>,
+    pub role: Option<Role>,
+    pub org_unit: Option<String>,
+    pub display_name: Option<String>,
+}
+
+/// A person's sign-in session, stored under the hash of its token.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Session {
+    pub username: String,
+    /// The account's epoch when it began (see [`Account::epoch`]).
+    pub epoch: u64,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+}
+
+/// An enrolment code, stored under its id and (for redeeming) its hash.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EnrolmentCode {
+    pub id: Uuid,
+    pub code_hash: TokenHash,
+    pub role: Role,
+    pub org_unit: String,
+    pub label: String,
+    pub created_ms: u64,
+    pub expires_ms: u64,
+    pub created_by: String,
+}
+
+impl EnrolmentCode {
+    pub fn view(&self) -> CodeView {
+        CodeView {
+            id: self.id,
+            role: self.role,
+            org_unit: self.org_unit.clone(),
+            label: self.label.clone(),
+            created_ms: self.created_ms,
+            expires_ms: self.expires_ms,
+            created_by: self.created_by.clone(),
+        }
+    }
+}
+
+/// The device a redeemed code makes (the rest comes from the code).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Redemption {
+    pub device_id: Uuid,
+    pub token_hash: TokenHash,
+    /// Overrides the code's label when given.
+    pub label: Option<String>,
+    pub now_ms: u64,
+}
+
 /// Why a resolution was refused.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResolveOutcome {
@@ -234,6 +363,59 @@ pub trait Store: Send + Sync + 'static {
         scope: Scope,
         limit: usize,
     ) -> Result<Vec<RejectionView>, StoreError>;
+
+    // People and enrolment codes -------------------------------------
+
+    async fn account(&self, username: &str) -> Result<Option<Account>, StoreError>;
+
+    /// Every account, in username order, at most `limit`.
+    async fn accounts(&self, limit: usize) -> Result<Vec<Account>, StoreError>;
+
+    /// Stores a new account; `false` (and nothing written) if the username
+    /// is taken. Durable when it returns.
+    async fn create_account(&self, account: Account) -> Result<bool, StoreError>;
+
+    /// Applies `change` to an account under the writer lock (so two admins'
+    /// edits never undo each other); `None` if there is no such account.
+    async fn change_account(
+        &self,
+        username: &str,
+        change: AccountChange,
+    ) -> Result<Option<Account>, StoreError>;
+
+    /// Stores a session under its token's hash, and drops expired sessions
+    /// and, past `per_account_max`, the account's oldest ones. Durable.
+    async fn put_session(
+        &self,
+        hash: TokenHash,
+        session: Session,
+        per_account_max: usize,
+    ) -> Result<(), StoreError>;
+
+    /// The session stored under `hash` (expired or not: callers judge).
+    async fn session(&self, hash: TokenHash) -> Result<Option<Session>, StoreError>;
+
+    /// Ends a session; `false` if there was none. Durable.
+    async fn end_session(&self, hash: TokenHash) -> Result<bool, StoreError>;
+
+    /// Stores a new enrolment code, dropping expired ones. Durable.
+    async fn put_code(&self, code: EnrolmentCode, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Codes not yet used or withdrawn, expired ones included (callers
+    /// judge), in id order.
+    async fn codes(&self) -> Result<Vec<EnrolmentCode>, StoreError>;
+
+    /// Withdraws a code; `false` if there is none.
+    async fn withdraw_code(&self, id: Uuid) -> Result<bool, StoreError>;
+
+    /// Uses up the code whose hash is `hash`, if it exists and has not
+    /// expired, and creates its device, in one durable write; `None`
+    /// changes nothing. Two requests with one code: one device.
+    async fn redeem_code(
+        &self,
+        hash: TokenHash,
+        redemption: Redemption,
+    ) -> Result<Option<Device>, StoreError>;
 
     /// Makes every acknowledged write durable (shutdown).
     async fn flush(&self) -> Result<(), StoreError>;

@@ -46,6 +46,8 @@ use super::{
 };
 use crate::config::{Config, IdSource};
 
+mod people;
+
 /// Most feed entries one pull examines (in scope or not) before it answers
 /// with `has_more`, so a narrow scope cannot make one request scan for ever.
 pub const PULL_SCAN_MAX: usize = 100_000;
@@ -1213,5 +1215,69 @@ impl Store for SledStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;
         Ok(())
+    }
+
+    // People and enrolment codes: see `people.rs`.
+
+    async fn account(&self, username: &str) -> Result<Option<super::Account>, StoreError> {
+        let username = username.to_string();
+        self.blocking(move |inner| inner.account(&username)).await
+    }
+
+    async fn accounts(&self, limit: usize) -> Result<Vec<super::Account>, StoreError> {
+        self.blocking(move |inner| inner.accounts(limit)).await
+    }
+
+    async fn create_account(&self, account: super::Account) -> Result<bool, StoreError> {
+        self.write(move |inner| inner.create_account(account)).await
+    }
+
+    async fn change_account(
+        &self,
+        username: &str,
+        change: super::AccountChange,
+    ) -> Result<Option<super::Account>, StoreError> {
+        let username = username.to_string();
+        self.write(move |inner| inner.change_account(&username, change))
+            .await
+    }
+
+    async fn put_session(
+        &self,
+        hash: TokenHash,
+        session: super::Session,
+        per_account_max: usize,
+    ) -> Result<(), StoreError> {
+        self.write(move |inner| inner.put_session(hash, session, per_account_max))
+            .await
+    }
+
+    async fn session(&self, hash: TokenHash) -> Result<Option<super::Session>, StoreError> {
+        self.blocking(move |inner| inner.session(hash)).await
+    }
+
+    async fn end_session(&self, hash: TokenHash) -> Result<bool, StoreError> {
+        self.write(move |inner| inner.end_session(hash)).await
+    }
+
+    async fn put_code(&self, code: super::EnrolmentCode, now_ms: u64) -> Result<(), StoreError> {
+        self.write(move |inner| inner.put_code(code, now_ms)).await
+    }
+
+    async fn codes(&self) -> Result<Vec<super::EnrolmentCode>, StoreError> {
+        self.blocking(|inner| inner.codes()).await
+    }
+
+    async fn withdraw_code(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.write(move |inner| inner.withdraw_code(id)).await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: TokenHash,
+        redemption: super::Redemption,
+    ) -> Result<Option<Device>, StoreError> {
+        self.write(move |inner| inner.redeem_code(hash, redemption))
+            .await
     }
 }
