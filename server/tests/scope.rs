@@ -125,6 +125,17 @@ async fn world() -> World {
     let bad = lecture(&f2, &new_id(), "nowhere", "2020-05-02", 1);
     s.push_one(&f2, &bad).await;
 
+    // An open enrolment code of s2.
+    let code = s
+        .json(
+            Method::POST,
+            "/v1/enrollment-codes",
+            &c2,
+            &json!({"role": "field", "org_unit": "v3", "label": "二街道码LB"}),
+        )
+        .await
+        .expect(201);
+    let code_id = code["id"].as_str().expect("code id").to_string();
     let admin = s.admin.clone();
     let conflicts = s.get("/v1/conflicts", &admin).await.expect(200);
     let conflict_s2 = conflicts[0]["id"].as_str().expect("a conflict").to_string();
@@ -142,6 +153,8 @@ async fn world() -> World {
             "机密标题XJ".into(),
             "专属主题QZ".into(),
             "nowhere".into(),
+            "二街道码LB".into(),
+            code_id,
         ],
     };
     World {
@@ -179,6 +192,7 @@ const COORDINATOR_READS: &[&str] = &[
     "/v1/exports/library_corner.csv",
     "/v1/exports/demo_site.csv",
     "/v1/exports/totals.csv",
+    "/v1/enrollment-codes",
 ];
 
 #[tokio::test]
@@ -219,6 +233,7 @@ async fn a_street_coordinator_reads_nothing_of_another_street() {
             "/v1/records?figure=lectures",
             "/v1/exports/lecture.csv",
             "/v1/exports/totals.xlsx",
+            "/v1/enrollment-codes",
         ] {
             let sep = if base.contains('?') { '&' } else { '?' };
             let path = format!("{base}{sep}org={org}");
@@ -376,4 +391,58 @@ async fn the_dashboard_shows_a_street_coordinator_only_its_street() {
         assert_eq!(r.status, 403, "{path}");
         w.secrets.assert_absent(path, &r.body);
     }
+}
+
+#[tokio::test]
+async fn a_persons_session_has_its_accounts_scope_and_never_syncs() {
+    let w = world().await;
+    let password = "correct horse battery staple";
+    w.s.json(
+        Method::POST,
+        "/v1/admin/accounts",
+        &w.s.admin,
+        &json!({"username": "wang", "password": password, "role": "coordinator", "org_unit": "s1"}),
+    )
+    .await
+    .expect(201);
+    let signed =
+        w.s.send(
+            Method::POST,
+            "/v1/sessions",
+            None,
+            json!({"username": "wang", "password": password})
+                .to_string()
+                .into_bytes(),
+            Some("application/json"),
+        )
+        .await
+        .expect(201);
+    let session = Dev {
+        token: signed["token"].as_str().expect("token").to_string(),
+        id: String::new(),
+    };
+    for path in COORDINATOR_READS
+        .iter()
+        .filter(|p| !p.starts_with("/v1/sync/"))
+    {
+        let r = w.s.get(path, &session).await;
+        assert_eq!(
+            r.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&r.body)
+        );
+        w.secrets.assert_absent(path, &r.body);
+    }
+    let r = w.s.get("/v1/totals?org=s2", &session).await;
+    assert_error(&r, 403, "forbidden");
+    // A person is not a device: no pull, no checksum, no push.
+    for path in ["/v1/sync/pull?since=0", "/v1/sync/checksum"] {
+        assert_error(&w.s.get(path, &session).await, 403, "forbidden");
+    }
+    let body = json!({"device_id": w.f1.id, "mutations": []});
+    let r =
+        w.s.json(Method::POST, "/v1/sync/push", &session, &body)
+            .await;
+    assert_error(&r, 403, "forbidden");
 }
