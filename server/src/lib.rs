@@ -17,6 +17,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+mod connection;
 pub mod dashboard;
 pub mod demo;
 pub mod error;
@@ -24,6 +25,7 @@ pub mod export;
 pub mod extract;
 pub mod limits;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::io::Write as _;
@@ -247,36 +249,97 @@ pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result
 /// Serves `state` on `listener` until `shutdown` resolves, drains in-flight
 /// requests for at most [`config::SHUTDOWN_DRAIN_SECS`], then flushes.
 ///
+/// The accept loop is ours rather than `axum::serve`'s, for three limits
+/// that it does not offer (`docs/operations.md`, "Connections"):
+///
+/// - at most `config.max_connections` connections are served at once; the
+///   loop takes a slot *before* it accepts, so further connections wait in
+///   the kernel's accept queue (they are not refused) until a slot frees;
+/// - every connection must deliver each request's head within
+///   `config.header_timeout` of being opened (TLS handshake included) or of
+///   its previous answer, so a client that trickles bytes, or idles on a
+///   kept-alive connection, cannot hold a slot for ever;
+/// - with `config.tls`, connections are TLS (rustls) and speak HTTP/1.1.
+///
 /// # Errors
-/// IO errors of the listener.
+/// None today: accept errors (e.g. out of file descriptors) are logged and
+/// retried, as `axum::serve` does. The `Result` is kept for callers.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let store = state.store.clone();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let drain_deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(Duration::from_secs(config::SHUTDOWN_DRAIN_SECS)).await;
-    };
-    tokio::select! {
-        r = server => r?,
-        () = drain_deadline => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    let config = state.config.clone();
+    let app = router(state);
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    // `acquire_many` takes a u32; nobody serves 4 billion sockets.
+    let slots = config.max_connections.clamp(1, u32::MAX as usize);
+    let connections = Arc::new(tokio::sync::Semaphore::new(slots));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            slot = connections.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break, // never closed
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(connection::serve(
+            connection::Conn {
+                stream,
+                peer,
+                slot,
+                tls: tls.clone(),
+                header_timeout: config.header_timeout,
+                stop: stop_rx.clone(),
+            },
+            app.clone(),
+        ));
+    }
+    drop(listener);
+    let _ = stop_tx.send(true);
+    // Every connection gives its slot back when it ends: all slots back
+    // means every in-flight request has been answered.
+    let drain = Duration::from_secs(config::SHUTDOWN_DRAIN_SECS);
+    if tokio::time::timeout(drain, connections.acquire_many(slots as u32))
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time; stopping anyway");
     }
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "final flush failed");
     }
     Ok(())
+}
+
+/// An accept error: a connection that died in the queue is skipped; anything
+/// else (out of file descriptors, say) is logged and retried after a pause,
+/// so the loop neither spins nor gives up.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// [`open`] then [`serve`].
@@ -289,6 +352,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let state = open(config).await?;
-    tracing::info!(addr = %listener.local_addr()?, store_id = %state.store.store_id(), "pufa-server listening");
+    tracing::info!(addr = %listener.local_addr()?, store_id = %state.store.store_id(), tls = state.config.tls.is_some(), "pufa-server listening");
     serve(state, listener, shutdown).await
 }
