@@ -48,11 +48,19 @@ impl IntoResponse for NoContent {
     }
 }
 
-pub async fn health() -> Json<Health> {
-    Json(Health {
+/// `200 ok`, or `503 unavailable` while the store cannot write (a full
+/// disk) until the server has reopened it (`crate::serve`).
+pub async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    let failure = s.store.failure().borrow().clone();
+    if let Some(reason) = failure {
+        return Err(ApiError::Unavailable(format!(
+            "storage failed ({reason}); writes are refused until the server reopens its store, which it does once the data dir has room again"
+        )));
+    }
+    Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-    })
+    }))
 }
 
 pub async fn whoami(Caller(d): Caller) -> Json<WhoAmI> {
@@ -183,7 +191,11 @@ pub async fn pull(
     let limit = q.limit(PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX)?;
     let page = s.store.pull(d.scope(), since, limit).await?;
     let now = s.config.clock.now_ms();
-    s.store.note_pull(d.id, now).await?;
+    // The last-pull time is bookkeeping: a pull is a read, and must not
+    // fail because the store cannot write (a full disk).
+    if let Err(e) = s.store.note_pull(d.id, now).await {
+        tracing::warn!(error = %e, device = %d.id, "could not note the pull time");
+    }
     Ok(Json(PullResponse {
         records: page.entries,
         next: page.next,

@@ -34,6 +34,12 @@ pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
 /// within this long of being opened or of its previous answer, or it is
 /// closed. Idle keep-alive connections are closed after it too.
 pub const HEADER_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// After a storage failure (a full disk), how often the server checks
+/// whether the data dir has room again.
+pub const STORAGE_CHECK_SECS: u64 = 2;
+/// Free bytes the data dir needs before the server reopens a store that
+/// failed: 16 MiB, room for several of sled's 512 KiB log segments.
+pub const REOPEN_FREE_BYTES_MIN: u64 = 16 * 1024 * 1024;
 
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
