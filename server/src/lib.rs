@@ -425,10 +425,12 @@ async fn reopen(
                 tracing::info!(store_id = %state.store.store_id(), "reopened the store");
                 return Ok(Some(state));
             }
-            Err(e @ RunError::Store {
-                source: StoreError::Corrupt(_),
-                ..
-            }) => return Err(e),
+            Err(
+                e @ RunError::Store {
+                    source: StoreError::Corrupt(_),
+                    ..
+                },
+            ) => return Err(e),
             Err(e) => tracing::warn!(error = %e, "cannot reopen the store yet"),
         }
         let closed = Router::new().fallback(|| async {

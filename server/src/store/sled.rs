@@ -284,7 +284,9 @@ impl SledStore {
         // once otherwise meant 200 threads (and their allocator caches).
         let (value, generation) = {
             let _turn = self.inner.write_turn.lock().await;
-            self.blocking(f).await.inspect_err(|e| self.inner.durability.failed(e))?
+            self.blocking(f)
+                .await
+                .inspect_err(|e| self.inner.durability.failed(e))?
         };
         self.inner.wait_durable(generation).await?;
         Ok(value)
