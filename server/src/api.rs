@@ -10,12 +10,11 @@ use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, YearFigures};
 use pufa_core::schema::Kind;
 use pufa_core::wire::{
-    ChecksumResponse, ConflictView, DeviceReport, DeviceView, Health, Mutation, OrgUnit,
-    PullResponse, PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued,
-    TokenRequest, TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
-    PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
+    ChecksumResponse, ConflictView, DeviceView, Health, Mutation, OrgUnit, PullResponse, PushBody,
+    PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued, TokenRequest,
+    TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, PULL_LIMIT_DEFAULT,
+    PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
 };
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::auth;
@@ -122,16 +121,6 @@ pub async fn org_units(State(s): State<AppState>, Caller(d): Caller) -> Json<Vec
             .cloned()
             .collect(),
     )
-}
-
-/// A push as received: each mutation also kept as its raw JSON, so that a
-/// rejected one is shown to coordinators exactly as pushed (§7).
-#[derive(serde::Deserialize)]
-pub struct PushBody {
-    device_id: Uuid,
-    mutations: Vec<Box<RawValue>>,
-    #[serde(default)]
-    device: Option<DeviceReport>,
 }
 
 pub async fn push(
