@@ -288,7 +288,7 @@ async fn connections_beyond_the_cap_wait_for_a_slot() {
         c.header_timeout = Duration::from_secs(1);
     })
     .await;
-    let mut idle = TcpStream::connect(server.addr).await.unwrap();
+    let idle = TcpStream::connect(server.addr).await.unwrap();
     // Served first: the loop accepts in order, and `idle` is already
     // connected. Its slot is taken as long as it is open.
     let mut waiting = TcpStream::connect(server.addr).await.unwrap();
