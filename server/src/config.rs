@@ -29,6 +29,10 @@ pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
 /// Further connections wait in the kernel's accept queue (they are not
 /// refused) until one closes.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// The listen backlog the binary asks for: connections beyond
+/// `--max-connections` wait in it (the kernel caps it at `somaxconn`).
+/// Past it, the kernel drops new connection attempts and clients retry them.
+pub const LISTEN_BACKLOG: u32 = 1024;
 /// Default `--header-timeout-secs`: a connection must deliver a request's
 /// whole head (request line and headers; with TLS, the handshake first)
 /// within this long of being opened or of its previous answer, or it is

@@ -170,7 +170,7 @@ async fn serve_main() -> ExitCode {
             }
         };
     }
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match bind(args.listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pufa-server: cannot listen on {}: {e}", args.listen);
@@ -187,6 +187,21 @@ async fn serve_main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds like `TcpListener::bind` (with `SO_REUSEADDR`, so a restart can
+/// take the port at once), but with a listen backlog of
+/// [`config::LISTEN_BACKLOG`] instead of 128: connections beyond
+/// `--max-connections` wait there.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(config::LISTEN_BACKLOG)
 }
 
 async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> ExitCode {
