@@ -218,13 +218,16 @@ async fn pull_all(base: &str, token: &str) -> BTreeMap<Uuid, PullEntry> {
 
 // ------------------------------------------------- what the devices saw
 
+/// One push result as a device received it: status, seq, stored HLC.
+type Answer = (MutationStatus, Option<u64>, Option<Hlc>);
+
 /// Every push the devices sent and every push answer that reached them.
 #[derive(Default)]
 struct Ledger {
     /// Mutations as pushed, by id.
     sent: Mutex<HashMap<Uuid, Mutation>>,
     /// `(status, seq, stored hlc)` of every result a device received.
-    answers: Mutex<HashMap<Uuid, Vec<(MutationStatus, Option<u64>, Option<Hlc>)>>>,
+    answers: Mutex<HashMap<Uuid, Vec<Answer>>>,
 }
 
 /// `HttpTransport`, writing pushes and their answers into the ledger.
