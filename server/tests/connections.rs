@@ -413,6 +413,28 @@ async fn slowloris_clients_are_disconnected_after_the_header_timeout() {
             .unwrap();
         assert_eq!(r.status(), 200);
     }
+
+    // A kept-alive connection that goes quiet after an answer is closed
+    // after the header timeout too.
+    let mut kept = TcpStream::connect(server.addr).await.unwrap();
+    kept.write_all(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"}") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(HANG_GUARD, kept.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    assert!(
+        closed_by_server(&mut kept).await,
+        "an idle kept-alive connection held its slot"
+    );
     server.stop().await;
 }
 
