@@ -64,7 +64,31 @@ impl HttpTransport {
     /// # Errors
     /// When the TLS stack cannot be set up.
     pub fn new(base: &str) -> Result<HttpTransport, TransportError> {
-        let client = reqwest::Client::builder()
+        HttpTransport::build(base, reqwest::Client::builder())
+    }
+
+    /// Like [`HttpTransport::new`], also trusting the PEM certificate(s) in
+    /// `pem` for `https://` URLs: for a server with its own (e.g.
+    /// self-signed) certificate, started with `--tls-cert`. The built-in
+    /// (Mozilla) roots stay trusted too.
+    ///
+    /// # Errors
+    /// When `pem` holds no usable certificate, or the TLS stack cannot be
+    /// set up.
+    pub fn with_root_certificate(base: &str, pem: &[u8]) -> Result<HttpTransport, TransportError> {
+        let certs = reqwest::Certificate::from_pem_bundle(pem)
+            .map_err(|e| TransportError(format!("not a PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(TransportError("no PEM certificate found".into()));
+        }
+        let builder = certs
+            .into_iter()
+            .fold(reqwest::Client::builder(), |b, c| b.add_root_certificate(c));
+        HttpTransport::build(base, builder)
+    }
+
+    fn build(base: &str, builder: reqwest::ClientBuilder) -> Result<HttpTransport, TransportError> {
+        let client = builder
             .timeout(Duration::from_secs(HTTP_TIMEOUT_SECS))
             .connect_timeout(Duration::from_secs(CONNECT_TIMEOUT_SECS))
             .build()

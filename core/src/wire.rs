@@ -162,6 +162,19 @@ pub struct DeviceReport {
     pub now_ms: Option<u64>,
 }
 
+/// `POST /v1/sync/push` as the server reads it: the envelope first, each
+/// mutation kept as its raw JSON, so that a malformed one is reported as
+/// `mutations[i]` and a rejected one is shown to coordinators exactly as
+/// pushed (§7). Each is then read as a [`Mutation`]. (`fuzz/` feeds bytes
+/// through this same path.)
+#[derive(Debug, Deserialize)]
+pub struct PushBody {
+    pub device_id: Uuid,
+    pub mutations: Vec<Box<serde_json::value::RawValue>>,
+    #[serde(default)]
+    pub device: Option<DeviceReport>,
+}
+
 /// `POST /v1/sync/push` request.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PushRequest {

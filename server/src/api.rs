@@ -14,12 +14,11 @@ use pufa_core::wire::{
     SessionIssued, SignInRequest,
 };
 use pufa_core::wire::{
-    ChecksumResponse, ConflictView, DeviceReport, DeviceView, Health, Mutation, OrgUnit,
-    PullResponse, PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued,
-    TokenRequest, TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
-    PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
+    ChecksumResponse, ConflictView, DeviceView, Health, Mutation, OrgUnit, PullResponse, PushBody,
+    PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued, TokenRequest,
+    TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, PULL_LIMIT_DEFAULT,
+    PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
 };
-use serde_json::value::RawValue;
 use uuid::Uuid;
 
 use crate::auth;
@@ -54,11 +53,19 @@ impl IntoResponse for NoContent {
     }
 }
 
-pub async fn health() -> Json<Health> {
-    Json(Health {
+/// `200 ok`, or `503 unavailable` while the store cannot write (a full
+/// disk) until the server has reopened it (`crate::serve`).
+pub async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
+    let failure = s.store.failure().borrow().clone();
+    if let Some(reason) = failure {
+        return Err(ApiError::Unavailable(format!(
+            "storage failed ({reason}); writes are refused until the server reopens its store, which it does once the data dir has room again"
+        )));
+    }
+    Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
-    })
+    }))
 }
 
 pub async fn whoami(Signed(who): Signed) -> Json<WhoAmI> {
@@ -128,16 +135,6 @@ pub async fn org_units(State(s): State<AppState>, Caller(d): Caller) -> Json<Vec
     )
 }
 
-/// A push as received: each mutation also kept as its raw JSON, so that a
-/// rejected one is shown to coordinators exactly as pushed (§7).
-#[derive(serde::Deserialize)]
-pub struct PushBody {
-    device_id: Uuid,
-    mutations: Vec<Box<RawValue>>,
-    #[serde(default)]
-    device: Option<DeviceReport>,
-}
-
 pub async fn push(
     State(s): State<AppState>,
     DeviceCaller(d): DeviceCaller,
@@ -195,7 +192,11 @@ pub async fn pull(
     let limit = q.limit(PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX)?;
     let page = s.store.pull(d.scope(), since, limit).await?;
     let now = s.config.clock.now_ms();
-    s.store.note_pull(d.id, now).await?;
+    // The last-pull time is bookkeeping: a pull is a read, and must not
+    // fail because the store cannot write (a full disk).
+    if let Err(e) = s.store.note_pull(d.id, now).await {
+        tracing::warn!(error = %e, device = %d.id, "could not note the pull time");
+    }
     Ok(Json(PullResponse {
         records: page.entries,
         next: page.next,

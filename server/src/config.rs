@@ -25,6 +25,25 @@ pub const REQUEST_TIMEOUT_SECS_DEFAULT: u64 = 30;
 pub const REJECTIONS_KEPT: u64 = 100_000;
 /// How long shutdown waits for in-flight requests before it stops waiting.
 pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
+/// Default `--max-connections`: open client connections served at once.
+/// Further connections wait in the kernel's accept queue (they are not
+/// refused) until one closes.
+pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// The listen backlog the binary asks for: connections beyond
+/// `--max-connections` wait in it (the kernel caps it at `somaxconn`).
+/// Past it, the kernel drops new connection attempts and clients retry them.
+pub const LISTEN_BACKLOG: u32 = 1024;
+/// Default `--header-timeout-secs`: a connection must deliver a request's
+/// whole head (request line and headers; with TLS, the handshake first)
+/// within this long of being opened or of its previous answer, or it is
+/// closed. Idle keep-alive connections are closed after it too.
+pub const HEADER_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// After a storage failure (a full disk), how often the server checks
+/// whether the data dir has room again.
+pub const STORAGE_CHECK_SECS: u64 = 2;
+/// Free bytes the data dir needs before the server reopens a store that
+/// failed: 16 MiB, room for several of sled's 512 KiB log segments.
+pub const REOPEN_FREE_BYTES_MIN: u64 = 16 * 1024 * 1024;
 
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
@@ -146,6 +165,13 @@ pub struct Config {
     pub ip_rate: Option<crate::limits::RateLimit>,
     /// Take the client IP from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_proxy: bool,
+    /// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
+    pub max_connections: usize,
+    /// Time allowed for a request's head ([`HEADER_TIMEOUT_SECS_DEFAULT`]).
+    pub header_timeout: Duration,
+    /// Serve HTTPS with this config (`--tls-cert`, `--tls-key`); plain HTTP
+    /// when `None`.
+    pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
@@ -170,6 +196,9 @@ impl Config {
             }),
             ip_rate: None,
             trust_proxy: false,
+            max_connections: CONNECTIONS_MAX_DEFAULT,
+            header_timeout: Duration::from_secs(HEADER_TIMEOUT_SECS_DEFAULT),
+            tls: None,
             clock: Arc::new(SystemClock),
             ids: Arc::new(SystemIds),
         }
@@ -192,6 +221,9 @@ impl fmt::Debug for Config {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("cache_bytes", &self.cache_bytes)
             .field("request_timeout", &self.request_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("header_timeout", &self.header_timeout)
+            .field("tls", &self.tls.is_some())
             .finish_non_exhaustive()
     }
 }

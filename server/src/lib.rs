@@ -19,6 +19,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+mod connection;
 pub mod dashboard;
 pub mod demo;
 pub mod enrol;
@@ -28,6 +29,7 @@ pub mod extract;
 pub mod limits;
 pub mod people;
 pub mod store;
+pub mod tls;
 
 use std::future::Future;
 use std::io::Write as _;
@@ -265,36 +267,215 @@ pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result
 /// Serves `state` on `listener` until `shutdown` resolves, drains in-flight
 /// requests for at most [`config::SHUTDOWN_DRAIN_SECS`], then flushes.
 ///
+/// The accept loop is ours rather than `axum::serve`'s, for three limits
+/// that it does not offer (`docs/operations.md`, "Connections"):
+///
+/// - at most `config.max_connections` connections are served at once; the
+///   loop takes a slot *before* it accepts, so further connections wait in
+///   the kernel's accept queue (they are not refused) until a slot frees;
+/// - every connection must deliver each request's head within
+///   `config.header_timeout` of being opened (TLS handshake included) or of
+///   its previous answer, so a client that trickles bytes, or idles on a
+///   kept-alive connection, cannot hold a slot for ever;
+/// - with `config.tls`, connections are TLS (rustls) and speak HTTP/1.1.
+///
+/// **Storage failure.** sled refuses every write after its first IO error
+/// (a full disk, say) until the `Db` is reopened. When the store reports
+/// such a failure ([`store::Store::failure`]) the server keeps serving (reads
+/// work; writes and `/v1/health` answer `503 unavailable`), checks the free
+/// space of the data dir every [`config::STORAGE_CHECK_SECS`], and once at
+/// least [`config::REOPEN_FREE_BYTES_MIN`] are free it drains, reopens the
+/// store on the same listener and serves on: no restart needed. While the
+/// store is closed, requests get `503 unavailable`.
+///
 /// # Errors
-/// IO errors of the listener.
+/// [`RunError::Store`] when a reopened store turns out corrupt. Accept
+/// errors (e.g. out of file descriptors) are logged and retried, as
+/// `axum::serve` does.
 pub async fn serve(
     state: AppState,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
-    let store = state.store.clone();
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
-    let signal = async move {
-        shutdown.await;
-        let _ = stop_tx.send(true);
-    };
-    let server = axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<std::net::SocketAddr>(),
-    )
-    .with_graceful_shutdown(signal);
-    let drain_deadline = async move {
-        let _ = stop_rx.wait_for(|stopped| *stopped).await;
-        tokio::time::sleep(Duration::from_secs(config::SHUTDOWN_DRAIN_SECS)).await;
-    };
-    tokio::select! {
-        r = server => r?,
-        () = drain_deadline => tracing::warn!("in-flight requests did not finish in time; stopping anyway"),
+    let config = state.config.clone();
+    let mut shutdown: Shutdown = Box::pin(shutdown);
+    let mut state = state;
+    loop {
+        let store = state.store.clone();
+        let recovered = storage_recovered(config.clone(), store.failure());
+        match serve_until(router(state), &config, &listener, &mut shutdown, recovered).await {
+            Stopped::Shutdown => {
+                if let Err(e) = store.flush().await {
+                    tracing::error!(error = %e, "final flush failed");
+                }
+                return Ok(());
+            }
+            Stopped::Trigger => {
+                // The old store closes once the last request holding it has
+                // finished; `reopen` retries until its lock is free.
+                drop(store);
+                match reopen(&config, &listener, &mut shutdown).await? {
+                    Some(s) => state = s,
+                    None => return Ok(()),
+                }
+            }
+        }
     }
-    if let Err(e) = store.flush().await {
-        tracing::error!(error = %e, "final flush failed");
+}
+
+type Shutdown = std::pin::Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Why [`serve_until`] stopped.
+enum Stopped {
+    Shutdown,
+    /// Its `trigger` fired: the caller has something else to serve.
+    Trigger,
+}
+
+/// Serves `app` until `shutdown` or `trigger` resolves, then lets the
+/// connections finish their requests (at most [`config::SHUTDOWN_DRAIN_SECS`]).
+async fn serve_until(
+    app: Router,
+    config: &Config,
+    listener: &TcpListener,
+    shutdown: &mut Shutdown,
+    trigger: impl Future<Output = ()>,
+) -> Stopped {
+    let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    // `acquire_many` takes a u32; nobody serves 4 billion sockets.
+    let slots = config.max_connections.clamp(1, u32::MAX as usize);
+    let connections = Arc::new(tokio::sync::Semaphore::new(slots));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut trigger = std::pin::pin!(trigger);
+    let stopped = loop {
+        let slot = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => break Stopped::Shutdown,
+            () = &mut trigger => break Stopped::Trigger,
+            slot = connections.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break Stopped::Shutdown, // never closed
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            biased;
+            () = shutdown.as_mut() => break Stopped::Shutdown,
+            () = &mut trigger => break Stopped::Trigger,
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                Err(e) => {
+                    accept_failed(e).await;
+                    continue;
+                }
+            },
+        };
+        tokio::spawn(connection::serve(
+            connection::Conn {
+                stream,
+                peer,
+                slot,
+                tls: tls.clone(),
+                header_timeout: config.header_timeout,
+                stop: stop_rx.clone(),
+            },
+            app.clone(),
+        ));
+    };
+    drop(app);
+    let _ = stop_tx.send(true);
+    // Every connection gives its slot back when it ends: all slots back
+    // means every in-flight request has been answered.
+    let drain = Duration::from_secs(config::SHUTDOWN_DRAIN_SECS);
+    if tokio::time::timeout(drain, connections.acquire_many(slots as u32))
+        .await
+        .is_err()
+    {
+        tracing::warn!("in-flight requests did not finish in time; stopping anyway");
     }
-    Ok(())
+    stopped
+}
+
+/// Resolves when the store has failed and the data dir has room again.
+/// Never resolves for a healthy store.
+async fn storage_recovered(
+    config: Arc<Config>,
+    mut failure: tokio::sync::watch::Receiver<Option<String>>,
+) {
+    let reason = failure
+        .wait_for(Option::is_some)
+        .await
+        .map(|r| r.clone().unwrap_or_default());
+    let Ok(reason) = reason else {
+        // A store that cannot fail this way.
+        return std::future::pending().await;
+    };
+    tracing::error!(
+        reason,
+        dir = %config.data_dir.display(),
+        "storage failed: writes answer 503 until the store is reopened, which happens by itself once {} MiB are free in the data dir",
+        config::REOPEN_FREE_BYTES_MIN / (1024 * 1024)
+    );
+    loop {
+        tokio::time::sleep(Duration::from_secs(config::STORAGE_CHECK_SECS)).await;
+        match fs2::available_space(&config.data_dir) {
+            Ok(free) if free >= config::REOPEN_FREE_BYTES_MIN => {
+                tracing::info!(free, "space is free again; reopening the store");
+                return;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot read the free space of the data dir"),
+        }
+    }
+}
+
+/// Opens the store again after a storage failure, answering `503
+/// unavailable` meanwhile; retries every [`config::STORAGE_CHECK_SECS`]
+/// (the old store may still be closing, or the disk may have filled again).
+/// `None` when `shutdown` came first.
+async fn reopen(
+    config: &Arc<Config>,
+    listener: &TcpListener,
+    shutdown: &mut Shutdown,
+) -> Result<Option<AppState>, RunError> {
+    loop {
+        match open((**config).clone()).await {
+            Ok(state) => {
+                tracing::info!(store_id = %state.store.store_id(), "reopened the store");
+                return Ok(Some(state));
+            }
+            Err(
+                e @ RunError::Store {
+                    source: StoreError::Corrupt(_),
+                    ..
+                },
+            ) => return Err(e),
+            Err(e) => tracing::warn!(error = %e, "cannot reopen the store yet"),
+        }
+        let closed = Router::new().fallback(|| async {
+            ApiError::Unavailable(
+                "the server is reopening its store after a storage failure; retry later".into(),
+            )
+        });
+        let wait = tokio::time::sleep(Duration::from_secs(config::STORAGE_CHECK_SECS));
+        if let Stopped::Shutdown = serve_until(closed, config, listener, shutdown, wait).await {
+            return Ok(None);
+        }
+    }
+}
+
+/// An accept error: a connection that died in the queue is skipped; anything
+/// else (out of file descriptors, say) is logged and retried after a pause,
+/// so the loop neither spins nor gives up.
+async fn accept_failed(e: std::io::Error) {
+    use std::io::ErrorKind::{ConnectionAborted, ConnectionRefused, ConnectionReset};
+    if matches!(
+        e.kind(),
+        ConnectionAborted | ConnectionRefused | ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed; retrying in 1 s");
+    tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
 /// [`open`] then [`serve`].
@@ -307,6 +488,6 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
     let state = open(config).await?;
-    tracing::info!(addr = %listener.local_addr()?, store_id = %state.store.store_id(), "pufa-server listening");
+    tracing::info!(addr = %listener.local_addr()?, store_id = %state.store.store_id(), tls = state.config.tls.is_some(), "pufa-server listening");
     serve(state, listener, shutdown).await
 }

@@ -54,6 +54,21 @@ struct Args {
     /// Longest a request may run, in seconds.
     #[arg(long, default_value_t = config::REQUEST_TIMEOUT_SECS_DEFAULT, global = true)]
     request_timeout_secs: u64,
+    /// Most client connections served at once; further ones wait in the
+    /// accept queue until one closes.
+    #[arg(long, default_value_t = config::CONNECTIONS_MAX_DEFAULT, global = true)]
+    max_connections: usize,
+    /// Seconds a connection has to send a request's headers (and, with TLS,
+    /// to finish the handshake) before it is closed; also how long an idle
+    /// kept-alive connection stays open.
+    #[arg(long, default_value_t = config::HEADER_TIMEOUT_SECS_DEFAULT, global = true)]
+    header_timeout_secs: u64,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key.
+    #[arg(long, env = "PUFA_TLS_CERT", requires = "tls_key", global = true)]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "PUFA_TLS_KEY", requires = "tls_cert", global = true)]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -149,6 +164,17 @@ async fn serve_main() -> ExitCode {
                 burst: args.ip_burst.max(1.0),
             });
     config.trust_proxy = args.trust_proxy;
+    config.max_connections = args.max_connections.max(1);
+    config.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
+    if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
+        match pufa_server::tls::server_config(cert, key) {
+            Ok(tls) => config.tls = Some(tls),
+            Err(e) => {
+                eprintln!("pufa-server: TLS: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
     if let Some(Cmd::NewStoreId) = args.command {
         return match pufa_server::store::sled::SledStore::renew_store_id(&config) {
             Ok((old, new)) => {
@@ -170,7 +196,7 @@ async fn serve_main() -> ExitCode {
     {
         return add_account(config, username, role, org_unit, display_name).await;
     }
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let listener = match bind(args.listen) {
         Ok(l) => l,
         Err(e) => {
             eprintln!("pufa-server: cannot listen on {}: {e}", args.listen);
@@ -187,6 +213,21 @@ async fn serve_main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Binds like `TcpListener::bind` (with `SO_REUSEADDR`, so a restart can
+/// take the port at once), but with a listen backlog of
+/// [`config::LISTEN_BACKLOG`] instead of 128: connections beyond
+/// `--max-connections` wait there.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(config::LISTEN_BACKLOG)
 }
 
 async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> ExitCode {

@@ -42,6 +42,10 @@ pub enum StoreError {
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> StoreError {
         match e {
+            // sled repeats its first IO error as `Os { .. }` text: say it plainly.
+            ::sled::Error::Io(io) if io.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::Unavailable("the disk holding the store is full".into())
+            }
             ::sled::Error::Io(io) => StoreError::Unavailable(io.to_string()),
             ::sled::Error::Corruption { .. } => StoreError::Corrupt(e.to_string()),
             other => StoreError::Other(other.to_string()),
@@ -282,6 +286,16 @@ pub enum ResolveOutcome {
 pub trait Store: Send + Sync + 'static {
     /// Names this store; survives restarts (§7).
     fn store_id(&self) -> Uuid;
+
+    /// `Some(reason)` once the storage has failed so that the store takes no
+    /// more writes until it is reopened (sled stops writing after its first
+    /// IO error, e.g. a full disk, for the life of the `Db`). `serve` watches
+    /// it, and reopens the store once space is free again.
+    fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        // A store that never fails this way: the sender is gone, the value
+        // stays `None`.
+        tokio::sync::watch::channel(None).1
+    }
 
     /// The current org tree (a cheap snapshot).
     fn org_tree(&self) -> Arc<OrgTree>;

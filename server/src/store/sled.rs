@@ -117,6 +117,27 @@ struct Durability {
     state: watch::Sender<Flushed>,
     wake: Notify,
     closed: AtomicBool,
+    /// Set at the first failed write or flush: sled then refuses every
+    /// write until the `Db` is reopened ([`Store::failure`]).
+    failure: watch::Sender<Option<String>>,
+}
+
+impl Durability {
+    /// Notes a failed write or flush; only IO errors count (sled's
+    /// reads and writes can both hit one once its log cannot be written).
+    fn failed(&self, e: &StoreError) {
+        if !matches!(e, StoreError::Unavailable(_)) {
+            return;
+        }
+        self.failure.send_if_modified(|f| {
+            let first = f.is_none();
+            if first {
+                tracing::error!(error = %e, "the store can take no more writes until it is reopened");
+                *f = Some(e.to_string());
+            }
+            first
+        });
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -187,6 +208,7 @@ impl SledStore {
             state,
             wake: Notify::new(),
             closed: AtomicBool::new(false),
+            failure: watch::channel(None).0,
         });
         let inner = Arc::new(Inner {
             db,
@@ -261,7 +283,9 @@ impl SledStore {
         // once otherwise meant 200 threads (and their allocator caches).
         let (value, generation) = {
             let _turn = self.inner.write_turn.lock().await;
-            self.blocking(f).await?
+            self.blocking(f)
+                .await
+                .inspect_err(|e| self.inner.durability.failed(e))?
         };
         self.inner.wait_durable(generation).await?;
         Ok(value)
@@ -366,7 +390,9 @@ async fn flusher(inner: Weak<Inner>, durability: Arc<Durability>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush failed; acknowledgements are held back");
+                let e = StoreError::from(e);
                 s.failed = Some((target, e.to_string()));
+                durability.failed(&e);
             }
         });
     }
@@ -1022,6 +1048,10 @@ impl Store for SledStore {
         self.inner.store_id
     }
 
+    fn failure(&self) -> watch::Receiver<Option<String>> {
+        self.inner.durability.failure.subscribe()
+    }
+
     fn org_tree(&self) -> Arc<OrgTree> {
         self.inner.tree()
     }
@@ -1099,6 +1129,7 @@ impl Store for SledStore {
             // Its own task, so that the answers go out even if this request
             // is dropped (timeout, disconnect) meanwhile.
             let inner = self.inner.clone();
+            let inner_failed = self.inner.clone();
             let group = tokio::spawn(async move {
                 let (inputs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
                 let outcome = tokio::task::spawn_blocking(move || inner.push_group(inputs)).await;
@@ -1109,6 +1140,7 @@ impl Store for SledStore {
                         }
                     }
                     Ok(Err(e)) => {
+                        inner_failed.durability.failed(&e);
                         let msg = format!("the write failed: {e}");
                         for reply in replies {
                             let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
@@ -1213,7 +1245,11 @@ impl Store for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        self.inner.db.flush_async().await?;
+        if let Err(e) = self.inner.db.flush_async().await {
+            let e = StoreError::from(e);
+            self.inner.durability.failed(&e);
+            return Err(e);
+        }
         Ok(())
     }
 
