@@ -86,6 +86,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/annual", get(api::annual_report))
         .route("/v1/records", get(api::records))
         .route("/v1/exports/{file}", get(api::export))
+        .route("/v1/records/{id}/history", get(api::record_history))
+        .route("/v1/admin/backup", get(api::backup))
         .merge(dashboard::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -19,12 +19,21 @@
 //! seq a finished flush covered: a pull never hands out a `next` past a
 //! write in flight, nor past a write a crash could still take back (whose
 //! seqs the restarted server would hand out again to other records).
+//!
+//! **Audit.** Every record write also appends a hash-chained audit entry
+//! (`l/`, with its per-record index `h/`) in the same batch.
+//!
+//! **Online backup.** sled has no snapshots, so a backup copies the live
+//! tree while remembering, for every key a write touches after the
+//! backup's start and before the copy reaches it, the value it had at the
+//! start (copy-on-write, [`Overlay`]). Writers never wait for the copy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use async_trait::async_trait;
+use pufa_core::audit::{self, Change, PATH_FIELD};
 use pufa_core::date::Date;
 use pufa_core::hlc::HlcClock;
 use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
@@ -33,16 +42,17 @@ use pufa_core::report::{self, YearFigures};
 use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
 use pufa_core::totals::{self, AggKey, Aggregates};
 use pufa_core::wire::{
-    ConflictView, DeviceView, GoneView, MutationResult, MutationStatus, OrgUnit, PullEntry,
-    RecordView, RejectionView, TotalsResponse,
+    AuditCause, ConflictView, DeviceView, GoneView, HistoryEntry, MutationResult, MutationStatus,
+    OrgUnit, PullEntry, RecordView, RejectionView, TotalsResponse,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use super::codec::{self, decode, encode, Applied, StoredConflict, StoredRejection};
+use super::backup::{self, BackupHeader};
+use super::codec::{self, decode, encode, Applied, AuditBody, StoredConflict, StoredRejection};
 use super::{
-    Device, PullPage, PushInput, RecordPage, RecordQuery, ResolveOutcome, ScopeChecksum, Store,
-    StoreError, TokenHash,
+    BackupChunks, Device, PullPage, PushInput, RecordPage, RecordQuery, ResolveOutcome,
+    ScopeChecksum, Store, StoreError, TokenHash,
 };
 use crate::config::{Config, IdSource};
 
@@ -55,6 +65,16 @@ pub const PULL_SCAN_MAX: usize = 100_000;
 pub const RECORDS_SCAN_MAX: usize = 200_000;
 /// Most rejections or conflicts one listing examines.
 pub const LIST_SCAN_MAX: usize = 200_000;
+/// Most bytes of start-of-backup values an online backup keeps for keys
+/// written while it copies; past it the backup fails (writes go on).
+pub const BACKUP_OVERLAY_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Records logged per batch when a format-3 store gets its baseline audit
+/// entries (bounded so that a million records never make one huge batch).
+const UPGRADE_RECORDS_PER_BATCH: usize = 10_000;
+/// Live keys an online backup copies between two looks at the overlay.
+const BACKUP_KEYS_PER_STEP: usize = 256;
+/// Bytes of backup text handed to the response at a time.
+const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Waits until a push's group is durable, then hands out its results.
 async fn finish(
@@ -93,6 +113,81 @@ struct Inner {
     write_turn: tokio::sync::Mutex<()>,
     /// Pushes waiting for the next group apply, with where to answer.
     queued: Mutex<Vec<(PushInput, PushReply)>>,
+    /// The running online backup's start-of-backup values, if one runs.
+    backup: Mutex<Option<Overlay>>,
+    /// Whether new writes must list their keys for [`Inner::capture`].
+    backup_on: AtomicBool,
+}
+
+/// What an online backup needs of keys written since it started: their
+/// values at the start, for keys the copy has not reached yet.
+#[derive(Default)]
+struct Overlay {
+    /// The last key the copy has passed.
+    cursor: Option<sled::IVec>,
+    /// Value at the start (`None`: absent then) of keys above `cursor`
+    /// written since the start.
+    before: BTreeMap<sled::IVec, Option<sled::IVec>>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+impl Overlay {
+    /// Removes `key`'s start-of-backup value, if a write kept one.
+    fn take(&mut self, key: &[u8]) -> Option<Option<sled::IVec>> {
+        let old = self.before.remove(key)?;
+        self.bytes = self
+            .bytes
+            .saturating_sub(key.len() + old.as_ref().map_or(0, |v| v.len()) + 64);
+        Some(old)
+    }
+
+    /// Copies the kept keys below `upto` (all of them for `None`) that
+    /// existed at the start: keys removed since, which the live copy no
+    /// longer sees. Returns how many.
+    fn emit_below(&mut self, upto: Option<&sled::IVec>, enc: &mut backup::Encoder) -> u64 {
+        let keys: Vec<sled::IVec> = match upto {
+            Some(k) => self
+                .before
+                .range(..k.clone())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            None => self.before.keys().cloned().collect(),
+        };
+        let mut n = 0;
+        for k in keys {
+            if let Some(Some(v)) = self.take(&k) {
+                enc.pair(&k, &v);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// A `sled::Batch` that also lists its keys while a backup runs.
+#[derive(Default)]
+struct Staged {
+    batch: sled::Batch,
+    keys: Option<Vec<sled::IVec>>,
+}
+
+impl Staged {
+    fn insert(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
+        let key = key.into();
+        if let Some(keys) = &mut self.keys {
+            keys.push(key.clone());
+        }
+        self.batch.insert(key, value);
+    }
+
+    fn remove(&mut self, key: impl Into<sled::IVec>) {
+        let key = key.into();
+        if let Some(keys) = &mut self.keys {
+            keys.push(key.clone());
+        }
+        self.batch.remove(key);
+    }
 }
 
 /// State only the writer touches; published to disk with every batch.
@@ -100,6 +195,8 @@ struct Writer {
     seq: u64,
     hlc: HlcClock,
     rejections: u64,
+    /// The last audit entry's `n` and hash.
+    audit: (u64, codec::Hash),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -146,12 +243,16 @@ impl SledStore {
                 id
             }
         };
-        let format = db
+        let mut format = db
             .get(codec::META_FORMAT)?
             .map(|v| codec::u64_of(&v))
             .transpose()?;
         if format == Some(codec::STORE_FORMAT_2) {
             upgrade_from_format_2(&db)?;
+            format = Some(codec::STORE_FORMAT_3);
+        }
+        if format == Some(codec::STORE_FORMAT_3) {
+            upgrade_from_format_3(&db, config.clock.now_ms())?;
         } else if format != Some(codec::STORE_FORMAT) {
             return Err(StoreError::Corrupt(format!(
                 "store format {format:?}, this server reads {}",
@@ -175,6 +276,7 @@ impl SledStore {
             }
             None => HlcClock::default(),
         };
+        let audit = audit_head(&db)?;
         let mut units = Vec::new();
         for kv in db.scan_prefix(codec::ORG_UNIT) {
             let (_, v) = kv?;
@@ -198,6 +300,7 @@ impl SledStore {
                 seq,
                 hlc,
                 rejections,
+                audit,
             }),
             committed_seq: AtomicU64::new(seq),
             agg: RwLock::new(agg),
@@ -205,6 +308,8 @@ impl SledStore {
             durability: durability.clone(),
             write_turn: tokio::sync::Mutex::new(()),
             queued: Mutex::new(Vec::new()),
+            backup: Mutex::new(None),
+            backup_on: AtomicBool::new(false),
         });
         tokio::spawn(flusher(Arc::downgrade(&inner), durability));
         Ok(SledStore { inner })
@@ -292,10 +397,98 @@ fn upgrade_from_format_2(db: &sled::Db) -> Result<(), StoreError> {
             b.insert(codec::agg_key(&key), bytes);
         }
     }
-    b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+    b.insert(codec::META_FORMAT, &codec::STORE_FORMAT_3.to_be_bytes());
     db.apply_batch(b)?;
     db.flush()?;
     tracing::info!("store upgraded from format 2 to 3 (topic aggregates)");
+    Ok(())
+}
+
+/// The last audit entry's `(n, hash)`: `m/audit`, written with every batch
+/// that logs.
+fn audit_head(db: &sled::Db) -> Result<(u64, codec::Hash), StoreError> {
+    let head = match db.get(codec::META_AUDIT)? {
+        Some(v) => decode(&v)?,
+        None => (0, codec::GENESIS),
+    };
+    debug_assert_eq!(
+        db.scan_prefix(codec::AUDIT)
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| codec::u64_of(&k[codec::AUDIT.len()..])
+                .unwrap_or(0)),
+        head.0,
+        "m/audit names the last audit entry"
+    );
+    Ok(head)
+}
+
+/// Format 4 added the audit log. A format-3 store's records get one
+/// `baseline` entry each (their values as they stand), in record-id order
+/// and batches of [`UPGRADE_RECORDS_PER_BATCH`]; the format mark comes last,
+/// so an upgrade cut short resumes after the last record it logged.
+fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
+    let (mut n, mut head) = audit_head(db)?;
+    let mut start = codec::RECORD.to_vec();
+    if let Some((_, v)) = db.scan_prefix(codec::AUDIT).next_back().transpose()? {
+        let last = codec::decode_audit(&v)?;
+        start = codec::record_key(last.body.record_id);
+        start.push(0);
+    }
+    let mut logged = 0u64;
+    loop {
+        let mut b = sled::Batch::default();
+        let mut in_batch = 0;
+        for kv in db.range(start.clone()..) {
+            let (k, v) = kv?;
+            if !k.starts_with(codec::RECORD) {
+                break;
+            }
+            let r: RecordState = decode(&v)?;
+            n += 1;
+            let body = AuditBody {
+                n,
+                server_ms: now_ms,
+                seq: r.seq,
+                record_id: r.id,
+                kind: r.kind,
+                cause: AuditCause::Baseline,
+                mutation_id: None,
+                conflict_id: None,
+                device_id: None,
+                actor: None,
+                hlc: r.hlc(),
+                pushed_hlc: None,
+                changes: audit::changes(None, &r),
+                conflicts: Vec::new(),
+            };
+            let (value, hash) = codec::encode_audit(&head, &body);
+            head = hash;
+            b.insert(codec::audit_key(n), value);
+            b.insert(codec::history_key(r.id, n), &[]);
+            start = k.to_vec();
+            start.push(0);
+            in_batch += 1;
+            if in_batch == UPGRADE_RECORDS_PER_BATCH {
+                break;
+            }
+        }
+        b.insert(codec::META_AUDIT, encode(&(n, head)));
+        logged += in_batch as u64;
+        let done = in_batch < UPGRADE_RECORDS_PER_BATCH;
+        if done {
+            b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+        }
+        db.apply_batch(b)?;
+        if done {
+            break;
+        }
+    }
+    db.flush()?;
+    tracing::info!(
+        records = logged,
+        "store upgraded from format 3 to 4 (audit log)"
+    );
     Ok(())
 }
 
@@ -430,6 +623,157 @@ impl Inner {
         })
     }
 
+    fn history(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        let tree = self.tree();
+        let Some(rec) = self.record(id)? else {
+            return Ok(None);
+        };
+        // As pulls do: in scope now, or ever was (then `ever` holds the root).
+        if !(rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) || rec.ever_in(scope)) {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        let Some(from) = after.checked_add(1) else {
+            return Ok(Some(out));
+        };
+        let range = codec::history_key(id, from)..=codec::history_key(id, u64::MAX);
+        for kv in self.db.range(range).take(limit) {
+            let (k, _) = kv?;
+            let n = codec::u64_of(&k[k.len() - 8..])?;
+            let v = self.db.get(codec::audit_key(n))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("history of {id} names a missing audit entry {n}"))
+            })?;
+            out.push(codec::decode_audit(&v)?.view());
+        }
+        Ok(Some(out))
+    }
+
+    /// Keeps the start-of-backup values of `keys`, about to be written, for
+    /// the running backup (if any) when its copy has not reached them.
+    fn capture(&self, keys: &[sled::IVec]) -> Result<(), StoreError> {
+        let mut guard = lock(&self.backup);
+        let Some(o) = guard.as_mut() else {
+            return Ok(());
+        };
+        for k in keys {
+            if o.overflowed {
+                break;
+            }
+            if o.cursor.as_ref().is_some_and(|c| k <= c) || o.before.contains_key(k) {
+                continue;
+            }
+            let old = self.db.get(k)?;
+            o.bytes += k.len() + old.as_ref().map_or(0, |v| v.len()) + 64;
+            o.before.insert(k.clone(), old);
+            if o.bytes > BACKUP_OVERLAY_BYTES_MAX {
+                // Give up this backup rather than the server's memory.
+                o.overflowed = true;
+                o.before.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a backup under the writer lock, so that every write from
+    /// now on lists its keys: the copy is of the store as it is now.
+    /// Returns the header and the write generation to wait on before
+    /// copying (the copy then holds only durable writes).
+    fn start_backup(&self, now_ms: u64) -> Result<(BackupHeader, u64), StoreError> {
+        let w = lock(&self.writer);
+        let mut overlay = lock(&self.backup);
+        if overlay.is_some() {
+            return Err(StoreError::Unavailable(
+                "another backup is running; try again when it has finished".into(),
+            ));
+        }
+        *overlay = Some(Overlay::default());
+        self.backup_on.store(true, Ordering::SeqCst);
+        let header = BackupHeader {
+            store_id: self.store_id,
+            store_format: codec::STORE_FORMAT,
+            seq: w.seq,
+            audit_n: w.audit.0,
+            audit_head: hex::encode(w.audit.1),
+            created_ms: now_ms,
+        };
+        Ok((header, self.durability.written.load(Ordering::SeqCst)))
+    }
+
+    fn end_backup(&self) {
+        *lock(&self.backup) = None;
+        self.backup_on.store(false, Ordering::SeqCst);
+    }
+
+    /// Copies every key as of the backup's start into `out`: live values,
+    /// except where a write since the start left its old value in the
+    /// overlay (or added a key that did not exist then).
+    fn copy_backup(
+        &self,
+        header: &BackupHeader,
+        out: &tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut enc = backup::Encoder::new(header);
+        let mut live = self.db.iter();
+        let mut step = Vec::with_capacity(BACKUP_KEYS_PER_STEP);
+        let mut pairs = 0u64;
+        loop {
+            for kv in live.by_ref().take(BACKUP_KEYS_PER_STEP) {
+                step.push(kv?);
+            }
+            let end = step.len() < BACKUP_KEYS_PER_STEP;
+            {
+                let mut guard = lock(&self.backup);
+                let o = guard
+                    .as_mut()
+                    .ok_or_else(|| StoreError::Other("the backup was ended early".into()))?;
+                if o.overflowed {
+                    return Err(StoreError::Unavailable(format!(
+                        "more than {} MiB of the store changed while the backup copied it; try again at a quieter time",
+                        BACKUP_OVERLAY_BYTES_MAX / (1024 * 1024)
+                    )));
+                }
+                // Every overlay key lies above the cursor (writes below it
+                // are not captured, and consulted ones are dropped).
+                for (k, v) in step.drain(..) {
+                    pairs += o.emit_below(Some(&k), &mut enc);
+                    let value = match o.take(&k) {
+                        Some(old) => old,
+                        None => Some(v),
+                    };
+                    if let Some(value) = value {
+                        enc.pair(&k, &value);
+                        pairs += 1;
+                    }
+                    o.cursor = Some(k);
+                }
+                if end {
+                    pairs += o.emit_below(None, &mut enc);
+                }
+            }
+            if end {
+                break;
+            }
+            if enc.pending() >= BACKUP_CHUNK_BYTES && out.blocking_send(Ok(enc.take())).is_err() {
+                return Ok(()); // the client went away
+            }
+        }
+        let _ = out.blocking_send(Ok(enc.finish()));
+        tracing::info!(
+            pairs,
+            seq = header.seq,
+            secs = started.elapsed().as_secs_f64(),
+            "backup copied"
+        );
+        Ok(())
+    }
+
     fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
         self.db
             .get(codec::device_key(id))?
@@ -443,9 +787,14 @@ impl Inner {
             seq: w.seq,
             hlc: w.hlc,
             rejections: w.rejections,
+            audit: w.audit,
             w,
             inner: self,
-            batch: sled::Batch::default(),
+            // Read under the writer lock, which a backup takes to start.
+            batch: Staged {
+                batch: sled::Batch::default(),
+                keys: self.backup_on.load(Ordering::SeqCst).then(Vec::new),
+            },
             records: HashMap::new(),
             applied: HashMap::new(),
             changes: Vec::new(),
@@ -530,11 +879,15 @@ impl Inner {
             tx.hlc.observe(&hlc);
             let merged = merge::merge(existing.as_ref(), Write::of(m, kind, hlc), tx.seq + 1);
             let mut state = merged.state;
+            let mut changes = Vec::new();
+            let mut opened = Vec::new();
             if merged.changed {
                 tx.seq += 1;
                 state.note_scope(tree);
+                changes = audit::changes(existing.as_ref(), &state);
                 for c in &merged.conflicts {
                     let id = self.ids.uuid();
+                    opened.push((id, c.clone()));
                     let stored = StoredConflict {
                         record_id: state.id,
                         conflict: c.clone(),
@@ -547,6 +900,24 @@ impl Inner {
                 }
                 tx.put_record(existing, state.clone());
             }
+            // Applied mutations are logged even when they lost on every
+            // field: who tried what is part of the record's history.
+            tx.log(AuditBody {
+                n: 0,
+                server_ms: input.now_ms,
+                seq: state.seq,
+                record_id: state.id,
+                kind,
+                cause: AuditCause::Push,
+                mutation_id: Some(m.id),
+                conflict_id: None,
+                device_id: Some(device.id),
+                actor: None,
+                hlc,
+                pushed_hlc: restamped.then_some(m.hlc),
+                changes,
+                conflicts: opened,
+            });
             let conflicts: Vec<_> = merged
                 .conflicts
                 .iter()
@@ -589,9 +960,12 @@ impl Inner {
     fn upsert_org_units(
         &self,
         units: Vec<OrgUnit>,
+        by: &Device,
+        now_ms: u64,
     ) -> Result<(Result<usize, OrgTreeError>, u64), StoreError> {
         let mut tx = self.begin();
-        let (next, moved) = match self.tree().with_upserts(&units) {
+        let old = self.tree();
+        let (next, moved) = match old.with_upserts(&units) {
             Ok(x) => x,
             Err(e) => return Ok((Err(e), 0)),
         };
@@ -619,6 +993,28 @@ impl Inner {
                 after.note_scope(&next);
                 tx.seq += 1;
                 after.seq = tx.seq;
+                let path =
+                    |tree: &OrgTree| serde_json::json!(before.org_unit().map(|u| tree.chain(u)));
+                tx.log(AuditBody {
+                    n: 0,
+                    server_ms: now_ms,
+                    seq: after.seq,
+                    record_id: after.id,
+                    kind: after.kind,
+                    cause: AuditCause::Move,
+                    mutation_id: None,
+                    conflict_id: None,
+                    device_id: Some(by.id),
+                    actor: None,
+                    hlc: after.hlc(),
+                    pushed_hlc: None,
+                    changes: vec![Change {
+                        field: PATH_FIELD.to_string(),
+                        from: path(&old),
+                        to: path(&next),
+                    }],
+                    conflicts: Vec::new(),
+                });
                 tx.put_record(Some(before), after);
             }
         }
@@ -698,6 +1094,22 @@ impl Inner {
         stored.open = false;
         tx.batch.insert(codec::conflict_key(id), encode(&stored));
         let view = after.view();
+        tx.log(AuditBody {
+            n: 0,
+            server_ms: now_ms,
+            seq: after.seq,
+            record_id: after.id,
+            kind: after.kind,
+            cause: AuditCause::Resolve,
+            mutation_id: None,
+            conflict_id: Some(id),
+            device_id: Some(by.id),
+            actor: None,
+            hlc,
+            pushed_hlc: None,
+            changes: audit::changes(Some(&before), &after),
+            conflicts: Vec::new(),
+        });
         tx.put_record(Some(before), after);
         let generation = tx.commit(None)?;
         Ok((ResolveOutcome::Resolved(view), generation))
@@ -876,10 +1288,11 @@ impl Inner {
 struct Tx<'a> {
     inner: &'a Inner,
     w: MutexGuard<'a, Writer>,
-    batch: sled::Batch,
+    batch: Staged,
     seq: u64,
     hlc: HlcClock,
     rejections: u64,
+    audit: (u64, codec::Hash),
     /// Records touched by this batch, at their latest staged state.
     records: HashMap<Uuid, RecordState>,
     applied: HashMap<(Uuid, Uuid), Applied>,
@@ -936,6 +1349,18 @@ impl Tx<'_> {
         }
     }
 
+    /// Stages the next audit entry (its `n` is assigned here) and its
+    /// per-record index entry, chained to the previous one.
+    fn log(&mut self, mut body: AuditBody) {
+        let (n, prev) = self.audit;
+        body.n = n + 1;
+        let (value, hash) = codec::encode_audit(&prev, &body);
+        self.batch.insert(codec::audit_key(body.n), value);
+        self.batch
+            .insert(codec::history_key(body.record_id, body.n), &[]);
+        self.audit = (body.n, hash);
+    }
+
     /// Stages a record at its new seq: record and feed entry (one per
     /// record).
     fn put_record(&mut self, before: Option<RecordState>, after: RecordState) {
@@ -972,17 +1397,27 @@ impl Tx<'_> {
             .insert(codec::META_REJECTIONS, &self.rejections.to_be_bytes());
         self.batch
             .insert(codec::META_HLC, encode(&self.hlc.parts()));
-        if let Err(e) = inner.db.apply_batch(std::mem::take(&mut self.batch)) {
+        if self.audit != self.w.audit {
+            self.batch.insert(codec::META_AUDIT, encode(&self.audit));
+        }
+        let staged = std::mem::take(&mut self.batch);
+        let applied = match &staged.keys {
+            Some(keys) => inner.capture(keys),
+            None => Ok(()),
+        }
+        .and_then(|()| Ok(inner.db.apply_batch(staged.batch)?));
+        if let Err(e) = applied {
             // The aggregates ran ahead of a write that did not happen:
             // reload them from what is on disk.
             if let Ok(agg) = load_aggregates(&inner.db, self.w.seq) {
                 *inner.agg.write().unwrap_or_else(|e| e.into_inner()) = agg;
             }
-            return Err(e.into());
+            return Err(e);
         }
         self.w.seq = self.seq;
         self.w.hlc = self.hlc;
         self.w.rejections = self.rejections;
+        self.w.audit = self.audit;
         if let Some(tree) = tree {
             *inner.org.write().unwrap_or_else(|e| e.into_inner()) = tree;
         }
@@ -1056,8 +1491,12 @@ impl Store for SledStore {
     async fn upsert_org_units(
         &self,
         units: Vec<OrgUnit>,
+        by: &Device,
+        now_ms: u64,
     ) -> Result<Result<usize, OrgTreeError>, StoreError> {
-        self.write(move |inner| inner.upsert_org_units(units)).await
+        let by = by.clone();
+        self.write(move |inner| inner.upsert_org_units(units, &by, now_ms))
+            .await
     }
 
     async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError> {
@@ -1190,5 +1629,61 @@ impl Store for SledStore {
     async fn flush(&self) -> Result<(), StoreError> {
         self.inner.db.flush_async().await?;
         Ok(())
+    }
+
+    async fn history(
+        &self,
+        scope: Scope,
+        record: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        self.blocking(move |inner| inner.history(&scope, record, after, limit))
+            .await
+    }
+
+    async fn backup(&self, now_ms: u64) -> Result<BackupChunks, StoreError> {
+        // Its own task from start to end, so that a request dropped at any
+        // point still ends the backup (else every later write would keep
+        // listing its keys).
+        let inner = self.inner.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let start = inner.clone();
+            let started = tokio::task::spawn_blocking(move || start.start_backup(now_ms))
+                .await
+                .map_err(|e| StoreError::Other(format!("store task failed: {e}")))
+                .and_then(|r| r);
+            let (header, generation) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            if let Err(e) = inner.wait_durable(generation).await {
+                inner.end_backup();
+                let _ = started_tx.send(Err(e));
+                return;
+            }
+            let _ = started_tx.send(Ok(()));
+            let ender = inner.clone();
+            let copy = tokio::task::spawn_blocking(move || {
+                let copied = inner.copy_backup(&header, &tx);
+                inner.end_backup();
+                if let Err(e) = copied {
+                    tracing::error!(error = %e, "backup failed");
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+            if copy.await.is_err() {
+                ender.end_backup(); // the copy panicked
+            }
+        });
+        started_rx
+            .await
+            .map_err(|_| StoreError::Other("the backup task stopped".into()))??;
+        Ok(rx)
     }
 }
