@@ -155,6 +155,76 @@ fn u32_of(r: &mut impl Read, sha: &mut Sha256, what: &str) -> Result<u32, Restor
     Ok(u32::from_be_bytes(b))
 }
 
+/// Reads a backup from `r`: checks the header, hands each pair to `each`
+/// in order, and checks the trailer (count, checksum, nothing after it).
+/// A caller must not trust the pairs until this returns `Ok`.
+///
+/// # Errors
+/// [`RestoreError::Invalid`] for anything but a whole, unaltered backup of
+/// a store format this server reads; `each`'s errors; IO.
+pub fn read(
+    r: &mut impl BufRead,
+    mut each: impl FnMut(Vec<u8>, Vec<u8>) -> Result<(), RestoreError>,
+) -> Result<(BackupHeader, u64), RestoreError> {
+    let mut sha = Sha256::new();
+    let header = read_header(r, &mut sha)?;
+    let mut count = 0u64;
+    let mut last_key: Option<Vec<u8>> = None;
+    loop {
+        let klen = u32_of(r, &mut sha, "a key length")?;
+        if klen == TRAILER_MARK {
+            break;
+        }
+        if klen > KEY_BYTES_MAX {
+            return Err(RestoreError::Invalid(format!(
+                "a key of {klen} bytes after {count} pairs: corrupt"
+            )));
+        }
+        let mut key = vec![0u8; klen as usize];
+        read_hashed(r, &mut sha, &mut key, "a key")?;
+        let vlen = u32_of(r, &mut sha, "a value length")?;
+        if vlen > VALUE_BYTES_MAX {
+            return Err(RestoreError::Invalid(format!(
+                "a value of {vlen} bytes after {count} pairs: corrupt"
+            )));
+        }
+        let mut value = vec![0u8; vlen as usize];
+        read_hashed(r, &mut sha, &mut value, "a value")?;
+        if last_key.as_ref().is_some_and(|l| *l >= key) {
+            return Err(RestoreError::Invalid(format!(
+                "keys out of order after {count} pairs: corrupt"
+            )));
+        }
+        last_key = Some(key.clone());
+        each(key, value)?;
+        count += 1;
+    }
+    // The trailer: the marker was hashed with the pairs; count and digest
+    // are not.
+    let digest: [u8; 32] = sha.finalize().into();
+    let mut tail = [0u8; 8 + 32];
+    r.read_exact(&mut tail)
+        .map_err(|_| RestoreError::Invalid("the trailer is cut short: truncated".into()))?;
+    let mut extra = [0u8; 1];
+    if r.read(&mut extra)? != 0 {
+        return Err(RestoreError::Invalid(
+            "bytes after the trailer: corrupt".into(),
+        ));
+    }
+    let stated = u64::from_be_bytes(tail[..8].try_into().expect("8 bytes"));
+    if stated != count {
+        return Err(RestoreError::Invalid(format!(
+            "the trailer counts {stated} pairs, the file holds {count}"
+        )));
+    }
+    if tail[8..] != digest {
+        return Err(RestoreError::Invalid(
+            "the checksum does not match the contents: corrupt".into(),
+        ));
+    }
+    Ok((header, count))
+}
+
 /// Loads the backup `from` into `config.data_dir`, which must be empty or
 /// absent, and gives it a new `store_id` unless `keep_store_id`. The store
 /// is built in `<data>/store.restoring` and renamed to `store` only once
@@ -183,19 +253,13 @@ pub fn restore(
         source,
     })?;
     let mut r = BufReader::with_capacity(1024 * 1024, file);
-    let mut sha = Sha256::new();
-    let header = read_header(&mut r, &mut sha)?;
     let staging = dir.join("store.restoring");
-    let loaded = load(&mut r, &mut sha, &staging, config, &header, keep_store_id);
+    let loaded = load(&mut r, &staging, config, keep_store_id);
     match loaded {
-        Ok((pairs, store_id)) => {
+        Ok(restored) => {
             std::fs::rename(&staging, config.store_path())?;
             std::fs::File::open(dir)?.sync_all()?;
-            Ok(Restored {
-                header,
-                pairs,
-                store_id,
-            })
+            Ok(restored)
         }
         Err(e) => {
             // Nothing usable was made: leave the dir as it was found.
@@ -242,13 +306,11 @@ fn read_header(r: &mut impl BufRead, sha: &mut Sha256) -> Result<BackupHeader, R
 }
 
 fn load(
-    r: &mut impl Read,
-    sha: &mut Sha256,
+    r: &mut impl BufRead,
     staging: &Path,
     config: &Config,
-    header: &BackupHeader,
     keep_store_id: bool,
-) -> Result<(u64, Uuid), RestoreError> {
+) -> Result<Restored, RestoreError> {
     let db = sled::Config::new()
         .path(staging)
         .cache_capacity(config.cache_bytes)
@@ -256,66 +318,17 @@ fn load(
         .map_err(StoreError::from)?;
     let mut batch = sled::Batch::default();
     let mut in_batch = 0;
-    let mut count = 0u64;
-    let mut last_key: Option<Vec<u8>> = None;
-    loop {
-        let klen = u32_of(r, sha, "a key length")?;
-        if klen == TRAILER_MARK {
-            break;
-        }
-        if klen > KEY_BYTES_MAX {
-            return Err(RestoreError::Invalid(format!(
-                "a key of {klen} bytes after {count} pairs: corrupt"
-            )));
-        }
-        let mut key = vec![0u8; klen as usize];
-        read_hashed(r, sha, &mut key, "a key")?;
-        let vlen = u32_of(r, sha, "a value length")?;
-        if vlen > VALUE_BYTES_MAX {
-            return Err(RestoreError::Invalid(format!(
-                "a value of {vlen} bytes after {count} pairs: corrupt"
-            )));
-        }
-        let mut value = vec![0u8; vlen as usize];
-        read_hashed(r, sha, &mut value, "a value")?;
-        if last_key.as_ref().is_some_and(|l| *l >= key) {
-            return Err(RestoreError::Invalid(format!(
-                "keys out of order after {count} pairs: corrupt"
-            )));
-        }
-        batch.insert(key.as_slice(), value);
-        last_key = Some(key);
-        count += 1;
+    let (header, pairs) = read(r, |key, value| {
+        batch.insert(key, value);
         in_batch += 1;
         if in_batch == RESTORE_PAIRS_PER_BATCH {
             db.apply_batch(std::mem::take(&mut batch))
                 .map_err(StoreError::from)?;
             in_batch = 0;
         }
-    }
-    // The trailer: the marker was hashed with the pairs; count and digest
-    // are not.
-    let digest: [u8; 32] = sha.clone().finalize().into();
-    let mut tail = [0u8; 8 + 32];
-    r.read_exact(&mut tail)
-        .map_err(|_| RestoreError::Invalid("the trailer is cut short: truncated".into()))?;
-    let mut extra = [0u8; 1];
-    if r.read(&mut extra)? != 0 {
-        return Err(RestoreError::Invalid(
-            "bytes after the trailer: corrupt".into(),
-        ));
-    }
-    let stated = u64::from_be_bytes(tail[..8].try_into().expect("8 bytes"));
-    if stated != count {
-        return Err(RestoreError::Invalid(format!(
-            "the trailer counts {stated} pairs, the file holds {count}"
-        )));
-    }
-    if tail[8..] != digest {
-        return Err(RestoreError::Invalid(
-            "the checksum does not match the contents: corrupt".into(),
-        ));
-    }
+        Ok(())
+    })?;
+    db.apply_batch(batch).map_err(StoreError::from)?;
     let stored_id = db
         .get(codec::META_STORE_ID)
         .map_err(StoreError::from)?
@@ -323,7 +336,7 @@ fn load(
         .transpose()?;
     if stored_id != Some(header.store_id) {
         return Err(RestoreError::Invalid(
-            "the header's store_id is not the store's".into(),
+            "the header's store_id is not the one in the store".into(),
         ));
     }
     let store_id = if keep_store_id {
@@ -331,8 +344,12 @@ fn load(
     } else {
         config.ids.uuid()
     };
-    batch.insert(codec::META_STORE_ID, store_id.as_bytes());
-    db.apply_batch(batch).map_err(StoreError::from)?;
+    db.insert(codec::META_STORE_ID, store_id.as_bytes())
+        .map_err(StoreError::from)?;
     db.flush().map_err(StoreError::from)?;
-    Ok((count, store_id))
+    Ok(Restored {
+        header,
+        pairs,
+        store_id,
+    })
 }

@@ -165,6 +165,13 @@ impl Overlay {
     }
 }
 
+/// An online backup's progress through the live tree.
+struct Copier {
+    live: sled::Iter,
+    enc: backup::Encoder,
+    pairs: u64,
+}
+
 /// A `sled::Batch` that also lists its keys while a backup runs.
 #[derive(Default)]
 struct Staged {
@@ -710,61 +717,27 @@ impl Inner {
         self.backup_on.store(false, Ordering::SeqCst);
     }
 
-    /// Copies every key as of the backup's start into `out`: live values,
-    /// except where a write since the start left its old value in the
-    /// overlay (or added a key that did not exist then).
+    /// Copies every key as of the backup's start into `out`.
     fn copy_backup(
         &self,
         header: &BackupHeader,
         out: &tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
     ) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        let mut enc = backup::Encoder::new(header);
-        let mut live = self.db.iter();
-        let mut step = Vec::with_capacity(BACKUP_KEYS_PER_STEP);
-        let mut pairs = 0u64;
-        loop {
-            for kv in live.by_ref().take(BACKUP_KEYS_PER_STEP) {
-                step.push(kv?);
-            }
-            let end = step.len() < BACKUP_KEYS_PER_STEP;
+        let mut copy = Copier {
+            live: self.db.iter(),
+            enc: backup::Encoder::new(header),
+            pairs: 0,
+        };
+        while !self.copy_step(&mut copy)? {
+            if copy.enc.pending() >= BACKUP_CHUNK_BYTES
+                && out.blocking_send(Ok(copy.enc.take())).is_err()
             {
-                let mut guard = lock(&self.backup);
-                let o = guard
-                    .as_mut()
-                    .ok_or_else(|| StoreError::Other("the backup was ended early".into()))?;
-                if o.overflowed {
-                    return Err(StoreError::Unavailable(format!(
-                        "more than {} MiB of the store changed while the backup copied it; try again at a quieter time",
-                        BACKUP_OVERLAY_BYTES_MAX / (1024 * 1024)
-                    )));
-                }
-                // Every overlay key lies above the cursor (writes below it
-                // are not captured, and consulted ones are dropped).
-                for (k, v) in step.drain(..) {
-                    pairs += o.emit_below(Some(&k), &mut enc);
-                    let value = match o.take(&k) {
-                        Some(old) => old,
-                        None => Some(v),
-                    };
-                    if let Some(value) = value {
-                        enc.pair(&k, &value);
-                        pairs += 1;
-                    }
-                    o.cursor = Some(k);
-                }
-                if end {
-                    pairs += o.emit_below(None, &mut enc);
-                }
-            }
-            if end {
-                break;
-            }
-            if enc.pending() >= BACKUP_CHUNK_BYTES && out.blocking_send(Ok(enc.take())).is_err() {
                 return Ok(()); // the client went away
             }
         }
-        let _ = out.blocking_send(Ok(enc.finish()));
+        let pairs = copy.pairs;
+        let _ = out.blocking_send(Ok(copy.enc.finish()));
         tracing::info!(
             pairs,
             seq = header.seq,
@@ -772,6 +745,44 @@ impl Inner {
             "backup copied"
         );
         Ok(())
+    }
+
+    /// Copies the next [`BACKUP_KEYS_PER_STEP`] live keys: their live
+    /// values, except where a write since the start kept the old value in
+    /// the overlay (or added a key that did not exist then); and the kept
+    /// keys between them that writes have removed. True when done.
+    fn copy_step(&self, copy: &mut Copier) -> Result<bool, StoreError> {
+        let mut step = Vec::with_capacity(BACKUP_KEYS_PER_STEP);
+        for kv in copy.live.by_ref().take(BACKUP_KEYS_PER_STEP) {
+            step.push(kv?);
+        }
+        let end = step.len() < BACKUP_KEYS_PER_STEP;
+        // Values were read before this look at the overlay: a write since
+        // then kept the value they had at the start there.
+        let mut guard = lock(&self.backup);
+        let o = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Other("the backup was ended early".into()))?;
+        if o.overflowed {
+            return Err(StoreError::Unavailable(format!(
+                "more than {} MiB of the store changed while the backup copied it; try again at a quieter time",
+                BACKUP_OVERLAY_BYTES_MAX / (1024 * 1024)
+            )));
+        }
+        // Every kept key lies above the cursor: writes below it are not
+        // captured, and consulted ones are dropped.
+        for (k, v) in step {
+            copy.pairs += o.emit_below(Some(&k), &mut copy.enc);
+            if let Some(value) = o.take(&k).unwrap_or(Some(v)) {
+                copy.enc.pair(&k, &value);
+                copy.pairs += 1;
+            }
+            o.cursor = Some(k);
+        }
+        if end {
+            copy.pairs += o.emit_below(None, &mut copy.enc);
+        }
+        Ok(end)
     }
 
     fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
@@ -1685,5 +1696,148 @@ impl Store for SledStore {
             .await
             .map_err(|_| StoreError::Other("the backup task stopped".into()))??;
         Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use pufa_core::wire::{Mutation, Role, UnitType};
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::SeededIds;
+
+    const NOW: u64 = 1_593_561_600_000;
+
+    fn admin() -> Device {
+        Device {
+            id: Uuid::from_u128(1),
+            role: Role::Admin,
+            org_unit: None,
+            label: "admin".into(),
+            revoked: false,
+            token_hash: [0; 32],
+            created_ms: 0,
+            last_push_ms: None,
+            report: None,
+            clock_skew_ms: None,
+        }
+    }
+
+    fn unit(code: &str, parent: Option<&str>) -> OrgUnit {
+        OrgUnit {
+            code: code.into(),
+            name: code.into(),
+            unit_type: if parent.is_none() {
+                UnitType::District
+            } else {
+                UnitType::Community
+            },
+            parent: parent.map(str::to_string),
+        }
+    }
+
+    fn push_input(mutations: Vec<serde_json::Value>) -> PushInput {
+        PushInput {
+            device: admin(),
+            raw: mutations.iter().map(|m| m.to_string()).collect(),
+            mutations: mutations
+                .into_iter()
+                .map(|m| serde_json::from_value::<Mutation>(m).unwrap())
+                .collect(),
+            report: None,
+            now_ms: NOW,
+            max_skew_ms: 300_000,
+        }
+    }
+
+    fn lecture(id: Uuid, ms: u64, org: &str, attendees: u64) -> serde_json::Value {
+        json!({
+            "id": Uuid::new_v4(), "record_id": id, "kind": "lecture", "base_seq": 0,
+            "hlc": {"ms": ms, "c": 0, "node": admin().id},
+            "set": {"org_unit": org, "held_on": "2020-06-01", "title": "t", "attendees": attendees}
+        })
+    }
+
+    fn dump(db: &sled::Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        db.iter()
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_is_the_store_as_it_started_whatever_is_written_while_it_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.ids = Arc::new(SeededIds::new(1));
+        let store = SledStore::open(&config).unwrap();
+        let units = vec![unit("d", None), unit("a", Some("d")), unit("b", Some("d"))];
+        store
+            .upsert_org_units(units, &admin(), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ids = Vec::new();
+        for round in 0..2 {
+            let batch: Vec<_> = (0..1000)
+                .map(|i| {
+                    ids.push(Uuid::new_v4());
+                    lecture(*ids.last().unwrap(), NOW, ["a", "b"][i % 2], round)
+                })
+                .collect();
+            store.push(push_input(batch)).await.unwrap();
+        }
+        let inner = store.inner.clone();
+        let (header, generation) = inner.start_backup(NOW).unwrap();
+        assert!(inner.start_backup(NOW).is_err(), "one backup at a time");
+        inner.wait_durable(generation).await.unwrap();
+        let before = dump(&inner.db);
+        let mut copy = Copier {
+            live: inner.db.iter(),
+            enc: backup::Encoder::new(&header),
+            pairs: 0,
+        };
+        let mut bytes = Vec::new();
+        let mut steps = 0u64;
+        while !inner.copy_step(&mut copy).unwrap() {
+            bytes.extend(copy.enc.take());
+            steps += 1;
+            // Between every two steps: edits of records on both sides of
+            // the copy's cursor, new records, and once a move of every
+            // record of a unit (feed entries removed and added).
+            let mut batch: Vec<_> = ids
+                .iter()
+                .skip((steps as usize * 37) % 1900)
+                .step_by(17)
+                .take(20)
+                .map(|id| lecture(*id, NOW + steps, "a", 1000 + steps))
+                .collect();
+            batch.push(lecture(Uuid::new_v4(), NOW, "b", 1));
+            store.push(push_input(batch)).await.unwrap();
+            if steps == 20 {
+                let moved = vec![unit("x", Some("d")), unit("b", Some("x"))];
+                store
+                    .upsert_org_units(moved, &admin(), NOW)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        bytes.extend(copy.enc.finish());
+        inner.end_backup();
+        assert!(steps > 30, "the copy took {steps} steps");
+        assert_ne!(dump(&inner.db), before, "the store moved on");
+        let mut copied = BTreeMap::new();
+        let (read_header, pairs) = backup::read(&mut bytes.as_slice(), |k, v| {
+            copied.insert(k, v);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((read_header, pairs), (header, before.len() as u64));
+        assert!(copied == before, "the copy is the store as of the start");
+        // Writes after the end no longer list their keys.
+        assert!(inner.begin().batch.keys.is_none());
     }
 }
