@@ -521,3 +521,100 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
         }
     }
 }
+
+/// Opens a server on a data dir whose store was closed (as after [`stop`]).
+async fn reopen(dir: tempfile::TempDir, admin: Dev) -> Server {
+    let clock = std::sync::Arc::new(pufa_server::config::ManualClock::new(T0));
+    let mut config = Config::new(dir.path());
+    config.clock = clock.clone();
+    let state = pufa_server::open(config).await.expect("reopen");
+    Server {
+        app: pufa_server::router(state),
+        dir,
+        clock,
+        admin,
+    }
+}
+
+#[tokio::test]
+async fn a_store_from_before_the_audit_log_gets_one_baseline_entry_per_record() {
+    let s = Server::new().await;
+    let rec = busy(&s).await;
+    let (records, _) = s.pull_all(&s.admin, 0).await;
+    let admin = s.admin.clone();
+    let dir = stop(s);
+    let strip = |dir: &std::path::Path, keep: u64| {
+        tamper(dir, |db| {
+            let mut head = (0, codec::GENESIS);
+            for kv in db.scan_prefix(codec::AUDIT) {
+                let (k, v) = kv.unwrap();
+                let a = codec::decode_audit(&v).unwrap();
+                if a.body.n <= keep {
+                    head = (a.body.n, a.hash);
+                    continue;
+                }
+                db.remove(k).unwrap();
+                db.remove(codec::history_key(a.body.record_id, a.body.n))
+                    .unwrap();
+            }
+            match keep {
+                0 => db.remove(codec::META_AUDIT).map(drop).unwrap(),
+                _ => db
+                    .insert(codec::META_AUDIT, codec::encode(&head))
+                    .map(drop)
+                    .unwrap(),
+            }
+            db.insert(codec::META_FORMAT, &3u64.to_be_bytes()).unwrap();
+        })
+    };
+    strip(dir.path(), 0);
+    let s = reopen(dir, admin.clone()).await;
+    assert_eq!(
+        s.pull_all(&s.admin, 0).await.0,
+        records,
+        "records untouched"
+    );
+    let h = history(&s, &s.admin, &rec).await;
+    assert_eq!(causes(&h), ["baseline"]);
+    let now = s.record(&rec).await;
+    assert_eq!(h[0]["seq"], now["seq"]);
+    assert_eq!(
+        change(&h[0], "attendees"),
+        Some((Value::Null, now["fields"]["attendees"].clone()))
+    );
+    assert_eq!(h[0]["device_id"], Value::Null);
+    let dir = stop(s);
+    let full = verify_dir(dir.path());
+    assert_eq!(full.broken, None, "{full}");
+    assert_eq!(full.entries, full.records);
+
+    // An upgrade cut short (its batches are committed one by one) goes on
+    // where it stopped.
+    strip(dir.path(), full.entries / 2);
+    let s = reopen(dir, admin.clone()).await;
+    let dir = stop(s);
+    assert_eq!(
+        verify_dir(dir.path()),
+        full,
+        "the same entries, the same head"
+    );
+
+    // Pushes on the upgraded store are logged after the baseline.
+    let s = reopen(dir, admin).await;
+    let seq = seq_of(&s.record(&rec).await);
+    let m = mutation(
+        &s.admin,
+        &rec,
+        "lecture",
+        seq,
+        T0 + 200_000,
+        json!({"attendees": 5}),
+    );
+    assert_applied(&s.push_one(&s.admin, &m).await, &m);
+    assert_eq!(
+        causes(&history(&s, &s.admin, &rec).await),
+        ["baseline", "push"]
+    );
+    let dir = stop(s);
+    assert_eq!(verify_dir(dir.path()).broken, None);
+}
