@@ -68,6 +68,11 @@ pub const LIST_SCAN_MAX: usize = 200_000;
 /// Most bytes of start-of-backup values an online backup keeps for keys
 /// written while it copies; past it the backup fails (writes go on).
 pub const BACKUP_OVERLAY_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Longest wait for the store's lock when opening it, in milliseconds:
+/// sled's own threads can hold it a moment after its previous user closed
+/// the store (a restart in one process), and a server being replaced may
+/// still be exiting.
+pub const STORE_LOCK_WAIT_MS: u64 = 2_000;
 /// Records logged per batch when a format-3 store gets its baseline audit
 /// entries (bounded so that a million records never make one huge batch).
 const UPGRADE_RECORDS_PER_BATCH: usize = 10_000;
@@ -234,10 +239,11 @@ impl SledStore {
     /// # Errors
     /// sled's error (e.g. corruption), or data written by another format.
     pub fn open(config: &Config) -> Result<SledStore, StoreError> {
-        let db = sled::Config::new()
-            .path(config.store_path())
-            .cache_capacity(config.cache_bytes)
-            .open()?;
+        let db = open_db(
+            &sled::Config::new()
+                .path(config.store_path())
+                .cache_capacity(config.cache_bytes),
+        )?;
         let store_id = match db.get(codec::META_STORE_ID)? {
             Some(v) => codec::uuid_of(&v)?,
             None => {
@@ -335,10 +341,11 @@ impl SledStore {
                 config.store_path().display()
             )));
         }
-        let db = sled::Config::new()
-            .path(config.store_path())
-            .cache_capacity(config.cache_bytes)
-            .open()?;
+        let db = open_db(
+            &sled::Config::new()
+                .path(config.store_path())
+                .cache_capacity(config.cache_bytes),
+        )?;
         let old = db
             .get(codec::META_STORE_ID)?
             .map(|v| codec::uuid_of(&v))
@@ -385,6 +392,27 @@ impl Drop for SledStore {
     fn drop(&mut self) {
         self.inner.durability.closed.store(true, Ordering::SeqCst);
         self.inner.durability.wake.notify_one();
+    }
+}
+
+/// Opens sled with `cfg`, waiting up to [`STORE_LOCK_WAIT_MS`] for the
+/// store's lock.
+///
+/// # Errors
+/// sled's, e.g. the lock still held after the wait (another server).
+pub fn open_db(cfg: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(STORE_LOCK_WAIT_MS);
+    loop {
+        match cfg.open() {
+            // sled 0.34 reports a held lock only in this message.
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 
@@ -464,6 +492,7 @@ fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
                 conflict_id: None,
                 device_id: None,
                 actor: None,
+                record_prev: None,
                 hlc: r.hlc(),
                 pushed_hlc: None,
                 changes: audit::changes(None, &r),
@@ -472,7 +501,7 @@ fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
             let (value, hash) = codec::encode_audit(&head, &body);
             head = hash;
             b.insert(codec::audit_key(n), value);
-            b.insert(codec::history_key(r.id, n), &[]);
+            b.insert(codec::seq_key(r.seq), &codec::feed_value(r.id, n));
             start = k.to_vec();
             start.push(0);
             in_batch += 1;
@@ -645,20 +674,28 @@ impl Inner {
         if !(rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) || rec.ever_in(scope)) {
             return Ok(None);
         }
-        let mut out = Vec::new();
-        let Some(from) = after.checked_add(1) else {
-            return Ok(Some(out));
+        // Newest to oldest along `record_prev`, as far back as `after`.
+        let mut next = match self.db.get(codec::seq_key(rec.seq))? {
+            Some(v) => Some(codec::decode_feed(&v)?.1),
+            None => return Err(StoreError::Corrupt(format!("no feed entry for {id}"))),
         };
-        let range = codec::history_key(id, from)..=codec::history_key(id, u64::MAX);
-        for kv in self.db.range(range).take(limit) {
-            let (k, _) = kv?;
-            let n = codec::u64_of(&k[k.len() - 8..])?;
+        let mut newer = Vec::new();
+        while let Some(n) = next.filter(|n| *n > after) {
             let v = self.db.get(codec::audit_key(n))?.ok_or_else(|| {
                 StoreError::Corrupt(format!("history of {id} names a missing audit entry {n}"))
             })?;
-            out.push(codec::decode_audit(&v)?.view());
+            let entry = codec::decode_audit(&v)?;
+            next = entry.body.record_prev;
+            newer.push(entry);
         }
-        Ok(Some(out))
+        Ok(Some(
+            newer
+                .into_iter()
+                .rev()
+                .take(limit)
+                .map(codec::StoredAudit::view)
+                .collect(),
+        ))
     }
 
     /// Keeps the start-of-backup values of `keys`, about to be written, for
@@ -799,6 +836,7 @@ impl Inner {
             hlc: w.hlc,
             rejections: w.rejections,
             audit: w.audit,
+            last_entry: HashMap::new(),
             w,
             inner: self,
             // Read under the writer lock, which a backup takes to start.
@@ -909,26 +947,38 @@ impl Inner {
                     tx.batch
                         .insert(codec::open_conflict_key(state.seq, id), &[]);
                 }
-                tx.put_record(existing, state.clone());
             }
             // Applied mutations are logged even when they lost on every
             // field: who tried what is part of the record's history.
-            tx.log(AuditBody {
-                n: 0,
-                server_ms: input.now_ms,
-                seq: state.seq,
-                record_id: state.id,
-                kind,
-                cause: AuditCause::Push,
-                mutation_id: Some(m.id),
-                conflict_id: None,
-                device_id: Some(device.id),
-                actor: None,
-                hlc,
-                pushed_hlc: restamped.then_some(m.hlc),
-                changes,
-                conflicts: opened,
-            });
+            let current_seq = existing.as_ref().map(|r| r.seq);
+            let n = tx.log(
+                AuditBody {
+                    n: 0,
+                    server_ms: input.now_ms,
+                    seq: state.seq,
+                    record_id: state.id,
+                    kind,
+                    cause: AuditCause::Push,
+                    mutation_id: Some(m.id),
+                    conflict_id: None,
+                    device_id: Some(device.id),
+                    actor: None,
+                    record_prev: None,
+                    hlc,
+                    pushed_hlc: restamped.then_some(m.hlc),
+                    changes,
+                    conflicts: opened,
+                },
+                current_seq,
+            )?;
+            if merged.changed {
+                tx.put_record(existing, state.clone(), n);
+            } else {
+                // The record stays at its seq; its feed entry names the
+                // new last entry.
+                tx.batch
+                    .insert(codec::seq_key(state.seq), &codec::feed_value(state.id, n));
+            }
             let conflicts: Vec<_> = merged
                 .conflicts
                 .iter()
@@ -1006,27 +1056,31 @@ impl Inner {
                 after.seq = tx.seq;
                 let path =
                     |tree: &OrgTree| serde_json::json!(before.org_unit().map(|u| tree.chain(u)));
-                tx.log(AuditBody {
-                    n: 0,
-                    server_ms: now_ms,
-                    seq: after.seq,
-                    record_id: after.id,
-                    kind: after.kind,
-                    cause: AuditCause::Move,
-                    mutation_id: None,
-                    conflict_id: None,
-                    device_id: Some(by.id),
-                    actor: None,
-                    hlc: after.hlc(),
-                    pushed_hlc: None,
-                    changes: vec![Change {
-                        field: PATH_FIELD.to_string(),
-                        from: path(&old),
-                        to: path(&next),
-                    }],
-                    conflicts: Vec::new(),
-                });
-                tx.put_record(Some(before), after);
+                let n = tx.log(
+                    AuditBody {
+                        n: 0,
+                        server_ms: now_ms,
+                        seq: after.seq,
+                        record_id: after.id,
+                        kind: after.kind,
+                        cause: AuditCause::Move,
+                        mutation_id: None,
+                        conflict_id: None,
+                        device_id: Some(by.id),
+                        actor: None,
+                        record_prev: None,
+                        hlc: after.hlc(),
+                        pushed_hlc: None,
+                        changes: vec![Change {
+                            field: PATH_FIELD.to_string(),
+                            from: path(&old),
+                            to: path(&next),
+                        }],
+                        conflicts: Vec::new(),
+                    },
+                    Some(before.seq),
+                )?;
+                tx.put_record(Some(before), after, n);
             }
         }
         let n = units.len();
@@ -1105,23 +1159,27 @@ impl Inner {
         stored.open = false;
         tx.batch.insert(codec::conflict_key(id), encode(&stored));
         let view = after.view();
-        tx.log(AuditBody {
-            n: 0,
-            server_ms: now_ms,
-            seq: after.seq,
-            record_id: after.id,
-            kind: after.kind,
-            cause: AuditCause::Resolve,
-            mutation_id: None,
-            conflict_id: Some(id),
-            device_id: Some(by.id),
-            actor: None,
-            hlc,
-            pushed_hlc: None,
-            changes: audit::changes(Some(&before), &after),
-            conflicts: Vec::new(),
-        });
-        tx.put_record(Some(before), after);
+        let n = tx.log(
+            AuditBody {
+                n: 0,
+                server_ms: now_ms,
+                seq: after.seq,
+                record_id: after.id,
+                kind: after.kind,
+                cause: AuditCause::Resolve,
+                mutation_id: None,
+                conflict_id: Some(id),
+                device_id: Some(by.id),
+                actor: None,
+                record_prev: None,
+                hlc,
+                pushed_hlc: None,
+                changes: audit::changes(Some(&before), &after),
+                conflicts: Vec::new(),
+            },
+            Some(before.seq),
+        )?;
+        tx.put_record(Some(before), after, n);
         let generation = tx.commit(None)?;
         Ok((ResolveOutcome::Resolved(view), generation))
     }
@@ -1162,7 +1220,7 @@ impl Inner {
             let (k, v) = kv?;
             let seq = codec::u64_of(&k[codec::SEQ.len()..])?;
             scanned += 1;
-            let Some(rec) = self.record(codec::uuid_of(&v)?)? else {
+            let Some(rec) = self.record(codec::decode_feed(&v)?.0)? else {
                 continue;
             };
             // Moved on to a later seq by a write after we read the index:
@@ -1304,6 +1362,8 @@ struct Tx<'a> {
     hlc: HlcClock,
     rejections: u64,
     audit: (u64, codec::Hash),
+    /// The last audit entry staged for each record in this batch.
+    last_entry: HashMap<Uuid, u64>,
     /// Records touched by this batch, at their latest staged state.
     records: HashMap<Uuid, RecordState>,
     applied: HashMap<(Uuid, Uuid), Applied>,
@@ -1360,27 +1420,43 @@ impl Tx<'_> {
         }
     }
 
-    /// Stages the next audit entry (its `n` is assigned here) and its
-    /// per-record index entry, chained to the previous one.
-    fn log(&mut self, mut body: AuditBody) {
+    /// Stages the next audit entry (its `n` and `record_prev` are set
+    /// here), chained to the previous one. `current_seq` is the record's
+    /// seq before this write (`None`: a new record). Returns the entry's n.
+    fn log(&mut self, mut body: AuditBody, current_seq: Option<u64>) -> Result<u64, StoreError> {
+        body.record_prev = match (self.last_entry.get(&body.record_id), current_seq) {
+            (Some(n), _) => Some(*n),
+            (None, Some(seq)) => {
+                let v = self.inner.db.get(codec::seq_key(seq))?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("no feed entry for {}", body.record_id))
+                })?;
+                let (id, n) = codec::decode_feed(&v)?;
+                debug_assert_eq!(id, body.record_id, "the feed entry names the record");
+                Some(n)
+            }
+            (None, None) => None,
+        };
         let (n, prev) = self.audit;
         body.n = n + 1;
         let (value, hash) = codec::encode_audit(&prev, &body);
         self.batch.insert(codec::audit_key(body.n), value);
-        self.batch
-            .insert(codec::history_key(body.record_id, body.n), &[]);
         self.audit = (body.n, hash);
+        self.last_entry.insert(body.record_id, body.n);
+        Ok(body.n)
     }
 
     /// Stages a record at its new seq: record and feed entry (one per
-    /// record).
-    fn put_record(&mut self, before: Option<RecordState>, after: RecordState) {
+    /// record), which names `entry`, the record's last audit entry.
+    fn put_record(&mut self, before: Option<RecordState>, after: RecordState, entry: u64) {
         debug_assert!(before.as_ref().is_none_or(|b| b.seq < after.seq));
+        debug_assert_eq!(self.last_entry.get(&after.id), Some(&entry));
         if let Some(b) = &before {
             self.batch.remove(codec::seq_key(b.seq));
         }
-        self.batch
-            .insert(codec::seq_key(after.seq), after.id.as_bytes());
+        self.batch.insert(
+            codec::seq_key(after.seq),
+            &codec::feed_value(after.id, entry),
+        );
         self.batch
             .insert(codec::record_key(after.id), encode(&after));
         self.records.insert(after.id, after.clone());

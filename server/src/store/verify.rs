@@ -4,9 +4,10 @@
 //! 1. The chain: entries `l/1, l/2, …` without gaps, each one's `prev` the
 //!    hash of the one before, each `hash` the hash of its stored bytes, and
 //!    the last one the head named in `m/audit`.
-//! 2. The records: replaying each record's entries (through its `h/`
-//!    index) gives its current fields, `deleted` flag, kind and seq; every
-//!    entry is indexed under its record; every record has its feed entry.
+//! 2. The records: replaying each record's entries (from the one its feed
+//!    entry names, back along `record_prev`) gives its current fields,
+//!    `deleted` flag and seq; every entry is in exactly one record's
+//!    history, of that record and kind.
 //! 3. The aggregates: recounted from the records, they equal the stored
 //!    ones; `m/seq` is the highest record seq.
 //!
@@ -92,16 +93,20 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
     if !path.join("conf").exists() {
         return Err(StoreError::Other(format!("no store at {}", path.display())));
     }
-    let db = sled::Config::new()
-        .path(&path)
-        .cache_capacity(config.cache_bytes)
-        .open()
-        .map_err(|e| match e {
-            sled::Error::Io(io) => {
-                StoreError::Unavailable(format!("{io} (is the server running? stop it first)"))
-            }
-            other => other.into(),
-        })?;
+    // Nothing is written, so no periodic flusher (whose thread could hold
+    // the store a moment past the end, locking out the next opener).
+    let db = super::sled::open_db(
+        &sled::Config::new()
+            .path(&path)
+            .cache_capacity(config.cache_bytes)
+            .flush_every_ms(None),
+    )
+    .map_err(|e| match e {
+        sled::Error::Io(io) => {
+            StoreError::Unavailable(format!("{io} (is the server running? stop it first)"))
+        }
+        other => other.into(),
+    })?;
     let meta_u64 = |key: &[u8]| -> Result<u64, StoreError> {
         db.get(key)?.map_or(Ok(0), |v| codec::u64_of(&v))
     };
@@ -195,10 +200,11 @@ fn records(
     recount: &mut Aggregates,
 ) -> Result<Option<Broken>, StoreError> {
     let record = |id, why: String| Ok(Some(Broken::Record { id, why }));
-    let mut index = db.scan_prefix(codec::HISTORY).peekable();
-    let mut indexed = 0u64;
+    let entry = |n, why: String| Ok(Some(Broken::Entry { n, why }));
+    let head = report.head.0;
+    // Which entries some record's history reaches: each exactly once.
+    let mut reached = vec![false; head as usize + 1];
     let mut max_seq = 0;
-    let index_id = |k: &[u8]| codec::uuid_of(&k[codec::HISTORY.len()..codec::HISTORY.len() + 16]);
     for kv in db.scan_prefix(codec::RECORD) {
         let (k, v) = kv?;
         let id = codec::uuid_of(&k[codec::RECORD.len()..])?;
@@ -209,75 +215,63 @@ fn records(
         if r.id != id {
             return record(id, format!("is stored under another id ({})", r.id));
         }
-        let mut replay = Replay::default();
-        let mut last_seq = None;
-        while let Some(kv) = index.peek() {
-            let (hk, _) = kv.as_ref().map_err(|e| StoreError::Other(e.to_string()))?;
-            let hid = index_id(hk)?;
-            if hid < id {
-                return record(hid, "has audit entries but no record".into());
+        let Some(feed) = db.get(codec::seq_key(r.seq))? else {
+            return record(id, format!("its feed entry s/{} is missing", r.seq));
+        };
+        let last = match codec::decode_feed(&feed) {
+            Ok((fid, last)) if fid == id => last,
+            Ok((fid, _)) => return record(id, format!("its feed entry names {fid}")),
+            Err(e) => return record(id, e.to_string()),
+        };
+        // The record's entries, newest first, along `record_prev`.
+        let mut chain = Vec::new();
+        let mut next = Some(last);
+        while let Some(n) = next {
+            if n == 0 || n > head {
+                return record(id, format!("its history names entry {n}, not in the log"));
             }
-            if hid > id {
-                break;
+            if std::mem::replace(&mut reached[n as usize], true) {
+                return entry(n, "is in the history of two records, or twice".into());
             }
-            let n = codec::u64_of(&hk[hk.len() - 8..])?;
             let Some(ev) = db.get(codec::audit_key(n))? else {
                 return record(id, format!("its history names entry {n}, which is missing"));
             };
-            let a = codec::decode_audit(&ev)?;
-            if a.body.record_id != id {
-                return Ok(Some(Broken::Entry {
+            let body = codec::decode_audit(&ev)?.body;
+            if body.record_id != id {
+                return entry(
                     n,
-                    why: format!(
-                        "is indexed under record {id} but is about {}",
-                        a.body.record_id
+                    format!(
+                        "is in record {id}'s history but is about {}",
+                        body.record_id
                     ),
-                }));
+                );
             }
-            if a.body.kind != r.kind {
-                return record(id, format!("entry {n} logs another kind"));
+            if body.kind != r.kind {
+                return entry(n, format!("logs another kind than record {id}'s"));
             }
-            replay.apply(&a.body.changes);
-            last_seq = Some(a.body.seq);
-            indexed += 1;
-            index.next();
+            next = body.record_prev;
+            chain.push(body);
+        }
+        let mut replay = Replay::default();
+        for body in chain.iter().rev() {
+            replay.apply(&body.changes);
         }
         if let Err(why) = replay.check(&r) {
             return record(id, why);
         }
-        if last_seq != Some(r.seq) {
+        let logged = chain.first().map_or(0, |b| b.seq);
+        if logged != r.seq {
             return record(
                 id,
-                match last_seq {
-                    None => "has no audit entries".into(),
-                    Some(s) => format!("has seq {}, its last audit entry gives {s}", r.seq),
-                },
+                format!("has seq {}, its last audit entry gives {logged}", r.seq),
             );
-        }
-        if db.get(codec::seq_key(r.seq))?.as_deref() != Some(id.as_bytes().as_slice()) {
-            return record(id, format!("its feed entry s/{} is missing", r.seq));
         }
         max_seq = max_seq.max(r.seq);
         recount.apply(None, &r);
         report.records += 1;
     }
-    if let Some(kv) = index.next() {
-        let (hk, _) = kv?;
-        return record(index_id(&hk)?, "has audit entries but no record".into());
-    }
-    if indexed != report.entries {
-        // Name the first entry that no record's history lists.
-        for kv in db.scan_prefix(codec::AUDIT) {
-            let (k, v) = kv?;
-            let n = codec::u64_of(&k[codec::AUDIT.len()..])?;
-            let a = codec::decode_audit(&v)?;
-            if !db.contains_key(codec::history_key(a.body.record_id, n))? {
-                return Ok(Some(Broken::Entry {
-                    n,
-                    why: format!("is missing from record {}'s history", a.body.record_id),
-                }));
-            }
-        }
+    if let Some(n) = (1..=head).find(|n| !reached[*n as usize]) {
+        return entry(n, "is in no record's history".into());
     }
     let feed = db.scan_prefix(codec::SEQ).count() as u64;
     if feed != report.records {
