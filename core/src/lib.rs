@@ -8,6 +8,7 @@
 //! - [`hlc`]: hybrid logical clocks.
 //! - [`kinds`]: typed structs for the three kinds.
 //! - [`merge`]: judging mutations, last-writer-wins merge, conflicts, checksums.
+//! - [`audit`]: what a write changed, and replaying it (the audit trail).
 //! - [`org`]: the org-unit tree and scopes.
 //! - [`totals`]: per-unit aggregates and the totals they answer.
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
@@ -23,6 +24,7 @@
 //! assert!(clock.next(999, uuid::Uuid::nil()) > a);
 //! ```
 
+pub mod audit;
 pub mod date;
 pub mod hlc;
 pub mod kinds;

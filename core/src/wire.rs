@@ -571,6 +571,64 @@ pub struct EnrollRequest {
     pub label: Option<String>,
 }
 
+/// Default and largest `limit` of `GET /v1/records/{id}/history`, in entries.
+pub const HISTORY_LIMIT_DEFAULT: usize = 1000;
+pub const HISTORY_LIMIT_MAX: usize = 1000;
+
+/// What caused an audit entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditCause {
+    /// An applied mutation of a push.
+    Push,
+    /// A coordinator's resolution of a conflict.
+    Resolve,
+    /// Re-parenting of the record's unit or an ancestor (§4).
+    Move,
+    /// The record as it stood when a store written before the audit trail
+    /// existed was upgraded.
+    Baseline,
+}
+
+/// A conflict that a logged write opened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditConflict {
+    pub id: Uuid,
+    pub field: String,
+    pub winner: Value,
+    pub loser: Value,
+}
+
+/// One entry of `GET /v1/records/{id}/history` (addition to the contract).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    /// Position in the store-wide audit log (1, 2, …; no gaps).
+    pub n: u64,
+    pub server_ms: u64,
+    /// The record's seq after this write.
+    pub seq: u64,
+    pub record_id: Uuid,
+    pub kind: String,
+    pub cause: AuditCause,
+    pub mutation_id: Option<Uuid>,
+    /// The conflict a resolution closed.
+    pub conflict_id: Option<Uuid>,
+    /// The pushing or resolving device; for a move, the admin's.
+    pub device_id: Option<Uuid>,
+    /// Who acted: the device id for now, a person's name once people sign in.
+    pub actor: Option<String>,
+    /// The HLC stored with the write.
+    pub hlc: Hlc,
+    pub restamped: bool,
+    /// The HLC as pushed, when re-stamped.
+    pub pushed_hlc: Option<Hlc>,
+    pub changes: Vec<crate::audit::Change>,
+    pub conflicts: Vec<AuditConflict>,
+    /// Hex SHA-256 of the previous entry (64 zeros for the first) and of this one.
+    pub prev: String,
+    pub hash: String,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

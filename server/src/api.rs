@@ -2,7 +2,7 @@
 //! chosen by [`ApiError`] (errors) and the response types below (success).
 
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use pufa_core::date::Date;
@@ -19,6 +19,7 @@ use pufa_core::wire::{
     TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, PULL_LIMIT_DEFAULT,
     PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
 };
+use pufa_core::wire::{HistoryEntry, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 use uuid::Uuid;
 
 use crate::auth;
@@ -116,7 +117,11 @@ pub async fn put_org_units(
     ApiJson(units): ApiJson<Vec<OrgUnit>>,
 ) -> ApiResult<Json<Upserted>> {
     d.require_admin()?;
-    match s.store.upsert_org_units(units).await? {
+    match s
+        .store
+        .upsert_org_units(units, &d, s.config.clock.now_ms())
+        .await?
+    {
         Ok(upserted) => Ok(Json(Upserted { upserted })),
         Err(e) => Err(ApiError::InvalidOrgTree {
             message: e.to_string(),
@@ -666,6 +671,48 @@ pub async fn enroll(
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<Created<TokenIssued>> {
     Ok(Created(enrol::redeem(&s, req).await?))
+}
+
+/// `GET /v1/records/{id}/history?after=<n>&limit=<n>` (addition): the
+/// record's audit entries after `after`, oldest first.
+pub async fn record_history(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    Path(id): Path<String>,
+    q: Params,
+) -> ApiResult<Json<Vec<HistoryEntry>>> {
+    d.require_coordinator()?;
+    let id = path_uuid(&id)?;
+    let after = q.u64("after")?.unwrap_or(0);
+    let limit = q.limit(HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX)?;
+    s.store
+        .history(d.scope(), id, after, limit)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no record {id} in your scope")))
+}
+
+/// `GET /v1/admin/backup` (addition): the whole store as of the request,
+/// streamed while the server goes on serving (`store::backup` describes
+/// the file). A copy cut short lacks its trailer, which restore refuses.
+pub async fn backup(State(s): State<AppState>, Caller(d): Caller) -> ApiResult<Response> {
+    d.require_admin()?;
+    let chunks = s.store.backup(s.config.clock.now_ms()).await?;
+    let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    });
+    let name = format!("pufa-{}.backup", s.store.store_id());
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{name}\""),
+            ),
+        ],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
 }
 
 pub async fn not_found() -> ApiError {

@@ -105,6 +105,8 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/enrollment-codes/{id}", delete(api::withdraw_code))
         .route("/v1/enroll", post(api::enroll))
+        .route("/v1/records/{id}/history", get(api::record_history))
+        .route("/v1/admin/backup", get(api::backup))
         .merge(dashboard::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -94,6 +94,22 @@ enum Cmd {
         #[arg(long)]
         display_name: Option<String>,
     },
+    /// Check a stopped server's store: the audit chain, every record
+    /// against its audit entries, and the aggregates against the records.
+    /// Exit code 0 when intact, 1 when something is broken (named), 2 when
+    /// the store cannot be read.
+    Verify,
+    /// Load a backup (from `GET /v1/admin/backup`) into an empty --data
+    /// dir, with a new store_id so devices notice and repair, then verify.
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Keep the backup's store_id (only if the original store is gone
+        /// for good and no device synced after the backup was taken).
+        #[arg(long)]
+        keep_store_id: bool,
+    },
     /// Serve a demo: 迎泽区's year 2020, made by simulated field devices.
     ///
     /// On an empty data dir, first fill it with a year (2020) of 迎泽区's
@@ -196,6 +212,14 @@ async fn serve_main() -> ExitCode {
     {
         return add_account(config, username, role, org_unit, display_name).await;
     }
+    match &args.command {
+        Some(Cmd::Verify) => return verify(&config),
+        Some(Cmd::Restore {
+            from,
+            keep_store_id,
+        }) => return restore(&config, from, *keep_store_id),
+        _ => {}
+    }
     let listener = match bind(args.listen) {
         Ok(l) => l,
         Err(e) => {
@@ -228,6 +252,46 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(config::LISTEN_BACKLOG)
+}
+
+fn verify(config: &Config) -> ExitCode {
+    match pufa_server::store::verify::verify(config) {
+        Ok(report) => {
+            println!("{report}");
+            if report.broken.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!("pufa-server verify: {}: {e}", config.data_dir.display());
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn restore(config: &Config, from: &std::path::Path, keep_store_id: bool) -> ExitCode {
+    match pufa_server::store::backup::restore(from, config, keep_store_id) {
+        Ok(r) => {
+            println!(
+                "restored {} pairs of store {} at seq {} into {}; store_id is now {}",
+                r.pairs,
+                r.header.store_id,
+                r.header.seq,
+                config.data_dir.display(),
+                r.store_id
+            );
+            println!(
+                "copy admin.token from the original data dir (the backup holds no secrets; the old admin token still works)"
+            );
+            verify(config)
+        }
+        Err(e) => {
+            eprintln!("pufa-server restore: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> ExitCode {

@@ -5,8 +5,10 @@
 //! Judging and merging live in `pufa-core`; a store loads what a mutation
 //! touches, calls core, and writes the result atomically.
 
+pub mod backup;
 pub mod codec;
 pub mod sled;
+pub mod verify;
 
 use std::sync::Arc;
 
@@ -16,8 +18,8 @@ use pufa_core::org::{OrgTree, OrgTreeError, Scope};
 use pufa_core::report::{Behind, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::wire::{
-    AccountView, CodeView, ConflictView, DeviceReport, DeviceView, Mutation, MutationResult,
-    OrgUnit, PullEntry, RecordView, RejectionView, Role, TotalsResponse,
+    AccountView, CodeView, ConflictView, DeviceReport, DeviceView, HistoryEntry, Mutation,
+    MutationResult, OrgUnit, PullEntry, RecordView, RejectionView, Role, TotalsResponse,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -318,10 +320,13 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes a device's token; `false` if there is no such device.
     async fn revoke_device(&self, id: Uuid) -> Result<bool, StoreError>;
 
-    /// Upserts org units; moves records of re-parented subtrees (§4).
+    /// Upserts org units; moves records of re-parented subtrees (§4),
+    /// logging each move as `by`'s.
     async fn upsert_org_units(
         &self,
         units: Vec<OrgUnit>,
+        by: &Device,
+        now_ms: u64,
     ) -> Result<Result<usize, OrgTreeError>, StoreError>;
 
     /// Applies a push (§6) and returns one result per mutation, after all of
@@ -433,7 +438,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Makes every acknowledged write durable (shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
+
+    /// A record's audit entries after `after`, oldest first; `None` when
+    /// the record is unknown or was never in `scope`.
+    async fn history(
+        &self,
+        scope: Scope,
+        record: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError>;
+
+    /// Starts an online backup: a consistent copy of the whole store as of
+    /// now, in the format of [`backup`], delivered in chunks while writes
+    /// go on. One at a time.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] while another backup runs. An error
+    /// later on arrives as the last chunk (the copy is then unusable).
+    async fn backup(&self, now_ms: u64) -> Result<BackupChunks, StoreError>;
 }
+
+/// The chunks of a backup in the making.
+pub type BackupChunks = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;
 
 /// The shared handle handlers use.
 pub type DynStore = Arc<dyn Store>;

@@ -19,12 +19,21 @@
 //! seq a finished flush covered: a pull never hands out a `next` past a
 //! write in flight, nor past a write a crash could still take back (whose
 //! seqs the restarted server would hand out again to other records).
+//!
+//! **Audit.** Every record write also appends a hash-chained audit entry
+//! (`l/`, with its per-record index `h/`) in the same batch.
+//!
+//! **Online backup.** sled has no snapshots, so a backup copies the live
+//! tree while remembering, for every key a write touches after the
+//! backup's start and before the copy reaches it, the value it had at the
+//! start (copy-on-write, [`Overlay`]). Writers never wait for the copy.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use async_trait::async_trait;
+use pufa_core::audit::{self, Change, PATH_FIELD};
 use pufa_core::date::Date;
 use pufa_core::hlc::HlcClock;
 use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
@@ -33,16 +42,17 @@ use pufa_core::report::{self, YearFigures};
 use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
 use pufa_core::totals::{self, AggKey, Aggregates};
 use pufa_core::wire::{
-    ConflictView, DeviceView, GoneView, MutationResult, MutationStatus, OrgUnit, PullEntry,
-    RecordView, RejectionView, TotalsResponse,
+    AuditCause, ConflictView, DeviceView, GoneView, HistoryEntry, MutationResult, MutationStatus,
+    OrgUnit, PullEntry, RecordView, RejectionView, TotalsResponse,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
-use super::codec::{self, decode, encode, Applied, StoredConflict, StoredRejection};
+use super::backup::{self, BackupHeader};
+use super::codec::{self, decode, encode, Applied, AuditBody, StoredConflict, StoredRejection};
 use super::{
-    Device, PullPage, PushInput, RecordPage, RecordQuery, ResolveOutcome, ScopeChecksum, Store,
-    StoreError, TokenHash,
+    BackupChunks, Device, PullPage, PushInput, RecordPage, RecordQuery, ResolveOutcome,
+    ScopeChecksum, Store, StoreError, TokenHash,
 };
 use crate::config::{Config, IdSource};
 
@@ -57,6 +67,21 @@ pub const PULL_SCAN_MAX: usize = 100_000;
 pub const RECORDS_SCAN_MAX: usize = 200_000;
 /// Most rejections or conflicts one listing examines.
 pub const LIST_SCAN_MAX: usize = 200_000;
+/// Most bytes of start-of-backup values an online backup keeps for keys
+/// written while it copies; past it the backup fails (writes go on).
+pub const BACKUP_OVERLAY_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Longest wait for the store's lock when opening it, in milliseconds:
+/// sled's own threads can hold it a moment after its previous user closed
+/// the store (a restart in one process), and a server being replaced may
+/// still be exiting.
+pub const STORE_LOCK_WAIT_MS: u64 = 2_000;
+/// Records logged per batch when a format-3 store gets its baseline audit
+/// entries (bounded so that a million records never make one huge batch).
+const UPGRADE_RECORDS_PER_BATCH: usize = 10_000;
+/// Live keys an online backup copies between two looks at the overlay.
+const BACKUP_KEYS_PER_STEP: usize = 256;
+/// Bytes of backup text handed to the response at a time.
+const BACKUP_CHUNK_BYTES: usize = 256 * 1024;
 
 /// Waits until a push's group is durable, then hands out its results.
 async fn finish(
@@ -95,6 +120,88 @@ struct Inner {
     write_turn: tokio::sync::Mutex<()>,
     /// Pushes waiting for the next group apply, with where to answer.
     queued: Mutex<Vec<(PushInput, PushReply)>>,
+    /// The running online backup's start-of-backup values, if one runs.
+    backup: Mutex<Option<Overlay>>,
+    /// Whether new writes must list their keys for [`Inner::capture`].
+    backup_on: AtomicBool,
+}
+
+/// What an online backup needs of keys written since it started: their
+/// values at the start, for keys the copy has not reached yet.
+#[derive(Default)]
+struct Overlay {
+    /// The last key the copy has passed.
+    cursor: Option<sled::IVec>,
+    /// Value at the start (`None`: absent then) of keys above `cursor`
+    /// written since the start.
+    before: BTreeMap<sled::IVec, Option<sled::IVec>>,
+    bytes: usize,
+    overflowed: bool,
+}
+
+impl Overlay {
+    /// Removes `key`'s start-of-backup value, if a write kept one.
+    fn take(&mut self, key: &[u8]) -> Option<Option<sled::IVec>> {
+        let old = self.before.remove(key)?;
+        self.bytes = self
+            .bytes
+            .saturating_sub(key.len() + old.as_ref().map_or(0, |v| v.len()) + 64);
+        Some(old)
+    }
+
+    /// Copies the kept keys below `upto` (all of them for `None`) that
+    /// existed at the start: keys removed since, which the live copy no
+    /// longer sees. Returns how many.
+    fn emit_below(&mut self, upto: Option<&sled::IVec>, enc: &mut backup::Encoder) -> u64 {
+        let keys: Vec<sled::IVec> = match upto {
+            Some(k) => self
+                .before
+                .range(..k.clone())
+                .map(|(k, _)| k.clone())
+                .collect(),
+            None => self.before.keys().cloned().collect(),
+        };
+        let mut n = 0;
+        for k in keys {
+            if let Some(Some(v)) = self.take(&k) {
+                enc.pair(&k, &v);
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// An online backup's progress through the live tree.
+struct Copier {
+    live: sled::Iter,
+    enc: backup::Encoder,
+    pairs: u64,
+}
+
+/// A `sled::Batch` that also lists its keys while a backup runs.
+#[derive(Default)]
+struct Staged {
+    batch: sled::Batch,
+    keys: Option<Vec<sled::IVec>>,
+}
+
+impl Staged {
+    fn insert(&mut self, key: impl Into<sled::IVec>, value: impl Into<sled::IVec>) {
+        let key = key.into();
+        if let Some(keys) = &mut self.keys {
+            keys.push(key.clone());
+        }
+        self.batch.insert(key, value);
+    }
+
+    fn remove(&mut self, key: impl Into<sled::IVec>) {
+        let key = key.into();
+        if let Some(keys) = &mut self.keys {
+            keys.push(key.clone());
+        }
+        self.batch.remove(key);
+    }
 }
 
 /// State only the writer touches; published to disk with every batch.
@@ -102,6 +209,8 @@ struct Writer {
     seq: u64,
     hlc: HlcClock,
     rejections: u64,
+    /// The last audit entry's `n` and hash.
+    audit: (u64, codec::Hash),
 }
 
 #[derive(Clone, Debug, Default)]
@@ -153,7 +262,11 @@ impl SledStore {
     /// # Errors
     /// sled's error (e.g. corruption), or data written by another format.
     pub fn open(config: &Config) -> Result<SledStore, StoreError> {
-        let db = open_db(config)?;
+        let db = open_db(
+            &sled::Config::new()
+                .path(config.store_path())
+                .cache_capacity(config.cache_bytes),
+        )?;
         let store_id = match db.get(codec::META_STORE_ID)? {
             Some(v) => codec::uuid_of(&v)?,
             None => {
@@ -166,12 +279,16 @@ impl SledStore {
                 id
             }
         };
-        let format = db
+        let mut format = db
             .get(codec::META_FORMAT)?
             .map(|v| codec::u64_of(&v))
             .transpose()?;
         if format == Some(codec::STORE_FORMAT_2) {
             upgrade_from_format_2(&db)?;
+            format = Some(codec::STORE_FORMAT_3);
+        }
+        if format == Some(codec::STORE_FORMAT_3) {
+            upgrade_from_format_3(&db, config.clock.now_ms())?;
         } else if format != Some(codec::STORE_FORMAT) {
             return Err(StoreError::Corrupt(format!(
                 "store format {format:?}, this server reads {}",
@@ -195,6 +312,7 @@ impl SledStore {
             }
             None => HlcClock::default(),
         };
+        let audit = audit_head(&db)?;
         let mut units = Vec::new();
         for kv in db.scan_prefix(codec::ORG_UNIT) {
             let (_, v) = kv?;
@@ -219,6 +337,7 @@ impl SledStore {
                 seq,
                 hlc,
                 rejections,
+                audit,
             }),
             committed_seq: AtomicU64::new(seq),
             agg: RwLock::new(agg),
@@ -226,6 +345,8 @@ impl SledStore {
             durability: durability.clone(),
             write_turn: tokio::sync::Mutex::new(()),
             queued: Mutex::new(Vec::new()),
+            backup: Mutex::new(None),
+            backup_on: AtomicBool::new(false),
         });
         tokio::spawn(flusher(Arc::downgrade(&inner), durability));
         Ok(SledStore { inner })
@@ -244,10 +365,11 @@ impl SledStore {
                 config.store_path().display()
             )));
         }
-        let db = sled::Config::new()
-            .path(config.store_path())
-            .cache_capacity(config.cache_bytes)
-            .open()?;
+        let db = open_db(
+            &sled::Config::new()
+                .path(config.store_path())
+                .cache_capacity(config.cache_bytes),
+        )?;
         let old = db
             .get(codec::META_STORE_ID)?
             .map(|v| codec::uuid_of(&v))
@@ -299,28 +421,23 @@ impl Drop for SledStore {
     }
 }
 
-/// How long opening waits for sled's file lock: a store closed a moment ago
-/// (a server restarted in the same process) keeps it until sled's background
-/// threads have exited. A second server on the same dir still fails, after
-/// this wait, naming the lock.
-pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
-
-fn open_db(config: &Config) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + LOCK_WAIT;
+/// Opens sled with `cfg`, waiting up to [`STORE_LOCK_WAIT_MS`] for the
+/// store's lock.
+///
+/// # Errors
+/// sled's, e.g. the lock still held after the wait (another server).
+pub fn open_db(cfg: &sled::Config) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(STORE_LOCK_WAIT_MS);
     loop {
-        match sled::Config::new()
-            .path(config.store_path())
-            .cache_capacity(config.cache_bytes)
-            .open()
-        {
-            // sled words the lock failure as an `Other` IO error.
+        match cfg.open() {
+            // sled 0.34 reports a held lock only in this message.
             Err(sled::Error::Io(e))
-                if e.to_string().starts_with("could not acquire lock")
+                if e.to_string().contains("could not acquire lock")
                     && std::time::Instant::now() < deadline =>
             {
-                std::thread::sleep(std::time::Duration::from_millis(10));
+                std::thread::sleep(std::time::Duration::from_millis(5));
             }
-            other => return Ok(other?),
+            other => return other,
         }
     }
 }
@@ -341,10 +458,99 @@ fn upgrade_from_format_2(db: &sled::Db) -> Result<(), StoreError> {
             b.insert(codec::agg_key(&key), bytes);
         }
     }
-    b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+    b.insert(codec::META_FORMAT, &codec::STORE_FORMAT_3.to_be_bytes());
     db.apply_batch(b)?;
     db.flush()?;
     tracing::info!("store upgraded from format 2 to 3 (topic aggregates)");
+    Ok(())
+}
+
+/// The last audit entry's `(n, hash)`: `m/audit`, written with every batch
+/// that logs.
+fn audit_head(db: &sled::Db) -> Result<(u64, codec::Hash), StoreError> {
+    let head = match db.get(codec::META_AUDIT)? {
+        Some(v) => decode(&v)?,
+        None => (0, codec::GENESIS),
+    };
+    debug_assert_eq!(
+        db.scan_prefix(codec::AUDIT)
+            .next_back()
+            .transpose()?
+            .map_or(0, |(k, _)| codec::u64_of(&k[codec::AUDIT.len()..])
+                .unwrap_or(0)),
+        head.0,
+        "m/audit names the last audit entry"
+    );
+    Ok(head)
+}
+
+/// Format 4 added the audit log. A format-3 store's records get one
+/// `baseline` entry each (their values as they stand), in record-id order
+/// and batches of [`UPGRADE_RECORDS_PER_BATCH`]; the format mark comes last,
+/// so an upgrade cut short resumes after the last record it logged.
+fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
+    let (mut n, mut head) = audit_head(db)?;
+    let mut start = codec::RECORD.to_vec();
+    if let Some((_, v)) = db.scan_prefix(codec::AUDIT).next_back().transpose()? {
+        let last = codec::decode_audit(&v)?;
+        start = codec::record_key(last.body.record_id);
+        start.push(0);
+    }
+    let mut logged = 0u64;
+    loop {
+        let mut b = sled::Batch::default();
+        let mut in_batch = 0;
+        for kv in db.range(start.clone()..) {
+            let (k, v) = kv?;
+            if !k.starts_with(codec::RECORD) {
+                break;
+            }
+            let r: RecordState = decode(&v)?;
+            n += 1;
+            let body = AuditBody {
+                n,
+                server_ms: now_ms,
+                seq: r.seq,
+                record_id: r.id,
+                kind: r.kind,
+                cause: AuditCause::Baseline,
+                mutation_id: None,
+                conflict_id: None,
+                device_id: None,
+                actor: None,
+                record_prev: None,
+                hlc: r.hlc(),
+                pushed_hlc: None,
+                changes: audit::changes(None, &r),
+                conflicts: Vec::new(),
+            };
+            let (value, hash) = codec::encode_audit(&head, &body);
+            head = hash;
+            b.insert(codec::audit_key(n), value);
+            b.insert(codec::seq_key(r.seq), &codec::feed_value(r.id, n));
+            start = k.to_vec();
+            start.push(0);
+            in_batch += 1;
+            if in_batch == UPGRADE_RECORDS_PER_BATCH {
+                break;
+            }
+        }
+        b.insert(codec::META_AUDIT, encode(&(n, head)));
+        logged += in_batch as u64;
+        let done = in_batch < UPGRADE_RECORDS_PER_BATCH;
+        if done {
+            b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+        }
+        db.apply_batch(b)?;
+        if done {
+            break;
+        }
+    }
+    db.flush()?;
+    tracing::info!(
+        records = logged,
+        "store upgraded from format 3 to 4 (audit log)"
+    );
     Ok(())
 }
 
@@ -481,6 +687,169 @@ impl Inner {
         })
     }
 
+    fn history(
+        &self,
+        scope: &Scope,
+        id: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        let tree = self.tree();
+        let Some(rec) = self.record(id)? else {
+            return Ok(None);
+        };
+        // As pulls do: in scope now, or ever was (then `ever` holds the root).
+        if !(rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) || rec.ever_in(scope)) {
+            return Ok(None);
+        }
+        // Newest to oldest along `record_prev`, as far back as `after`.
+        let mut next = match self.db.get(codec::seq_key(rec.seq))? {
+            Some(v) => Some(codec::decode_feed(&v)?.1),
+            None => return Err(StoreError::Corrupt(format!("no feed entry for {id}"))),
+        };
+        let mut newer = Vec::new();
+        while let Some(n) = next.filter(|n| *n > after) {
+            let v = self.db.get(codec::audit_key(n))?.ok_or_else(|| {
+                StoreError::Corrupt(format!("history of {id} names a missing audit entry {n}"))
+            })?;
+            let entry = codec::decode_audit(&v)?;
+            next = entry.body.record_prev;
+            newer.push(entry);
+        }
+        Ok(Some(
+            newer
+                .into_iter()
+                .rev()
+                .take(limit)
+                .map(codec::StoredAudit::view)
+                .collect(),
+        ))
+    }
+
+    /// Keeps the start-of-backup values of `keys`, about to be written, for
+    /// the running backup (if any) when its copy has not reached them.
+    fn capture(&self, keys: &[sled::IVec]) -> Result<(), StoreError> {
+        let mut guard = lock(&self.backup);
+        let Some(o) = guard.as_mut() else {
+            return Ok(());
+        };
+        for k in keys {
+            if o.overflowed {
+                break;
+            }
+            if o.cursor.as_ref().is_some_and(|c| k <= c) || o.before.contains_key(k) {
+                continue;
+            }
+            let old = self.db.get(k)?;
+            o.bytes += k.len() + old.as_ref().map_or(0, |v| v.len()) + 64;
+            o.before.insert(k.clone(), old);
+            if o.bytes > BACKUP_OVERLAY_BYTES_MAX {
+                // Give up this backup rather than the server's memory.
+                o.overflowed = true;
+                o.before.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Registers a backup under the writer lock, so that every write from
+    /// now on lists its keys: the copy is of the store as it is now.
+    /// Returns the header and the write generation to wait on before
+    /// copying (the copy then holds only durable writes).
+    fn start_backup(&self, now_ms: u64) -> Result<(BackupHeader, u64), StoreError> {
+        let w = lock(&self.writer);
+        let mut overlay = lock(&self.backup);
+        if overlay.is_some() {
+            return Err(StoreError::Unavailable(
+                "another backup is running; try again when it has finished".into(),
+            ));
+        }
+        *overlay = Some(Overlay::default());
+        self.backup_on.store(true, Ordering::SeqCst);
+        let header = BackupHeader {
+            store_id: self.store_id,
+            store_format: codec::STORE_FORMAT,
+            seq: w.seq,
+            audit_n: w.audit.0,
+            audit_head: hex::encode(w.audit.1),
+            created_ms: now_ms,
+        };
+        Ok((header, self.durability.written.load(Ordering::SeqCst)))
+    }
+
+    fn end_backup(&self) {
+        *lock(&self.backup) = None;
+        self.backup_on.store(false, Ordering::SeqCst);
+    }
+
+    /// Copies every key as of the backup's start into `out`.
+    fn copy_backup(
+        &self,
+        header: &BackupHeader,
+        out: &tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
+    ) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let mut copy = Copier {
+            live: self.db.iter(),
+            enc: backup::Encoder::new(header),
+            pairs: 0,
+        };
+        while !self.copy_step(&mut copy)? {
+            if copy.enc.pending() >= BACKUP_CHUNK_BYTES
+                && out.blocking_send(Ok(copy.enc.take())).is_err()
+            {
+                return Ok(()); // the client went away
+            }
+        }
+        let pairs = copy.pairs;
+        let _ = out.blocking_send(Ok(copy.enc.finish()));
+        tracing::info!(
+            pairs,
+            seq = header.seq,
+            secs = started.elapsed().as_secs_f64(),
+            "backup copied"
+        );
+        Ok(())
+    }
+
+    /// Copies the next [`BACKUP_KEYS_PER_STEP`] live keys: their live
+    /// values, except where a write since the start kept the old value in
+    /// the overlay (or added a key that did not exist then); and the kept
+    /// keys between them that writes have removed. True when done.
+    fn copy_step(&self, copy: &mut Copier) -> Result<bool, StoreError> {
+        let mut step = Vec::with_capacity(BACKUP_KEYS_PER_STEP);
+        for kv in copy.live.by_ref().take(BACKUP_KEYS_PER_STEP) {
+            step.push(kv?);
+        }
+        let end = step.len() < BACKUP_KEYS_PER_STEP;
+        // Values were read before this look at the overlay: a write since
+        // then kept the value they had at the start there.
+        let mut guard = lock(&self.backup);
+        let o = guard
+            .as_mut()
+            .ok_or_else(|| StoreError::Other("the backup was ended early".into()))?;
+        if o.overflowed {
+            return Err(StoreError::Unavailable(format!(
+                "more than {} MiB of the store changed while the backup copied it; try again at a quieter time",
+                BACKUP_OVERLAY_BYTES_MAX / (1024 * 1024)
+            )));
+        }
+        // Every kept key lies above the cursor: writes below it are not
+        // captured, and consulted ones are dropped.
+        for (k, v) in step {
+            copy.pairs += o.emit_below(Some(&k), &mut copy.enc);
+            if let Some(value) = o.take(&k).unwrap_or(Some(v)) {
+                copy.enc.pair(&k, &value);
+                copy.pairs += 1;
+            }
+            o.cursor = Some(k);
+        }
+        if end {
+            copy.pairs += o.emit_below(None, &mut copy.enc);
+        }
+        Ok(end)
+    }
+
     fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
         self.db
             .get(codec::device_key(id))?
@@ -494,9 +863,15 @@ impl Inner {
             seq: w.seq,
             hlc: w.hlc,
             rejections: w.rejections,
+            audit: w.audit,
+            last_entry: HashMap::new(),
             w,
             inner: self,
-            batch: sled::Batch::default(),
+            // Read under the writer lock, which a backup takes to start.
+            batch: Staged {
+                batch: sled::Batch::default(),
+                keys: self.backup_on.load(Ordering::SeqCst).then(Vec::new),
+            },
             records: HashMap::new(),
             applied: HashMap::new(),
             changes: Vec::new(),
@@ -581,11 +956,15 @@ impl Inner {
             tx.hlc.observe(&hlc);
             let merged = merge::merge(existing.as_ref(), Write::of(m, kind, hlc), tx.seq + 1);
             let mut state = merged.state;
+            let mut changes = Vec::new();
+            let mut opened = Vec::new();
             if merged.changed {
                 tx.seq += 1;
                 state.note_scope(tree);
+                changes = audit::changes(existing.as_ref(), &state);
                 for c in &merged.conflicts {
                     let id = self.ids.uuid();
+                    opened.push((id, c.clone()));
                     let stored = StoredConflict {
                         record_id: state.id,
                         conflict: c.clone(),
@@ -596,7 +975,37 @@ impl Inner {
                     tx.batch
                         .insert(codec::open_conflict_key(state.seq, id), &[]);
                 }
-                tx.put_record(existing, state.clone());
+            }
+            // Applied mutations are logged even when they lost on every
+            // field: who tried what is part of the record's history.
+            let current_seq = existing.as_ref().map(|r| r.seq);
+            let n = tx.log(
+                AuditBody {
+                    n: 0,
+                    server_ms: input.now_ms,
+                    seq: state.seq,
+                    record_id: state.id,
+                    kind,
+                    cause: AuditCause::Push,
+                    mutation_id: Some(m.id),
+                    conflict_id: None,
+                    device_id: Some(device.id),
+                    actor: None,
+                    record_prev: None,
+                    hlc,
+                    pushed_hlc: restamped.then_some(m.hlc),
+                    changes,
+                    conflicts: opened,
+                },
+                current_seq,
+            )?;
+            if merged.changed {
+                tx.put_record(existing, state.clone(), n);
+            } else {
+                // The record stays at its seq; its feed entry names the
+                // new last entry.
+                tx.batch
+                    .insert(codec::seq_key(state.seq), &codec::feed_value(state.id, n));
             }
             let conflicts: Vec<_> = merged
                 .conflicts
@@ -640,9 +1049,12 @@ impl Inner {
     fn upsert_org_units(
         &self,
         units: Vec<OrgUnit>,
+        by: &Device,
+        now_ms: u64,
     ) -> Result<(Result<usize, OrgTreeError>, u64), StoreError> {
         let mut tx = self.begin();
-        let (next, moved) = match self.tree().with_upserts(&units) {
+        let old = self.tree();
+        let (next, moved) = match old.with_upserts(&units) {
             Ok(x) => x,
             Err(e) => return Ok((Err(e), 0)),
         };
@@ -670,7 +1082,33 @@ impl Inner {
                 after.note_scope(&next);
                 tx.seq += 1;
                 after.seq = tx.seq;
-                tx.put_record(Some(before), after);
+                let path =
+                    |tree: &OrgTree| serde_json::json!(before.org_unit().map(|u| tree.chain(u)));
+                let n = tx.log(
+                    AuditBody {
+                        n: 0,
+                        server_ms: now_ms,
+                        seq: after.seq,
+                        record_id: after.id,
+                        kind: after.kind,
+                        cause: AuditCause::Move,
+                        mutation_id: None,
+                        conflict_id: None,
+                        device_id: Some(by.id),
+                        actor: None,
+                        record_prev: None,
+                        hlc: after.hlc(),
+                        pushed_hlc: None,
+                        changes: vec![Change {
+                            field: PATH_FIELD.to_string(),
+                            from: path(&old),
+                            to: path(&next),
+                        }],
+                        conflicts: Vec::new(),
+                    },
+                    Some(before.seq),
+                )?;
+                tx.put_record(Some(before), after, n);
             }
         }
         let n = units.len();
@@ -749,7 +1187,27 @@ impl Inner {
         stored.open = false;
         tx.batch.insert(codec::conflict_key(id), encode(&stored));
         let view = after.view();
-        tx.put_record(Some(before), after);
+        let n = tx.log(
+            AuditBody {
+                n: 0,
+                server_ms: now_ms,
+                seq: after.seq,
+                record_id: after.id,
+                kind: after.kind,
+                cause: AuditCause::Resolve,
+                mutation_id: None,
+                conflict_id: Some(id),
+                device_id: Some(by.id),
+                actor: None,
+                record_prev: None,
+                hlc,
+                pushed_hlc: None,
+                changes: audit::changes(Some(&before), &after),
+                conflicts: Vec::new(),
+            },
+            Some(before.seq),
+        )?;
+        tx.put_record(Some(before), after, n);
         let generation = tx.commit(None)?;
         Ok((ResolveOutcome::Resolved(view), generation))
     }
@@ -790,7 +1248,7 @@ impl Inner {
             let (k, v) = kv?;
             let seq = codec::u64_of(&k[codec::SEQ.len()..])?;
             scanned += 1;
-            let Some(rec) = self.record(codec::uuid_of(&v)?)? else {
+            let Some(rec) = self.record(codec::decode_feed(&v)?.0)? else {
                 continue;
             };
             // Moved on to a later seq by a write after we read the index:
@@ -927,10 +1385,13 @@ impl Inner {
 struct Tx<'a> {
     inner: &'a Inner,
     w: MutexGuard<'a, Writer>,
-    batch: sled::Batch,
+    batch: Staged,
     seq: u64,
     hlc: HlcClock,
     rejections: u64,
+    audit: (u64, codec::Hash),
+    /// The last audit entry staged for each record in this batch.
+    last_entry: HashMap<Uuid, u64>,
     /// Records touched by this batch, at their latest staged state.
     records: HashMap<Uuid, RecordState>,
     applied: HashMap<(Uuid, Uuid), Applied>,
@@ -987,15 +1448,43 @@ impl Tx<'_> {
         }
     }
 
+    /// Stages the next audit entry (its `n` and `record_prev` are set
+    /// here), chained to the previous one. `current_seq` is the record's
+    /// seq before this write (`None`: a new record). Returns the entry's n.
+    fn log(&mut self, mut body: AuditBody, current_seq: Option<u64>) -> Result<u64, StoreError> {
+        body.record_prev = match (self.last_entry.get(&body.record_id), current_seq) {
+            (Some(n), _) => Some(*n),
+            (None, Some(seq)) => {
+                let v = self.inner.db.get(codec::seq_key(seq))?.ok_or_else(|| {
+                    StoreError::Corrupt(format!("no feed entry for {}", body.record_id))
+                })?;
+                let (id, n) = codec::decode_feed(&v)?;
+                debug_assert_eq!(id, body.record_id, "the feed entry names the record");
+                Some(n)
+            }
+            (None, None) => None,
+        };
+        let (n, prev) = self.audit;
+        body.n = n + 1;
+        let (value, hash) = codec::encode_audit(&prev, &body);
+        self.batch.insert(codec::audit_key(body.n), value);
+        self.audit = (body.n, hash);
+        self.last_entry.insert(body.record_id, body.n);
+        Ok(body.n)
+    }
+
     /// Stages a record at its new seq: record and feed entry (one per
-    /// record).
-    fn put_record(&mut self, before: Option<RecordState>, after: RecordState) {
+    /// record), which names `entry`, the record's last audit entry.
+    fn put_record(&mut self, before: Option<RecordState>, after: RecordState, entry: u64) {
         debug_assert!(before.as_ref().is_none_or(|b| b.seq < after.seq));
+        debug_assert_eq!(self.last_entry.get(&after.id), Some(&entry));
         if let Some(b) = &before {
             self.batch.remove(codec::seq_key(b.seq));
         }
-        self.batch
-            .insert(codec::seq_key(after.seq), after.id.as_bytes());
+        self.batch.insert(
+            codec::seq_key(after.seq),
+            &codec::feed_value(after.id, entry),
+        );
         self.batch
             .insert(codec::record_key(after.id), encode(&after));
         self.records.insert(after.id, after.clone());
@@ -1023,17 +1512,27 @@ impl Tx<'_> {
             .insert(codec::META_REJECTIONS, &self.rejections.to_be_bytes());
         self.batch
             .insert(codec::META_HLC, encode(&self.hlc.parts()));
-        if let Err(e) = inner.db.apply_batch(std::mem::take(&mut self.batch)) {
+        if self.audit != self.w.audit {
+            self.batch.insert(codec::META_AUDIT, encode(&self.audit));
+        }
+        let staged = std::mem::take(&mut self.batch);
+        let applied = match &staged.keys {
+            Some(keys) => inner.capture(keys),
+            None => Ok(()),
+        }
+        .and_then(|()| Ok(inner.db.apply_batch(staged.batch)?));
+        if let Err(e) = applied {
             // The aggregates ran ahead of a write that did not happen:
             // reload them from what is on disk.
             if let Ok(agg) = load_aggregates(&inner.db, self.w.seq) {
                 *inner.agg.write().unwrap_or_else(|e| e.into_inner()) = agg;
             }
-            return Err(e.into());
+            return Err(e);
         }
         self.w.seq = self.seq;
         self.w.hlc = self.hlc;
         self.w.rejections = self.rejections;
+        self.w.audit = self.audit;
         if let Some(tree) = tree {
             *inner.org.write().unwrap_or_else(|e| e.into_inner()) = tree;
         }
@@ -1111,8 +1610,12 @@ impl Store for SledStore {
     async fn upsert_org_units(
         &self,
         units: Vec<OrgUnit>,
+        by: &Device,
+        now_ms: u64,
     ) -> Result<Result<usize, OrgTreeError>, StoreError> {
-        self.write(move |inner| inner.upsert_org_units(units)).await
+        let by = by.clone();
+        self.write(move |inner| inner.upsert_org_units(units, &by, now_ms))
+            .await
     }
 
     async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError> {
@@ -1315,5 +1818,204 @@ impl Store for SledStore {
     ) -> Result<Option<Device>, StoreError> {
         self.write(move |inner| inner.redeem_code(hash, redemption))
             .await
+    }
+
+    async fn history(
+        &self,
+        scope: Scope,
+        record: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError> {
+        self.blocking(move |inner| inner.history(&scope, record, after, limit))
+            .await
+    }
+
+    async fn backup(&self, now_ms: u64) -> Result<BackupChunks, StoreError> {
+        // Its own task from start to end, so that a request dropped at any
+        // point still ends the backup (else every later write would keep
+        // listing its keys).
+        let inner = self.inner.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let (started_tx, started_rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let start = inner.clone();
+            let started = tokio::task::spawn_blocking(move || start.start_backup(now_ms))
+                .await
+                .map_err(|e| StoreError::Other(format!("store task failed: {e}")))
+                .and_then(|r| r);
+            let (header, generation) = match started {
+                Ok(x) => x,
+                Err(e) => {
+                    let _ = started_tx.send(Err(e));
+                    return;
+                }
+            };
+            if let Err(e) = inner.wait_durable(generation).await {
+                inner.end_backup();
+                let _ = started_tx.send(Err(e));
+                return;
+            }
+            let _ = started_tx.send(Ok(()));
+            let ender = inner.clone();
+            let copy = tokio::task::spawn_blocking(move || {
+                let copied = inner.copy_backup(&header, &tx);
+                inner.end_backup();
+                if let Err(e) = copied {
+                    tracing::error!(error = %e, "backup failed");
+                    let _ = tx.blocking_send(Err(e));
+                }
+            });
+            if copy.await.is_err() {
+                ender.end_backup(); // the copy panicked
+            }
+        });
+        started_rx
+            .await
+            .map_err(|_| StoreError::Other("the backup task stopped".into()))??;
+        Ok(rx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use pufa_core::wire::{Mutation, Role, UnitType};
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::SeededIds;
+
+    const NOW: u64 = 1_593_561_600_000;
+
+    fn admin() -> Device {
+        Device {
+            id: Uuid::from_u128(1),
+            role: Role::Admin,
+            org_unit: None,
+            label: "admin".into(),
+            revoked: false,
+            token_hash: [0; 32],
+            created_ms: 0,
+            last_push_ms: None,
+            report: None,
+            clock_skew_ms: None,
+        }
+    }
+
+    fn unit(code: &str, parent: Option<&str>) -> OrgUnit {
+        OrgUnit {
+            code: code.into(),
+            name: code.into(),
+            unit_type: if parent.is_none() {
+                UnitType::District
+            } else {
+                UnitType::Community
+            },
+            parent: parent.map(str::to_string),
+        }
+    }
+
+    fn push_input(mutations: Vec<serde_json::Value>) -> PushInput {
+        PushInput {
+            device: admin(),
+            raw: mutations.iter().map(|m| m.to_string()).collect(),
+            mutations: mutations
+                .into_iter()
+                .map(|m| serde_json::from_value::<Mutation>(m).unwrap())
+                .collect(),
+            report: None,
+            now_ms: NOW,
+            max_skew_ms: 300_000,
+        }
+    }
+
+    fn lecture(id: Uuid, ms: u64, org: &str, attendees: u64) -> serde_json::Value {
+        json!({
+            "id": Uuid::new_v4(), "record_id": id, "kind": "lecture", "base_seq": 0,
+            "hlc": {"ms": ms, "c": 0, "node": admin().id},
+            "set": {"org_unit": org, "held_on": "2020-06-01", "title": "t", "attendees": attendees}
+        })
+    }
+
+    fn dump(db: &sled::Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
+        db.iter()
+            .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
+            .collect()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_backup_is_the_store_as_it_started_whatever_is_written_while_it_copies() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.ids = Arc::new(SeededIds::new(1));
+        let store = SledStore::open(&config).unwrap();
+        let units = vec![unit("d", None), unit("a", Some("d")), unit("b", Some("d"))];
+        store
+            .upsert_org_units(units, &admin(), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        let mut ids = Vec::new();
+        for round in 0..2 {
+            let batch: Vec<_> = (0..1000)
+                .map(|i| {
+                    ids.push(Uuid::new_v4());
+                    lecture(*ids.last().unwrap(), NOW, ["a", "b"][i % 2], round)
+                })
+                .collect();
+            store.push(push_input(batch)).await.unwrap();
+        }
+        let inner = store.inner.clone();
+        let (header, generation) = inner.start_backup(NOW).unwrap();
+        assert!(inner.start_backup(NOW).is_err(), "one backup at a time");
+        inner.wait_durable(generation).await.unwrap();
+        let before = dump(&inner.db);
+        let mut copy = Copier {
+            live: inner.db.iter(),
+            enc: backup::Encoder::new(&header),
+            pairs: 0,
+        };
+        let mut bytes = Vec::new();
+        let mut steps = 0u64;
+        while !inner.copy_step(&mut copy).unwrap() {
+            bytes.extend(copy.enc.take());
+            steps += 1;
+            // Between every two steps: edits of records on both sides of
+            // the copy's cursor, new records, and once a move of every
+            // record of a unit (feed entries removed and added).
+            let mut batch: Vec<_> = ids
+                .iter()
+                .skip((steps as usize * 37) % 1900)
+                .step_by(17)
+                .take(20)
+                .map(|id| lecture(*id, NOW + steps, "a", 1000 + steps))
+                .collect();
+            batch.push(lecture(Uuid::new_v4(), NOW, "b", 1));
+            store.push(push_input(batch)).await.unwrap();
+            if steps == 20 {
+                let moved = vec![unit("x", Some("d")), unit("b", Some("x"))];
+                store
+                    .upsert_org_units(moved, &admin(), NOW)
+                    .await
+                    .unwrap()
+                    .unwrap();
+            }
+        }
+        bytes.extend(copy.enc.finish());
+        inner.end_backup();
+        assert!(steps > 30, "the copy took {steps} steps");
+        assert_ne!(dump(&inner.db), before, "the store moved on");
+        let mut copied = BTreeMap::new();
+        let (read_header, pairs) = backup::read(&mut bytes.as_slice(), |k, v| {
+            copied.insert(k, v);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!((read_header, pairs), (header, before.len() as u64));
+        assert!(copied == before, "the copy is the store as of the start");
+        // Writes after the end no longer list their keys.
+        assert!(inner.begin().batch.keys.is_none());
     }
 }
