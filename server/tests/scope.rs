@@ -294,6 +294,22 @@ async fn writes_outside_the_scope_change_nothing() {
         json!({"attendees": 1}),
     );
     assert_rejected(&w.s.push_one(&w.f1, &m).await, &m, "out_of_scope");
+    // Its history is not readable from s1 either (as if it did not exist),
+    // nor is a backup of everything.
+    let r =
+        w.s.get(&format!("/v1/records/{s2_record}/history"), &w.c1)
+            .await;
+    assert_error(&r, 404, "not_found");
+    // (It echoes the id the caller sent, and nothing else.)
+    assert!(!String::from_utf8_lossy(&r.body).contains("机密标题XJ"));
+    let own =
+        w.s.get(&format!("/v1/records/{s2_record}/history"), &w.c2)
+            .await;
+    assert!(
+        own.expect(200).to_string().contains("机密标题XJ"),
+        "s2 sees its history"
+    );
+    assert_error(&w.s.get("/v1/admin/backup", &w.c1).await, 403, "forbidden");
     // A coordinator of s1 resolving s2's conflict: not found in its scope.
     let path = format!("/v1/conflicts/{}/resolve", w.conflict_s2);
     let r =
