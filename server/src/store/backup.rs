@@ -239,6 +239,10 @@ pub fn restore(
     keep_store_id: bool,
 ) -> Result<Restored, RestoreError> {
     let dir = &config.data_dir;
+    let file = std::fs::File::open(from).map_err(|source| RestoreError::Read {
+        path: from.to_path_buf(),
+        source,
+    })?;
     match std::fs::read_dir(dir) {
         Ok(mut entries) => {
             if entries.next().is_some() {
@@ -248,10 +252,6 @@ pub fn restore(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)?,
         Err(e) => return Err(e.into()),
     }
-    let file = std::fs::File::open(from).map_err(|source| RestoreError::Read {
-        path: from.to_path_buf(),
-        source,
-    })?;
     let mut r = BufReader::with_capacity(1024 * 1024, file);
     let staging = dir.join("store.restoring");
     let loaded = load(&mut r, &staging, config, keep_store_id);

@@ -21,12 +21,14 @@
 //! seqs the restarted server would hand out again to other records).
 //!
 //! **Audit.** Every record write also appends a hash-chained audit entry
-//! (`l/`, with its per-record index `h/`) in the same batch.
+//! (`l/`) in the same batch, and its feed entry names that entry.
 //!
 //! **Online backup.** sled has no snapshots, so a backup copies the live
 //! tree while remembering, for every key a write touches after the
 //! backup's start and before the copy reaches it, the value it had at the
 //! start (copy-on-write, [`Overlay`]). Writers never wait for the copy.
+//! Last-pull times (`p/`), written outside the writer, are copied as the
+//! copy finds them.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
