@@ -555,15 +555,17 @@ pub async fn conflicts(
 
 pub async fn resolve(
     State(s): State<AppState>,
-    Caller(d): Caller,
+    Signed(who): Signed,
     Path(id): Path<String>,
     ApiJson(req): ApiJson<ResolveRequest>,
 ) -> ApiResult<Json<RecordView>> {
+    let person = who.person().map(str::to_string);
+    let d = who.into_acting();
     d.require_coordinator()?;
     let id = path_uuid(&id)?;
     match s
         .store
-        .resolve(id, req.value, &d, s.config.clock.now_ms())
+        .resolve(id, req.value, &d, person, s.config.clock.now_ms())
         .await?
     {
         ResolveOutcome::Resolved(view) => Ok(Json(view)),

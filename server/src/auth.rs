@@ -37,6 +37,15 @@ impl Principal {
         }
     }
 
+    /// The person behind a session (audit entries name them), `None` for a
+    /// device, which its id names.
+    pub fn person(&self) -> Option<&str> {
+        match self {
+            Principal::Device(_) => None,
+            Principal::Session { username, .. } => Some(username),
+        }
+    }
+
     pub fn into_acting(self) -> Device {
         match self {
             Principal::Device(d) | Principal::Session { acting: d, .. } => d,

@@ -194,6 +194,15 @@ async fn a_session_reads_and_resolves_as_its_person_but_never_syncs() {
         .await
         .expect(200);
     assert_eq!(r["fields"]["attendees"], 89);
+    // The audit trail names the person, not a device.
+    let h = s
+        .get(&format!("/v1/records/{rec}/history"), &me)
+        .await
+        .expect(200);
+    let last = h.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["cause"], "resolve", "{last}");
+    assert_eq!(last["actor"], "wang", "{last}");
+    assert!(last["device_id"].is_null(), "{last}");
     // Scope is the person's: another street is refused.
     assert_error(&s.get("/v1/totals?org=s2", &me).await, 403, "forbidden");
 

@@ -186,7 +186,13 @@ pub async fn resolve(
     };
     let outcome = s
         .store
-        .resolve(id, value, &ctx.device, s.config.clock.now_ms())
+        .resolve(
+            id,
+            value,
+            &ctx.device,
+            ctx.person.clone(),
+            s.config.clock.now_ms(),
+        )
         .await?;
     match outcome {
         ResolveOutcome::Resolved(_) => {

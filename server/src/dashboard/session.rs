@@ -172,6 +172,8 @@ pub struct Ctx {
     csrf: String,
     /// The stored session behind the cookie, for a password sign-in.
     session: Option<TokenHash>,
+    /// The person signed in with a password (audit entries name them).
+    pub person: Option<String>,
 }
 
 impl FromRequestParts<AppState> for Ctx {
@@ -190,6 +192,7 @@ impl FromRequestParts<AppState> for Ctx {
             Principal::Session { hash, .. } => Some(*hash),
             Principal::Device(_) => None,
         };
+        let person = principal.person().map(str::to_string);
         let device = principal.into_acting();
         if device.role == Role::Field {
             // Sign-in refuses field tokens; this one was put in the cookie by hand.
@@ -202,6 +205,7 @@ impl FromRequestParts<AppState> for Ctx {
             path: parts.uri.path().to_string(),
             query,
             session,
+            person,
         })
     }
 }

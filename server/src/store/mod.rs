@@ -365,11 +365,14 @@ pub trait Store: Send + Sync + 'static {
     async fn conflicts(&self, scope: Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError>;
 
     /// Writes a coordinator's decision and closes the conflict.
+    /// `person`: the username when a person's session resolves (the audit
+    /// entry names them instead of a device).
     async fn resolve(
         &self,
         conflict: Uuid,
         value: serde_json::Value,
         by: &Device,
+        person: Option<String>,
         now_ms: u64,
     ) -> Result<ResolveOutcome, StoreError>;
 

@@ -1123,6 +1123,7 @@ impl Inner {
         id: Uuid,
         value: serde_json::Value,
         by: &Device,
+        person: Option<String>,
         now_ms: u64,
     ) -> Result<(ResolveOutcome, u64), StoreError> {
         let tree = self.tree();
@@ -1199,8 +1200,10 @@ impl Inner {
                 cause: AuditCause::Resolve,
                 mutation_id: None,
                 conflict_id: Some(id),
-                device_id: Some(by.id),
-                actor: None,
+                // A person's session acts under its account's id, which is
+                // no device: name the person instead.
+                device_id: person.is_none().then_some(by.id),
+                actor: person,
                 record_prev: None,
                 hlc,
                 pushed_hlc: None,
@@ -1728,10 +1731,11 @@ impl Store for SledStore {
         conflict: Uuid,
         value: serde_json::Value,
         by: &Device,
+        person: Option<String>,
         now_ms: u64,
     ) -> Result<ResolveOutcome, StoreError> {
         let by = by.clone();
-        self.write(move |inner| inner.resolve(conflict, value, &by, now_ms))
+        self.write(move |inner| inner.resolve(conflict, value, &by, person, now_ms))
             .await
     }
 
