@@ -38,12 +38,9 @@ fn today() -> Today {
 }
 
 fn tree() -> OrgTree {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/yingze-org-units.json"
-    );
-    let text = std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"));
-    let units: Vec<OrgUnit> = serde_json::from_slice(&text).expect("org unit fixture");
+    // The repo's copy of the shared fixture (the server's demo embeds it).
+    let text = include_str!("../../server/demo/yingze-org-units.json");
+    let units: Vec<OrgUnit> = serde_json::from_str(text).expect("org unit fixture");
     OrgTree::from_units(units)
 }
 

@@ -2214,12 +2214,8 @@ async fn totals_count_lectures_corners_sites_and_conflicts() {
 
 #[tokio::test]
 async fn totals_of_the_yingze_fixture_cover_113_grassroots_units() {
-    let path = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../shared/fixtures/yingze-org-units.json"
-    );
-    let text = std::fs::read_to_string(path).expect("shared fixture beside the repo");
-    let units: Value = serde_json::from_str(&text).unwrap();
+    // The repo's copy of the shared fixture (the demo embeds it too).
+    let units: Value = serde_json::from_str(pufa_server::demo::ORG_UNITS_JSON).unwrap();
     let s = Server::empty().await;
     let n = units.as_array().unwrap().len();
     assert_eq!(s.import(&units).await["upserted"], n);
