@@ -66,9 +66,12 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim_matches('"'))
 }
 
-fn session_cookie(token: &str) -> Option<HeaderValue> {
+/// The session cookie; `Secure` when this server itself speaks HTTPS
+/// (`--tls-cert`), so a browser never sends it over plain HTTP.
+fn session_cookie(token: &str, secure: bool) -> Option<HeaderValue> {
+    let secure = if secure { "; Secure" } else { "" };
     HeaderValue::from_str(&format!(
-        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/"
+        "{SESSION_COOKIE}={token}; HttpOnly; SameSite=Strict; Path=/{secure}"
     ))
     .ok()
 }
@@ -336,9 +339,9 @@ fn login_markup(lang: Lang, problem: Option<maud::Markup>, username: &str) -> ma
     shell(lang, T::SignIn.get(lang), header, body)
 }
 
-fn signed_in(token: &str) -> Response {
+fn signed_in(token: &str, secure: bool) -> Response {
     let mut resp = Redirect::to("/").into_response();
-    if let Some(cookie) = session_cookie(token) {
+    if let Some(cookie) = session_cookie(token, secure) {
         resp.headers_mut().insert(header::SET_COOKIE, cookie);
     }
     resp
@@ -372,7 +375,9 @@ pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Respo
         None
     };
     match device {
-        Some(d) if d.role != Role::Field && session_cookie(token).is_some() => signed_in(token),
+        Some(d) if d.role != Role::Field && cookie_safe(token) => {
+            signed_in(token, s.config.tls.is_some())
+        }
         Some(_) => Page::forbidden(login_markup(
             lang,
             Some(problem(lang, T::LoginFieldToken)),
@@ -393,7 +398,7 @@ async fn password_login(s: &AppState, lang: Lang, username: &str, password: Stri
     }
     let again = |text: T| login_markup(lang, Some(problem(lang, text)), username);
     match people::sign_in(s, username, password).await {
-        Ok(issued) => signed_in(&issued.token),
+        Ok(issued) => signed_in(&issued.token, s.config.tls.is_some()),
         Err(ApiError::SignInLocked(secs)) => {
             let text = T::LoginLocked.with_n(lang, secs.div_ceil(60));
             let markup = login_markup(
@@ -429,6 +434,21 @@ pub async fn logout(State(s): State<AppState>, form: SignedForm) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_session_cookie_is_secure_exactly_when_the_server_speaks_https() {
+        let plain = session_cookie("pufa_abc", false).unwrap();
+        let tls = session_cookie("pufa_abc", true).unwrap();
+        for c in [&plain, &tls] {
+            let c = c.to_str().unwrap();
+            assert!(
+                c.contains("HttpOnly") && c.contains("SameSite=Strict"),
+                "{c}"
+            );
+        }
+        assert!(!plain.to_str().unwrap().contains("Secure"));
+        assert!(tls.to_str().unwrap().ends_with("; Secure"));
+    }
 
     fn headers(pairs: &[(header::HeaderName, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
