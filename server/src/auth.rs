@@ -196,11 +196,5 @@ pub async fn issue_token(
         },
     };
     state.store.put_device(device.clone()).await?;
-    Ok(TokenIssued {
-        token: secret,
-        device_id: device.id,
-        role: device.role,
-        org_unit: device.org_unit,
-        label: device.label,
-    })
+    Ok(device.issued(secret))
 }

@@ -261,13 +261,7 @@ pub async fn redeem(state: &AppState, req: EnrollRequest) -> Result<TokenIssued,
         let _ = bucket.take((), Instant::now());
         return Err(ApiError::Unauthorized(INVALID_CODE.into()));
     };
-    Ok(TokenIssued {
-        token: secret,
-        device_id: device.id,
-        role: device.role,
-        org_unit: device.org_unit,
-        label: device.label,
-    })
+    Ok(device.issued(secret))
 }
 
 #[cfg(test)]

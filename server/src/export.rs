@@ -15,7 +15,9 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use pufa_core::org::OrgTree;
 use pufa_core::schema::Kind;
-use pufa_core::wire::{RecordView, TotalsResponse};
+use pufa_core::wire::{
+    CornerTotals, LectureTotals, OrgRef, RecordView, SiteTotals, TotalsResponse,
+};
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -216,41 +218,22 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
     .into_iter()
     .map(str::to_string)
     .collect();
-    let n = |v: u64| Cell::Int(i64::try_from(v).unwrap_or(i64::MAX));
-    let mut rows = vec![vec![
-        Cell::Text(t.org.code.clone()),
-        Cell::Text(t.org.name.clone()),
-        n(t.lectures.count),
-        n(t.lectures.attendees),
-        n(t.lectures.units_covered),
-        n(t.library_corners.active),
-        n(t.library_corners.units_covered),
-        n(t.library_corners.units_total),
-        Cell::Num(t.library_corners.coverage),
-        n(t.demo_sites.national),
-        n(t.demo_sites.provincial),
-        n(t.demo_sites.municipal),
-        n(t.demo_sites.district),
-        n(t.conflicts_open),
-    ]];
-    for c in &t.children {
-        rows.push(vec![
-            Cell::Text(c.org.code.clone()),
-            Cell::Text(c.org.name.clone()),
-            n(c.lectures.count),
-            n(c.lectures.attendees),
-            n(c.lectures.units_covered),
-            n(c.library_corners.active),
-            n(c.library_corners.units_covered),
-            n(c.library_corners.units_total),
-            Cell::Num(c.library_corners.coverage),
-            n(c.demo_sites.national),
-            n(c.demo_sites.provincial),
-            n(c.demo_sites.municipal),
-            n(c.demo_sites.district),
-            n(c.conflicts_open),
-        ]);
-    }
+    let mut rows = vec![totals_row(
+        &t.org,
+        &t.lectures,
+        &t.library_corners,
+        &t.demo_sites,
+        t.conflicts_open,
+    )];
+    rows.extend(t.children.iter().map(|c| {
+        totals_row(
+            &c.org,
+            &c.lectures,
+            &c.library_corners,
+            &c.demo_sites,
+            c.conflicts_open,
+        )
+    }));
     Table { headers, rows }
 }
 
@@ -262,6 +245,34 @@ fn defuse(text: &str) -> std::borrow::Cow<'_, str> {
     } else {
         text.into()
     }
+}
+
+/// One unit's row of the totals table (the unit itself and each child
+/// carry the same figures).
+fn totals_row(
+    org: &OrgRef,
+    l: &LectureTotals,
+    c: &CornerTotals,
+    d: &SiteTotals,
+    conflicts_open: u64,
+) -> Vec<Cell> {
+    let n = |v: u64| Cell::Int(i64::try_from(v).unwrap_or(i64::MAX));
+    vec![
+        Cell::Text(org.code.clone()),
+        Cell::Text(org.name.clone()),
+        n(l.count),
+        n(l.attendees),
+        n(l.units_covered),
+        n(c.active),
+        n(c.units_covered),
+        n(c.units_total),
+        Cell::Num(c.coverage),
+        n(d.national),
+        n(d.provincial),
+        n(d.municipal),
+        n(d.district),
+        n(conflicts_open),
+    ]
 }
 
 fn csv_field(out: &mut String, text: &str) {

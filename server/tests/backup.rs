@@ -4,7 +4,6 @@
 //! backups are refused; only admins may take one.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -16,41 +15,12 @@ use sha2::{Digest as _, Sha256};
 use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
-/// A server on an ephemeral port over a data dir; stops on drop.
-struct TestServer {
-    url: String,
-    admin: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), pufa_server::RunError>>>,
-}
+#[allow(dead_code)] // The harness is shared; this file uses its HTTP server.
+mod support;
+
+use support::http::TestServer;
 
 impl TestServer {
-    async fn start(dir: &Path) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        // `open` completes before serving: the server is ready when it returns.
-        let state = pufa_server::open(Config::new(dir)).await.unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(pufa_server::serve(state, listener, async {
-            let _ = rx.await;
-        }));
-        let admin = std::fs::read_to_string(dir.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        TestServer {
-            url,
-            admin,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-
     async fn call(
         &self,
         method: reqwest::Method,
@@ -120,14 +90,6 @@ impl TestServer {
             if page["has_more"] == false {
                 return out;
             }
-        }
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
         }
     }
 }

@@ -4,7 +4,6 @@
 //! refilling; a real store is refused.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 
 use pufa_core::wire::{
     ChecksumResponse, OrgUnit, PullEntry, PullResponse, RejectionView, TotalsResponse, UnitType,
@@ -14,52 +13,13 @@ use pufa_server::Config;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
+#[allow(dead_code)] // The harness is shared; this file uses its HTTP server.
+mod support;
+
+use support::http::TestServer;
+
 const SEED: u64 = 2020;
 const TOTALS_2020: &str = "/v1/totals?org=140106&from=2020-01-01&to=2020-12-31";
-
-/// A server on `dir`, serving until dropped or stopped.
-struct TestServer {
-    url: String,
-    admin: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), pufa_server::RunError>>>,
-}
-
-impl TestServer {
-    async fn start(dir: &Path) -> TestServer {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        // `open` completes before serving, so the server is ready when it returns.
-        let state = pufa_server::open(Config::new(dir)).await.unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(pufa_server::serve(state, listener, async {
-            let _ = rx.await;
-        }));
-        let admin = std::fs::read_to_string(dir.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        TestServer {
-            url,
-            admin,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
 
 fn get<T: DeserializeOwned>(
     url: &str,

@@ -9,58 +9,17 @@ use pufa_core::wire::{ChecksumResponse, PullEntry, PullResponse, PushResponse, T
 use pufa_server::config::SeededIds;
 use pufa_server::Config;
 use serde_json::{json, Value};
-use tokio::sync::oneshot;
 use uuid::Uuid;
 
-/// A server on an ephemeral port over a data dir; stops on drop or `stop`.
-struct TestServer {
-    url: String,
-    admin: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<Result<(), pufa_server::RunError>>>,
-}
+#[allow(dead_code)] // The harness is shared; this file uses its HTTP server.
+mod support;
 
-impl TestServer {
-    async fn start(dir: &Path, seed: u64) -> TestServer {
-        let mut config = Config::new(dir);
-        config.ids = Arc::new(SeededIds::new(seed));
-        TestServer::start_config(config).await
-    }
+use support::http::TestServer;
 
-    async fn start_config(config: Config) -> TestServer {
-        let dir = config.data_dir.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        // `open` completes before serving, so the server is ready when it returns.
-        let state = pufa_server::open(config).await.unwrap();
-        let (tx, rx) = oneshot::channel();
-        let task = tokio::spawn(pufa_server::serve(state, listener, async {
-            let _ = rx.await;
-        }));
-        let admin = std::fs::read_to_string(dir.join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string();
-        TestServer {
-            url,
-            admin,
-            stop: Some(tx),
-            task: Some(task),
-        }
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
-
-impl Drop for TestServer {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
+async fn start(dir: &Path, seed: u64) -> TestServer {
+    let mut config = Config::new(dir);
+    config.ids = Arc::new(SeededIds::new(seed));
+    TestServer::start_config(config).await
 }
 
 fn client() -> reqwest::Client {
@@ -196,7 +155,7 @@ fn local_checksum(records: &BTreeMap<Uuid, PullEntry>) -> (u64, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn everything_survives_a_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let s = TestServer::start(dir.path(), 1).await;
+    let s = start(dir.path(), 1).await;
     setup_tree(&s).await;
     let field = token(&s, "field", "s1").await;
     let rec = Uuid::now_v7();
@@ -211,7 +170,7 @@ async fn everything_survives_a_restart() {
     let admin = s.admin.clone();
     s.stop().await;
 
-    let s = TestServer::start(dir.path(), 2).await;
+    let s = start(dir.path(), 2).await;
     assert_eq!(s.admin, admin, "admin.token is never rewritten");
     let mut got = BTreeMap::new();
     pull_all(&s, &field.token, 0, &mut got).await;
@@ -244,7 +203,7 @@ async fn everything_survives_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_reader_paging_during_concurrent_pushes_misses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(TestServer::start(dir.path(), 3).await);
+    let s = Arc::new(start(dir.path(), 3).await);
     setup_tree(&s).await;
     let coordinator = token(&s, "coordinator", "d").await;
     let mut pushers = Vec::new();
@@ -305,7 +264,7 @@ async fn a_reader_paging_during_concurrent_pushes_misses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_pushes_all_land_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(TestServer::start(dir.path(), 4).await);
+    let s = Arc::new(start(dir.path(), 4).await);
     setup_tree(&s).await;
     let mut tasks = Vec::new();
     for _ in 0..16 {
@@ -397,7 +356,7 @@ async fn refuses_a_foreign_or_corrupt_data_dir_and_changes_nothing() {
 async fn an_admin_token_file_left_by_an_interrupted_first_start_is_adopted() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("admin.token"), "pufa_left_over_secret\n").unwrap();
-    let s = TestServer::start(dir.path(), 5).await;
+    let s = start(dir.path(), 5).await;
     assert_eq!(s.admin, "pufa_left_over_secret");
     let (st, who) = call(
         reqwest::Method::GET,
@@ -531,7 +490,7 @@ async fn only_the_newest_rejections_are_kept() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_retry_racing_its_original_is_applied_once() {
     let dir = tempfile::tempdir().unwrap();
-    let s = Arc::new(TestServer::start(dir.path(), 6).await);
+    let s = Arc::new(start(dir.path(), 6).await);
     setup_tree(&s).await;
     let t = token(&s, "field", "s1").await;
     for round in 0..20u64 {

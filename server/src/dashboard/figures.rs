@@ -63,30 +63,40 @@ fn page_org(ctx: &Ctx, tree: &OrgTree) -> Result<String, PageError> {
     api::figure_org(&ctx.device, tree, ctx.org_param()).map_err(|e| page_error(e, ctx))
 }
 
-/// `year=` if given; else the latest year with data up to now, else now's.
-async fn figures_for(s: &AppState, ctx: &Ctx, org: &str) -> Result<YearFigures, PageError> {
-    let now_year = Date::from_unix_ms(s.config.clock.now_ms()).year();
-    let year = match ctx.param("year").filter(|y| !y.is_empty()) {
-        Some(_) => api::year_param(&params(ctx)).map_err(|e| page_error(e, ctx))?,
-        None => now_year,
-    };
-    let figures = s
-        .store
+/// The year a page opens on when none is asked for: this year, or, when
+/// this year has nothing yet (a demo of 2020, say), the latest year up to
+/// now that has something, rather than a page of zeros.
+pub fn default_year(years: &[i32], now_year: i32) -> i32 {
+    if years.contains(&now_year) {
+        return now_year;
+    }
+    years
+        .iter()
+        .rev()
+        .find(|y| **y <= now_year)
+        .copied()
+        .unwrap_or(now_year)
+}
+
+/// A unit's figures of `year` (an existing unit, checked by the caller).
+pub async fn year_of(s: &AppState, org: &str, year: i32) -> Result<YearFigures, PageError> {
+    s.store
         .year_figures(org, year)
         .await?
-        .ok_or(PageError::NotFound(T::NoSuchUnit))?;
-    if ctx.param("year").is_some_and(|y| !y.is_empty()) || figures.years.contains(&year) {
-        return Ok(figures);
+        .ok_or(PageError::NotFound(T::NoSuchUnit))
+}
+
+/// `year=` if given, else [`default_year`].
+async fn figures_for(s: &AppState, ctx: &Ctx, org: &str) -> Result<YearFigures, PageError> {
+    if ctx.param("year").is_some_and(|y| !y.is_empty()) {
+        let year = api::year_param(&params(ctx)).map_err(|e| page_error(e, ctx))?;
+        return year_of(s, org, year).await;
     }
-    // Nothing this year (say, a demo of 2020): open the latest year that
-    // has something rather than an empty page.
-    match figures.years.iter().rev().find(|y| **y <= now_year) {
-        Some(&latest) => s
-            .store
-            .year_figures(org, latest)
-            .await?
-            .ok_or(PageError::NotFound(T::NoSuchUnit)),
-        None => Ok(figures),
+    let now_year = Date::from_unix_ms(s.config.clock.now_ms()).year();
+    let current = year_of(s, org, now_year).await?;
+    match default_year(&current.years, now_year) {
+        y if y == now_year => Ok(current),
+        y => year_of(s, org, y).await,
     }
 }
 

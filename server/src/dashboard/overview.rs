@@ -10,7 +10,7 @@ use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::wire::{ChildTotals, OrgUnit, TotalsResponse};
 
-use super::figures::{downloads, month_chart};
+use super::figures::{default_year, downloads, month_chart, year_of};
 use super::i18n::T;
 use super::page::{page, percent_text, unit_type_text, url, Page, PageError};
 use super::session::Ctx;
@@ -81,23 +81,16 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
     };
     let now_year = Date::from_unix_ms(s.config.clock.now_ms()).year();
     let mut period = Period::from_query(&ctx, s.config.clock.now_ms())?;
-    // The years with data, for one-click periods.
-    let years = s
-        .store
-        .year_figures(&org, now_year)
-        .await?
-        .map(|f| f.years)
-        .unwrap_or_default();
-    let defaulted = ctx.param("from").is_none() && ctx.param("to").is_none();
-    if defaulted && !years.contains(&now_year) {
-        // Nothing this year (a demo of 2020, say): open the latest year
-        // with data rather than a page of zeros.
-        if let Some(&y) = years.iter().rev().find(|y| **y <= now_year) {
-            period = Period {
-                from: Date::from_ymd(y, 1, 1),
-                to: Date::from_ymd(y, 12, 31),
-            };
-        }
+    // This year's figures: the years with data (one-click periods) and,
+    // often, the chart too.
+    let current = year_of(&s, &org, now_year).await?;
+    let years = current.years.clone();
+    if ctx.param("from").is_none() && ctx.param("to").is_none() {
+        let y = default_year(&years, now_year);
+        period = Period {
+            from: Date::from_ymd(y, 1, 1),
+            to: Date::from_ymd(y, 12, 31),
+        };
     }
     let totals = s
         .store
@@ -106,7 +99,8 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
         .ok_or(PageError::NotFound(T::NoSuchUnit))?;
     // A period inside one year also gets that year month by month.
     let year = match (period.from, period.to) {
-        (Some(f), Some(t)) if f.year() == t.year() => s.store.year_figures(&org, f.year()).await?,
+        (Some(f), Some(t)) if f.year() == t.year() && f.year() == now_year => Some(current),
+        (Some(f), Some(t)) if f.year() == t.year() => Some(year_of(&s, &org, f.year()).await?),
         _ => None,
     };
     let (from_text, to_text) = period.texts();

@@ -19,7 +19,8 @@ use pufa_core::report::{Behind, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::wire::{
     AccountView, CodeView, ConflictView, DeviceReport, DeviceView, HistoryEntry, Mutation,
-    MutationResult, OrgUnit, PullEntry, RecordView, RejectionView, Role, TotalsResponse,
+    MutationResult, OrgUnit, PullEntry, RecordView, RejectionView, Role, TokenIssued,
+    TotalsResponse,
 };
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -79,6 +80,18 @@ impl Device {
         match (&self.role, &self.org_unit) {
             (Role::Admin, _) | (_, None) => Scope::All,
             (_, Some(u)) => Scope::Unit(u.clone()),
+        }
+    }
+
+    /// The answer that hands this device its new token `secret` (issued
+    /// by an admin or redeemed from an enrolment code).
+    pub fn issued(self, secret: String) -> TokenIssued {
+        TokenIssued {
+            token: secret,
+            device_id: self.id,
+            role: self.role,
+            org_unit: self.org_unit,
+            label: self.label,
         }
     }
 

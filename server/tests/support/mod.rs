@@ -3,6 +3,8 @@
 //! mutation builders, and the one assertion on the contract's error body
 //! (`sync-protocol-v1.md` §2).
 
+pub mod http;
+
 use std::sync::Arc;
 
 use axum::body::Body;
