@@ -615,7 +615,8 @@ pub struct HistoryEntry {
     pub conflict_id: Option<Uuid>,
     /// The pushing or resolving device; for a move, the admin's.
     pub device_id: Option<Uuid>,
-    /// Who acted: the device id for now, a person's name once people sign in.
+    /// Who acted: the device id, or the username of a person whose sign-in
+    /// session resolved a conflict.
     pub actor: Option<String>,
     /// The HLC stored with the write.
     pub hlc: Hlc,

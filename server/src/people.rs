@@ -198,16 +198,22 @@ fn hasher() -> Argon2<'static> {
     Argon2::default()
 }
 
-/// Hashes `password` off the async threads, at most
-/// [`PASSWORD_HASHES_CONCURRENT_MAX`] at a time.
-async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    let _permit = state
+/// One of the [`PASSWORD_HASHES_CONCURRENT_MAX`] argon2 slots, held while
+/// hashing or checking.
+async fn hashing_turn(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    state
         .limits
         .people
         .hashing
         .acquire()
         .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Hashes `password` off the async threads, at most
+/// [`PASSWORD_HASHES_CONCURRENT_MAX`] at a time.
+async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+    let _permit = hashing_turn(state).await?;
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&state.config.ids.secret()[..16]);
     tokio::task::spawn_blocking(move || {
@@ -242,13 +248,7 @@ async fn verify_password(
     password: String,
     phc: Option<String>,
 ) -> Result<bool, ApiError> {
-    let _permit = state
-        .limits
-        .people
-        .hashing
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let _permit = hashing_turn(state).await?;
     tokio::task::spawn_blocking(move || {
         let known = phc.is_some();
         let text = phc.unwrap_or_else(|| dummy_hash().to_string());
