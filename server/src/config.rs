@@ -165,13 +165,22 @@ pub struct Config {
     pub ip_rate: Option<crate::limits::RateLimit>,
     /// Take the client IP from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_proxy: bool,
-    /// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
+    /// Connections one instance keeps to PostgreSQL, when it uses it.
+pub const PG_POOL_SIZE_DEFAULT: usize = 16;
+
+/// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
     pub max_connections: usize,
     /// Time allowed for a request's head ([`HEADER_TIMEOUT_SECS_DEFAULT`]).
     pub header_timeout: Duration,
     /// Serve HTTPS with this config (`--tls-cert`, `--tls-key`); plain HTTP
     /// when `None`.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// `postgres://…`: keep the store in PostgreSQL instead of the embedded
+    /// sled store under `data_dir` (`--database-url`, `PUFA_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// Connections this instance keeps to PostgreSQL
+    /// ([`PG_POOL_SIZE_DEFAULT`]).
+    pub pg_pool_size: usize,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
@@ -199,6 +208,8 @@ impl Config {
             max_connections: CONNECTIONS_MAX_DEFAULT,
             header_timeout: Duration::from_secs(HEADER_TIMEOUT_SECS_DEFAULT),
             tls: None,
+            database_url: None,
+            pg_pool_size: PG_POOL_SIZE_DEFAULT,
             clock: Arc::new(SystemClock),
             ids: Arc::new(SystemIds),
         }
@@ -224,6 +235,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("tls", &self.tls.is_some())
+            .field("database", &self.database_url.is_some())
             .finish_non_exhaustive()
     }
 }

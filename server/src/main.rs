@@ -69,6 +69,14 @@ struct Args {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "PUFA_TLS_KEY", requires = "tls_cert", global = true)]
     tls_key: Option<PathBuf>,
+    /// Keep the store in PostgreSQL (`postgres://user:password@host/db`)
+    /// instead of the embedded sled store under --data; several instances
+    /// may share one database. --data then holds only admin.token.
+    #[arg(long, env = "PUFA_DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Connections this instance keeps to PostgreSQL.
+    #[arg(long, default_value_t = config::PG_POOL_SIZE_DEFAULT, global = true)]
+    pg_pool_size: usize,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -182,6 +190,8 @@ async fn serve_main() -> ExitCode {
     config.trust_proxy = args.trust_proxy;
     config.max_connections = args.max_connections.max(1);
     config.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
+    config.database_url = args.database_url.clone();
+    config.pg_pool_size = args.pg_pool_size.max(1);
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         match pufa_server::tls::server_config(cert, key) {
             Ok(tls) => config.tls = Some(tls),
