@@ -25,6 +25,8 @@ pub const REQUEST_TIMEOUT_SECS_DEFAULT: u64 = 30;
 pub const REJECTIONS_KEPT: u64 = 100_000;
 /// How long shutdown waits for in-flight requests before it stops waiting.
 pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
+/// Connections one instance keeps to PostgreSQL, when it uses it.
+pub const PG_POOL_SIZE_DEFAULT: usize = 16;
 /// Default `--max-connections`: open client connections served at once.
 /// Further connections wait in the kernel's accept queue (they are not
 /// refused) until one closes.
@@ -165,10 +167,7 @@ pub struct Config {
     pub ip_rate: Option<crate::limits::RateLimit>,
     /// Take the client IP from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_proxy: bool,
-    /// Connections one instance keeps to PostgreSQL, when it uses it.
-pub const PG_POOL_SIZE_DEFAULT: usize = 16;
-
-/// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
+    /// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
     pub max_connections: usize,
     /// Time allowed for a request's head ([`HEADER_TIMEOUT_SECS_DEFAULT`]).
     pub header_timeout: Duration,
