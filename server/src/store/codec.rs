@@ -285,6 +285,27 @@ pub struct StoredRejection {
     pub error: ErrorObject,
 }
 
+impl StoredRejection {
+    /// `raw` is the mutation's JSON as pushed, when the push kept it.
+    pub fn new(
+        device_id: Uuid,
+        received_ms: u64,
+        m: &pufa_core::wire::Mutation,
+        raw: Option<&str>,
+        r: &pufa_core::schema::Rejection,
+    ) -> StoredRejection {
+        StoredRejection {
+            device_id,
+            received_ms,
+            mutation: raw.map_or_else(
+                || serde_json::to_string(m).unwrap_or_default(),
+                str::to_string,
+            ),
+            error: r.to_error(),
+        }
+    }
+}
+
 /// A SHA-256 digest in the audit chain.
 pub type Hash = [u8; 32];
 /// The `prev` of the first audit entry.

@@ -5,6 +5,7 @@
 //! Judging and merging live in `pufa-core`; a store loads what a mutation
 //! touches, calls core, and writes the result atomically.
 
+pub(crate) mod apply;
 pub mod backup;
 pub mod codec;
 pub mod sled;

@@ -35,21 +35,22 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
 use async_trait::async_trait;
-use pufa_core::audit::{self, Change, PATH_FIELD};
+use pufa_core::audit;
 use pufa_core::date::Date;
 use pufa_core::hlc::HlcClock;
-use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
+use pufa_core::merge::RecordState;
 use pufa_core::org::{OrgTree, OrgTreeError, Scope};
 use pufa_core::report::{self, YearFigures};
-use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
+use pufa_core::schema::Rejection;
 use pufa_core::totals::{self, AggKey, Aggregates};
 use pufa_core::wire::{
-    AuditCause, ConflictView, DeviceView, GoneView, HistoryEntry, MutationResult, MutationStatus,
-    OrgUnit, PullEntry, RecordView, RejectionView, TotalsResponse,
+    AuditCause, ConflictView, DeviceView, GoneView, HistoryEntry, MutationResult, OrgUnit,
+    PullEntry, RecordView, RejectionView, TotalsResponse,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
+use super::apply;
 use super::backup::{self, BackupHeader};
 use super::codec::{self, decode, encode, Applied, AuditBody, StoredConflict, StoredRejection};
 use super::{
@@ -889,163 +890,11 @@ impl Inner {
         let tree = self.tree();
         let mut tx = self.begin();
         let mut all = Vec::with_capacity(inputs.len());
-        for input in inputs {
-            all.push(self.push_into(&mut tx, &tree, input)?);
+        for input in &inputs {
+            all.push(apply::push(&mut tx, self.ids.as_ref(), &tree, input)?);
         }
         let generation = tx.commit(None)?;
         Ok((all, generation))
-    }
-
-    fn push_into(
-        &self,
-        tx: &mut Tx<'_>,
-        tree: &OrgTree,
-        input: PushInput,
-    ) -> Result<Vec<MutationResult>, StoreError> {
-        let device = &input.device;
-        let scope = device.scope();
-        let today = Today(Date::from_unix_ms(input.now_ms));
-        let mut results = Vec::with_capacity(input.mutations.len());
-        for (i, m) in input.mutations.iter().enumerate() {
-            let raw = input.raw.get(i).map(String::as_str);
-            let content = content_hash(m);
-            let rejected = |r: Rejection| MutationResult {
-                id: m.id,
-                status: MutationStatus::Rejected,
-                seq: None,
-                restamped: false,
-                error: Some(r.to_error()),
-                conflicts: Vec::new(),
-                hlc: None,
-            };
-            if let Some(prev) = tx.applied(device.id, m.id)? {
-                if prev.content == content {
-                    results.push(MutationResult {
-                        id: m.id,
-                        status: MutationStatus::Duplicate,
-                        seq: Some(prev.seq),
-                        restamped: prev.restamped,
-                        error: None,
-                        conflicts: prev.conflicts,
-                        hlc: Some(prev.hlc),
-                    });
-                } else {
-                    let r = Rejection::new(
-                        RejectCode::IdReused,
-                        Some("id"),
-                        "this mutation id was already applied with different content",
-                    );
-                    tx.reject(device.id, input.now_ms, m, raw, &r);
-                    results.push(rejected(r));
-                }
-                continue;
-            }
-            let existing = tx.record(m.record_id)?;
-            let kind = match judge(m, device.id, existing.as_ref(), tree, &scope, today) {
-                Ok(kind) => kind,
-                Err(r) => {
-                    tx.reject(device.id, input.now_ms, m, raw, &r);
-                    results.push(rejected(r));
-                    continue;
-                }
-            };
-            let restamped = m.hlc.ms > input.now_ms.saturating_add(input.max_skew_ms);
-            let hlc = if restamped {
-                tx.hlc.next(input.now_ms, m.hlc.node)
-            } else {
-                m.hlc
-            };
-            tx.hlc.observe(&hlc);
-            let merged = merge::merge(existing.as_ref(), Write::of(m, kind, hlc), tx.seq + 1);
-            let mut state = merged.state;
-            let mut changes = Vec::new();
-            let mut opened = Vec::new();
-            if merged.changed {
-                tx.seq += 1;
-                state.note_scope(tree);
-                changes = audit::changes(existing.as_ref(), &state);
-                for c in &merged.conflicts {
-                    let id = self.ids.uuid();
-                    opened.push((id, c.clone()));
-                    let stored = StoredConflict {
-                        record_id: state.id,
-                        conflict: c.clone(),
-                        seq: state.seq,
-                        open: true,
-                    };
-                    tx.batch.insert(codec::conflict_key(id), encode(&stored));
-                    tx.batch
-                        .insert(codec::open_conflict_key(state.seq, id), &[]);
-                }
-            }
-            // Applied mutations are logged even when they lost on every
-            // field: who tried what is part of the record's history.
-            let current_seq = existing.as_ref().map(|r| r.seq);
-            let n = tx.log(
-                AuditBody {
-                    n: 0,
-                    server_ms: input.now_ms,
-                    seq: state.seq,
-                    record_id: state.id,
-                    kind,
-                    cause: AuditCause::Push,
-                    mutation_id: Some(m.id),
-                    conflict_id: None,
-                    device_id: Some(device.id),
-                    actor: None,
-                    record_prev: None,
-                    hlc,
-                    pushed_hlc: restamped.then_some(m.hlc),
-                    changes,
-                    conflicts: opened,
-                },
-                current_seq,
-            )?;
-            if merged.changed {
-                tx.put_record(existing, state.clone(), n);
-            } else {
-                // The record stays at its seq; its feed entry names the
-                // new last entry.
-                tx.batch
-                    .insert(codec::seq_key(state.seq), &codec::feed_value(state.id, n));
-            }
-            let conflicts: Vec<_> = merged
-                .conflicts
-                .iter()
-                .map(merge::Conflict::report)
-                .collect();
-            let applied = Applied {
-                content,
-                seq: state.seq,
-                restamped,
-                hlc,
-                conflicts: conflicts.clone(),
-            };
-            tx.batch
-                .insert(codec::applied_key(device.id, m.id), encode(&applied));
-            tx.applied.insert((device.id, m.id), applied);
-            results.push(MutationResult {
-                id: m.id,
-                status: MutationStatus::Applied,
-                seq: Some(state.seq),
-                restamped,
-                error: None,
-                conflicts,
-                hlc: Some(hlc),
-            });
-        }
-        // Health report and last push time, read fresh under the lock.
-        if let Some(mut d) = self.device(device.id)? {
-            d.last_push_ms = Some(input.now_ms);
-            if let Some(report) = input.report {
-                if let Some(device_now) = report.now_ms {
-                    d.clock_skew_ms = Some(input.now_ms as i64 - device_now as i64);
-                }
-                d.report = Some(report);
-            }
-            tx.batch.insert(codec::device_key(d.id), encode(&d));
-        }
-        Ok(results)
     }
 
     fn upsert_org_units(
@@ -1080,37 +929,7 @@ impl Inner {
                 if !before.org_unit().is_some_and(|u| affected.contains(u)) {
                     continue;
                 }
-                let mut after = before.clone();
-                after.note_scope(&next);
-                tx.seq += 1;
-                after.seq = tx.seq;
-                let path =
-                    |tree: &OrgTree| serde_json::json!(before.org_unit().map(|u| tree.chain(u)));
-                let n = tx.log(
-                    AuditBody {
-                        n: 0,
-                        server_ms: now_ms,
-                        seq: after.seq,
-                        record_id: after.id,
-                        kind: after.kind,
-                        cause: AuditCause::Move,
-                        mutation_id: None,
-                        conflict_id: None,
-                        device_id: Some(by.id),
-                        actor: None,
-                        record_prev: None,
-                        hlc: after.hlc(),
-                        pushed_hlc: None,
-                        changes: vec![Change {
-                            field: PATH_FIELD.to_string(),
-                            from: path(&old),
-                            to: path(&next),
-                        }],
-                        conflicts: Vec::new(),
-                    },
-                    Some(before.seq),
-                )?;
-                tx.put_record(Some(before), after, n);
+                apply::move_record(&mut tx, before, &old, &next, by, now_ms)?;
             }
         }
         let n = units.len();
@@ -1127,9 +946,8 @@ impl Inner {
         now_ms: u64,
     ) -> Result<(ResolveOutcome, u64), StoreError> {
         let tree = self.tree();
-        let scope = by.scope();
         let mut tx = self.begin();
-        let Some(mut stored) = self
+        let Some(stored) = self
             .db
             .get(codec::conflict_key(id))?
             .map(|v| decode::<StoredConflict>(&v))
@@ -1137,84 +955,11 @@ impl Inner {
         else {
             return Ok((ResolveOutcome::NotFound, 0));
         };
-        let Some(before) = tx.record(stored.record_id)? else {
-            return Ok((ResolveOutcome::NotFound, 0));
-        };
-        if !stored.open || !before.org_unit().is_some_and(|u| tree.in_scope(u, &scope)) {
-            return Ok((ResolveOutcome::NotFound, 0));
+        let outcome = apply::resolve(&mut tx, &tree, id, stored, value, by, person, now_ms)?;
+        if !matches!(outcome, ResolveOutcome::Resolved(_)) {
+            return Ok((outcome, 0));
         }
-        let field = stored.conflict.field.clone();
-        let invalid = |r| Ok((ResolveOutcome::Invalid(r), 0));
-        if field == DELETED_FIELD {
-            if !value.is_boolean() {
-                return invalid(Rejection::new(
-                    RejectCode::InvalidField,
-                    Some(DELETED_FIELD),
-                    "_deleted takes true or false",
-                ));
-            }
-        } else {
-            if let Err(r) = check_field(
-                before.kind,
-                &field,
-                &value,
-                Today(Date::from_unix_ms(now_ms)),
-            ) {
-                return invalid(r);
-            }
-            if let Some(code) = value.as_str().filter(|_| field == "org_unit") {
-                if !tree.contains(code) {
-                    return invalid(Rejection::new(
-                        RejectCode::UnknownOrgUnit,
-                        Some("org_unit"),
-                        format!("no org unit {code:?}"),
-                    ));
-                }
-                if !tree.in_scope(code, &scope) {
-                    return invalid(Rejection::new(
-                        RejectCode::OutOfScope,
-                        Some("org_unit"),
-                        format!("org unit {code:?} is outside your scope"),
-                    ));
-                }
-            }
-        }
-        // The server's HLC is past every stored HLC, so its next tick beats
-        // everything in the record.
-        let hlc = tx.hlc.next(now_ms, by.id);
-        debug_assert!(hlc > before.hlc());
-        tx.seq += 1;
-        let mut after = merge::resolve(&before, &field, value, hlc, tx.seq);
-        after.note_scope(&tree);
-        tx.batch.remove(codec::open_conflict_key(stored.seq, id));
-        stored.open = false;
-        tx.batch.insert(codec::conflict_key(id), encode(&stored));
-        let view = after.view();
-        let n = tx.log(
-            AuditBody {
-                n: 0,
-                server_ms: now_ms,
-                seq: after.seq,
-                record_id: after.id,
-                kind: after.kind,
-                cause: AuditCause::Resolve,
-                mutation_id: None,
-                conflict_id: Some(id),
-                // A person's session acts under its account's id, which is
-                // no device: name the person instead.
-                device_id: person.is_none().then_some(by.id),
-                actor: person,
-                record_prev: None,
-                hlc,
-                pushed_hlc: None,
-                changes: audit::changes(Some(&before), &after),
-                conflicts: Vec::new(),
-            },
-            Some(before.seq),
-        )?;
-        tx.put_record(Some(before), after, n);
-        let generation = tx.commit(None)?;
-        Ok((ResolveOutcome::Resolved(view), generation))
+        Ok((outcome, tx.commit(None)?))
     }
 
     fn put_device(&self, device: Device) -> Result<((), u64), StoreError> {
@@ -1404,15 +1149,15 @@ struct Tx<'a> {
     changes: Vec<(Option<RecordState>, RecordState)>,
 }
 
-impl Tx<'_> {
-    fn record(&self, id: Uuid) -> Result<Option<RecordState>, StoreError> {
+impl apply::Staging for Tx<'_> {
+    fn record(&mut self, id: Uuid) -> Result<Option<RecordState>, StoreError> {
         match self.records.get(&id) {
             Some(r) => Ok(Some(r.clone())),
             None => self.inner.record(id),
         }
     }
 
-    fn applied(&self, device: Uuid, mutation: Uuid) -> Result<Option<Applied>, StoreError> {
+    fn applied(&mut self, device: Uuid, mutation: Uuid) -> Result<Option<Applied>, StoreError> {
         match self.applied.get(&(device, mutation)) {
             Some(a) => Ok(Some(a.clone())),
             None => self
@@ -1424,6 +1169,18 @@ impl Tx<'_> {
         }
     }
 
+    fn device(&mut self, id: Uuid) -> Result<Option<Device>, StoreError> {
+        self.inner.device(id)
+    }
+
+    fn seq(&mut self) -> &mut u64 {
+        &mut self.seq
+    }
+
+    fn hlc(&mut self) -> &mut HlcClock {
+        &mut self.hlc
+    }
+
     fn reject(
         &mut self,
         device: Uuid,
@@ -1431,17 +1188,9 @@ impl Tx<'_> {
         m: &pufa_core::wire::Mutation,
         raw: Option<&str>,
         r: &Rejection,
-    ) {
+    ) -> Result<(), StoreError> {
         self.rejections += 1;
-        let stored = StoredRejection {
-            device_id: device,
-            received_ms: now_ms,
-            mutation: raw.map_or_else(
-                || serde_json::to_string(m).unwrap_or_default(),
-                str::to_string,
-            ),
-            error: r.to_error(),
-        };
+        let stored = StoredRejection::new(device, now_ms, m, raw, r);
         self.batch
             .insert(codec::rejection_key(self.rejections), encode(&stored));
         // Keep the newest REJECTIONS_KEPT: a device pushing garbage in a loop
@@ -1451,11 +1200,9 @@ impl Tx<'_> {
             self.batch
                 .remove(codec::rejection_key(self.rejections - kept));
         }
+        Ok(())
     }
 
-    /// Stages the next audit entry (its `n` and `record_prev` are set
-    /// here), chained to the previous one. `current_seq` is the record's
-    /// seq before this write (`None`: a new record). Returns the entry's n.
     fn log(&mut self, mut body: AuditBody, current_seq: Option<u64>) -> Result<u64, StoreError> {
         body.record_prev = match (self.last_entry.get(&body.record_id), current_seq) {
             (Some(n), _) => Some(*n),
@@ -1478,9 +1225,13 @@ impl Tx<'_> {
         Ok(body.n)
     }
 
-    /// Stages a record at its new seq: record and feed entry (one per
-    /// record), which names `entry`, the record's last audit entry.
-    fn put_record(&mut self, before: Option<RecordState>, after: RecordState, entry: u64) {
+    /// The record and its feed entry (one per record), which names `entry`.
+    fn put_record(
+        &mut self,
+        before: Option<RecordState>,
+        after: RecordState,
+        entry: u64,
+    ) -> Result<(), StoreError> {
         debug_assert!(before.as_ref().is_none_or(|b| b.seq < after.seq));
         debug_assert_eq!(self.last_entry.get(&after.id), Some(&entry));
         if let Some(b) = &before {
@@ -1494,8 +1245,48 @@ impl Tx<'_> {
             .insert(codec::record_key(after.id), encode(&after));
         self.records.insert(after.id, after.clone());
         self.changes.push((before, after));
+        Ok(())
     }
 
+    fn note_entry(&mut self, record: &RecordState, entry: u64) -> Result<(), StoreError> {
+        self.batch.insert(
+            codec::seq_key(record.seq),
+            &codec::feed_value(record.id, entry),
+        );
+        Ok(())
+    }
+
+    fn put_applied(
+        &mut self,
+        device: Uuid,
+        mutation: Uuid,
+        applied: Applied,
+    ) -> Result<(), StoreError> {
+        self.batch
+            .insert(codec::applied_key(device, mutation), encode(&applied));
+        self.applied.insert((device, mutation), applied);
+        Ok(())
+    }
+
+    fn put_conflict(&mut self, id: Uuid, stored: &StoredConflict) -> Result<(), StoreError> {
+        self.batch.insert(codec::conflict_key(id), encode(stored));
+        if stored.open {
+            self.batch
+                .insert(codec::open_conflict_key(stored.seq, id), &[]);
+        } else {
+            self.batch.remove(codec::open_conflict_key(stored.seq, id));
+        }
+        Ok(())
+    }
+
+    fn put_device(&mut self, device: &Device) -> Result<(), StoreError> {
+        self.batch
+            .insert(codec::device_key(device.id), encode(device));
+        Ok(())
+    }
+}
+
+impl Tx<'_> {
     /// Applies the batch atomically and publishes counters; returns the
     /// write generation to wait on for durability.
     fn commit(mut self, tree: Option<Arc<OrgTree>>) -> Result<u64, StoreError> {

@@ -1,0 +1,360 @@
+//! The write logic every store shares: what a push, a resolution and a
+//! re-parenting do to records, given a place to read from and stage into.
+//!
+//! A store opens one write (sled: a batch under its writer lock;
+//! PostgreSQL: a transaction under the database-wide write lock), hands it
+//! to these functions as a [`Staging`], and commits what they staged in
+//! one atomic step. Judging, restamping, merging, conflicts, idempotency
+//! and the audit entries are decided here, once, whatever the store: a
+//! mutation gives the same result on sled and on PostgreSQL, on whichever
+//! instance it lands.
+
+use pufa_core::audit::{self, Change, PATH_FIELD};
+use pufa_core::date::Date;
+use pufa_core::hlc::HlcClock;
+use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
+use pufa_core::org::OrgTree;
+use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
+use pufa_core::wire::{AuditCause, Mutation, MutationResult, MutationStatus};
+use uuid::Uuid;
+
+use super::codec::{Applied, AuditBody, StoredConflict};
+use super::{Device, PushInput, ResolveOutcome, StoreError};
+use crate::config::IdSource;
+
+/// One open write, as the shared logic sees it: reads see what this write
+/// staged so far; nothing is visible to others until the store commits.
+pub(crate) trait Staging {
+    /// The record as this write sees it.
+    fn record(&mut self, id: Uuid) -> Result<Option<RecordState>, StoreError>;
+    /// The idempotency entry of `(device, mutation)`, if applied before.
+    fn applied(&mut self, device: Uuid, mutation: Uuid) -> Result<Option<Applied>, StoreError>;
+    fn device(&mut self, id: Uuid) -> Result<Option<Device>, StoreError>;
+    /// The store's seq counter: the last seq handed out.
+    fn seq(&mut self) -> &mut u64;
+    /// The server's HLC, past every HLC stored.
+    fn hlc(&mut self) -> &mut HlcClock;
+    /// Keeps a rejected mutation (`raw`: its JSON as pushed).
+    fn reject(
+        &mut self,
+        device: Uuid,
+        now_ms: u64,
+        m: &Mutation,
+        raw: Option<&str>,
+        r: &Rejection,
+    ) -> Result<(), StoreError>;
+    /// Stages the next audit entry, chained to the previous one and to the
+    /// record's previous entry (`current_seq`: the record's seq before this
+    /// write, `None` for a new record). Returns the entry's `n`.
+    fn log(&mut self, body: AuditBody, current_seq: Option<u64>) -> Result<u64, StoreError>;
+    /// Stages a record at its new seq, with `entry` its newest audit entry.
+    fn put_record(
+        &mut self,
+        before: Option<RecordState>,
+        after: RecordState,
+        entry: u64,
+    ) -> Result<(), StoreError>;
+    /// The record keeps its seq, but its newest audit entry is now `entry`.
+    fn note_entry(&mut self, record: &RecordState, entry: u64) -> Result<(), StoreError>;
+    fn put_applied(
+        &mut self,
+        device: Uuid,
+        mutation: Uuid,
+        applied: Applied,
+    ) -> Result<(), StoreError>;
+    /// Stages a conflict, opened (`stored.open`) or closed.
+    fn put_conflict(&mut self, id: Uuid, stored: &StoredConflict) -> Result<(), StoreError>;
+    fn put_device(&mut self, device: &Device) -> Result<(), StoreError>;
+}
+
+/// Applies one push: per mutation, a duplicate's first result, or a
+/// rejection, or a merge into the record (restamped if its HLC runs too far
+/// ahead), with conflicts, the idempotency entry and an audit entry. Then
+/// the device's last push time and health report.
+pub(crate) fn push(
+    st: &mut impl Staging,
+    ids: &dyn IdSource,
+    tree: &OrgTree,
+    input: &PushInput,
+) -> Result<Vec<MutationResult>, StoreError> {
+    let device = &input.device;
+    let scope = device.scope();
+    let today = Today(Date::from_unix_ms(input.now_ms));
+    let mut results = Vec::with_capacity(input.mutations.len());
+    for (i, m) in input.mutations.iter().enumerate() {
+        let raw = input.raw.get(i).map(String::as_str);
+        let content = content_hash(m);
+        let rejected = |r: Rejection| MutationResult {
+            id: m.id,
+            status: MutationStatus::Rejected,
+            seq: None,
+            restamped: false,
+            error: Some(r.to_error()),
+            conflicts: Vec::new(),
+            hlc: None,
+        };
+        if let Some(prev) = st.applied(device.id, m.id)? {
+            if prev.content == content {
+                results.push(MutationResult {
+                    id: m.id,
+                    status: MutationStatus::Duplicate,
+                    seq: Some(prev.seq),
+                    restamped: prev.restamped,
+                    error: None,
+                    conflicts: prev.conflicts,
+                    hlc: Some(prev.hlc),
+                });
+            } else {
+                let r = Rejection::new(
+                    RejectCode::IdReused,
+                    Some("id"),
+                    "this mutation id was already applied with different content",
+                );
+                st.reject(device.id, input.now_ms, m, raw, &r)?;
+                results.push(rejected(r));
+            }
+            continue;
+        }
+        let existing = st.record(m.record_id)?;
+        let kind = match judge(m, device.id, existing.as_ref(), tree, &scope, today) {
+            Ok(kind) => kind,
+            Err(r) => {
+                st.reject(device.id, input.now_ms, m, raw, &r)?;
+                results.push(rejected(r));
+                continue;
+            }
+        };
+        let restamped = m.hlc.ms > input.now_ms.saturating_add(input.max_skew_ms);
+        let hlc = if restamped {
+            st.hlc().next(input.now_ms, m.hlc.node)
+        } else {
+            m.hlc
+        };
+        st.hlc().observe(&hlc);
+        let next_seq = *st.seq() + 1;
+        let merged = merge::merge(existing.as_ref(), Write::of(m, kind, hlc), next_seq);
+        let mut state = merged.state;
+        let mut changes = Vec::new();
+        let mut opened = Vec::new();
+        if merged.changed {
+            *st.seq() = next_seq;
+            state.note_scope(tree);
+            changes = audit::changes(existing.as_ref(), &state);
+            for c in &merged.conflicts {
+                let id = ids.uuid();
+                opened.push((id, c.clone()));
+                st.put_conflict(
+                    id,
+                    &StoredConflict {
+                        record_id: state.id,
+                        conflict: c.clone(),
+                        seq: state.seq,
+                        open: true,
+                    },
+                )?;
+            }
+        }
+        // Applied mutations are logged even when they lost on every
+        // field: who tried what is part of the record's history.
+        let current_seq = existing.as_ref().map(|r| r.seq);
+        let n = st.log(
+            AuditBody {
+                n: 0,
+                server_ms: input.now_ms,
+                seq: state.seq,
+                record_id: state.id,
+                kind,
+                cause: AuditCause::Push,
+                mutation_id: Some(m.id),
+                conflict_id: None,
+                device_id: Some(device.id),
+                actor: None,
+                record_prev: None,
+                hlc,
+                pushed_hlc: restamped.then_some(m.hlc),
+                changes,
+                conflicts: opened,
+            },
+            current_seq,
+        )?;
+        if merged.changed {
+            st.put_record(existing, state.clone(), n)?;
+        } else {
+            st.note_entry(&state, n)?;
+        }
+        let conflicts: Vec<_> = merged
+            .conflicts
+            .iter()
+            .map(merge::Conflict::report)
+            .collect();
+        st.put_applied(
+            device.id,
+            m.id,
+            Applied {
+                content,
+                seq: state.seq,
+                restamped,
+                hlc,
+                conflicts: conflicts.clone(),
+            },
+        )?;
+        results.push(MutationResult {
+            id: m.id,
+            status: MutationStatus::Applied,
+            seq: Some(state.seq),
+            restamped,
+            error: None,
+            conflicts,
+            hlc: Some(hlc),
+        });
+    }
+    // Health report and last push time, read fresh inside the write.
+    if let Some(mut d) = st.device(device.id)? {
+        d.last_push_ms = Some(input.now_ms);
+        if let Some(report) = &input.report {
+            if let Some(device_now) = report.now_ms {
+                d.clock_skew_ms = Some(input.now_ms as i64 - device_now as i64);
+            }
+            d.report = Some(report.clone());
+        }
+        st.put_device(&d)?;
+    }
+    Ok(results)
+}
+
+/// Resolves the open conflict `id` (`stored`, as read inside the write) with
+/// `value`, by `by` (a person's session names the person in `person`).
+/// Stages nothing unless the outcome is [`ResolveOutcome::Resolved`].
+#[allow(clippy::too_many_arguments)] // one resolution's facts, each needed
+pub(crate) fn resolve(
+    st: &mut impl Staging,
+    tree: &OrgTree,
+    id: Uuid,
+    mut stored: StoredConflict,
+    value: serde_json::Value,
+    by: &Device,
+    person: Option<String>,
+    now_ms: u64,
+) -> Result<ResolveOutcome, StoreError> {
+    let scope = by.scope();
+    let Some(before) = st.record(stored.record_id)? else {
+        return Ok(ResolveOutcome::NotFound);
+    };
+    if !stored.open || !before.org_unit().is_some_and(|u| tree.in_scope(u, &scope)) {
+        return Ok(ResolveOutcome::NotFound);
+    }
+    let field = stored.conflict.field.clone();
+    let invalid = |r| Ok(ResolveOutcome::Invalid(r));
+    if field == DELETED_FIELD {
+        if !value.is_boolean() {
+            return invalid(Rejection::new(
+                RejectCode::InvalidField,
+                Some(DELETED_FIELD),
+                "_deleted takes true or false",
+            ));
+        }
+    } else {
+        if let Err(r) = check_field(
+            before.kind,
+            &field,
+            &value,
+            Today(Date::from_unix_ms(now_ms)),
+        ) {
+            return invalid(r);
+        }
+        if let Some(code) = value.as_str().filter(|_| field == "org_unit") {
+            if !tree.contains(code) {
+                return invalid(Rejection::new(
+                    RejectCode::UnknownOrgUnit,
+                    Some("org_unit"),
+                    format!("no org unit {code:?}"),
+                ));
+            }
+            if !tree.in_scope(code, &scope) {
+                return invalid(Rejection::new(
+                    RejectCode::OutOfScope,
+                    Some("org_unit"),
+                    format!("org unit {code:?} is outside your scope"),
+                ));
+            }
+        }
+    }
+    // The server's HLC is past every stored HLC (observing the record's is
+    // a no-op then), so its next tick beats everything in the record.
+    st.hlc().observe(&before.hlc());
+    let hlc = st.hlc().next(now_ms, by.id);
+    debug_assert!(hlc > before.hlc());
+    *st.seq() += 1;
+    let seq = *st.seq();
+    let mut after = merge::resolve(&before, &field, value, hlc, seq);
+    after.note_scope(tree);
+    stored.open = false;
+    st.put_conflict(id, &stored)?;
+    let view = after.view();
+    let n = st.log(
+        AuditBody {
+            n: 0,
+            server_ms: now_ms,
+            seq: after.seq,
+            record_id: after.id,
+            kind: after.kind,
+            cause: AuditCause::Resolve,
+            mutation_id: None,
+            conflict_id: Some(id),
+            // A person's session acts under its account's id, which is
+            // no device: name the person instead.
+            device_id: person.is_none().then_some(by.id),
+            actor: person,
+            record_prev: None,
+            hlc,
+            pushed_hlc: None,
+            changes: audit::changes(Some(&before), &after),
+            conflicts: Vec::new(),
+        },
+        Some(before.seq),
+    )?;
+    st.put_record(Some(before), after, n)?;
+    Ok(ResolveOutcome::Resolved(view))
+}
+
+/// Moves `before`, a record below a re-parented unit, to a new seq with its
+/// scope as `next` has it (§4), logging the path change.
+pub(crate) fn move_record(
+    st: &mut impl Staging,
+    before: RecordState,
+    old: &OrgTree,
+    next: &OrgTree,
+    by: &Device,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    let mut after = before.clone();
+    after.note_scope(next);
+    *st.seq() += 1;
+    after.seq = *st.seq();
+    let path = |tree: &OrgTree| serde_json::json!(before.org_unit().map(|u| tree.chain(u)));
+    let n = st.log(
+        AuditBody {
+            n: 0,
+            server_ms: now_ms,
+            seq: after.seq,
+            record_id: after.id,
+            kind: after.kind,
+            cause: AuditCause::Move,
+            mutation_id: None,
+            conflict_id: None,
+            device_id: Some(by.id),
+            actor: None,
+            record_prev: None,
+            hlc: after.hlc(),
+            pushed_hlc: None,
+            changes: vec![Change {
+                field: PATH_FIELD.to_string(),
+                from: path(old),
+                to: path(next),
+            }],
+            conflicts: Vec::new(),
+        },
+        Some(before.seq),
+    )?;
+    st.put_record(Some(before), after, n)
+}
