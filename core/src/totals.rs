@@ -295,6 +295,49 @@ impl Aggregates {
         }
     }
 
+    /// Replaces one persisted entry with its newer value, `None`: removed
+    /// (another server instance wrote it). Loading the same value again
+    /// changes nothing, so a reader may refresh as often as it likes.
+    pub fn replace(&mut self, key: AggKey, value: Option<AggValue>) {
+        match &key {
+            AggKey::Unit(u) => {
+                if let Some(old) = self.units.remove(u) {
+                    self.all_count -= old.records;
+                    self.all_xor ^= old.xor;
+                }
+            }
+            AggKey::Month(u, m) => {
+                let (from, to) = (first_day_of_month(*m).0, first_day_of_month(*m + 1).0);
+                if let Some(days) = self.days.get_mut(u) {
+                    let gone: Vec<i32> = days.range(from..to).map(|(d, _)| *d).collect();
+                    for d in gone {
+                        days.remove(&d);
+                    }
+                }
+                if let Some(months) = self.months.get_mut(u) {
+                    months.remove(m);
+                }
+            }
+            // Never decreases: the newer value is at least the old one.
+            AggKey::EverMax(_) => {}
+            AggKey::Topics(u, y) => {
+                if let Some(by_topic) = self.topics.get_mut(u) {
+                    let gone: Vec<(i32, String)> = by_topic
+                        .range((*y, String::new())..(*y + 1, String::new()))
+                        .map(|(k, _)| k.clone())
+                        .collect();
+                    for k in gone {
+                        by_topic.remove(&k);
+                    }
+                }
+            }
+        }
+        self.dirty.remove(&key);
+        if let Some(v) = value {
+            self.load(key, v);
+        }
+    }
+
     /// Notes the highest record seq (a store whose records all lie outside
     /// any unit's `ever` still knows it).
     pub fn note_max_seq(&mut self, seq: u64) {
