@@ -64,6 +64,10 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// Something this deployment does not offer (e.g. an online backup
+    /// when the store is PostgreSQL).
+    #[error("{0}")]
+    NotImplemented(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -112,6 +116,7 @@ impl ApiError {
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
+            NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented", None),
             SignInLocked(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             AlreadyExists { field, .. } => {
                 (StatusCode::CONFLICT, "already_exists", field.as_deref())
@@ -124,6 +129,7 @@ impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
         match e {
             StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            StoreError::Unsupported(m) => ApiError::NotImplemented(m),
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -67,6 +67,8 @@ pub enum RunError {
     DataDir { dir: PathBuf, reason: String },
     #[error("cannot open the store in {dir}: {source}. Nothing was changed; see docs/operations.md (\"The server refuses to start\")")]
     Store { dir: PathBuf, source: StoreError },
+    #[error("cannot open the store in the database {url}: {source}. Nothing was changed; see docs/operations.md (\"PostgreSQL\")")]
+    Database { url: String, source: StoreError },
     #[error("serving failed: {0}")]
     Serve(#[from] std::io::Error),
 }
@@ -144,10 +146,18 @@ async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) ->
 pub async fn open(config: Config) -> Result<AppState, RunError> {
     let dir = config.data_dir.clone();
     check_data_dir(&dir)?;
-    let store = SledStore::open(&config).map_err(|source| RunError::Store {
-        dir: dir.clone(),
-        source,
-    })?;
+    let store: DynStore = match &config.database_url {
+        Some(url) => Arc::new(store::pg::PgStore::open(&config).await.map_err(|source| {
+            RunError::Database {
+                url: store::pg::redacted(url),
+                source,
+            }
+        })?),
+        None => Arc::new(SledStore::open(&config).map_err(|source| RunError::Store {
+            dir: dir.clone(),
+            source,
+        })?),
+    };
     let limits = Arc::new(limits::Limiters {
         tokens: config.token_rate.map(limits::Buckets::new),
         ips: config.ip_rate.map(limits::Buckets::new),
@@ -155,7 +165,7 @@ pub async fn open(config: Config) -> Result<AppState, RunError> {
         people: people::Guards::new(config.enrol_failures),
     });
     let state = AppState {
-        store: Arc::new(store),
+        store,
         config: Arc::new(config),
         limits,
     };
@@ -197,9 +207,15 @@ pub(crate) fn check_data_dir(dir: &Path) -> Result<(), RunError> {
 }
 
 async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
-    let store_err = |source| RunError::Store {
-        dir: state.config.data_dir.clone(),
-        source,
+    let store_err = |source| match &state.config.database_url {
+        Some(url) => RunError::Database {
+            url: store::pg::redacted(url),
+            source,
+        },
+        None => RunError::Store {
+            dir: state.config.data_dir.clone(),
+            source,
+        },
     };
     if state.store.admin_bootstrapped().await.map_err(store_err)? {
         return Ok(());
@@ -212,12 +228,14 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
     // An admin.token without a bootstrapped store means an earlier first
     // start stopped between writing the file and the store: adopt the file
     // rather than rewrite it.
+    let mut created = false;
     let secret = match std::fs::read_to_string(&path) {
         Ok(text) => text.lines().next().unwrap_or("").trim().to_string(),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let secret = auth::new_secret(state.config.ids.as_ref());
             write_private_file(&path, &format!("{secret}\n"))
                 .map_err(|e| dir_err(format!("cannot write {}: {e}", path.display())))?;
+            created = true;
             secret
         }
         Err(e) => return Err(dir_err(format!("cannot read {}: {e}", path.display()))),
@@ -240,11 +258,20 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
         report: None,
         clock_skew_ms: None,
     };
-    state
+    let made = state
         .store
         .bootstrap_admin(device)
         .await
         .map_err(store_err)?;
+    if !made {
+        // Another instance on the same database made the admin first: its
+        // data dir holds the token, and this file would be a dead one.
+        if created {
+            let _ = std::fs::remove_file(&path);
+        }
+        tracing::info!("another server instance made the bootstrap admin token");
+        return Ok(());
+    }
     tracing::info!(path = %path.display(), "created the admin token");
     Ok(())
 }

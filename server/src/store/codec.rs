@@ -225,34 +225,39 @@ pub fn agg_value(v: &AggValue) -> Option<Vec<u8>> {
     }
 }
 
-/// Decodes an aggregate entry (key without the `g/` prefix).
-pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> {
+/// Decodes an aggregate entry's key (without the `g/` prefix).
+pub fn decode_agg_key(k: &[u8]) -> Result<AggKey, StoreError> {
     let bad = || StoreError::Corrupt("malformed aggregate key".into());
     let text = |b: &[u8]| String::from_utf8(b.to_vec()).map_err(|_| bad());
+    let split = |rest: &[u8]| -> Result<(String, i32), StoreError> {
+        if rest.len() <= 5 {
+            return Err(bad());
+        }
+        let (code, n) = rest.split_at(rest.len() - 5);
+        Ok((
+            text(code)?,
+            i32::from_be_bytes(n[1..].try_into().map_err(|_| bad())?),
+        ))
+    };
     match k.split_first() {
-        Some((b'u', code)) => Ok((
-            AggKey::Unit(text(code)?),
-            AggValue::Unit(decode::<UnitAgg>(v)?),
-        )),
-        Some((b'e', code)) => Ok((AggKey::EverMax(text(code)?), AggValue::EverMax(u64_of(v)?))),
-        Some((b'm', rest)) if rest.len() > 5 => {
-            let (code, month) = rest.split_at(rest.len() - 5);
-            let month = i32::from_be_bytes(month[1..].try_into().map_err(|_| bad())?);
-            Ok((
-                AggKey::Month(text(code)?, month),
-                AggValue::Month(decode(v)?),
-            ))
-        }
-        Some((b'k', rest)) if rest.len() > 5 => {
-            let (code, year) = rest.split_at(rest.len() - 5);
-            let year = i32::from_be_bytes(year[1..].try_into().map_err(|_| bad())?);
-            Ok((
-                AggKey::Topics(text(code)?, year),
-                AggValue::Topics(decode(v)?),
-            ))
-        }
+        Some((b'u', code)) => Ok(AggKey::Unit(text(code)?)),
+        Some((b'e', code)) => Ok(AggKey::EverMax(text(code)?)),
+        Some((b'm', rest)) => split(rest).map(|(code, month)| AggKey::Month(code, month)),
+        Some((b'k', rest)) => split(rest).map(|(code, year)| AggKey::Topics(code, year)),
         _ => Err(bad()),
     }
+}
+
+/// Decodes an aggregate entry (key without the `g/` prefix).
+pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> {
+    let key = decode_agg_key(k)?;
+    let value = match &key {
+        AggKey::Unit(_) => AggValue::Unit(decode::<UnitAgg>(v)?),
+        AggKey::EverMax(_) => AggValue::EverMax(u64_of(v)?),
+        AggKey::Month(..) => AggValue::Month(decode(v)?),
+        AggKey::Topics(..) => AggValue::Topics(decode(v)?),
+    };
+    Ok((key, value))
 }
 
 /// What the idempotency index remembers of an applied mutation: enough to

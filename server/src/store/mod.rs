@@ -8,6 +8,7 @@
 pub(crate) mod apply;
 pub mod backup;
 pub mod codec;
+pub mod pg;
 pub mod sled;
 pub mod verify;
 
@@ -41,6 +42,10 @@ pub enum StoreError {
     Corrupt(String),
     #[error("storage error: {0}")]
     Other(String),
+    /// An operation this store does not offer (e.g. an online backup of a
+    /// PostgreSQL store, which PostgreSQL's own tools make).
+    #[error("{0}")]
+    Unsupported(String),
 }
 
 impl From<::sled::Error> for StoreError {
@@ -325,7 +330,9 @@ pub trait Store: Send + Sync + 'static {
     async fn admin_bootstrapped(&self) -> Result<bool, StoreError>;
 
     /// Stores the bootstrap admin device and marks the store bootstrapped.
-    async fn bootstrap_admin(&self, device: Device) -> Result<(), StoreError>;
+    /// Returns `false`, storing nothing, when the store already has one
+    /// (another server instance on the same database made it first).
+    async fn bootstrap_admin(&self, device: Device) -> Result<bool, StoreError>;
 
     /// Creates a device, or re-enrols it (its old token stops working).
     /// Durable when it returns.

@@ -1372,7 +1372,7 @@ impl Store for SledStore {
             .await
     }
 
-    async fn bootstrap_admin(&self, device: Device) -> Result<(), StoreError> {
+    async fn bootstrap_admin(&self, device: Device) -> Result<bool, StoreError> {
         self.write(move |inner| {
             let mut tx = inner.begin();
             tx.batch.insert(codec::META_ADMIN, device.id.as_bytes());
@@ -1380,7 +1380,7 @@ impl Store for SledStore {
                 .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
             tx.batch
                 .insert(codec::device_key(device.id), encode(&device));
-            Ok(((), tx.commit(None)?))
+            Ok((true, tx.commit(None)?))
         })
         .await
     }
