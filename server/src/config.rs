@@ -44,6 +44,8 @@ pub const STORAGE_CHECK_SECS: u64 = 2;
 /// Free bytes the data dir needs before the server reopens a store that
 /// failed: 16 MiB, room for several of sled's 512 KiB log segments.
 pub const REOPEN_FREE_BYTES_MIN: u64 = 16 * 1024 * 1024;
+/// Connections one instance keeps to PostgreSQL, when it uses it.
+pub const PG_POOL_SIZE_DEFAULT: usize = 16;
 
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
@@ -165,10 +167,7 @@ pub struct Config {
     pub ip_rate: Option<crate::limits::RateLimit>,
     /// Take the client IP from `X-Forwarded-For` (behind a reverse proxy).
     pub trust_proxy: bool,
-    /// Connections one instance keeps to PostgreSQL, when it uses it.
-pub const PG_POOL_SIZE_DEFAULT: usize = 16;
-
-/// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
+    /// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
     pub max_connections: usize,
     /// Time allowed for a request's head ([`HEADER_TIMEOUT_SECS_DEFAULT`]).
     pub header_timeout: Duration,
