@@ -537,6 +537,8 @@ async fn reopen(dir: tempfile::TempDir, admin: Dev) -> Server {
         dir,
         clock,
         admin,
+        // This file runs on sled.
+        database: None,
     }
 }
 

@@ -2,6 +2,7 @@
 //! process, on a temp dir with a manual clock and seeded ids) and SDK devices
 //! that reach it through an in-process transport which can inject faults.
 
+pub mod pg;
 pub mod webdriver;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -2,8 +2,15 @@
 //! clock and seeded ids, requests sent through `tower::ServiceExt::oneshot`,
 //! mutation builders, and the one assertion on the contract's error body
 //! (`sync-protocol-v1.md` §2).
+//!
+//! The store is the test binary's choice: a binary whose name ends in
+//! `_pg` (`contract_pg.rs`) runs its servers on PostgreSQL, each in a fresh
+//! schema of the test database ([`pg`]); every other binary on sled in the
+//! temp dir. Tests that may run on PostgreSQL start with
+//! [`skip_without_store!`].
 
 pub mod http;
+pub mod pg;
 
 use std::sync::Arc;
 
@@ -22,12 +29,44 @@ use uuid::Uuid;
 /// 2020-07-01T00:00:00Z: the server's clock when every test starts.
 pub const T0: u64 = 1_593_561_600_000;
 
+/// Whether this test binary's servers keep their store in PostgreSQL:
+/// those of a binary named `…_pg`.
+pub fn on_postgres() -> bool {
+    env!("CARGO_CRATE_NAME").ends_with("_pg")
+}
+
+/// True when this binary's store is PostgreSQL and there is none to use
+/// ([`pg::base_url`] has said so loudly, and panics instead under CI).
+pub fn store_missing() -> bool {
+    on_postgres() && pg::base_url().is_none()
+}
+
+/// The first line of every test that may run on PostgreSQL: returns from
+/// the test (skips it) when [`store_missing`]. On sled it does nothing.
+// Only the contract suite uses it; the other test files share this harness
+// and run on sled, where there is nothing to skip.
+#[allow(unused_macros)]
+macro_rules! skip_without_store {
+    () => {
+        if $crate::support::store_missing() {
+            return;
+        }
+    };
+}
+#[allow(unused_imports)] // As the macro: unused outside the contract suite.
+pub(crate) use skip_without_store;
+
 /// A server under test. The temp dir lives as long as the server.
 pub struct Server {
+    /// The data dir: the sled store and `admin.token`; on PostgreSQL just
+    /// `admin.token`.
     pub dir: TempDir,
     pub clock: Arc<ManualClock>,
     pub app: Router,
     pub admin: Dev,
+    /// On PostgreSQL, this server's schema, which a restart keeps. Declared
+    /// after `app` so that the store is dropped before its schema.
+    pub database: Option<pg::SchemaGuard>,
 }
 
 /// A device: its bearer token and its id (as the wire writes it).
@@ -180,11 +219,19 @@ impl Server {
         s
     }
 
-    /// A server whose config `tune` adjusts (after clock and ids are set).
+    /// A server whose config `tune` adjusts (after clock, ids and, on
+    /// PostgreSQL, the database URL are set).
     pub async fn configured(tune: impl FnOnce(&mut Config)) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let clock = Arc::new(ManualClock::new(T0));
-        Server::open(dir, clock, 7, tune).await
+        let database = if on_postgres() {
+            let base = pg::base_url()
+                .expect("no PostgreSQL to test on: start the test with skip_without_store!()");
+            Some(pg::SchemaGuard::new(pg::fresh_schema(&base).await))
+        } else {
+            None
+        };
+        Server::open(dir, clock, database, 7, tune).await
     }
 
     /// Stops this server (drops its router and store) and starts a new one
@@ -196,7 +243,8 @@ impl Server {
 
     /// [`Server::restart`] with `tune` applied to the new server's config,
     /// running `between` on the data dir while no server has it open (to
-    /// age or damage the store on disk).
+    /// age or damage the store on disk; on PostgreSQL the dir holds only
+    /// `admin.token`). The new server uses the same database schema.
     ///
     /// sled's worker threads may hold the store's file lock for a moment
     /// after its last handle is dropped (sled's own test builds block on
@@ -208,7 +256,11 @@ impl Server {
         between: impl FnOnce(&std::path::Path),
     ) -> Server {
         let Server {
-            dir, clock, app, ..
+            dir,
+            clock,
+            app,
+            database,
+            ..
         } = self;
         drop(app);
         between(dir.path());
@@ -217,9 +269,10 @@ impl Server {
             let mut config = Config::new(dir.path());
             config.clock = clock.clone();
             config.ids = Arc::new(SeededIds::new(8));
+            config.database_url = database.as_ref().map(|d| d.url().to_owned());
             tune(&mut config);
             match pufa_server::open(config).await {
-                Ok(state) => return Server::serve(dir, clock, state).await,
+                Ok(state) => return Server::serve(dir, clock, database, state).await,
                 Err(e)
                     if format!("{e:?}").contains("could not acquire lock")
                         && std::time::Instant::now() < deadline =>
@@ -235,19 +288,31 @@ impl Server {
     async fn open(
         dir: TempDir,
         clock: Arc<ManualClock>,
+        database: Option<pg::SchemaGuard>,
         seed: u64,
         tune: impl FnOnce(&mut Config),
     ) -> Server {
         let mut config = Config::new(dir.path());
         config.clock = clock.clone();
         config.ids = Arc::new(SeededIds::new(seed));
+        config.database_url = database.as_ref().map(|d| d.url().to_owned());
         tune(&mut config);
         let state = pufa_server::open(config).await.expect("open the server");
-        Server::serve(dir, clock, state).await
+        Server::serve(dir, clock, database, state).await
     }
 
     /// The server of an opened state, with its admin token.
-    async fn serve(dir: TempDir, clock: Arc<ManualClock>, state: pufa_server::AppState) -> Server {
+    async fn serve(
+        dir: TempDir,
+        clock: Arc<ManualClock>,
+        database: Option<pg::SchemaGuard>,
+        state: pufa_server::AppState,
+    ) -> Server {
+        // A PostgreSQL test that quietly ran on sled would prove nothing.
+        assert!(
+            database.is_none() || !dir.path().join("store").exists(),
+            "database_url was set, yet the server made a sled store in its data dir"
+        );
         let app = pufa_server::router(state);
         let token = std::fs::read_to_string(dir.path().join("admin.token"))
             .expect("admin.token")
@@ -261,6 +326,7 @@ impl Server {
                 token,
                 id: String::new(),
             },
+            database,
         };
         let me = s.get("/v1/whoami", &s.admin).await.expect(200);
         s.admin.id = me["device_id"].as_str().expect("device_id").to_string();
