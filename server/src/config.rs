@@ -46,8 +46,6 @@ pub const STORAGE_CHECK_SECS: u64 = 2;
 /// Free bytes the data dir needs before the server reopens a store that
 /// failed: 16 MiB, room for several of sled's 512 KiB log segments.
 pub const REOPEN_FREE_BYTES_MIN: u64 = 16 * 1024 * 1024;
-/// Connections one instance keeps to PostgreSQL, when it uses it.
-pub const PG_POOL_SIZE_DEFAULT: usize = 16;
 
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
