@@ -107,6 +107,18 @@ enum Cmd {
     /// Exit code 0 when intact, 1 when something is broken (named), 2 when
     /// the store cannot be read.
     Verify,
+    /// Copy the sled store of a stopped server (--from-data) into an empty
+    /// PostgreSQL database, keeping store id, seqs, tokens, conflicts,
+    /// rejections and the audit log, then check the copy (checksum and
+    /// counts). Devices go on syncing without re-enrolling.
+    Migrate {
+        /// The data dir whose sled store is copied (the server must be stopped).
+        #[arg(long)]
+        from_data: PathBuf,
+        /// The empty database to copy into.
+        #[arg(long, env = "PUFA_DATABASE_URL")]
+        to_database_url: String,
+    },
     /// Load a backup (from `GET /v1/admin/backup`) into an empty --data
     /// dir, with a new store_id so devices notice and repair, then verify.
     Restore {
@@ -223,6 +235,10 @@ async fn serve_main() -> ExitCode {
         return add_account(config, username, role, org_unit, display_name).await;
     }
     match &args.command {
+        Some(Cmd::Migrate {
+            from_data,
+            to_database_url,
+        }) => return migrate(&config, from_data, to_database_url).await,
         Some(Cmd::Verify) => return verify(&config),
         Some(Cmd::Restore {
             from,
@@ -262,6 +278,32 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
     socket.listen(config::LISTEN_BACKLOG)
+}
+
+async fn migrate(config: &Config, from: &std::path::Path, url: &str) -> ExitCode {
+    let mut source = config.clone();
+    source.data_dir = from.to_path_buf();
+    source.database_url = None;
+    let mut target = config.clone();
+    target.database_url = Some(url.to_string());
+    match pufa_server::store::migrate::sled_to_pg(&source, &target).await {
+        Ok(m) => {
+            println!("{m}");
+            println!(
+                "start the servers with --database-url; keep {} (with admin.token) until you no longer need to go back",
+                from.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "pufa-server migrate: {} → {}: {e}",
+                from.display(),
+                pufa_server::store::pg::redacted(url)
+            );
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn verify(config: &Config) -> ExitCode {

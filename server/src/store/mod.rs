@@ -8,6 +8,7 @@
 pub(crate) mod apply;
 pub mod backup;
 pub mod codec;
+pub mod migrate;
 pub mod pg;
 pub mod sled;
 pub mod verify;

@@ -51,8 +51,8 @@ use pufa_core::report::{self, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::totals::{self, Aggregates};
 use pufa_core::wire::{
-    ConflictView, DeviceView, GoneView, HistoryEntry, Mutation, MutationResult, OrgUnit,
-    PullEntry, RecordView, RejectionView, TotalsResponse,
+    ConflictView, DeviceView, GoneView, HistoryEntry, Mutation, MutationResult, OrgUnit, PullEntry,
+    RecordView, RejectionView, TotalsResponse,
 };
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 use uuid::Uuid;
@@ -274,7 +274,10 @@ impl Inner {
 
     /// Brings the cached aggregates and org tree up to what the database
     /// has committed; returns the committed seq.
-    async fn catch_up(&self, client: &impl tokio_postgres::GenericClient) -> Result<u64, StoreError> {
+    async fn catch_up(
+        &self,
+        client: &impl tokio_postgres::GenericClient,
+    ) -> Result<u64, StoreError> {
         let _one = self.refresh.lock().await;
         self.catch_up_locked(client).await
     }
@@ -380,7 +383,11 @@ impl Inner {
         Ok((tx, state))
     }
 
-    fn record_of(row: &Row, body: usize, last_entry: usize) -> Result<(RecordState, u64), StoreError> {
+    fn record_of(
+        row: &Row,
+        body: usize,
+        last_entry: usize,
+    ) -> Result<(RecordState, u64), StoreError> {
         Ok((decode(row.get(body))?, small(row.get(last_entry))))
     }
 }
@@ -497,7 +504,9 @@ impl PgStaging {
     }
 
     fn not_loaded(what: &str, id: Uuid) -> StoreError {
-        StoreError::Other(format!("internal: {what} {id} was not loaded for this write"))
+        StoreError::Other(format!(
+            "internal: {what} {id} was not loaded for this write"
+        ))
     }
 }
 
@@ -570,8 +579,7 @@ impl Staging for PgStaging {
         entry: u64,
     ) -> Result<(), StoreError> {
         self.put_records.push(after.id);
-        self.records
-            .insert(after.id, Some((after.clone(), entry)));
+        self.records.insert(after.id, Some((after.clone(), entry)));
         self.changes.push((before, after));
         Ok(())
     }
@@ -641,7 +649,9 @@ impl Inner {
             }
             cache.agg.take_dirty()
         };
-        let result = self.write_staged(&tx, &mut st, gen, dirty, tree.as_ref()).await;
+        let result = self
+            .write_staged(&tx, &mut st, gen, dirty, tree.as_ref())
+            .await;
         let result = match result {
             Ok(()) => tx.commit().await.map_err(pg_err),
             Err(e) => Err(e),
@@ -762,7 +772,10 @@ impl Inner {
                 .map_err(pg_err)?;
             // Keep the newest REJECTIONS_KEPT: a device pushing garbage in
             // a loop must not fill the disk.
-            let keep_from = big(st.state.rejections.saturating_sub(st.rejections_kept.max(1)));
+            let keep_from = big(st
+                .state
+                .rejections
+                .saturating_sub(st.rejections_kept.max(1)));
             let s = exec("DELETE FROM pufa_rejections WHERE n <= $1").await?;
             tx.execute(&s, &[&keep_from]).await.map_err(pg_err)?;
         }
@@ -780,9 +793,7 @@ impl Inner {
                 continue;
             };
             let s = exec("UPDATE pufa_devices SET body = $2 WHERE id = $1").await?;
-            tx.execute(&s, &[&d.id, &encode(d)])
-                .await
-                .map_err(pg_err)?;
+            tx.execute(&s, &[&d.id, &encode(d)]).await.map_err(pg_err)?;
         }
         if !dirty.is_empty() {
             let keys: Vec<Vec<u8>> = dirty.iter().map(|(k, _)| codec::agg_key(k)).collect();
@@ -1170,8 +1181,7 @@ impl Store for PgStore {
                 let r: RecordState = decode(row.get(1))?;
                 examined += 1;
                 last_examined = Some(r.id);
-                if r.org_unit().is_some_and(|u| tree.in_scope(u, &q.scope)) && q.behind.counts(&r)
-                {
+                if r.org_unit().is_some_and(|u| tree.in_scope(u, &q.scope)) && q.behind.counts(&r) {
                     records.push(r.view());
                 }
             }
@@ -1262,7 +1272,10 @@ impl Store for PgStore {
         let mut client = self.inner.client().await?;
         let (tx, state) = self.inner.begin(&mut client).await?;
         let Some(row) = tx
-            .query_opt("SELECT body FROM pufa_conflicts WHERE id = $1", &[&conflict])
+            .query_opt(
+                "SELECT body FROM pufa_conflicts WHERE id = $1",
+                &[&conflict],
+            )
             .await
             .map_err(pg_err)?
         else {

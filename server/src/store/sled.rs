@@ -386,6 +386,11 @@ impl SledStore {
         Ok((old, new))
     }
 
+    /// The open database, for `migrate` (which copies it whole).
+    pub(crate) fn db(&self) -> &sled::Db {
+        &self.inner.db
+    }
+
     async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,

@@ -151,6 +151,10 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Store
     )
     .await
     .map_err(pg_err)?;
+    // Quiet: "already exists, skipping" is the normal case.
+    tx.batch_execute("SET LOCAL client_min_messages = warning")
+        .await
+        .map_err(pg_err)?;
     tx.batch_execute(
         "CREATE TABLE IF NOT EXISTS pufa_migrations (
              version    integer PRIMARY KEY,
@@ -161,10 +165,7 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Store
     .await
     .map_err(pg_err)?;
     let have: i32 = tx
-        .query_one(
-            "SELECT coalesce(max(version), 0) FROM pufa_migrations",
-            &[],
-        )
+        .query_one("SELECT coalesce(max(version), 0) FROM pufa_migrations", &[])
         .await
         .map_err(pg_err)?
         .get(0);
