@@ -43,6 +43,17 @@ struct Args {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also (or, with --stores pg, only) run against PostgreSQL: each run
+    /// gets a fresh schema in this database (a role that may create
+    /// schemas), dropped afterwards.
+    #[arg(long, env = "PUFA_BENCH_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Which stores to measure, side by side in one run: `sled`, `pg`
+    /// (one instance), `pg2` (two instances on one database; pushers and
+    /// reads spread over both). Default: sled, plus pg and pg2 with
+    /// --database-url.
+    #[arg(long, value_delimiter = ',')]
+    stores: Vec<String>,
     /// Devices pushing small batches all at once (latency under load).
     #[arg(long, default_value_t = 200)]
     small_devices: u64,
@@ -204,13 +215,14 @@ fn run_device(
 /// once: per-request latencies and failures.
 async fn small_devices(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     admin: &str,
     devices: u64,
     rounds: u64,
     batch: u64,
 ) -> Result<(Vec<f64>, u64)> {
     let mut work = Vec::new();
+    let url = &urls[0];
     for d in 0..devices {
         let (device, token) =
             issue_token(client, url, admin, "field", "b", &format!("small {d}")).await?;
@@ -223,11 +235,11 @@ async fn small_devices(
                     .unwrap_or_default()
             })
             .collect();
-        work.push((token, bodies));
+        work.push((token, bodies, urls[d as usize % urls.len()].clone()));
     }
     let mut tasks = Vec::new();
-    for (token, bodies) in work {
-        let (client, url) = (client.clone(), url.to_string());
+    for (token, bodies, url) in work {
+        let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let (mut lat, mut errors) = (Vec::new(), 0u64);
             for b in bodies {
@@ -269,7 +281,10 @@ impl Drop for Spawned {
     }
 }
 
-fn spawn_server() -> Result<(Spawned, String, String)> {
+/// Starts one `pufa-server` on a fresh data dir (keeping its store in
+/// `database_url` when given): `(process, base URL, admin token if this
+/// instance made it)`.
+fn spawn_server(database_url: Option<&str>) -> Result<(Spawned, String, Option<String>)> {
     let exe = std::env::current_exe()?.with_file_name("pufa-server");
     if !exe.exists() {
         bail!(
@@ -278,13 +293,17 @@ fn spawn_server() -> Result<(Spawned, String, String)> {
         );
     }
     let dir = tempfile::tempdir()?;
-    let mut child = Command::new(&exe)
-        .args([
-            "--data",
-            dir.path().to_str().context("utf-8 temp dir")?,
-            "--listen",
-            "127.0.0.1:0",
-        ])
+    let mut cmd = Command::new(&exe);
+    cmd.args([
+        "--data",
+        dir.path().to_str().context("utf-8 temp dir")?,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    if let Some(db) = database_url {
+        cmd.args(["--database-url", db]);
+    }
+    let mut child = cmd
         .env("RUST_LOG", "warn,pufa_server=info")
         .env("NO_COLOR", "1")
         .stdout(Stdio::piped())
@@ -302,10 +321,60 @@ fn spawn_server() -> Result<(Spawned, String, String)> {
         }
     };
     std::thread::spawn(move || for _ in lines {});
-    let admin = std::fs::read_to_string(dir.path().join("admin.token"))?
-        .trim()
-        .to_string();
+    let admin = std::fs::read_to_string(dir.path().join("admin.token"))
+        .ok()
+        .map(|t| t.trim().to_string());
     Ok((Spawned { child, dir }, format!("http://{addr}"), admin))
+}
+
+/// A fresh schema in `base` for one bench run, dropped at the end.
+struct BenchSchema {
+    base: String,
+    name: String,
+}
+
+impl BenchSchema {
+    async fn create(base: &str) -> Result<BenchSchema> {
+        let name = format!("pufa_bench_{}", Uuid::new_v4().simple());
+        let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("CREATE SCHEMA {name}"))
+            .await?;
+        Ok(BenchSchema {
+            base: base.to_string(),
+            name,
+        })
+    }
+
+    fn url(&self) -> String {
+        let sep = if self.base.contains('?') { '&' } else { '?' };
+        format!("{}{sep}options=-csearch_path%3D{}", self.base, self.name)
+    }
+
+    /// Bytes of the schema's tables, indexes and TOAST.
+    async fn bytes(&self) -> Result<u64> {
+        let (client, conn) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        let row = client
+            .query_one(
+                "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0)::int8
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relkind = 'r'",
+                &[&self.name],
+            )
+            .await?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    async fn drop_it(self) -> Result<()> {
+        let (client, conn) = tokio_postgres::connect(&self.base, tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        client
+            .batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name))
+            .await?;
+        Ok(())
+    }
 }
 
 fn rss_kib(pid: u32, key: &str) -> Option<u64> {
@@ -401,7 +470,7 @@ struct Phase {
 
 async fn push_phase(
     client: &reqwest::Client,
-    url: &str,
+    urls: &[String],
     admin: &str,
     pushers: u64,
     records: u64,
@@ -411,6 +480,7 @@ async fn push_phase(
     // Devices and bodies are prepared before the clock starts: this measures
     // the server, not JSON building in the client.
     let mut work = Vec::new();
+    let url = &urls[0];
     for p in 0..pushers {
         let (device, token) = issue_token(
             client,
@@ -434,12 +504,13 @@ async fn push_phase(
             )?);
             done += n;
         }
-        work.push((token, bodies));
+        // Pushers spread over the instances.
+        work.push((token, bodies, urls[p as usize % urls.len()].clone()));
     }
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for (token, bodies) in work {
-        let (client, url) = (client.clone(), url.to_string());
+    for (token, bodies, url) in work {
+        let client = client.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             for b in bodies {
@@ -520,19 +591,141 @@ async fn main() -> Result<()> {
     {
         return device_main(url, token, *device_id, *record, store.as_deref()).await;
     }
-    let spawned;
-    let (url, admin, pid, data_dir): (String, String, Option<u32>, Option<PathBuf>) =
-        match (&args.url, &args.admin_token) {
-            (Some(u), Some(t)) => (u.clone(), t.clone(), None, None),
-            _ => {
-                let (s, u, t) = spawn_server()?;
-                let pid = s.child.id();
-                let dir = s.dir.path().to_path_buf();
-                spawned = s;
-                let _ = &spawned;
-                (u, t, Some(pid), Some(dir))
-            }
+    let mut stores = args.stores.clone();
+    if stores.is_empty() {
+        stores.push("sled".into());
+        if args.database_url.is_some() {
+            stores.extend(["pg".into(), "pg2".into()]);
+        }
+    }
+    if args.url.is_some() {
+        let report = bench(
+            &args,
+            &[args.url.clone().unwrap_or_default()],
+            args.admin_token.clone().unwrap_or_default(),
+            &[],
+            None,
+        )
+        .await?;
+        return print(&args, &report);
+    }
+    let mut reports = serde_json::Map::new();
+    for store in &stores {
+        let instances = match store.as_str() {
+            "sled" => 0,
+            "pg" => 1,
+            "pg2" => 2,
+            other => bail!("unknown store {other:?}: sled, pg or pg2"),
         };
+        let report = if instances == 0 {
+            let (s, url, admin) = spawn_server(None)?;
+            let dir = s.dir.path().to_path_buf();
+            let admin = admin.context("no admin.token")?;
+            let report = bench(&args, &[url], admin, &[s.child.id()], Some(Disk::Dir(dir))).await?;
+            drop(s);
+            report
+        } else {
+            let base = args
+                .database_url
+                .as_deref()
+                .context("--stores pg needs --database-url")?;
+            let schema = BenchSchema::create(base).await?;
+            let db = schema.url();
+            let mut servers = Vec::new();
+            let mut admin = None;
+            for _ in 0..instances {
+                let (s, url, a) = spawn_server(Some(&db))?;
+                admin = admin.or(a);
+                servers.push((s, url));
+            }
+            let urls: Vec<String> = servers.iter().map(|(_, u)| u.clone()).collect();
+            let pids: Vec<u32> = servers.iter().map(|(s, _)| s.child.id()).collect();
+            let report = bench(
+                &args,
+                &urls,
+                admin.context("no instance made admin.token")?,
+                &pids,
+                Some(Disk::Schema(&schema)),
+            )
+            .await;
+            drop(servers);
+            schema.drop_it().await?;
+            report?
+        };
+        reports.insert(store.clone(), report);
+    }
+    if reports.len() == 1 {
+        let (_, report) = reports.into_iter().next().context("a report")?;
+        return print(&args, &report);
+    }
+    if args.json {
+        println!("{}", Value::Object(reports));
+    } else {
+        let names: Vec<&String> = reports.keys().collect();
+        print!("pufa-bench, side by side: {:<40}", "");
+        for n in &names {
+            print!("{n:>14}");
+        }
+        println!();
+        let first = reports
+            .values()
+            .next()
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_default();
+        for k in first.keys() {
+            print!("  {k:<64}");
+            for n in &names {
+                let v = &reports[n.as_str()][k];
+                let text = match v.as_f64() {
+                    Some(f) if f.fract() != 0.0 => format!("{f:.2}"),
+                    _ => v.to_string(),
+                };
+                print!(
+                    "{:>14}",
+                    if text.len() > 13 {
+                        "…".to_string()
+                    } else {
+                        text
+                    }
+                );
+            }
+            println!();
+        }
+    }
+    Ok(())
+}
+
+/// Where the bench reads the store's size from.
+enum Disk<'a> {
+    Dir(PathBuf),
+    Schema(&'a BenchSchema),
+}
+
+fn print(args: &Args, report: &Value) -> Result<()> {
+    if args.json {
+        println!("{report}");
+    } else {
+        println!(
+            "pufa-bench: {} lectures, batches of {}",
+            report["records_stored"], args.batch
+        );
+        for (k, v) in report.as_object().into_iter().flatten() {
+            println!("  {k:<32} {v}");
+        }
+    }
+    Ok(())
+}
+
+/// One run against the servers at `urls` (one store): the report.
+async fn bench(
+    args: &Args,
+    urls: &[String],
+    admin: String,
+    pids: &[u32],
+    disk: Option<Disk<'_>>,
+) -> Result<Value> {
+    let url = urls[0].clone();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
@@ -545,10 +738,10 @@ async fn main() -> Result<()> {
     )
     .await?;
 
-    let mut one = push_phase(&client, &url, &admin, 1, args.records, args.batch, 0).await?;
+    let mut one = push_phase(&client, urls, &admin, 1, args.records, args.batch, 0).await?;
     let mut many = push_phase(
         &client,
-        &url,
+        urls,
         &admin,
         args.pushers,
         args.records,
@@ -623,21 +816,23 @@ async fn main() -> Result<()> {
     // A first sync of everything into an empty SDK device (its own process),
     // then a fresh SDK device that records lectures offline and pushes them.
     let store = tempfile::tempdir()?;
+    // Through the last instance: with two, it serves what the other took.
+    let device_url = urls.last().unwrap_or(&url).clone();
     let creds = device_token(&url, &admin, &client, "b").await?;
-    let first_sync = run_device(&url, &creds, 0, Some(store.path()))?;
+    let first_sync = run_device(&device_url, &creds, 0, Some(store.path()))?;
     // 1% more records, then the same device syncs again.
     let changes = (stored / 100).max(1);
-    push_phase(&client, &url, &admin, 1, changes, args.batch, 20_000_000).await?;
-    let incremental = run_device(&url, &creds, 0, Some(store.path()))?;
+    push_phase(&client, urls, &admin, 1, changes, args.batch, 20_000_000).await?;
+    let incremental = run_device(&device_url, &creds, 0, Some(store.path()))?;
     let offline_push = if args.device_records > 0 {
         let creds = device_token(&url, &admin, &client, "b0").await?;
-        Some(run_device(&url, &creds, args.device_records, None)?)
+        Some(run_device(&device_url, &creds, args.device_records, None)?)
     } else {
         None
     };
     let (mut small_ms, small_errors) = small_devices(
         &client,
-        &url,
+        urls,
         &admin,
         args.small_devices,
         args.small_rounds,
@@ -645,12 +840,23 @@ async fn main() -> Result<()> {
     )
     .await?;
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let rss_peak = pid.and_then(|p| rss_kib(p, "VmHWM:"));
-    let rss_now = pid.and_then(|p| rss_kib(p, "VmRSS:"));
-    let disk = data_dir.as_deref().map(dir_bytes);
+    // Summed over the instances.
+    let rss = |key| {
+        pids.iter()
+            .map(|p| rss_kib(*p, key))
+            .sum::<Option<u64>>()
+            .filter(|_| !pids.is_empty())
+    };
+    let (rss_peak, rss_now) = (rss("VmHWM:"), rss("VmRSS:"));
+    let disk = match disk {
+        Some(Disk::Dir(dir)) => Some(dir_bytes(&dir)),
+        Some(Disk::Schema(schema)) => Some(schema.bytes().await?),
+        None => None,
+    };
 
     let report = json!({
         "records_stored": stored,
+        "instances": urls.len(),
         "batch": args.batch,
         "push_1_pusher_records_per_s": (one.records as f64 / one.secs).round(),
         "push_n_pushers": args.pushers,
@@ -683,13 +889,5 @@ async fn main() -> Result<()> {
         "sdk_offline_record_secs": offline_push.as_ref().map(|v| v["record_secs"].clone()),
         "sdk_offline_sync_secs": offline_push.as_ref().map(|v| v["sync_secs"].clone()),
     });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!("pufa-bench: {stored} lectures, batches of {}", args.batch);
-        for (k, v) in report.as_object().into_iter().flatten() {
-            println!("  {k:<32} {v}");
-        }
-    }
-    Ok(())
+    Ok(report)
 }
