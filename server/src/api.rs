@@ -55,7 +55,8 @@ impl IntoResponse for NoContent {
 }
 
 /// `200 ok`, or `503 unavailable` while the store cannot write (a full
-/// disk) until the server has reopened it (`crate::serve`).
+/// disk) until the server has reopened it (`crate::serve`), or while its
+/// database does not answer (PostgreSQL).
 pub async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
     let failure = s.store.failure().borrow().clone();
     if let Some(reason) = failure {
@@ -63,6 +64,7 @@ pub async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
             "storage failed ({reason}); writes are refused until the server reopens its store, which it does once the data dir has room again"
         )));
     }
+    s.store.ready().await?;
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),

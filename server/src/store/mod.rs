@@ -49,6 +49,18 @@ pub enum StoreError {
     Unsupported(String),
 }
 
+impl StoreError {
+    /// The same error again, for each of several waiters on one write.
+    pub fn again(&self) -> StoreError {
+        match self {
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Other(m) => StoreError::Other(m.clone()),
+            StoreError::Unsupported(m) => StoreError::Unsupported(m.clone()),
+        }
+    }
+}
+
 impl From<::sled::Error> for StoreError {
     fn from(e: ::sled::Error) -> StoreError {
         match e {
@@ -317,6 +329,12 @@ pub trait Store: Send + Sync + 'static {
         // A store that never fails this way: the sender is gone, the value
         // stays `None`.
         tokio::sync::watch::channel(None).1
+    }
+
+    /// Whether the store can serve now (`/v1/health`): PostgreSQL answers
+    /// within [`pg::READY_TIMEOUT_MS`]. The embedded store is always there.
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
     }
 
     /// The current org tree (a cheap snapshot).

@@ -71,6 +71,9 @@ use crate::config::{Config, IdSource};
 pub const POOL_WAIT_SECS: u64 = 10;
 /// Longest wait to open a new connection to the database, in seconds.
 pub const CONNECT_TIMEOUT_SECS: u64 = 5;
+/// Longest `/v1/health` waits for the database, in milliseconds, before
+/// answering 503 (a load balancer's check must not hang).
+pub const READY_TIMEOUT_MS: u64 = 2_000;
 /// Rows fetched per round trip when a read scans (feed, records, lists).
 const SCAN_CHUNK: i64 = 2_000;
 
@@ -150,7 +153,13 @@ struct Inner {
     /// One catch-up at a time: two interleaved ones could apply an older
     /// row after a newer one.
     refresh: tokio::sync::Mutex<()>,
+    /// Whose turn it is to push from this instance (see [`PgStore::push`]).
+    write_turn: tokio::sync::Mutex<()>,
+    /// Pushes waiting for the next group, with where to answer.
+    queued: Mutex<Vec<(PushInput, PushReply)>>,
 }
+
+type PushReply = tokio::sync::oneshot::Sender<Result<Vec<MutationResult>, StoreError>>;
 
 struct AggCache {
     /// The write generation this copy reflects; `None`: rebuild it.
@@ -223,6 +232,8 @@ impl PgStore {
                 agg: Aggregates::default(),
             }),
             refresh: tokio::sync::Mutex::new(()),
+            write_turn: tokio::sync::Mutex::new(()),
+            queued: Mutex::new(Vec::new()),
         });
         let client = inner.client().await?;
         inner.catch_up(&**client).await?;
@@ -868,6 +879,7 @@ impl Inner {
         let mut st = PgStaging::new(state, self.rejections_kept);
         if bootstrap {
             if st.state.admin.is_some() {
+                tx.rollback().await.map_err(pg_err)?;
                 return Ok(false);
             }
             st.state.admin = Some(device.id);
@@ -877,11 +889,125 @@ impl Inner {
         Ok(true)
     }
 
+    /// Applies several pushes in one transaction (group apply): the pushes
+    /// that queued on this instance while the previous group ran share its
+    /// lock, round trips and commit.
+    async fn push_group(
+        &self,
+        inputs: &[PushInput],
+    ) -> Result<Vec<Vec<MutationResult>>, StoreError> {
+        let mut client = self.client().await?;
+        let (tx, state) = self.begin(&mut client).await?;
+        let mut st = PgStaging::new(state, self.rejections_kept);
+        st.load_records(
+            &tx,
+            inputs
+                .iter()
+                .flat_map(|i| i.mutations.iter().map(|m| m.record_id))
+                .collect(),
+        )
+        .await?;
+        for input in inputs {
+            st.load_applied(
+                &tx,
+                input.device.id,
+                input.mutations.iter().map(|m| m.id).collect(),
+            )
+            .await?;
+        }
+        st.load_devices(&tx, inputs.iter().map(|i| i.device.id).collect())
+            .await?;
+        let tree = self.tree();
+        let mut all = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            all.push(apply::push(&mut st, self.ids.as_ref(), &tree, input)?);
+        }
+        self.commit(tx, st, None).await?;
+        Ok(all)
+    }
+
     fn device_in(tree: &OrgTree, d: &Device, scope: &Scope) -> bool {
         match (scope, &d.org_unit) {
             (Scope::All, _) => true,
             (Scope::Unit(_), None) => false,
             (scope, Some(u)) => tree.in_scope(u, scope),
+        }
+    }
+}
+
+/// One page of the feed from one snapshot (see [`PgStore::pull`]).
+async fn pull_page(
+    tx: &deadpool_postgres::Transaction<'_>,
+    tree: &OrgTree,
+    scope: &Scope,
+    since: u64,
+    limit: usize,
+) -> Result<PullPage, StoreError> {
+    let watermark = small(
+        tx.query_one("SELECT seq FROM pufa_state WHERE id = 1", &[])
+            .await
+            .map_err(pg_err)?
+            .get(0),
+    );
+    let mut entries = Vec::new();
+    if since >= watermark {
+        return Ok(PullPage {
+            entries,
+            next: since,
+            has_more: false,
+        });
+    }
+    let st = tx
+        .prepare_cached(
+            "SELECT seq, body FROM pufa_records WHERE seq > $1 AND seq <= $2
+                  ORDER BY seq LIMIT $3",
+        )
+        .await
+        .map_err(pg_err)?;
+    let chunk = big(limit as u64 + 1).clamp(256, SCAN_CHUNK);
+    let mut after = since;
+    let mut scanned = 0;
+    loop {
+        let rows = tx
+            .query(&st, &[&big(after), &big(watermark), &chunk])
+            .await
+            .map_err(pg_err)?;
+        let full = rows.len() as i64 == chunk;
+        for (i, row) in rows.iter().enumerate() {
+            let seq = small(row.get(0));
+            let rec: RecordState = decode(row.get(1))?;
+            scanned += 1;
+            after = seq;
+            if rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
+                entries.push(PullEntry::Record(rec.view()));
+            } else if rec.ever_in(scope) {
+                entries.push(PullEntry::Gone(GoneView {
+                    id: rec.id,
+                    seq,
+                    in_scope: false,
+                }));
+            }
+            if entries.len() >= limit || scanned >= PULL_SCAN_MAX {
+                let has_more = i + 1 < rows.len()
+                    || (full
+                        && tx
+                            .query_opt(&st, &[&big(seq), &big(watermark), &1i64])
+                            .await
+                            .map_err(pg_err)?
+                            .is_some());
+                return Ok(PullPage {
+                    entries,
+                    next: if has_more { seq } else { watermark },
+                    has_more,
+                });
+            }
+        }
+        if !full {
+            return Ok(PullPage {
+                entries,
+                next: watermark,
+                has_more: false,
+            });
         }
     }
 }
@@ -894,6 +1020,21 @@ impl Store for PgStore {
 
     fn org_tree(&self) -> Arc<OrgTree> {
         self.inner.tree()
+    }
+
+    async fn ready(&self) -> Result<(), StoreError> {
+        let check = async {
+            let client = self.inner.client().await?;
+            client.simple_query("SELECT 1").await.map_err(pg_err)?;
+            Ok::<_, StoreError>(())
+        };
+        tokio::time::timeout(Duration::from_millis(READY_TIMEOUT_MS), check)
+            .await
+            .map_err(|_| {
+                StoreError::Unavailable(format!(
+                    "the database did not answer within {READY_TIMEOUT_MS} ms"
+                ))
+            })?
     }
 
     async fn authenticate(&self, hash: TokenHash) -> Result<Option<Device>, StoreError> {
@@ -954,6 +1095,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?
         else {
+            tx.rollback().await.map_err(pg_err)?;
             return Ok(false);
         };
         let mut d: Device = decode(row.get(0))?;
@@ -976,7 +1118,10 @@ impl Store for PgStore {
         let old = self.inner.tree();
         let (next, moved) = match old.with_upserts(&units) {
             Ok(x) => x,
-            Err(e) => return Ok(Err(e)),
+            Err(e) => {
+                tx.rollback().await.map_err(pg_err)?;
+                return Ok(Err(e));
+            }
         };
         let mut st = PgStaging::new(state, self.inner.rejections_kept);
         // Every record below a re-parented unit changes scope: new seq, and
@@ -1015,22 +1160,39 @@ impl Store for PgStore {
     }
 
     async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError> {
-        let mut client = self.inner.client().await?;
-        let (tx, state) = self.inner.begin(&mut client).await?;
-        let mut st = PgStaging::new(state, self.inner.rejections_kept);
-        st.load_records(&tx, input.mutations.iter().map(|m| m.record_id).collect())
-            .await?;
-        st.load_applied(
-            &tx,
-            input.device.id,
-            input.mutations.iter().map(|m| m.id).collect(),
-        )
-        .await?;
-        st.load_devices(&tx, vec![input.device.id]).await?;
-        let tree = self.inner.tree();
-        let results = apply::push(&mut st, self.inner.ids.as_ref(), &tree, &input)?;
-        self.inner.commit(tx, st, None).await?;
-        Ok(results)
+        let (reply, mut answer) = tokio::sync::oneshot::channel();
+        lock(&self.inner.queued).push((input, reply));
+        let turn = self.inner.write_turn.lock().await;
+        // An earlier turn may have taken this push with its group.
+        if let Ok(answer) = answer.try_recv() {
+            return answer;
+        }
+        let jobs = std::mem::take(&mut *lock(&self.inner.queued));
+        if !jobs.is_empty() {
+            // Its own task, so that the answers go out even if this request
+            // is dropped (timeout, disconnect) meanwhile.
+            let inner = self.inner.clone();
+            let group = tokio::spawn(async move {
+                let (inputs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
+                match inner.push_group(&inputs).await {
+                    Ok(results) => {
+                        for (reply, r) in replies.into_iter().zip(results) {
+                            let _ = reply.send(Ok(r));
+                        }
+                    }
+                    Err(e) => {
+                        for reply in replies {
+                            let _ = reply.send(Err(e.again()));
+                        }
+                    }
+                }
+            });
+            let _ = group.await;
+        }
+        drop(turn);
+        answer
+            .await
+            .map_err(|_| StoreError::Other("push lost its reply".into()))?
     }
 
     async fn pull(&self, scope: Scope, since: u64, limit: usize) -> Result<PullPage, StoreError> {
@@ -1045,73 +1207,11 @@ impl Store for PgStore {
             .start()
             .await
             .map_err(pg_err)?;
-        let watermark = small(
-            tx.query_one("SELECT seq FROM pufa_state WHERE id = 1", &[])
-                .await
-                .map_err(pg_err)?
-                .get(0),
-        );
-        let mut entries = Vec::new();
-        if since >= watermark {
-            return Ok(PullPage {
-                entries,
-                next: since,
-                has_more: false,
-            });
-        }
-        let st = tx
-            .prepare_cached(
-                "SELECT seq, body FROM pufa_records WHERE seq > $1 AND seq <= $2
-                  ORDER BY seq LIMIT $3",
-            )
-            .await
-            .map_err(pg_err)?;
-        let chunk = big(limit as u64 + 1).clamp(256, SCAN_CHUNK);
-        let mut after = since;
-        let mut scanned = 0;
-        loop {
-            let rows = tx
-                .query(&st, &[&big(after), &big(watermark), &chunk])
-                .await
-                .map_err(pg_err)?;
-            let full = rows.len() as i64 == chunk;
-            for (i, row) in rows.iter().enumerate() {
-                let seq = small(row.get(0));
-                let rec: RecordState = decode(row.get(1))?;
-                scanned += 1;
-                after = seq;
-                if rec.org_unit().is_some_and(|u| tree.in_scope(u, &scope)) {
-                    entries.push(PullEntry::Record(rec.view()));
-                } else if rec.ever_in(&scope) {
-                    entries.push(PullEntry::Gone(GoneView {
-                        id: rec.id,
-                        seq,
-                        in_scope: false,
-                    }));
-                }
-                if entries.len() >= limit || scanned >= PULL_SCAN_MAX {
-                    let has_more = i + 1 < rows.len()
-                        || (full
-                            && tx
-                                .query_opt(&st, &[&big(seq), &big(watermark), &1i64])
-                                .await
-                                .map_err(pg_err)?
-                                .is_some());
-                    return Ok(PullPage {
-                        entries,
-                        next: if has_more { seq } else { watermark },
-                        has_more,
-                    });
-                }
-            }
-            if !full {
-                return Ok(PullPage {
-                    entries,
-                    next: watermark,
-                    has_more: false,
-                });
-            }
-        }
+        let page = pull_page(&tx, &tree, &scope, since, limit).await?;
+        // Read-only: ending it either way releases the snapshot now rather
+        // than when the pooled connection is next used.
+        tx.commit().await.map_err(pg_err)?;
+        Ok(page)
     }
 
     async fn note_pull(&self, device: Uuid, now_ms: u64) -> Result<(), StoreError> {
@@ -1279,6 +1379,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?
         else {
+            tx.rollback().await.map_err(pg_err)?;
             return Ok(ResolveOutcome::NotFound);
         };
         let stored: StoredConflict = decode(row.get(0))?;
@@ -1288,6 +1389,8 @@ impl Store for PgStore {
         let outcome = apply::resolve(&mut st, &tree, conflict, stored, value, by, person, now_ms)?;
         if matches!(outcome, ResolveOutcome::Resolved(_)) {
             self.inner.commit(tx, st, None).await?;
+        } else {
+            tx.rollback().await.map_err(pg_err)?;
         }
         Ok(outcome)
     }
@@ -1421,6 +1524,7 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?
         else {
+            tx.rollback().await.map_err(pg_err)?;
             return Ok(None);
         };
         let before: Account = decode(row.get(0))?;
@@ -1563,11 +1667,13 @@ impl Store for PgStore {
             .await
             .map_err(pg_err)?
         else {
+            tx.rollback().await.map_err(pg_err)?;
             return Ok(None);
         };
         let code: EnrolmentCode = decode(row.get(0))?;
         if code.expires_ms <= r.now_ms {
             // Rolled back: an expired code stays until swept.
+            tx.rollback().await.map_err(pg_err)?;
             return Ok(None);
         }
         let device = Device {
