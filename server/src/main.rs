@@ -213,6 +213,23 @@ async fn serve_main() -> ExitCode {
             }
         }
     }
+    // These act on the embedded store's files; a PostgreSQL store has its
+    // own tools (docs/operations.md, "PostgreSQL").
+    if config.database_url.is_some() {
+        let sled_only = match &args.command {
+            Some(Cmd::NewStoreId) => Some("new-store-id"),
+            Some(Cmd::Verify) => Some("verify"),
+            Some(Cmd::Restore { .. }) => Some("restore"),
+            Some(Cmd::Demo { .. }) => Some("demo"),
+            _ => None,
+        };
+        if let Some(cmd) = sled_only {
+            eprintln!(
+                "pufa-server {cmd}: works on the embedded sled store under --data, not with --database-url (PUFA_DATABASE_URL); for PostgreSQL see docs/operations.md, \"PostgreSQL: several instances on one database\""
+            );
+            return ExitCode::from(2);
+        }
+    }
     if let Some(Cmd::NewStoreId) = args.command {
         return match pufa_server::store::sled::SledStore::renew_store_id(&config) {
             Ok((old, new)) => {

@@ -487,29 +487,35 @@ impl PgStaging {
         Ok(())
     }
 
+    /// Loads the idempotency entries of `keys` (device, mutation).
     async fn load_applied(
         &mut self,
         tx: &deadpool_postgres::Transaction<'_>,
-        device: Uuid,
-        mutations: Vec<Uuid>,
+        keys: Vec<(Uuid, Uuid)>,
     ) -> Result<(), StoreError> {
+        // A join on the pairs, not `device_id = $1 AND mutation_id = ANY($2)`:
+        // a cached generic plan for that walked all of a device's entries
+        // (the key's first column) and slowed pushes as they grew.
         let st = tx
             .prepare_cached(
-                "SELECT mutation_id, body FROM pufa_applied
-                  WHERE device_id = $1 AND mutation_id = ANY($2)",
+                "SELECT a.device_id, a.mutation_id, a.body
+                   FROM UNNEST($1::uuid[], $2::uuid[]) AS k(device_id, mutation_id)
+                   JOIN pufa_applied a
+                     ON a.device_id = k.device_id AND a.mutation_id = k.mutation_id",
             )
             .await
             .map_err(pg_err)?;
+        let (devices, mutations): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
         for row in tx
-            .query(&st, &[&device, &mutations])
+            .query(&st, &[&devices, &mutations])
             .await
             .map_err(pg_err)?
         {
             self.applied
-                .insert((device, row.get(0)), Some(decode(row.get(1))?));
+                .insert((row.get(0), row.get(1)), Some(decode(row.get(2))?));
         }
-        for m in mutations {
-            self.applied.entry((device, m)).or_insert(None);
+        for k in keys {
+            self.applied.entry(k).or_insert(None);
         }
         Ok(())
     }
@@ -907,14 +913,14 @@ impl Inner {
                 .collect(),
         )
         .await?;
-        for input in inputs {
-            st.load_applied(
-                &tx,
-                input.device.id,
-                input.mutations.iter().map(|m| m.id).collect(),
-            )
-            .await?;
-        }
+        st.load_applied(
+            &tx,
+            inputs
+                .iter()
+                .flat_map(|i| i.mutations.iter().map(|m| (i.device.id, m.id)))
+                .collect(),
+        )
+        .await?;
         st.load_devices(&tx, inputs.iter().map(|i| i.device.id).collect())
             .await?;
         let tree = self.tree();
