@@ -295,6 +295,45 @@ impl Aggregates {
         }
     }
 
+    /// A copy of just the entries that `changes` (record states before and
+    /// after) touch: their units' and the `ever_max` of every unit in their
+    /// `ever`, with the store-wide checksum terms. Applying `changes` to it
+    /// and taking its dirty entries gives the entries applying them here
+    /// would, without touching `self` (a writer whose write may still fail,
+    /// while others read `self`).
+    pub fn scratch_for(&self, changes: &[(Option<RecordState>, RecordState)]) -> Aggregates {
+        let mut units: BTreeSet<&str> = BTreeSet::new();
+        for (before, after) in changes {
+            units.extend(before.as_ref().and_then(RecordState::org_unit));
+            units.extend(after.org_unit());
+            units.extend(after.ever.iter().map(String::as_str));
+        }
+        let mut out = Aggregates {
+            all_max: self.all_max,
+            all_count: self.all_count,
+            all_xor: self.all_xor,
+            ..Aggregates::default()
+        };
+        for u in units {
+            if let Some(v) = self.units.get(u) {
+                out.units.insert(u.to_string(), v.clone());
+            }
+            if let Some(v) = self.days.get(u) {
+                out.days.insert(u.to_string(), v.clone());
+            }
+            if let Some(v) = self.months.get(u) {
+                out.months.insert(u.to_string(), v.clone());
+            }
+            if let Some(v) = self.topics.get(u) {
+                out.topics.insert(u.to_string(), v.clone());
+            }
+            if let Some(v) = self.ever_max.get(u) {
+                out.ever_max.insert(u.to_string(), *v);
+            }
+        }
+        out
+    }
+
     /// Replaces one persisted entry with its newer value, `None`: removed
     /// (another server instance wrote it). Loading the same value again
     /// changes nothing, so a reader may refresh as often as it likes.

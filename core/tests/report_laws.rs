@@ -251,9 +251,17 @@ impl Store {
             s.seq += 1;
             let after = state(*i, spec, s.seq, &tree);
             let before = s.recs.get(&after.id);
+            // A writer that must not touch the shared copy computes the same
+            // entries from a scratch copy of what the change touches.
+            let change = [(before.cloned(), after.clone())];
+            let mut scratch = s.agg.scratch_for(&change);
+            scratch.apply(before, &after);
+            let from_scratch = scratch.take_dirty();
             s.agg.apply(before, &after);
             s.recs.insert(after.id, after);
-            for (k, v) in s.agg.take_dirty() {
+            let dirty = s.agg.take_dirty();
+            assert_eq!(from_scratch, dirty, "scratch entries differ");
+            for (k, v) in dirty {
                 s.persisted.insert(k.clone(), v.clone());
                 // Stores delete empty entries; a follower sees them gone.
                 let empty = matches!(&v, AggValue::Month(d) if d.is_empty())

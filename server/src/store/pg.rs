@@ -81,19 +81,23 @@ const SCAN_CHUNK: i64 = 2_000;
 /// down or restarting, and serialization failures are retryable (503).
 pub(crate) fn pg_err(e: tokio_postgres::Error) -> StoreError {
     use tokio_postgres::error::SqlState;
-    match e.code() {
-        None => StoreError::Unavailable(format!("database: {e}")),
-        Some(code)
-            if code.code().starts_with("08")
-                || code.code().starts_with("53")
-                || code.code().starts_with("57P")
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::READ_ONLY_SQL_TRANSACTION =>
-        {
-            StoreError::Unavailable(format!("database: {e}"))
-        }
-        Some(_) => StoreError::Other(format!("database: {e}")),
+    let Some(db) = e.as_db_error() else {
+        // Not the server's answer: the connection broke, or never was.
+        return StoreError::Unavailable(format!("database: {e}"));
+    };
+    // tokio-postgres's own text for these is just "db error".
+    let text = format!("database: {} (SQLSTATE {})", db.message(), db.code().code());
+    let code = db.code();
+    if code.code().starts_with("08")
+        || code.code().starts_with("53")
+        || code.code().starts_with("57P")
+        || *code == SqlState::T_R_SERIALIZATION_FAILURE
+        || *code == SqlState::T_R_DEADLOCK_DETECTED
+        || *code == SqlState::READ_ONLY_SQL_TRANSACTION
+    {
+        StoreError::Unavailable(text)
+    } else {
+        StoreError::Other(text)
     }
 }
 
@@ -655,50 +659,49 @@ impl Inner {
         tree: Option<(Vec<OrgUnit>, Arc<OrgTree>)>,
     ) -> Result<(), StoreError> {
         let gen = st.state.gen + 1;
-        // Aggregates: applied to this instance's copy (caught up under the
-        // state-row lock), their changed entries written with this gen.
+        // This instance's copy of the aggregates is caught up to the state
+        // row (whose lock this write holds) but left untouched until the
+        // commit: other requests read it, and this write may still fail or
+        // be cancelled. The entries to write come from a scratch copy of
+        // just what the changes touch.
+        self.catch_up(&*tx).await?;
         let dirty = {
-            let _one = self.refresh.lock().await;
-            self.catch_up_locked(&*tx).await?;
-            let mut cache = self.agg.write().unwrap_or_else(|e| e.into_inner());
+            let cache = self.agg.read().unwrap_or_else(|e| e.into_inner());
+            let mut scratch = cache.agg.scratch_for(&st.changes);
+            drop(cache);
             for (before, after) in &st.changes {
-                cache.agg.apply(before.as_ref(), after);
+                scratch.apply(before.as_ref(), after);
             }
-            cache.agg.take_dirty()
+            scratch.take_dirty()
         };
-        let result = self
-            .write_staged(&tx, &mut st, gen, dirty, tree.as_ref())
-            .await;
-        let result = match result {
-            Ok(()) => tx.commit().await.map_err(pg_err),
-            Err(e) => Err(e),
-        };
-        match result {
-            Ok(()) => {
-                *lock(&self.hlc) = {
-                    let mine = *lock(&self.hlc);
-                    if st.state.hlc.parts() > mine.parts() {
-                        st.state.hlc
-                    } else {
-                        mine
-                    }
-                };
-                let mut cache = self.agg.write().unwrap_or_else(|e| e.into_inner());
-                cache.agg.note_max_seq(st.state.seq);
-                cache.gen = cache.gen.map(|g| g.max(gen));
-                drop(cache);
-                if let Some((_, tree)) = tree {
-                    *self.org.write().unwrap_or_else(|e| e.into_inner()) =
-                        (st.state.org_version, tree);
-                }
-                Ok(())
-            }
-            Err(e) => {
-                // The copy ran ahead of a write that did not happen.
-                self.agg.write().unwrap_or_else(|e| e.into_inner()).gen = None;
-                Err(e)
+        self.write_staged(&tx, &mut st, gen, &dirty, tree.as_ref())
+            .await?;
+        tx.commit().await.map_err(pg_err)?;
+        {
+            let mut mine = lock(&self.hlc);
+            if st.state.hlc.parts() > mine.parts() {
+                *mine = st.state.hlc;
             }
         }
+        // Committed: install what it wrote, as a catch-up would read it back
+        // (unless one already did, or the copy is elsewhere: then the next
+        // catch-up reads it).
+        {
+            let _one = self.refresh.lock().await;
+            let mut cache = self.agg.write().unwrap_or_else(|e| e.into_inner());
+            if cache.gen == Some(st.state.gen) {
+                for (k, v) in dirty {
+                    let v = codec::agg_value(&v).is_some().then_some(v);
+                    cache.agg.replace(k, v);
+                }
+                cache.agg.note_max_seq(st.state.seq);
+                cache.gen = Some(gen);
+            }
+        }
+        if let Some((_, tree)) = tree {
+            *self.org.write().unwrap_or_else(|e| e.into_inner()) = (st.state.org_version, tree);
+        }
+        Ok(())
     }
 
     async fn write_staged(
@@ -706,7 +709,7 @@ impl Inner {
         tx: &deadpool_postgres::Transaction<'_>,
         st: &mut PgStaging,
         gen: i64,
-        dirty: Vec<(pufa_core::totals::AggKey, pufa_core::totals::AggValue)>,
+        dirty: &[(pufa_core::totals::AggKey, pufa_core::totals::AggValue)],
         tree: Option<&(Vec<OrgUnit>, Arc<OrgTree>)>,
     ) -> Result<(), StoreError> {
         let exec = |sql: &'static str| async move { tx.prepare_cached(sql).await.map_err(pg_err) };
