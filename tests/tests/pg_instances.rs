@@ -50,7 +50,7 @@
 //! on 2 cores. Longer runs: `PUFA_MULTI_DEVICES=100 PUFA_MULTI_ROUNDS=40
 //! PUFA_MULTI_KILLS=10 PUFA_MULTI_SEED=7 cargo test -p pufa-tests --test
 //! pg_instances`. `PUFA_MULTI_LOGS=<dir>` keeps the instances' output
-//! there (`instance-<n>.log`). `PUFA_MULTI_ABORTS=<percent>` (default 0)
+//! there (`instance-<n>.log`). `PUFA_MULTI_ABORTS=<percent>` (default 10)
 //! makes devices drop the connection of that share of pushes 0–30 ms
 //! after sending them (the instance sees the client go mid-request).
 
@@ -750,7 +750,7 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
     let rounds = env_or("PUFA_MULTI_ROUNDS", ROUNDS_DEFAULT as u64) as usize;
     let kills = env_or("PUFA_MULTI_KILLS", KILLS_DEFAULT as u64).max(1) as usize;
     let seed = env_or("PUFA_MULTI_SEED", SEED_DEFAULT);
-    let aborts_percent = env_or("PUFA_MULTI_ABORTS", 0).min(100);
+    let aborts_percent = env_or("PUFA_MULTI_ABORTS", 10).min(100);
     // Before each fault, the test waits for 1..=`syncs_between` device
     // syncs: on average, the faults are over halfway through the rounds.
     let syncs_between = (devices_n * rounds / (2 * kills + 2)).max(1);
