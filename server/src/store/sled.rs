@@ -265,6 +265,9 @@ impl SledStore {
     /// # Errors
     /// sled's error (e.g. corruption), or data written by another format.
     pub fn open(config: &Config) -> Result<SledStore, StoreError> {
+        set_aside_incomplete_snapshots(&config.store_path()).map_err(|e| {
+            StoreError::Unavailable(format!("setting aside an incomplete snapshot: {e}"))
+        })?;
         let db = open_db(
             &sled::Config::new()
                 .path(config.store_path())
@@ -427,6 +430,57 @@ impl Drop for SledStore {
         self.inner.durability.closed.store(true, Ordering::SeqCst);
         self.inner.durability.wake.notify_one();
     }
+}
+
+/// Where [`set_aside_incomplete_snapshots`] moves them, in the data dir.
+pub const INCOMPLETE_SNAPSHOTS_DIR: &str = ".incomplete-sled-snapshots";
+
+/// Moves sled's `snap.*.generating` files out of the store at `store` into
+/// [`INCOMPLETE_SNAPSHOTS_DIR`] beside it, before sled opens it.
+///
+/// sled 0.34.7 writes a snapshot as `snap.<lsn>.generating`, fsyncs it and
+/// only then renames it to `snap.<lsn>`; but when it looks for the newest
+/// snapshot it also takes `.generating` files, so one left half-written (a
+/// full disk, a kill mid-write: spacejam/sled #1527, #1533) makes every
+/// later open fail with `Corruption`. Such a file is never the only copy of
+/// anything: the previous snapshot is removed only after the rename, and
+/// sled replays its log from whichever snapshot it starts with. Seen here
+/// after a SIGKILL on a full disk (`tests/tests/full_disk.rs`).
+///
+/// # Errors
+/// The store dir cannot be read, or a file cannot be moved.
+pub fn set_aside_incomplete_snapshots(store: &std::path::Path) -> std::io::Result<usize> {
+    let entries = match std::fs::read_dir(store) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut moved = 0;
+    for entry in entries {
+        let entry = entry?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if !(name.starts_with("snap.") && name.ends_with(".generating")) {
+            continue;
+        }
+        let aside = store
+            .parent()
+            .unwrap_or(store)
+            .join(INCOMPLETE_SNAPSHOTS_DIR);
+        std::fs::create_dir_all(&aside)?;
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        let to = aside.join(format!("{name}.{stamp}"));
+        std::fs::rename(entry.path(), &to)?;
+        tracing::warn!(
+            from = %entry.path().display(),
+            to = %to.display(),
+            "set aside an incomplete sled snapshot (sled would read it as corruption); sled replays its log instead"
+        );
+        moved += 1;
+    }
+    Ok(moved)
 }
 
 /// Opens sled with `cfg`, waiting up to [`STORE_LOCK_WAIT_MS`] for the
@@ -1745,6 +1799,46 @@ mod tests {
         db.iter()
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
             .collect()
+    }
+
+    /// sled 0.34.7 reads a leftover `snap.*.generating` (a snapshot cut
+    /// short by a full disk or a kill) as the newest snapshot and refuses
+    /// to open; the store sets it aside and opens from the log.
+    #[tokio::test]
+    async fn an_incomplete_sled_snapshot_does_not_stop_the_store_from_opening() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path());
+        config.ids = Arc::new(SeededIds::new(1));
+        let store = SledStore::open(&config).unwrap();
+        store
+            .upsert_org_units(vec![unit("d", None), unit("a", Some("d"))], &admin(), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        let ids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
+        let batch = ids.iter().map(|id| lecture(*id, NOW, "a", 3)).collect();
+        store.push(push_input(batch)).await.unwrap();
+        let before = store.checksum(&Scope::All).await.unwrap();
+        drop(store);
+        // Half a snapshot, newer than any sled wrote (it sorts last).
+        let junk = config.store_path().join("snap.FFFFFFFFFFFFFFF0.generating");
+        std::fs::write(&junk, b"half a snapshot, cut off by a full disk").unwrap();
+        let raw = open_db(&sled::Config::new().path(config.store_path()));
+        assert!(
+            matches!(raw, Err(sled::Error::Corruption { .. })),
+            "sled itself refuses it: {raw:?}"
+        );
+        drop(raw);
+        let store = SledStore::open(&config).expect("opens after setting the file aside");
+        assert_eq!(store.checksum(&Scope::All).await.unwrap(), before);
+        for id in &ids {
+            assert!(store.record(*id).await.unwrap().is_some());
+        }
+        assert!(!junk.exists());
+        let aside: Vec<_> = std::fs::read_dir(dir.path().join(INCOMPLETE_SNAPSHOTS_DIR))
+            .unwrap()
+            .collect();
+        assert_eq!(aside.len(), 1, "kept, not deleted");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

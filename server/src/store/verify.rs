@@ -95,6 +95,9 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
     }
     // Nothing is written, so no periodic flusher (whose thread could hold
     // the store a moment past the end, locking out the next opener).
+    super::sled::set_aside_incomplete_snapshots(&path).map_err(|e| {
+        StoreError::Unavailable(format!("setting aside an incomplete snapshot: {e}"))
+    })?;
     let db = super::sled::open_db(
         &sled::Config::new()
             .path(&path)
