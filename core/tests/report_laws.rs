@@ -268,7 +268,7 @@ impl Store {
                     || matches!(&v, AggValue::Topics(t) if t.is_empty());
                 s.follower.replace(k.clone(), (!empty).then_some(v.clone()));
                 // Refreshing twice is harmless.
-                if s.seq % 3 == 0 {
+                if s.seq.is_multiple_of(3) {
                     s.follower.replace(k, (!empty).then_some(v));
                 }
             }
