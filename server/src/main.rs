@@ -34,7 +34,7 @@ struct Args {
     #[arg(long, default_value_t = config::BODY_BYTES_MAX_DEFAULT, global = true)]
     max_body_bytes: usize,
     /// sled page cache, in MiB.
-    #[arg(long, default_value_t = config::CACHE_MB_DEFAULT, global = true)]
+    #[arg(long, env = "PUFA_CACHE_MB", default_value_t = config::CACHE_MB_DEFAULT, global = true)]
     cache_mb: u64,
     /// Requests per second allowed per bearer token, sustained (0: no limit).
     #[arg(long, default_value_t = pufa_server::limits::TOKEN_RATE_PER_SEC_DEFAULT, global = true)]
