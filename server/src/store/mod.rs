@@ -28,6 +28,16 @@ use pufa_core::wire::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// Most feed entries one pull examines (in scope or not) before it answers
+/// with `has_more`, so a narrow scope cannot make one request scan for ever.
+/// Both stores keep it.
+pub const PULL_SCAN_MAX: usize = 100_000;
+/// Most records one [`Store::records`] call examines before it answers with
+/// a `next` to continue from, however few matched.
+pub const RECORDS_SCAN_MAX: usize = 200_000;
+/// Most rejections or conflicts one listing examines.
+pub const LIST_SCAN_MAX: usize = 200_000;
+
 /// SHA-256 of a token secret: the only form in which secrets are stored.
 pub type TokenHash = [u8; 32];
 

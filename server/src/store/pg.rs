@@ -29,7 +29,11 @@
 //! memory, as sled does, and catches up before using them: aggregate rows
 //! carry the write generation (`gen`) that last wrote them, so a reader
 //! fetches only rows newer than its copy, and the org tree reloads when
-//! `org_version` moved. Totals never scan records.
+//! `org_version` moved. Totals never scan records. A write computes the
+//! entries it changes on a scratch copy of just the units it touches and
+//! puts them into the shared copy only after it committed: readers never
+//! count a write in flight, and a write that fails or is cancelled leaves
+//! nothing behind (`tests/tests/pg_cancelled.rs`).
 //!
 //! **HLC.** Each instance has its own clock; every write merges it with the
 //! stored high-water mark first, so restamps and resolutions stay ahead of
@@ -59,10 +63,10 @@ use uuid::Uuid;
 
 use super::apply::{self, Staging};
 use super::codec::{self, decode, encode, Applied, AuditBody, StoredConflict, StoredRejection};
-use super::sled::{LIST_SCAN_MAX, PULL_SCAN_MAX, RECORDS_SCAN_MAX};
 use super::{
     Account, AccountChange, BackupChunks, Device, EnrolmentCode, PullPage, PushInput, RecordPage,
     RecordQuery, Redemption, ResolveOutcome, ScopeChecksum, Session, Store, StoreError, TokenHash,
+    LIST_SCAN_MAX, PULL_SCAN_MAX, RECORDS_SCAN_MAX,
 };
 use crate::config::{Config, IdSource};
 

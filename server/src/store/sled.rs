@@ -61,15 +61,7 @@ use crate::config::{Config, IdSource};
 
 mod people;
 
-/// Most feed entries one pull examines (in scope or not) before it answers
-/// with `has_more`, so a narrow scope cannot make one request scan for ever.
-pub const PULL_SCAN_MAX: usize = 100_000;
-
-/// Most records one [`Store::records`] call examines before it answers with
-/// a `next` to continue from, however few matched.
-pub const RECORDS_SCAN_MAX: usize = 200_000;
-/// Most rejections or conflicts one listing examines.
-pub const LIST_SCAN_MAX: usize = 200_000;
+pub use super::{LIST_SCAN_MAX, PULL_SCAN_MAX, RECORDS_SCAN_MAX};
 /// Most bytes of start-of-backup values an online backup keeps for keys
 /// written while it copies; past it the backup fails (writes go on).
 pub const BACKUP_OVERLAY_BYTES_MAX: usize = 256 * 1024 * 1024;
