@@ -61,6 +61,26 @@ async fn everything(s: &Server, street: &Dev, field: &Dev, record: &str) -> Valu
     })
 }
 
+/// `pufa-server migrate`, run where no runtime is (the harness's
+/// `restart_with` calls back synchronously, between two servers).
+fn migrate(
+    from: &Config,
+    to: &Config,
+) -> Result<pufa_server::store::migrate::Migrated, pufa_server::store::StoreError> {
+    std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a runtime")
+                    .block_on(pufa_server::store::migrate::sled_to_pg(from, to))
+            })
+            .join()
+            .expect("the migration thread")
+    })
+}
+
 #[tokio::test]
 async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
     let Some(base) = support::pg::base_url() else {
@@ -138,34 +158,11 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
                 from.ids = Arc::new(SeededIds::new(99));
                 let mut to = from.clone();
                 to.database_url = Some(url.clone());
-                let migrated = std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                                .unwrap()
-                                .block_on(pufa_server::store::migrate::sled_to_pg(&from, &to))
-                        })
-                        .join()
-                        .unwrap()
-                })
-                .expect("migrate");
+                let migrated = migrate(&from, &to).expect("migrate");
                 assert_eq!(migrated.records, 45);
                 assert_eq!(migrated.seq, seq_before);
                 // A second migration into the same database is refused.
-                let again = std::thread::scope(|scope| {
-                    scope
-                        .spawn(|| {
-                            tokio::runtime::Builder::new_current_thread()
-                                .enable_all()
-                                .build()
-                                .unwrap()
-                                .block_on(pufa_server::store::migrate::sled_to_pg(&from, &to))
-                        })
-                        .join()
-                        .unwrap()
-                });
+                let again = migrate(&from, &to);
                 let e = again.expect_err("a used database");
                 assert!(e.to_string().contains("already holds"), "{e}");
                 // Kept aside, as an operator would keep it for going back.

@@ -437,3 +437,108 @@ pub fn bin_dir() -> &'static std::path::Path {
         profile_dir
     })
 }
+
+/// One HTTP call to a server under test (over loopback): the status and
+/// the body as JSON (`null` when it is not JSON).
+///
+/// # Panics
+/// When the server does not answer at all.
+pub async fn api(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    token: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("the server answers");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("a whole answer");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Every record `token` may see on the server at `base`, by id, paging
+/// the feed from 0.
+///
+/// # Panics
+/// On an answer other than 200, or a record listed twice in one pass.
+pub async fn pull_all(
+    base: &str,
+    token: &str,
+) -> std::collections::BTreeMap<Uuid, pufa_core::wire::PullEntry> {
+    let mut got = std::collections::BTreeMap::new();
+    let mut since = 0;
+    loop {
+        let (status, v) = api(
+            base,
+            reqwest::Method::GET,
+            &format!("/v1/sync/pull?since={since}&limit=5000"),
+            token,
+            None,
+        )
+        .await;
+        assert_eq!(status, 200, "{base}: {v}");
+        let page: pufa_core::wire::PullResponse = serde_json::from_value(v).expect("a pull answer");
+        for e in page.records {
+            assert!(got.insert(e.id(), e).is_none(), "listed twice in one pass");
+        }
+        since = page.next;
+        if !page.has_more {
+            return got;
+        }
+    }
+}
+
+/// Asserts last-writer-wins on the server's records: for every record an
+/// acknowledged mutation wrote, each field and the deleted flag hold the
+/// value of the acknowledged write with the greatest HLC (ties broken by
+/// the canonical value, as the merge does). `acked` pairs each mutation
+/// with the HLC it was stored under (its own, or the server's restamp).
+///
+/// # Panics
+/// When a record is missing or a field holds another value.
+pub fn assert_last_writer_wins<'a>(
+    acked: impl IntoIterator<Item = (&'a pufa_core::wire::Mutation, pufa_core::hlc::Hlc)>,
+    on_server: &std::collections::BTreeMap<Uuid, pufa_core::wire::PullEntry>,
+) {
+    use pufa_core::merge::canonical_json;
+    type Best = std::collections::BTreeMap<String, (pufa_core::hlc::Hlc, String, Value)>;
+    let mut expected: std::collections::BTreeMap<Uuid, Best> = std::collections::BTreeMap::new();
+    for (m, hlc) in acked {
+        let best = expected.entry(m.record_id).or_default();
+        let mut offer = |field: &str, v: &Value| {
+            let key = (hlc, canonical_json(v));
+            if best.get(field).is_none_or(|b| (b.0, b.1.clone()) < key) {
+                best.insert(field.to_string(), (key.0, key.1, v.clone()));
+            }
+        };
+        for (k, v) in &m.set {
+            offer(k, v);
+        }
+        if let Some(del) = m.delete {
+            offer("_deleted", &Value::Bool(del));
+        }
+    }
+    for (rid, best) in &expected {
+        let Some(pufa_core::wire::PullEntry::Record(r)) = on_server.get(rid) else {
+            panic!("record {rid} missing on the server");
+        };
+        for (field, (_, _, v)) in best {
+            if field == "_deleted" {
+                assert_eq!(Value::Bool(r.deleted), *v, "record {rid}: deleted");
+            } else if v.is_null() {
+                assert!(
+                    !r.fields.contains_key(field),
+                    "record {rid}: {field} not cleared"
+                );
+            } else {
+                assert_eq!(r.fields.get(field), Some(v), "record {rid}: {field}");
+            }
+        }
+    }
+}

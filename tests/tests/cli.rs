@@ -188,18 +188,7 @@ fn api(
         .enable_all()
         .build()
         .unwrap();
-    rt.block_on(async {
-        let mut req = reqwest::Client::new()
-            .request(method, format!("{base}{path}"))
-            .bearer_auth(token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let resp = req.send().await.expect("the server answers admin calls");
-        let status = resp.status().as_u16();
-        let text = resp.text().await.expect("a whole answer");
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    })
+    rt.block_on(pufa_tests::api(base, method, path, token, body))
 }
 
 // -------------------------------------------------------------------- pufa

@@ -34,6 +34,7 @@ use pufa_core::wire::{
     ChecksumResponse, MutationStatus, PullEntry, PullResponse, PushRequest, PushResponse,
     TokenIssued,
 };
+use pufa_tests::api;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -43,25 +44,6 @@ use tokio::sync::{oneshot, Notify};
 use uuid::Uuid;
 
 // ---------------------------------------------------------------- helpers
-
-async fn api(
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("the server answers setup calls");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("a whole answer");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// district `d` → streets `s1`, `s2` → `c11`, `c12` (in s1), `c21` (in s2).
 async fn setup_tree(base: &str, admin: &str) {

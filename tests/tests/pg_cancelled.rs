@@ -15,6 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use pufa_tests::api;
 use pufa_tests::pg::PgCluster;
 use serde_json::{json, Value};
 
@@ -63,25 +64,6 @@ fn start(db: &str, extra: &[&str]) -> Instance {
         url: format!("http://{addr}"),
         dir,
     }
-}
-
-async fn api(
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
 }
 
 fn push_body(device: &str, c: u32) -> Value {

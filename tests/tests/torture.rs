@@ -22,7 +22,7 @@
 //! syncs to succeed, then for 1..=`PUSHES_IN_FLIGHT_MAX` pushes to be on the
 //! wire, and kills: every kill lands on pushes in flight.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,11 +34,11 @@ use async_trait::async_trait;
 use pufa_client::transport::{Request, Response, Transport, TransportError};
 use pufa_client::{Client, ClientConfig, Filter, HttpTransport, RetryPolicy, SyncState};
 use pufa_core::hlc::Hlc;
-use pufa_core::merge::canonical_json;
 use pufa_core::schema::Kind;
 use pufa_core::wire::{
-    Mutation, MutationStatus, PullEntry, PullResponse, PushRequest, PushResponse, TokenIssued,
+    Mutation, MutationStatus, PullEntry, PushRequest, PushResponse, TokenIssued,
 };
+use pufa_tests::{api, pull_all};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use tokio::sync::Notify;
@@ -168,50 +168,6 @@ impl Drop for BinServer {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
-        }
-    }
-}
-
-async fn api(
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    token: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .request(method, format!("{base}{path}"))
-        .bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("the server answers");
-    let status = resp.status().as_u16();
-    let text = resp.text().await.expect("a whole answer");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Every record `token` may see, by id.
-async fn pull_all(base: &str, token: &str) -> BTreeMap<Uuid, PullEntry> {
-    let mut got = BTreeMap::new();
-    let mut since = 0;
-    loop {
-        let (st, v) = api(
-            base,
-            reqwest::Method::GET,
-            &format!("/v1/sync/pull?since={since}&limit=5000"),
-            token,
-            None,
-        )
-        .await;
-        assert_eq!(st, 200, "{v}");
-        let page: PullResponse = serde_json::from_value(v).unwrap();
-        for e in page.records {
-            assert!(got.insert(e.id(), e).is_none(), "listed twice in one pass");
-        }
-        since = page.next;
-        if !page.has_more {
-            return got;
         }
     }
 }
@@ -553,42 +509,12 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
 
     // 3. Every acknowledged write is there: per record, each field and the
     // deleted flag hold the acknowledged write with the greatest HLC.
-    type Best = BTreeMap<String, (Hlc, String, Value)>;
-    let mut expected: BTreeMap<Uuid, Best> = BTreeMap::new();
-    for (id, seen) in &answers {
-        let m = &sent[id];
-        let hlc = seen[0].2.unwrap_or(m.hlc);
-        let best = expected.entry(m.record_id).or_default();
-        let mut offer = |field: &str, v: &Value| {
-            let key = (hlc, canonical_json(v));
-            if best.get(field).is_none_or(|b| (b.0, b.1.clone()) < key) {
-                best.insert(field.to_string(), (key.0, key.1, v.clone()));
-            }
-        };
-        for (k, v) in &m.set {
-            offer(k, v);
-        }
-        if let Some(del) = m.delete {
-            offer("_deleted", &Value::Bool(del));
-        }
-    }
-    for (rid, best) in &expected {
-        let Some(PullEntry::Record(r)) = on_server.get(rid) else {
-            panic!("record {rid} missing on the server");
-        };
-        for (field, (_, _, v)) in best {
-            if field == "_deleted" {
-                assert_eq!(Value::Bool(r.deleted), *v, "record {rid}: deleted");
-            } else if v.is_null() {
-                assert!(
-                    !r.fields.contains_key(field),
-                    "record {rid}: {field} not cleared"
-                );
-            } else {
-                assert_eq!(r.fields.get(field), Some(v), "record {rid}: {field}");
-            }
-        }
-    }
+    pufa_tests::assert_last_writer_wins(
+        answers
+            .iter()
+            .map(|(id, seen)| (&sent[id], seen[0].2.unwrap_or(sent[id].hlc))),
+        &on_server,
+    );
 
     // 4. Every device holds exactly the server's view of its scope.
     for (i, d) in devices.iter().enumerate() {

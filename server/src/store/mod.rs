@@ -293,6 +293,22 @@ pub struct EnrolmentCode {
 }
 
 impl EnrolmentCode {
+    /// The device redeeming this code makes.
+    pub fn device(&self, r: Redemption) -> Device {
+        Device {
+            id: r.device_id,
+            role: self.role,
+            org_unit: Some(self.org_unit.clone()),
+            label: r.label.unwrap_or_else(|| self.label.clone()),
+            revoked: false,
+            token_hash: r.token_hash,
+            created_ms: r.now_ms,
+            last_push_ms: None,
+            report: None,
+            clock_skew_ms: None,
+        }
+    }
+
     pub fn view(&self) -> CodeView {
         CodeView {
             id: self.id,

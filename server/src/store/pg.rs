@@ -1689,18 +1689,7 @@ impl Store for PgStore {
             tx.rollback().await.map_err(pg_err)?;
             return Ok(None);
         }
-        let device = Device {
-            id: r.device_id,
-            role: code.role,
-            org_unit: Some(code.org_unit.clone()),
-            label: r.label.unwrap_or_else(|| code.label.clone()),
-            revoked: false,
-            token_hash: r.token_hash,
-            created_ms: r.now_ms,
-            last_push_ms: None,
-            report: None,
-            clock_skew_ms: None,
-        };
+        let device = code.device(r);
         Inner::upsert_device(&tx, &device).await?;
         self.inner
             .commit(tx, PgStaging::new(state, self.inner.rejections_kept), None)

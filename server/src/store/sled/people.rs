@@ -161,18 +161,7 @@ impl Inner {
         if code.expires_ms <= r.now_ms {
             return Ok((None, 0));
         }
-        let device = Device {
-            id: r.device_id,
-            role: code.role,
-            org_unit: Some(code.org_unit.clone()),
-            label: r.label.unwrap_or_else(|| code.label.clone()),
-            revoked: false,
-            token_hash: r.token_hash,
-            created_ms: r.now_ms,
-            last_push_ms: None,
-            report: None,
-            clock_skew_ms: None,
-        };
+        let device = code.device(r);
         tx.batch.remove(codec::code_key(code.id));
         tx.batch.remove(codec::code_hash_key(&hash));
         tx.batch
