@@ -218,7 +218,6 @@ async fn serve_main() -> ExitCode {
     if config.database_url.is_some() {
         let sled_only = match &args.command {
             Some(Cmd::NewStoreId) => Some("new-store-id"),
-            Some(Cmd::Verify) => Some("verify"),
             Some(Cmd::Restore { .. }) => Some("restore"),
             Some(Cmd::Demo { .. }) => Some("demo"),
             _ => None,
@@ -256,6 +255,7 @@ async fn serve_main() -> ExitCode {
             from_data,
             to_database_url,
         }) => return migrate(&config, from_data, to_database_url).await,
+        Some(Cmd::Verify) if config.database_url.is_some() => return verify_pg(&config).await,
         Some(Cmd::Verify) => return verify(&config),
         Some(Cmd::Restore {
             from,
@@ -319,6 +319,27 @@ async fn migrate(config: &Config, from: &std::path::Path, url: &str) -> ExitCode
                 pufa_server::store::pg::redacted(url)
             );
             ExitCode::FAILURE
+        }
+    }
+}
+
+async fn verify_pg(config: &Config) -> ExitCode {
+    let url = config.database_url.as_deref().unwrap_or_default();
+    match pufa_server::store::verify::verify_pg(config).await {
+        Ok(report) => {
+            println!("{report}");
+            if report.broken.is_none() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
+        }
+        Err(e) => {
+            eprintln!(
+                "pufa-server verify: {}: {e}",
+                pufa_server::store::pg::redacted(url)
+            );
+            ExitCode::from(2)
         }
     }
 }

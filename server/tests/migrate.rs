@@ -184,4 +184,41 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
     assert_eq!(seq_of(&r), seq_before + 1);
     let r = s.push_one(&a, &ms[0]).await;
     assert_eq!(r["status"], "duplicate", "{r}");
+
+    // `pufa-server verify` on the database: the chain, every record
+    // replayed from it, the aggregates recounted; then a tampered entry.
+    let mut config = Config::new(s.dir.path());
+    config.database_url = Some(url.clone());
+    let report = pufa_server::store::verify::verify_pg(&config)
+        .await
+        .expect("verify");
+    assert!(report.broken.is_none(), "{report}");
+    assert_eq!(report.records, 45);
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    let entries: i64 = db
+        .query_one("SELECT count(*) FROM pufa_audit", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(report.entries, entries as u64);
+    db.execute(
+        "UPDATE pufa_audit SET value = overlay(value placing '\\xff'::bytea from length(value) for 1)
+          WHERE n = 7",
+        &[],
+    )
+    .await
+    .expect("tamper");
+    let report = pufa_server::store::verify::verify_pg(&config)
+        .await
+        .expect("verify");
+    assert!(
+        matches!(
+            report.broken,
+            Some(pufa_server::store::verify::Broken::Entry { n: 7, .. })
+        ),
+        "{report}"
+    );
 }

@@ -139,6 +139,104 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
     Ok(report)
 }
 
+/// Verifies the PostgreSQL store of `config.database_url` with the same
+/// checks: its audit chain, records and aggregates are copied, unchanged,
+/// into a temporary sled store under the keys the embedded store uses (the
+/// values are the same bytes), which [`check`] then reads. Nothing is
+/// written to the database; servers may keep running (what they commit
+/// meanwhile may make the copy inconsistent: verify a quiet database, or a
+/// restored copy).
+///
+/// # Errors
+/// The database cannot be reached or read.
+pub async fn verify_pg(config: &Config) -> Result<Report, StoreError> {
+    use super::pg::{pg_err, pool};
+    let url = config
+        .database_url
+        .as_deref()
+        .ok_or_else(|| StoreError::Other("no database URL".into()))?;
+    let pool = pool(url, 1)?;
+    let mut client = pool
+        .get()
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("database: {e}")))?;
+    let tmp = tempfile::tempdir().map_err(|e| StoreError::Other(format!("temp dir: {e}")))?;
+    let db = sled::Config::new()
+        .path(tmp.path())
+        .cache_capacity(config.cache_bytes)
+        .flush_every_ms(None)
+        .open()?;
+    // One snapshot for everything read.
+    let tx = client
+        .build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
+        .map_err(pg_err)?;
+    let state = tx
+        .query_one(
+            "SELECT store_id, seq, audit_n, audit_hash FROM pufa_state WHERE id = 1",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?;
+    let store_id: uuid::Uuid = state.get(0);
+    let seq = u64::try_from(state.get::<_, i64>(1)).unwrap_or(0);
+    let audit_n = u64::try_from(state.get::<_, i64>(2)).unwrap_or(0);
+    let audit_hash: Hash = state
+        .get::<_, &[u8]>(3)
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("malformed audit hash in pufa_state".into()))?;
+    db.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes())?;
+    db.insert(codec::META_STORE_ID, store_id.as_bytes())?;
+    db.insert(codec::META_SEQ, &seq.to_be_bytes())?;
+    db.insert(codec::META_AUDIT, codec::encode(&(audit_n, audit_hash)))?;
+    for row in tx
+        .query("SELECT id, seq, last_entry, body FROM pufa_records", &[])
+        .await
+        .map_err(pg_err)?
+    {
+        let (id, rseq, last): (uuid::Uuid, i64, i64) = (row.get(0), row.get(1), row.get(2));
+        let rseq = u64::try_from(rseq).unwrap_or(0);
+        db.insert(codec::record_key(id), row.get::<_, &[u8]>(3))?;
+        db.insert(
+            codec::seq_key(rseq),
+            &codec::feed_value(id, u64::try_from(last).unwrap_or(0)),
+        )?;
+    }
+    for row in tx
+        .query("SELECT n, value FROM pufa_audit", &[])
+        .await
+        .map_err(pg_err)?
+    {
+        let n = u64::try_from(row.get::<_, i64>(0)).unwrap_or(0);
+        db.insert(codec::audit_key(n), row.get::<_, &[u8]>(1))?;
+    }
+    for row in tx
+        .query(
+            "SELECT key, value FROM pufa_aggregates WHERE value IS NOT NULL",
+            &[],
+        )
+        .await
+        .map_err(pg_err)?
+    {
+        db.insert(row.get::<_, &[u8]>(0), row.get::<_, &[u8]>(1))?;
+    }
+    tx.commit().await.map_err(pg_err)?;
+    let mut report = Report {
+        store_id,
+        seq,
+        entries: 0,
+        head: (0, codec::GENESIS),
+        records: 0,
+        aggregates: 0,
+        broken: None,
+    };
+    report.broken = check(&db, &mut report)?;
+    Ok(report)
+}
+
 fn check(db: &sled::Db, report: &mut Report) -> Result<Option<Broken>, StoreError> {
     if let Some(b) = chain(db, report)? {
         return Ok(Some(b));
