@@ -542,3 +542,80 @@ pub fn assert_last_writer_wins<'a>(
         }
     }
 }
+
+/// How [`random_local_round`] works a device's store.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalWork {
+    /// Most edits in one round.
+    pub ops_max: usize,
+    /// Most records the device creates in all.
+    pub creates_max: usize,
+    /// Chance of a create (while under `creates_max`), in percent.
+    pub create_percent: u32,
+    /// Title of the lectures it creates (a number is appended).
+    pub title: &'static str,
+}
+
+/// One round of offline work on a device in street `street` (its units
+/// `c<street>1`, `c<street>2`): a few creates, or edits of attendees and
+/// speaker, deletes and restores of any record it holds, so that devices
+/// of one street edit the same records concurrently.
+///
+/// # Panics
+/// When the device's store refuses a valid edit.
+pub fn random_local_round(
+    client: &Client,
+    street: usize,
+    work: LocalWork,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    created: &mut Vec<Uuid>,
+) {
+    use pufa_client::Filter;
+    use pufa_core::schema::Kind;
+    for _ in 0..rng.gen_range(1..=work.ops_max) {
+        let known = client
+            .list(&Filter {
+                include_deleted: true,
+                ..Filter::default()
+            })
+            .expect("list the device's records");
+        let roll = rng.gen_range(0..100);
+        if created.len() < work.creates_max && (known.is_empty() || roll < work.create_percent) {
+            let unit = format!("c{street}{}", rng.gen_range(1..=2));
+            let Value::Object(fields) = json!({
+                "org_unit": unit,
+                "held_on": format!("2020-{:02}-{:02}", rng.gen_range(1..=12), rng.gen_range(1..=28)),
+                "title": format!("{} {}", work.title, rng.gen_range(0..1000)),
+                "attendees": rng.gen_range(0..300),
+            }) else {
+                unreachable!("an object literal");
+            };
+            let id = client
+                .create_fields(Kind::Lecture, fields)
+                .expect("create a lecture");
+            created.push(id);
+            continue;
+        }
+        let Some(r) = known.get(rng.gen_range(0..known.len().max(1))) else {
+            continue;
+        };
+        match roll {
+            0..=79 => {
+                let mut set = serde_json::Map::new();
+                set.insert("attendees".into(), json!(rng.gen_range(0..500)));
+                if rng.gen_bool(0.3) {
+                    set.insert(
+                        "speaker".into(),
+                        json!(format!("律师{}", rng.gen_range(0..9))),
+                    );
+                }
+                if rng.gen_bool(0.1) {
+                    set.insert("speaker".into(), Value::Null);
+                }
+                client.update(r.id, set).expect("edit a record");
+            }
+            80..=91 => client.delete(r.id).expect("delete a record"),
+            _ => client.restore(r.id).expect("restore a record"),
+        }
+    }
+}

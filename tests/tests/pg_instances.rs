@@ -67,7 +67,6 @@ use pufa_client::transport::{Method, Request, Response, Transport, TransportErro
 use pufa_client::{Client, ClientConfig, Filter, HttpTransport, RetryPolicy, SyncState};
 use pufa_core::hlc::Hlc;
 use pufa_core::merge::{checksum_text, record_digest};
-use pufa_core::schema::Kind;
 use pufa_core::wire::{
     AuditCause, ChecksumResponse, Mutation, MutationStatus, PullEntry, PullResponse, PushRequest,
     PushResponse, TokenIssued,
@@ -78,7 +77,7 @@ use pufa_tests::{api, pull_all};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
 
@@ -514,64 +513,15 @@ struct Device {
     _dir: tempfile::TempDir,
 }
 
-fn obj(v: Value) -> Map<String, Value> {
-    match v {
-        Value::Object(m) => m,
-        other => panic!("not an object: {other}"),
-    }
-}
-
-/// One round of local work: a few creates or edits, deletes and restores
-/// (of any record of the street the device holds: concurrent edits).
+/// One round of local work: a few creates or edits, deletes and restores.
 fn local_round(d: &Device, rng: &mut ChaCha8Rng, created: &mut Vec<Uuid>) {
-    for _ in 0..rng.gen_range(1..=OPS_PER_ROUND_MAX) {
-        let known = d
-            .client
-            .list(&Filter {
-                include_deleted: true,
-                ..Filter::default()
-            })
-            .unwrap();
-        let roll = rng.gen_range(0..100);
-        if created.len() < CREATES_MAX && (known.is_empty() || roll < 35) {
-            let unit = format!("c{}{}", d.street, rng.gen_range(1..=2));
-            let id = d
-                .client
-                .create_fields(
-                    Kind::Lecture,
-                    obj(json!({
-                        "org_unit": unit,
-                        "held_on": format!("2020-{:02}-{:02}", rng.gen_range(1..=12), rng.gen_range(1..=28)),
-                        "title": format!("宪法宣传周 {}", rng.gen_range(0..1000)),
-                        "attendees": rng.gen_range(0..300),
-                    })),
-                )
-                .unwrap();
-            created.push(id);
-            continue;
-        }
-        let Some(r) = known.get(rng.gen_range(0..known.len().max(1))) else {
-            continue;
-        };
-        match roll {
-            0..=79 => {
-                let mut set = Map::new();
-                set.insert("attendees".into(), json!(rng.gen_range(0..500)));
-                if rng.gen_bool(0.3) {
-                    set.insert(
-                        "speaker".into(),
-                        json!(format!("律师{}", rng.gen_range(0..9))),
-                    );
-                }
-                if rng.gen_bool(0.1) {
-                    set.insert("speaker".into(), Value::Null);
-                }
-                d.client.update(r.id, set).unwrap();
-            }
-            80..=91 => d.client.delete(r.id).unwrap(),
-            _ => d.client.restore(r.id).unwrap(),
-        }
-    }
+    let work = pufa_tests::LocalWork {
+        ops_max: OPS_PER_ROUND_MAX,
+        creates_max: CREATES_MAX,
+        create_percent: 35,
+        title: "宪法宣传周",
+    };
+    pufa_tests::random_local_round(&d.client, d.street, work, rng, created);
 }
 
 // ------------------------------------------------------------ the reader
