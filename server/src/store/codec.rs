@@ -311,6 +311,23 @@ impl StoredRejection {
     }
 }
 
+impl StoredRejection {
+    /// As `GET /v1/rejections` lists it: the mutation as pushed.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] when the stored mutation text is not JSON.
+    pub fn view(self) -> Result<pufa_core::wire::RejectionView, StoreError> {
+        let mutation = serde_json::from_str(&self.mutation)
+            .map_err(|e| StoreError::Corrupt(format!("stored rejection: {e}")))?;
+        Ok(pufa_core::wire::RejectionView {
+            device_id: self.device_id,
+            received_ms: self.received_ms,
+            mutation,
+            error: self.error,
+        })
+    }
+}
+
 /// A SHA-256 digest in the audit chain.
 pub type Hash = [u8; 32];
 /// The `prev` of the first audit entry.

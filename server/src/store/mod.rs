@@ -112,6 +112,16 @@ impl Device {
         }
     }
 
+    /// Whether a caller with `scope` sees this device (the bootstrap
+    /// admin, which has no unit, only an unscoped caller does).
+    pub fn visible_in(&self, tree: &OrgTree, scope: &Scope) -> bool {
+        match (scope, &self.org_unit) {
+            (Scope::All, _) => true,
+            (Scope::Unit(_), None) => false,
+            (scope, Some(u)) => tree.in_scope(u, scope),
+        }
+    }
+
     /// The answer that hands this device its new token `secret` (issued
     /// by an admin or redeemed from an enrolment code).
     pub fn issued(self, secret: String) -> TokenIssued {

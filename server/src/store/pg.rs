@@ -667,8 +667,8 @@ impl Inner {
         // row (whose lock this write holds) but left untouched until the
         // commit: other requests read it, and this write may still fail or
         // be cancelled. The entries to write come from a scratch copy of
-        // just what the changes touch.
-        self.catch_up(&*tx).await?;
+        // just what the changes touch. (`begin` caught the copy up under
+        // the lock this write still holds: nothing newer can exist.)
         let dirty = {
             let cache = self.agg.read().unwrap_or_else(|e| e.into_inner());
             let mut scratch = cache.agg.scratch_for(&st.changes);
@@ -937,14 +937,6 @@ impl Inner {
         }
         self.commit(tx, st, None).await?;
         Ok(all)
-    }
-
-    fn device_in(tree: &OrgTree, d: &Device, scope: &Scope) -> bool {
-        match (scope, &d.org_unit) {
-            (Scope::All, _) => true,
-            (Scope::Unit(_), None) => false,
-            (scope, Some(u)) => tree.in_scope(u, scope),
-        }
     }
 }
 
@@ -1276,34 +1268,26 @@ impl Store for PgStore {
         let client = self.inner.client().await?;
         self.inner.catch_up(&**client).await?;
         let tree = self.inner.tree();
-        let st = client
+        // Two statements rather than `$1 IS NULL OR id > $1`, which a
+        // cached generic plan would answer by scanning from the start.
+        let first = client
+            .prepare_cached("SELECT id, body FROM pufa_records ORDER BY id LIMIT $1")
+            .await
+            .map_err(pg_err)?;
+        let next = client
             .prepare_cached("SELECT id, body FROM pufa_records WHERE id > $1 ORDER BY id LIMIT $2")
             .await
             .map_err(pg_err)?;
-        let mut after = q.after.unwrap_or(Uuid::nil());
+        let mut after = q.after;
         let mut records: Vec<RecordView> = Vec::new();
         let mut examined = 0;
         let mut last_examined = None;
-        // The nil id is a record id too; start inclusive when not continuing.
-        if q.after.is_none() {
-            if let Some(row) = client
-                .query_opt("SELECT id, body FROM pufa_records WHERE id = $1", &[&after])
-                .await
-                .map_err(pg_err)?
-            {
-                let r: RecordState = decode(row.get(1))?;
-                examined += 1;
-                last_examined = Some(r.id);
-                if r.org_unit().is_some_and(|u| tree.in_scope(u, &q.scope)) && q.behind.counts(&r) {
-                    records.push(r.view());
-                }
-            }
-        }
         loop {
-            let rows = client
-                .query(&st, &[&after, &SCAN_CHUNK])
-                .await
-                .map_err(pg_err)?;
+            let rows = match after {
+                None => client.query(&first, &[&SCAN_CHUNK]).await,
+                Some(id) => client.query(&next, &[&id, &SCAN_CHUNK]).await,
+            }
+            .map_err(pg_err)?;
             for row in &rows {
                 if examined == RECORDS_SCAN_MAX {
                     return Ok(RecordPage {
@@ -1314,7 +1298,7 @@ impl Store for PgStore {
                 let r: RecordState = decode(row.get(1))?;
                 examined += 1;
                 last_examined = Some(r.id);
-                after = r.id;
+                after = Some(r.id);
                 let in_scope = r.org_unit().is_some_and(|u| tree.in_scope(u, &q.scope));
                 if !in_scope || !q.behind.counts(&r) {
                     continue;
@@ -1422,7 +1406,7 @@ impl Store for PgStore {
         let mut out = Vec::new();
         for row in rows {
             let d: Device = decode(row.get(0))?;
-            if Inner::device_in(&tree, &d, &scope) {
+            if d.visible_in(&tree, &scope) {
                 out.push(d.view(row.get::<_, Option<i64>>(1).map(small)));
                 if out.len() >= limit {
                     break;
@@ -1447,7 +1431,7 @@ impl Store for PgStore {
             .map_err(pg_err)?
         {
             let d: Device = decode(row.get(0))?;
-            visible.insert(d.id, Inner::device_in(&tree, &d, &scope));
+            visible.insert(d.id, d.visible_in(&tree, &scope));
         }
         let rows = client
             .query(
@@ -1460,14 +1444,7 @@ impl Store for PgStore {
         for row in rows {
             let r: StoredRejection = decode(row.get(0))?;
             if visible.get(&r.device_id).copied().unwrap_or(false) {
-                let mutation = serde_json::from_str(&r.mutation)
-                    .map_err(|e| StoreError::Corrupt(format!("stored rejection: {e}")))?;
-                out.push(RejectionView {
-                    device_id: r.device_id,
-                    received_ms: r.received_ms,
-                    mutation,
-                    error: r.error,
-                });
+                out.push(r.view()?);
                 if out.len() >= limit {
                     break;
                 }

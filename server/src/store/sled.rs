@@ -1113,21 +1113,13 @@ impl Inner {
         Ok(out)
     }
 
-    fn device_in(&self, tree: &OrgTree, d: &Device, scope: &Scope) -> bool {
-        match (scope, &d.org_unit) {
-            (Scope::All, _) => true,
-            (Scope::Unit(_), None) => false,
-            (scope, Some(u)) => tree.in_scope(u, scope),
-        }
-    }
-
     fn devices(&self, scope: &Scope, limit: usize) -> Result<Vec<DeviceView>, StoreError> {
         let tree = self.tree();
         let mut out = Vec::new();
         for kv in self.db.scan_prefix(codec::DEVICE) {
             let (_, v) = kv?;
             let d: Device = decode(&v)?;
-            if self.device_in(&tree, &d, scope) {
+            if d.visible_in(&tree, scope) {
                 let pulled = self
                     .db
                     .get(codec::pulled_key(d.id))?
@@ -1159,20 +1151,13 @@ impl Inner {
                 None => {
                     let v = self
                         .device(r.device_id)?
-                        .is_some_and(|d| self.device_in(&tree, &d, scope));
+                        .is_some_and(|d| d.visible_in(&tree, scope));
                     devices.insert(r.device_id, v);
                     v
                 }
             };
             if visible {
-                let mutation = serde_json::from_str(&r.mutation)
-                    .map_err(|e| StoreError::Corrupt(format!("stored rejection: {e}")))?;
-                out.push(RejectionView {
-                    device_id: r.device_id,
-                    received_ms: r.received_ms,
-                    mutation,
-                    error: r.error,
-                });
+                out.push(r.view()?);
                 if out.len() >= limit {
                     break;
                 }
