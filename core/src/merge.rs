@@ -442,38 +442,60 @@ pub fn resolve(
 /// JSON text with object keys sorted at every depth, whatever serde_json's
 /// map order: the form in which values are compared and hashed.
 pub fn canonical_json(v: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(v, &mut out);
-    out
+    let mut out = Vec::new();
+    write_canonical(v, &mut out).expect("writing to a Vec cannot fail");
+    String::from_utf8(out).expect("serde_json writes UTF-8")
 }
 
-fn write_canonical(v: &Value, out: &mut String) {
+/// Writes `v` as canonical JSON (object keys sorted, no spaces) into `out`
+/// without building it as a string first: the idempotency fingerprint of
+/// every pushed mutation is hashed from this.
+fn write_canonical(v: &Value, out: &mut impl std::io::Write) -> std::io::Result<()> {
     match v {
-        Value::Object(map) => {
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                write_canonical(&map[k], out);
-            }
-            out.push('}');
-        }
+        Value::Object(map) => write_canonical_object(map, out),
         Value::Array(items) => {
-            out.push('[');
+            out.write_all(b"[")?;
             for (i, item) in items.iter().enumerate() {
                 if i > 0 {
-                    out.push(',');
+                    out.write_all(b",")?;
                 }
-                write_canonical(item, out);
+                write_canonical(item, out)?;
             }
-            out.push(']');
+            out.write_all(b"]")
         }
-        other => out.push_str(&other.to_string()),
+        other => serde_json::to_writer(out, other).map_err(std::io::Error::from),
+    }
+}
+
+fn write_canonical_object(
+    map: &Map<String, Value>,
+    out: &mut impl std::io::Write,
+) -> std::io::Result<()> {
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.write_all(b"{")?;
+    for (i, k) in keys.into_iter().enumerate() {
+        if i > 0 {
+            out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *out, k).map_err(std::io::Error::from)?;
+        out.write_all(b":")?;
+        write_canonical(&map[k], out)?;
+    }
+    out.write_all(b"}")
+}
+
+/// Feeds what is written into a hash.
+struct HashWriter<'a>(&'a mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -488,7 +510,7 @@ pub fn content_hash(m: &Mutation) -> [u8; 16] {
     h.update(m.hlc.ms.to_be_bytes());
     h.update(m.hlc.c.to_be_bytes());
     h.update(m.hlc.node.as_bytes());
-    h.update(canonical_json(&Value::Object(m.set.clone())).as_bytes());
+    write_canonical_object(&m.set, &mut HashWriter(&mut h)).expect("hashing cannot fail");
     h.update([match m.delete {
         None => 0,
         Some(false) => 1,

@@ -1657,3 +1657,91 @@ fn judge_checks_in_the_contracts_order() {
     );
     check(&delete_only, Some(&inside), &s1, Ok(Kind::Lecture));
 }
+
+// ---------------------------------------------------------------------------
+// 7. The idempotency fingerprint is stable: stored fingerprints (`Applied`)
+//    must keep matching after the hashing code changes.
+// ---------------------------------------------------------------------------
+
+/// The fingerprint as first written: the set cloned into a JSON value,
+/// printed canonically into a string, hashed.
+fn reference_content_hash(m: &Mutation) -> [u8; 16] {
+    fn canonical(v: &Value, out: &mut String) {
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    canonical(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    canonical(item, out);
+                }
+                out.push(']');
+            }
+            other => out.push_str(&other.to_string()),
+        }
+    }
+    let mut text = String::new();
+    canonical(&Value::Object(m.set.clone()), &mut text);
+    let mut h = Sha256::new();
+    h.update(m.record_id.as_bytes());
+    h.update(b"\0");
+    h.update(m.kind.as_bytes());
+    h.update(b"\0");
+    h.update(m.hlc.ms.to_be_bytes());
+    h.update(m.hlc.c.to_be_bytes());
+    h.update(m.hlc.node.as_bytes());
+    h.update(text.as_bytes());
+    h.update([match m.delete {
+        None => 0,
+        Some(false) => 1,
+        Some(true) => 2,
+    }]);
+    h.finalize()[..16].try_into().unwrap()
+}
+
+fn arb_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| json!(n)),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(|f| json!(f)),
+        "\\PC{0,12}".prop_map(Value::String),
+        Just(json!("引号\"与\\反斜杠\n\u{1}")),
+    ];
+    leaf.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("\\PC{0,6}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #[test]
+    fn content_hash_matches_its_first_definition(
+        set in prop::collection::btree_map("[a-z_\"\\\\]{0,8}", arb_json(), 0..8),
+        delete in prop_oneof![Just(None), Just(Some(false)), Just(Some(true))],
+    ) {
+        let mut m = mutation("lecture", dev(3), 0, Value::Object(set.into_iter().collect()));
+        m.delete = delete;
+        prop_assert_eq!(pufa_core::merge::content_hash(&m), reference_content_hash(&m));
+    }
+}

@@ -384,10 +384,9 @@ async fn verify_passes_a_busy_store_and_names_what_was_tampered_with() {
     // A record's value changed.
     tamper(dir.path(), |db| {
         let key = codec::record_key(rec);
-        let mut r: pufa_core::merge::RecordState =
-            codec::decode(&db.get(&key).unwrap().unwrap()).unwrap();
+        let mut r = codec::decode_record(&db.get(&key).unwrap().unwrap()).unwrap();
         r.fields.get_mut("attendees").unwrap().value = json!(999_999);
-        db.insert(key, codec::encode(&r)).unwrap();
+        db.insert(key, codec::encode_record(&r)).unwrap();
     });
     match verify_dir(dir.path()).broken {
         Some(Broken::Record { id, why }) => {

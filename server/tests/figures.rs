@@ -1939,6 +1939,64 @@ async fn a_format_2_store_gets_its_topic_figures_at_open() {
     check_totals_and_figures(&s, &tree, &recs, &ranges, "upgraded, restarted").await;
 }
 
+/// Records are stored in the compact layout since store format 5; a
+/// format-4 store's records (positional layout) are read as they are and
+/// rewritten compact only when next written.
+#[tokio::test]
+async fn a_format_4_store_reads_its_positional_records() {
+    let s = server().await;
+    let mut w = World::new(&s, 7).await;
+    for _ in 0..80 {
+        w.step(&s).await;
+    }
+    let recs = snapshot(&s).await;
+    let tree = w.tree.clone();
+    let ranges = ranges(&mut ChaCha8Rng::seed_from_u64(2));
+    check_totals_and_figures(&s, &tree, &recs, &ranges, "compact").await;
+    let s = s
+        .restart_with(no_rate_limit, |dir| {
+            use pufa_server::store::codec;
+            let db = open_sled(&dir.join("store"));
+            let (mut rewritten, mut compact_bytes, mut positional_bytes) = (0, 0, 0);
+            for kv in db.scan_prefix(codec::RECORD) {
+                let (k, v) = kv.unwrap();
+                let r = codec::decode_record(&v).unwrap();
+                let positional = codec::encode(&r);
+                assert_ne!(positional, v.to_vec(), "records are written compact");
+                assert_eq!(codec::decode_record(&positional).unwrap(), r);
+                (compact_bytes, positional_bytes) =
+                    (compact_bytes + v.len(), positional_bytes + positional.len());
+                db.insert(k, positional).unwrap();
+                rewritten += 1;
+            }
+            assert!(rewritten > 20, "the workload made records");
+            assert!(
+                compact_bytes * 10 < positional_bytes * 8,
+                "compact {compact_bytes} bytes, positional {positional_bytes}"
+            );
+            db.insert(codec::META_FORMAT, &codec::STORE_FORMAT_4.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        })
+        .await;
+    assert_eq!(snapshot(&s).await, recs);
+    check_totals_and_figures(&s, &tree, &recs, &ranges, "format 4").await;
+    for _ in 0..60 {
+        w.step(&s).await;
+    }
+    let recs = snapshot(&s).await;
+    check_totals_and_figures(&s, &tree, &recs, &ranges, "format 4, written on").await;
+    let s = s
+        .restart_with(no_rate_limit, |dir| {
+            use pufa_server::store::codec;
+            let db = open_sled(&dir.join("store"));
+            let format = db.get(codec::META_FORMAT).unwrap().unwrap();
+            assert_eq!(codec::u64_of(&format).unwrap(), codec::STORE_FORMAT);
+        })
+        .await;
+    assert_eq!(snapshot(&s).await, recs);
+}
+
 // ---------------------------------------------------------------------------
 // Download names
 // ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 //! `restore`, which loads one into an empty data dir.
 //!
 //! ```text
-//! PUFA-BACKUP 1 {"store_id":…,"store_format":4,"seq":…,"audit_n":…,"audit_head":"<hex>","created_ms":…}\n
+//! PUFA-BACKUP 1 {"store_id":…,"store_format":5,"seq":…,"audit_n":…,"audit_head":"<hex>","created_ms":…}\n
 //! ( key_len:u32 key value_len:u32 value )*        every key of the store, in key order
 //! 0xFFFFFFFF count:u64 sha256:32                  trailer
 //! ```
@@ -295,7 +295,8 @@ fn read_header(r: &mut impl BufRead, sha: &mut Sha256) -> Result<BackupHeader, R
     }
     let header: BackupHeader = serde_json::from_str(parts.next().unwrap_or(""))
         .map_err(|e| RestoreError::Invalid(format!("malformed header: {e}")))?;
-    if header.store_format != codec::STORE_FORMAT {
+    // A format-4 backup loads as is: the server marks it 5 when it opens it.
+    if header.store_format != codec::STORE_FORMAT && header.store_format != codec::STORE_FORMAT_4 {
         return Err(RestoreError::Invalid(format!(
             "store format {}, this server reads {}: restore with the server version that made it",
             header.store_format,

@@ -284,7 +284,7 @@ async fn copy(db: &sled::Db, tx: &tokio_postgres::Transaction<'_>) -> Result<Mig
     );
     for kv in db.scan_prefix(codec::RECORD) {
         let (_, v) = kv?;
-        let r: pufa_core::merge::RecordState = decode(&v)?;
+        let r = codec::decode_record(&v)?;
         let feed = db
             .get(codec::seq_key(r.seq))?
             .ok_or_else(|| StoreError::Corrupt(format!("no feed entry for record {}", r.id)))?;

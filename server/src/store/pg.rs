@@ -407,7 +407,10 @@ impl Inner {
         body: usize,
         last_entry: usize,
     ) -> Result<(RecordState, u64), StoreError> {
-        Ok((decode(row.get(body))?, small(row.get(last_entry))))
+        Ok((
+            codec::decode_record(row.get(body))?,
+            small(row.get(last_entry)),
+        ))
     }
 }
 
@@ -733,7 +736,7 @@ impl Inner {
                 seqs.push(big(r.seq));
                 entries.push(big(*entry));
                 units.push(r.org_unit().map(str::to_string));
-                bodies.push(encode(r));
+                bodies.push(codec::encode_record(r));
             }
             let s = exec(
                 "INSERT INTO pufa_records (id, seq, last_entry, org_unit, body)
@@ -980,7 +983,7 @@ async fn pull_page(
         let full = rows.len() as i64 == chunk;
         for (i, row) in rows.iter().enumerate() {
             let seq = small(row.get(0));
-            let rec: RecordState = decode(row.get(1))?;
+            let rec = codec::decode_record(row.get(1))?;
             scanned += 1;
             after = seq;
             if rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
@@ -1295,7 +1298,7 @@ impl Store for PgStore {
                         next: last_examined,
                     });
                 }
-                let r: RecordState = decode(row.get(1))?;
+                let r = codec::decode_record(row.get(1))?;
                 examined += 1;
                 last_examined = Some(r.id);
                 after = Some(r.id);
@@ -1326,7 +1329,7 @@ impl Store for PgStore {
             .query_opt("SELECT body FROM pufa_records WHERE id = $1", &[&id])
             .await
             .map_err(pg_err)?
-            .map(|r| decode::<RecordState>(r.get(0)).map(|r| r.view()))
+            .map(|r| codec::decode_record(r.get(0)).map(|r| r.view()))
             .transpose()
     }
 
@@ -1347,7 +1350,7 @@ impl Store for PgStore {
         for row in rows {
             let id: Uuid = row.get(0);
             let c: StoredConflict = decode(row.get(1))?;
-            let rec: RecordState = decode(row.get(2))?;
+            let rec = codec::decode_record(row.get(2))?;
             if rec.org_unit().is_some_and(|u| tree.in_scope(u, &scope)) {
                 out.push(c.conflict.view(id, c.record_id, c.seq));
                 if out.len() >= limit {

@@ -287,6 +287,9 @@ impl SledStore {
         }
         if format == Some(codec::STORE_FORMAT_3) {
             upgrade_from_format_3(&db, config.clock.now_ms())?;
+        } else if format == Some(codec::STORE_FORMAT_4) {
+            db.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes())?;
+            db.flush()?;
         } else if format != Some(codec::STORE_FORMAT) {
             return Err(StoreError::Corrupt(format!(
                 "store format {format:?}, this server reads {}",
@@ -503,7 +506,7 @@ fn upgrade_from_format_2(db: &sled::Db) -> Result<(), StoreError> {
     let mut fresh = Aggregates::default();
     for kv in db.scan_prefix(codec::RECORD) {
         let (_, v) = kv?;
-        let record: RecordState = decode(&v)?;
+        let record = codec::decode_record(&v)?;
         fresh.apply(None, &record);
     }
     let mut b = sled::Batch::default();
@@ -559,7 +562,7 @@ fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
             if !k.starts_with(codec::RECORD) {
                 break;
             }
-            let r: RecordState = decode(&v)?;
+            let r = codec::decode_record(&v)?;
             n += 1;
             let body = AuditBody {
                 n,
@@ -689,7 +692,7 @@ impl Inner {
     fn record(&self, id: Uuid) -> Result<Option<RecordState>, StoreError> {
         self.db
             .get(codec::record_key(id))?
-            .map(|v| decode(&v))
+            .map(|v| codec::decode_record(&v))
             .transpose()
     }
 
@@ -721,7 +724,7 @@ impl Inner {
                     next: last_examined,
                 });
             }
-            let r: RecordState = decode(&v)?;
+            let r = codec::decode_record(&v)?;
             last_examined = Some(r.id);
             let in_scope = r.org_unit().is_some_and(|u| tree.in_scope(u, &q.scope));
             if !in_scope || !q.behind.counts(&r) {
@@ -976,7 +979,7 @@ impl Inner {
                 .collect();
             for kv in self.db.scan_prefix(codec::RECORD) {
                 let (_, v) = kv?;
-                let before: RecordState = decode(&v)?;
+                let before = codec::decode_record(&v)?;
                 if !before.org_unit().is_some_and(|u| affected.contains(u)) {
                     continue;
                 }
@@ -1278,7 +1281,7 @@ impl apply::Staging for Tx<'_> {
             &codec::feed_value(after.id, entry),
         );
         self.batch
-            .insert(codec::record_key(after.id), encode(&after));
+            .insert(codec::record_key(after.id), codec::encode_record(&after));
         self.records.insert(after.id, after.clone());
         self.changes.push((before, after));
         Ok(())

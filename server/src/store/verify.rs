@@ -19,7 +19,6 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use pufa_core::audit::Replay;
-use pufa_core::merge::RecordState;
 use pufa_core::totals::{AggKey, AggValue, Aggregates, UnitAgg};
 use uuid::Uuid;
 
@@ -128,7 +127,8 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
         broken: None,
     };
     let format = meta_u64(codec::META_FORMAT)?;
-    if format != codec::STORE_FORMAT {
+    // Format 4 differs only in lacking compact records, which are read alike.
+    if format != codec::STORE_FORMAT && format != codec::STORE_FORMAT_4 {
         report.broken = Some(Broken::Store(format!(
             "store format {format}, this version verifies {} (start the server once to upgrade)",
             codec::STORE_FORMAT
@@ -309,7 +309,7 @@ fn records(
     for kv in db.scan_prefix(codec::RECORD) {
         let (k, v) = kv?;
         let id = codec::uuid_of(&k[codec::RECORD.len()..])?;
-        let r: RecordState = match decode(&v) {
+        let r = match codec::decode_record(&v) {
             Ok(r) => r,
             Err(e) => return record(id, e.to_string()),
         };

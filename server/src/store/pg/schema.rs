@@ -23,10 +23,11 @@ const MIGRATION_LOCK: i32 = 0x7075_6661;
 
 /// `(version, what it does, SQL)`, applied in order. Append only: a
 /// released migration is never edited.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(
-    1,
-    "the store: state, records, feed, idempotency, conflicts, rejections, devices, org units, aggregates, audit log, people",
-    r#"
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (
+        1,
+        "the store: state, records, feed, idempotency, conflicts, rejections, devices, org units, aggregates, audit log, people",
+        r#"
 -- One row: the counters every write reads and advances. Writers lock it
 -- (SELECT … FOR UPDATE) for the whole transaction: see pg.rs on why the
 -- change feed never skips.
@@ -131,7 +132,18 @@ CREATE TABLE pufa_codes (
     body       bytea  NOT NULL
 );
 "#,
-)];
+    ),
+    (
+        2,
+        "record bodies may be compact (value format byte 2), which servers before it cannot read",
+        r#"
+-- No table changes: this version keeps servers that cannot read compact
+-- record bodies (shared stamps, codec::encode_record) off the database.
+COMMENT ON COLUMN pufa_records.body IS
+    'codec::encode_record: compact (first byte 2) or positional (first byte 1) MessagePack';
+"#,
+    ),
+];
 
 /// The newest migration this server knows.
 pub fn latest() -> i32 {
