@@ -1390,16 +1390,18 @@ impl Store for SledStore {
         self.inner.tree()
     }
 
+    /// Runs on the calling task, not a blocking thread: two point reads of
+    /// keys every request touches (so cached), shorter than a hand-off. A
+    /// burst of 200 devices otherwise woke a blocking thread each, and every
+    /// thread keeps its own allocator pages (docs/performance.md).
     async fn authenticate(&self, hash: TokenHash) -> Result<Option<Device>, StoreError> {
-        self.blocking(move |inner| {
-            let Some(id) = inner.db.get(codec::token_key(&hash))? else {
-                return Ok(None);
-            };
-            Ok(inner
-                .device(codec::uuid_of(&id)?)?
-                .filter(|d| !d.revoked && d.token_hash == hash))
-        })
-        .await
+        let inner = &self.inner;
+        let Some(id) = inner.db.get(codec::token_key(&hash))? else {
+            return Ok(None);
+        };
+        Ok(inner
+            .device(codec::uuid_of(&id)?)?
+            .filter(|d| !d.revoked && d.token_hash == hash))
     }
 
     async fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
