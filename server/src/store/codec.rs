@@ -8,7 +8,7 @@
 //! | key | value |
 //! | --- | --- |
 //! | `m/<name>` | meta: store id, seq counter, server HLC, rejection counter, format |
-//! | `r/<record id:16>` | [`pufa_core::merge::RecordState`] |
+//! | `r/<record id:16>` | [`pufa_core::merge::RecordState`], compact ([`encode_record`]) |
 //! | `s/<seq:8>` | record id (16) ‖ its last audit entry n (8): the change feed, one entry per record |
 //! | `a/<device:16><mutation id:16>` | [`Applied`]: idempotency index |
 //! | `c/<conflict id:16>` | [`StoredConflict`] |
@@ -27,7 +27,8 @@
 //! | `m/audit` | `(n, hash)` of the last audit entry |
 //!
 //! Values are positional MessagePack (rmp-serde) behind one format byte;
-//! encoded types therefore never skip fields.
+//! encoded types therefore never skip fields. Records have a second,
+//! compact layout behind their own byte ([`encode_record`]); both are read.
 //!
 //! The audit log is a hash chain: entry n stores `prev`, the hash of entry
 //! n−1 (zeros for n = 1), and `hash` = SHA-256(`prev` ‖ the entry's

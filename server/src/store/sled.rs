@@ -110,6 +110,12 @@ struct Inner {
     committed_seq: AtomicU64,
     agg: RwLock<Aggregates>,
     org: RwLock<Arc<OrgTree>>,
+    /// Every device, and which live token is whose: what `d/` and `t/`
+    /// hold, kept in memory so that the token check of every request is
+    /// no sled read. sled's reads wait while a batch is applied (its
+    /// concurrency control, once batches are used), and the check runs on
+    /// the request's task. Changed only by [`Tx::commit`], after its batch.
+    devices: RwLock<Devices>,
     durability: Arc<Durability>,
     /// Whose turn it is to write (see [`SledStore::write`]).
     write_turn: tokio::sync::Mutex<()>,
@@ -196,6 +202,45 @@ impl Staged {
             keys.push(key.clone());
         }
         self.batch.remove(key);
+    }
+}
+
+/// The in-memory copy of `d/` and `t/` (see [`Inner::devices`]).
+#[derive(Default)]
+struct Devices {
+    by_id: HashMap<Uuid, Device>,
+    by_token: HashMap<TokenHash, Uuid>,
+}
+
+impl Devices {
+    fn load(db: &sled::Db) -> Result<Devices, StoreError> {
+        let mut d = Devices::default();
+        for kv in db.scan_prefix(codec::DEVICE) {
+            let (_, v) = kv?;
+            let device: Device = decode(&v)?;
+            d.by_id.insert(device.id, device);
+        }
+        for kv in db.scan_prefix(codec::TOKEN) {
+            let (k, v) = kv?;
+            let hash: TokenHash = k[codec::TOKEN.len()..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("token key of the wrong length".into()))?;
+            d.by_token.insert(hash, codec::uuid_of(&v)?);
+        }
+        Ok(d)
+    }
+
+    /// Takes in a device as its write left it on disk.
+    fn put(&mut self, device: Device) {
+        if let Some(old) = self.by_id.get(&device.id) {
+            if old.token_hash != device.token_hash || device.revoked {
+                self.by_token.remove(&old.token_hash);
+            }
+        }
+        if !device.revoked {
+            self.by_token.insert(device.token_hash, device.id);
+        }
+        self.by_id.insert(device.id, device);
     }
 }
 
@@ -320,6 +365,7 @@ impl SledStore {
             units.push(decode::<OrgUnit>(&v)?);
         }
         let agg = load_aggregates(&db, seq)?;
+        let devices = Devices::load(&db)?;
         let (state, _) = watch::channel(Flushed::default());
         let durability = Arc::new(Durability {
             written: AtomicU64::new(0),
@@ -343,6 +389,7 @@ impl SledStore {
             committed_seq: AtomicU64::new(seq),
             agg: RwLock::new(agg),
             org: RwLock::new(Arc::new(OrgTree::from_units(units))),
+            devices: RwLock::new(devices),
             durability: durability.clone(),
             write_turn: tokio::sync::Mutex::new(()),
             queued: Mutex::new(Vec::new()),
@@ -908,10 +955,8 @@ impl Inner {
     }
 
     fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
-        self.db
-            .get(codec::device_key(id))?
-            .map(|v| decode(&v))
-            .transpose()
+        let devices = self.devices.read().unwrap_or_else(|e| e.into_inner());
+        Ok(devices.by_id.get(&id).cloned())
     }
 
     fn begin(&self) -> Tx<'_> {
@@ -932,6 +977,7 @@ impl Inner {
             records: HashMap::new(),
             applied: HashMap::new(),
             changes: Vec::new(),
+            devices: Vec::new(),
         }
     }
 
@@ -1018,15 +1064,7 @@ impl Inner {
 
     fn put_device(&self, device: Device) -> Result<((), u64), StoreError> {
         let mut tx = self.begin();
-        if let Some(old) = self.device(device.id)? {
-            if old.token_hash != device.token_hash {
-                tx.batch.remove(codec::token_key(&old.token_hash));
-            }
-        }
-        tx.batch
-            .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
-        tx.batch
-            .insert(codec::device_key(device.id), encode(&device));
+        tx.stage_device(&device)?;
         Ok(((), tx.commit(None)?))
     }
 
@@ -1186,6 +1224,8 @@ struct Tx<'a> {
     applied: HashMap<(Uuid, Uuid), Applied>,
     /// `(before, after)` of every record write, for the aggregates.
     changes: Vec<(Option<RecordState>, RecordState)>,
+    /// Devices written, in order, for [`Inner::devices`] after the commit.
+    devices: Vec<Device>,
 }
 
 impl apply::Staging for Tx<'_> {
@@ -1209,7 +1249,10 @@ impl apply::Staging for Tx<'_> {
     }
 
     fn device(&mut self, id: Uuid) -> Result<Option<Device>, StoreError> {
-        self.inner.device(id)
+        match self.devices.iter().rev().find(|d| d.id == id) {
+            Some(d) => Ok(Some(d.clone())),
+            None => self.inner.device(id),
+        }
     }
 
     fn seq(&mut self) -> &mut u64 {
@@ -1319,13 +1362,37 @@ impl apply::Staging for Tx<'_> {
     }
 
     fn put_device(&mut self, device: &Device) -> Result<(), StoreError> {
-        self.batch
-            .insert(codec::device_key(device.id), encode(device));
-        Ok(())
+        self.stage_device(device)
     }
 }
 
 impl Tx<'_> {
+    /// Stages a device (`d/`) and its token's key (`t/`): the old token's
+    /// key goes when the token changed or the device is revoked; a live
+    /// device's key is written when new or changed.
+    fn stage_device(&mut self, device: &Device) -> Result<(), StoreError> {
+        let old = match self.devices.iter().rev().find(|d| d.id == device.id) {
+            Some(d) => Some(d.clone()),
+            None => self.inner.device(device.id)?,
+        };
+        let token_changed = old
+            .as_ref()
+            .is_none_or(|o| o.token_hash != device.token_hash);
+        if let Some(old) = &old {
+            if (token_changed || device.revoked) && !old.revoked {
+                self.batch.remove(codec::token_key(&old.token_hash));
+            }
+        }
+        if !device.revoked && (token_changed || old.as_ref().is_some_and(|o| o.revoked)) {
+            self.batch
+                .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
+        }
+        self.batch
+            .insert(codec::device_key(device.id), encode(device));
+        self.devices.push(device.clone());
+        Ok(())
+    }
+
     /// Applies the batch atomically and publishes counters; returns the
     /// write generation to wait on for durability.
     fn commit(mut self, tree: Option<Arc<OrgTree>>) -> Result<u64, StoreError> {
@@ -1371,6 +1438,12 @@ impl Tx<'_> {
         if let Some(tree) = tree {
             *inner.org.write().unwrap_or_else(|e| e.into_inner()) = tree;
         }
+        if !self.devices.is_empty() {
+            let mut devices = inner.devices.write().unwrap_or_else(|e| e.into_inner());
+            for d in std::mem::take(&mut self.devices) {
+                devices.put(d);
+            }
+        }
         inner.committed_seq.store(self.seq, Ordering::SeqCst);
         Ok(inner.durability.written.fetch_add(1, Ordering::SeqCst) + 1)
     }
@@ -1390,22 +1463,22 @@ impl Store for SledStore {
         self.inner.tree()
     }
 
-    /// Runs on the calling task, not a blocking thread: two point reads of
-    /// keys every request touches (so cached), shorter than a hand-off. A
-    /// burst of 200 devices otherwise woke a blocking thread each, and every
-    /// thread keeps its own allocator pages (docs/performance.md).
+    /// From memory, on the calling task: every request asks, and a hand-off
+    /// to a blocking thread per request made a burst of 200 devices wake a
+    /// thread each, every one keeping its own allocator pages
+    /// (docs/performance.md).
     async fn authenticate(&self, hash: TokenHash) -> Result<Option<Device>, StoreError> {
-        let inner = &self.inner;
-        let Some(id) = inner.db.get(codec::token_key(&hash))? else {
-            return Ok(None);
-        };
-        Ok(inner
-            .device(codec::uuid_of(&id)?)?
-            .filter(|d| !d.revoked && d.token_hash == hash))
+        let devices = self.inner.devices.read().unwrap_or_else(|e| e.into_inner());
+        Ok(devices
+            .by_token
+            .get(&hash)
+            .and_then(|id| devices.by_id.get(id))
+            .filter(|d| !d.revoked && d.token_hash == hash)
+            .cloned())
     }
 
     async fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {
-        self.blocking(move |inner| inner.device(id)).await
+        self.inner.device(id)
     }
 
     async fn admin_bootstrapped(&self) -> Result<bool, StoreError> {
@@ -1417,10 +1490,7 @@ impl Store for SledStore {
         self.write(move |inner| {
             let mut tx = inner.begin();
             tx.batch.insert(codec::META_ADMIN, device.id.as_bytes());
-            tx.batch
-                .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
-            tx.batch
-                .insert(codec::device_key(device.id), encode(&device));
+            tx.stage_device(&device)?;
             Ok((true, tx.commit(None)?))
         })
         .await
@@ -1436,9 +1506,8 @@ impl Store for SledStore {
             let Some(mut d) = inner.device(id)? else {
                 return Ok((false, 0));
             };
-            tx.batch.remove(codec::token_key(&d.token_hash));
             d.revoked = true;
-            tx.batch.insert(codec::device_key(id), encode(&d));
+            tx.stage_device(&d)?;
             Ok((true, tx.commit(None)?))
         })
         .await
@@ -1777,10 +1846,85 @@ mod tests {
         })
     }
 
+    /// A store in `dir` with units `d` and its child `a`.
+    async fn open_with_units(dir: &std::path::Path) -> (Config, SledStore) {
+        let mut config = Config::new(dir);
+        config.ids = Arc::new(SeededIds::new(1));
+        let store = SledStore::open(&config).unwrap();
+        store
+            .upsert_org_units(vec![unit("d", None), unit("a", Some("d"))], &admin(), NOW)
+            .await
+            .unwrap()
+            .unwrap();
+        (config, store)
+    }
+
     fn dump(db: &sled::Db) -> BTreeMap<Vec<u8>, Vec<u8>> {
         db.iter()
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
             .collect()
+    }
+
+    /// Token checks answer from memory; whatever a write does to devices
+    /// and tokens (new, rotated, revoked, a push's health report, two pushes
+    /// of one device in one group) the memory says what the disk says,
+    /// before and after reopening.
+    #[tokio::test]
+    async fn token_checks_from_memory_agree_with_the_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let (config, store) = open_with_units(dir.path()).await;
+        let device = |n: u128, token: u8| Device {
+            id: Uuid::from_u128(n),
+            role: Role::Field,
+            org_unit: Some("a".into()),
+            label: format!("device {n}"),
+            token_hash: [token; 32],
+            ..admin()
+        };
+        let (kept, rotated, revoked) = (device(10, 10), device(11, 11), device(12, 12));
+        for d in [&kept, &rotated, &revoked] {
+            store.put_device(d.clone()).await.unwrap();
+        }
+        let rotated_now = Device {
+            token_hash: [21; 32],
+            ..rotated.clone()
+        };
+        store.put_device(rotated_now.clone()).await.unwrap();
+        assert!(store.revoke_device(revoked.id).await.unwrap());
+        let mut input = push_input(vec![lecture(Uuid::new_v4(), NOW, "a", 3)]);
+        input.device = kept.clone();
+        input.report = Some(pufa_core::wire::DeviceReport {
+            now_ms: Some(NOW - 5),
+            ..Default::default()
+        });
+        let mut second = push_input(vec![lecture(Uuid::new_v4(), NOW, "a", 4)]);
+        second.device = kept.clone();
+        let (a, b) = tokio::join!(store.push(input), store.push(second));
+        a.unwrap();
+        b.unwrap();
+        let expect = |store: SledStore| async move {
+            let who = |t: u8| {
+                let store = &store;
+                async move { store.authenticate([t; 32]).await.unwrap().map(|d| d.id) }
+            };
+            assert_eq!(who(10).await, Some(kept.id));
+            assert_eq!(who(11).await, None, "the rotated token's old secret");
+            assert_eq!(who(21).await, Some(rotated.id));
+            assert_eq!(who(12).await, None, "revoked");
+            let k = store.device(kept.id).await.unwrap().unwrap();
+            assert_eq!((k.last_push_ms, k.clock_skew_ms), (Some(NOW), Some(5)));
+            assert!(store.device(revoked.id).await.unwrap().unwrap().revoked);
+            let disk = Devices::load(&store.inner.db).unwrap();
+            {
+                let memory = store.inner.devices.read().unwrap();
+                assert_eq!(disk.by_token, memory.by_token);
+                assert_eq!(disk.by_id, memory.by_id);
+            }
+            store
+        };
+        let store = expect(store).await;
+        drop(store);
+        expect(SledStore::open(&config).unwrap()).await;
     }
 
     /// sled 0.34.7 reads a leftover `snap.*.generating` (a snapshot cut
@@ -1789,14 +1933,7 @@ mod tests {
     #[tokio::test]
     async fn an_incomplete_sled_snapshot_does_not_stop_the_store_from_opening() {
         let dir = tempfile::tempdir().unwrap();
-        let mut config = Config::new(dir.path());
-        config.ids = Arc::new(SeededIds::new(1));
-        let store = SledStore::open(&config).unwrap();
-        store
-            .upsert_org_units(vec![unit("d", None), unit("a", Some("d"))], &admin(), NOW)
-            .await
-            .unwrap()
-            .unwrap();
+        let (config, store) = open_with_units(dir.path()).await;
         let ids: Vec<Uuid> = (0..50).map(|_| Uuid::new_v4()).collect();
         let batch = ids.iter().map(|id| lecture(*id, NOW, "a", 3)).collect();
         store.push(push_input(batch)).await.unwrap();

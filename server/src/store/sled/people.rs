@@ -164,10 +164,7 @@ impl Inner {
         let device = code.device(r);
         tx.batch.remove(codec::code_key(code.id));
         tx.batch.remove(codec::code_hash_key(&hash));
-        tx.batch
-            .insert(codec::token_key(&device.token_hash), device.id.as_bytes());
-        tx.batch
-            .insert(codec::device_key(device.id), encode(&device));
+        tx.stage_device(&device)?;
         Ok((Some(device), tx.commit(None)?))
     }
 }
