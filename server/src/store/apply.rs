@@ -177,8 +177,9 @@ pub(crate) fn push(
             },
             current_seq,
         )?;
+        let seq = state.seq;
         if merged.changed {
-            st.put_record(existing, state.clone(), n)?;
+            st.put_record(existing, state, n)?;
         } else {
             st.note_entry(&state, n)?;
         }
@@ -192,7 +193,7 @@ pub(crate) fn push(
             m.id,
             Applied {
                 content,
-                seq: state.seq,
+                seq,
                 restamped,
                 hlc,
                 conflicts: conflicts.clone(),
@@ -201,7 +202,7 @@ pub(crate) fn push(
         results.push(MutationResult {
             id: m.id,
             status: MutationStatus::Applied,
-            seq: Some(state.seq),
+            seq: Some(seq),
             restamped,
             error: None,
             conflicts,
