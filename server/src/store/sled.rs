@@ -65,6 +65,11 @@ pub use super::{LIST_SCAN_MAX, PULL_SCAN_MAX, RECORDS_SCAN_MAX};
 /// Most bytes of start-of-backup values an online backup keeps for keys
 /// written while it copies; past it the backup fails (writes go on).
 pub const BACKUP_OVERLAY_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Most mutations a group apply puts into one sled batch; a larger group is
+/// applied as several batches, each of whole pushes. sled keeps every node
+/// version a batch replaces until the batch ends (it holds one epoch guard
+/// throughout), so batch size is transient memory.
+pub const GROUP_BATCH_MUTATIONS_MAX: usize = 500;
 /// Longest wait for the store's lock when opening it, in milliseconds:
 /// sled's own threads can hold it a moment after its previous user closed
 /// the store (a restart in one process), and a server being replaced may
@@ -981,20 +986,51 @@ impl Inner {
         }
     }
 
-    /// Applies several pushes in one atomic write (group apply): the writer
-    /// takes every push queued while the previous write ran.
-    fn push_group(
-        &self,
-        inputs: Vec<PushInput>,
-    ) -> Result<(Vec<Vec<MutationResult>>, u64), StoreError> {
+    /// Applies the pushes queued while the previous write ran (group apply):
+    /// whole pushes, in order, in sled batches of up to
+    /// [`GROUP_BATCH_MUTATIONS_MAX`] mutations (at least one push each), so
+    /// every push is atomic and earlier batches are answered on their own
+    /// durability. One answer per input; after a failed batch, that batch's
+    /// pushes and all later ones fail (nothing of them was written).
+    fn push_group(&self, inputs: Vec<PushInput>) -> Vec<PushAnswer> {
         let tree = self.tree();
-        let mut tx = self.begin();
-        let mut all = Vec::with_capacity(inputs.len());
-        for input in &inputs {
-            all.push(apply::push(&mut tx, self.ids.as_ref(), &tree, input)?);
+        let mut answers: Vec<PushAnswer> = Vec::with_capacity(inputs.len());
+        let mut rest = &inputs[..];
+        while !rest.is_empty() {
+            let mut take = 1;
+            let mut mutations = rest[0].mutations.len();
+            while let Some(next) = rest.get(take) {
+                mutations += next.mutations.len();
+                if mutations > GROUP_BATCH_MUTATIONS_MAX {
+                    break;
+                }
+                take += 1;
+            }
+            let written = (|| {
+                let mut tx = self.begin();
+                let mut results = Vec::with_capacity(take);
+                for input in &rest[..take] {
+                    results.push(apply::push(&mut tx, self.ids.as_ref(), &tree, input)?);
+                }
+                Ok::<_, StoreError>((results, tx.commit(None)?))
+            })();
+            match written {
+                Ok((results, generation)) => {
+                    answers.extend(results.into_iter().map(|r| Ok((r, generation))));
+                    rest = &rest[take..];
+                }
+                Err(e) => {
+                    self.durability.failed(&e);
+                    let msg = format!("the write failed: {e}");
+                    answers.extend(
+                        rest.iter()
+                            .map(|_| Err(StoreError::Unavailable(msg.clone()))),
+                    );
+                    break;
+                }
+            }
         }
-        let generation = tx.commit(None)?;
-        Ok((all, generation))
+        answers
     }
 
     fn upsert_org_units(
@@ -1538,21 +1574,13 @@ impl Store for SledStore {
             // Its own task, so that the answers go out even if this request
             // is dropped (timeout, disconnect) meanwhile.
             let inner = self.inner.clone();
-            let inner_failed = self.inner.clone();
             let group = tokio::spawn(async move {
                 let (inputs, replies): (Vec<_>, Vec<_>) = jobs.into_iter().unzip();
                 let outcome = tokio::task::spawn_blocking(move || inner.push_group(inputs)).await;
                 match outcome {
-                    Ok(Ok((results, generation))) => {
-                        for (reply, r) in replies.into_iter().zip(results) {
-                            let _ = reply.send(Ok((r, generation)));
-                        }
-                    }
-                    Ok(Err(e)) => {
-                        inner_failed.durability.failed(&e);
-                        let msg = format!("the write failed: {e}");
-                        for reply in replies {
-                            let _ = reply.send(Err(StoreError::Unavailable(msg.clone())));
+                    Ok(answers) => {
+                        for (reply, answer) in replies.into_iter().zip(answers) {
+                            let _ = reply.send(answer);
                         }
                     }
                     Err(e) => {
@@ -1863,6 +1891,47 @@ mod tests {
         db.iter()
             .map(|kv| kv.map(|(k, v)| (k.to_vec(), v.to_vec())).unwrap())
             .collect()
+    }
+
+    /// A group is applied in batches of whole pushes of at most
+    /// GROUP_BATCH_MUTATIONS_MAX mutations (a larger push alone), in order:
+    /// seqs keep rising across batches, and pushes sharing a batch share
+    /// its write generation.
+    #[tokio::test]
+    async fn a_large_group_is_applied_in_batches_of_whole_pushes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_config, store) = open_with_units(dir.path()).await;
+        let push = |n: usize| {
+            push_input(
+                (0..n)
+                    .map(|i| lecture(Uuid::new_v4(), NOW, "a", i as u64))
+                    .collect(),
+            )
+        };
+        let max = GROUP_BATCH_MUTATIONS_MAX;
+        let sizes = [max - 100, 200, 50, max + 20, 1];
+        let answers = store
+            .inner
+            .push_group(sizes.iter().map(|n| push(*n)).collect());
+        let answers: Vec<_> = answers.into_iter().map(Result::unwrap).collect();
+        let generations: Vec<u64> = answers.iter().map(|(_, g)| *g).collect();
+        // [max-100] | [200, 50] | [max+20] | [1]
+        assert_eq!(generations[1], generations[2]);
+        assert!(generations[0] < generations[1]);
+        assert!(generations[2] < generations[3] && generations[3] < generations[4]);
+        let seqs: Vec<u64> = answers
+            .iter()
+            .flat_map(|(r, _)| r.iter().map(|m| m.seq.unwrap()))
+            .collect();
+        assert_eq!(seqs.len(), sizes.iter().sum::<usize>());
+        assert!(
+            seqs.windows(2).all(|w| w[0] + 1 == w[1]),
+            "one seq each, in order"
+        );
+        assert_eq!(
+            store.inner.committed_seq.load(Ordering::SeqCst),
+            *seqs.last().unwrap()
+        );
     }
 
     /// Token checks answer from memory; whatever a write does to devices
