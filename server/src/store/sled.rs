@@ -658,7 +658,7 @@ fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
     db.flush()?;
     tracing::info!(
         records = logged,
-        "store upgraded from format 3 to 4 (audit log)"
+        "store upgraded from format 3 (audit log added)"
     );
     Ok(())
 }
@@ -989,9 +989,16 @@ impl Inner {
     /// Applies the pushes queued while the previous write ran (group apply):
     /// whole pushes, in order, in sled batches of up to
     /// [`GROUP_BATCH_MUTATIONS_MAX`] mutations (at least one push each), so
-    /// every push is atomic and earlier batches are answered on their own
-    /// durability. One answer per input; after a failed batch, that batch's
-    /// pushes and all later ones fail (nothing of them was written).
+    /// every push is atomic and each waits for its own batch's durability.
+    /// One answer per input; after a failed batch, that batch's pushes and
+    /// all later ones fail (nothing of them was written).
+    ///
+    /// The answers go out together when the group is done. Sending each
+    /// batch's answers as it committed was measured slower (A/B at 300,000
+    /// records: push −10–15%, 200-device p50 +10 ms): the woken requests
+    /// then compete with the writer for the two cores. A panic here fails
+    /// every push of the group, including those whose batches committed;
+    /// their retries are answered `duplicate`.
     fn push_group(&self, inputs: Vec<PushInput>) -> Vec<PushAnswer> {
         let tree = self.tree();
         let mut answers: Vec<PushAnswer> = Vec::with_capacity(inputs.len());
