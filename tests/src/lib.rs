@@ -619,3 +619,304 @@ pub fn random_local_round(
         }
     }
 }
+
+/// Asserts that device `i` (in street `street`, see [`random_local_round`])
+/// holds exactly the server's view of its scope, `theirs` (from
+/// [`pull_all`] with its token): only records of its street's units, each
+/// with the server's fields, deleted flag, seq and open conflicts, and
+/// synced (or conflicted, which concurrent edits make).
+///
+/// # Panics
+/// On any difference.
+pub fn assert_device_holds_its_scope(
+    i: usize,
+    client: &Client,
+    street: usize,
+    theirs: &std::collections::BTreeMap<Uuid, pufa_core::wire::PullEntry>,
+) {
+    use pufa_client::{Filter, SyncState};
+    use pufa_core::wire::PullEntry;
+    let mine = client
+        .list(&Filter {
+            include_deleted: true,
+            ..Filter::default()
+        })
+        .expect("list the device's records");
+    let mut in_scope = 0;
+    for e in theirs.values() {
+        if let PullEntry::Record(r) = e {
+            in_scope += 1;
+            assert!(
+                r.fields["org_unit"]
+                    .as_str()
+                    .expect("an org unit")
+                    .starts_with(&format!("c{street}")),
+                "device {i} sees {r:?}"
+            );
+        }
+    }
+    assert_eq!(mine.len(), in_scope, "device {i}: records held vs in scope");
+    for l in &mine {
+        let Some(PullEntry::Record(r)) = theirs.get(&l.id) else {
+            panic!("device {i} holds {} which the server does not list", l.id);
+        };
+        // Concurrent edits make conflicts: data, not errors.
+        let open = match &l.state {
+            SyncState::Synced => 0,
+            SyncState::Conflicted { open, .. } => *open,
+            other => panic!("device {i}: record {} is {other:?}", l.id),
+        };
+        assert_eq!(open, r.conflicts, "device {i}: open conflicts of {}", l.id);
+        assert_eq!(
+            (&l.fields, l.deleted, l.seq),
+            (&r.fields, r.deleted, r.seq),
+            "device {i}: {}",
+            l.id
+        );
+    }
+}
+
+/// One result a device received for a mutation: `(status, seq, stored hlc)`.
+pub type Answer = (
+    pufa_core::wire::MutationStatus,
+    Option<u64>,
+    Option<pufa_core::hlc::Hlc>,
+);
+
+/// Asserts what a fault test's ledger must show: `on_server` holds exactly
+/// the records the devices `created`; every mutation `sent` was answered,
+/// none was applied twice or rejected, every duplicate answer repeated the
+/// first result; and `on_server` holds, per field, the acknowledged write
+/// with the greatest HLC ([`assert_last_writer_wins`]). Returns how many
+/// duplicate answers each mutation got.
+///
+/// # Panics
+/// On any of those failing.
+pub fn assert_answers_account_for(
+    created: &std::collections::HashSet<Uuid>,
+    sent: &std::collections::HashMap<Uuid, pufa_core::wire::Mutation>,
+    answers: &std::collections::HashMap<Uuid, Vec<Answer>>,
+    on_server: &std::collections::BTreeMap<Uuid, pufa_core::wire::PullEntry>,
+) -> std::collections::HashMap<Uuid, usize> {
+    use pufa_core::wire::MutationStatus;
+    let server_ids: std::collections::HashSet<Uuid> = on_server.keys().copied().collect();
+    assert_eq!(
+        server_ids.len(),
+        created.len(),
+        "records on the server vs made by devices"
+    );
+    assert_eq!(&server_ids, created);
+    let mut duplicates = std::collections::HashMap::new();
+    for (id, seen) in answers {
+        let applied = seen
+            .iter()
+            .filter(|a| a.0 == MutationStatus::Applied)
+            .count();
+        assert!(
+            applied <= 1,
+            "mutation {id} applied {applied} times: {seen:?}"
+        );
+        assert!(
+            seen.iter().all(|a| a.0 != MutationStatus::Rejected),
+            "mutation {id} rejected: {seen:?}"
+        );
+        assert!(
+            seen.iter().all(|a| a.1 == seen[0].1 && a.2 == seen[0].2),
+            "mutation {id}: a duplicate did not repeat the first result: {seen:?}"
+        );
+        duplicates.insert(*id, seen.len() - applied);
+    }
+    let unanswered: Vec<_> = sent.keys().filter(|id| !answers.contains_key(id)).collect();
+    assert!(
+        unanswered.is_empty(),
+        "mutations never acknowledged: {unanswered:?}"
+    );
+    assert_last_writer_wins(
+        answers
+            .iter()
+            .map(|(id, seen)| (&sent[id], seen[0].2.unwrap_or(sent[id].hlc))),
+        on_server,
+    );
+    duplicates
+}
+
+/// The number in environment variable `name` (a test's knob, such as how
+/// many devices), else `default`.
+///
+/// # Panics
+/// When the variable is set but not a number.
+pub fn env_or(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
+/// A `pufa-server` binary running as its own process on a loopback port
+/// (for tests that SIGKILL it); killed on drop.
+pub struct ServerProcess {
+    child: Option<std::process::Child>,
+    port: u16,
+    dir: std::path::PathBuf,
+    args: Vec<String>,
+    log: Option<std::path::PathBuf>,
+}
+
+impl ServerProcess {
+    /// Starts `pufa-server --data <dir> --listen 127.0.0.1:<free port>
+    /// <args>` and waits for its "listening" line (trying a few ports);
+    /// returns it with the lines it printed before. `log`: a file its
+    /// output is appended to, else it is dropped.
+    ///
+    /// # Panics
+    /// When it will not start.
+    pub async fn start(
+        dir: std::path::PathBuf,
+        args: Vec<String>,
+        log: Option<std::path::PathBuf>,
+    ) -> (ServerProcess, Vec<String>) {
+        let mut server = ServerProcess {
+            child: None,
+            port: 0,
+            dir,
+            args,
+            log,
+        };
+        for _ in 0..5 {
+            server.port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("a free port")
+                .port();
+            if let Some(lines) = server.spawn().await {
+                return (server, lines);
+            }
+        }
+        panic!("pufa-server would not start in {}", server.dir.display());
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// SIGKILL, and wait for it to be gone.
+    ///
+    /// # Panics
+    /// When the process cannot be killed.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("SIGKILL");
+            c.wait().expect("reap");
+        }
+    }
+
+    /// Starts it again on the same data dir, port and arguments, retrying
+    /// while the port is busy (or, say, its database is not answering yet);
+    /// returns the lines it printed before listening.
+    ///
+    /// # Panics
+    /// When it is still running, or will not start again.
+    pub async fn restart(&mut self) -> Vec<String> {
+        assert!(self.child.is_none(), "restart after kill");
+        for _ in 0..100 {
+            if let Some(lines) = self.spawn().await {
+                return lines;
+            }
+            // Back off before trying again (not a readiness wait).
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("pufa-server would not restart on port {}", self.port);
+    }
+
+    /// One start on `self.port`; `None` if it exited before listening.
+    async fn spawn(&mut self) -> Option<Vec<String>> {
+        let (dir, port, args, log) = (
+            self.dir.clone(),
+            self.port,
+            self.args.clone(),
+            self.log.clone(),
+        );
+        let (child, lines) = tokio::task::spawn_blocking(move || {
+            spawn_server_process(&dir, port, &args, log.as_deref())
+        })
+        .await
+        .expect("the start did not panic")?;
+        self.child = Some(child);
+        Some(lines)
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn spawn_server_process(
+    dir: &std::path::Path,
+    port: u16,
+    args: &[String],
+    log: Option<&std::path::Path>,
+) -> Option<(std::process::Child, Vec<String>)> {
+    use std::io::{BufRead, Write};
+    use std::process::{Command, Stdio};
+    let mut log = log.map(|path| {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .expect("open the server's log")
+    });
+    let stderr = match &log {
+        Some(f) => Stdio::from(f.try_clone().expect("the log again")),
+        None => Stdio::null(),
+    };
+    let mut child = Command::new(bin_dir().join("pufa-server"))
+        .args(["--data", dir.to_str().expect("a UTF-8 data dir")])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(args)
+        .env_remove("PUFA_DATABASE_URL")
+        .env("RUST_LOG", "warn,pufa_server=info")
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("run pufa-server");
+    let mut lines = std::io::BufReader::new(child.stdout.take().expect("piped")).lines();
+    let mut before = Vec::new();
+    loop {
+        match lines.next() {
+            Some(Ok(line)) => {
+                if let Some(f) = &mut log {
+                    let _ = writeln!(f, "{line}");
+                }
+                if line.contains("listening") && line.contains("addr=") {
+                    break;
+                }
+                before.push(line);
+            }
+            Some(Err(_)) | None => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+        }
+    }
+    // Keep draining stdout so the server never blocks on a full pipe.
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            if let Some(f) = &mut log {
+                let _ = writeln!(f, "{line}");
+            }
+        }
+    });
+    Some((child, before))
+}

@@ -55,17 +55,14 @@
 //! after sending them (the instance sees the client go mid-request).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Write as _};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pufa_client::transport::{Method, Request, Response, Transport, TransportError};
-use pufa_client::{Client, ClientConfig, Filter, HttpTransport, RetryPolicy, SyncState};
-use pufa_core::hlc::Hlc;
+use pufa_client::{Client, ClientConfig, Filter, HttpTransport, RetryPolicy};
 use pufa_core::merge::{checksum_text, record_digest};
 use pufa_core::wire::{
     AuditCause, ChecksumResponse, Mutation, MutationStatus, PullEntry, PullResponse, PushRequest,
@@ -73,7 +70,7 @@ use pufa_core::wire::{
 };
 use pufa_server::store::codec;
 use pufa_tests::pg::PgCluster;
-use pufa_tests::{api, pull_all};
+use pufa_tests::{api, env_or, pull_all, Answer};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -113,171 +110,59 @@ const ABORT_AFTER_MS_MAX: u64 = 30;
 /// The reader's pause between two asks when no instance answered.
 const READER_POLL: Duration = Duration::from_millis(50);
 
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
 // ------------------------------------------------------------ instances
 
 /// One `pufa-server` process on the shared database; killed on drop.
 struct Instance {
     n: usize,
-    child: Option<Child>,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-/// What a start printed before "listening" (the admin token's story).
-type StartLines = Vec<String>;
-
-/// Starts the binary and waits for its "listening" line; `None` if it
-/// exited first (the port was taken, or the database did not answer).
-fn spawn_instance(
-    n: usize,
-    dir: &Path,
-    port: u16,
-    database_url: &str,
-) -> Option<(Child, StartLines)> {
-    let log = std::env::var_os("PUFA_MULTI_LOGS").map(|d| {
-        let d = PathBuf::from(d);
-        std::fs::create_dir_all(&d).unwrap();
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join(format!("instance-{n}.log")))
-            .unwrap()
-    });
-    let stderr = match &log {
-        Some(f) => Stdio::from(f.try_clone().unwrap()),
-        None => Stdio::null(),
-    };
-    let mut child = Command::new(pufa_tests::bin_dir().join("pufa-server"))
-        .args(["--data", dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--database-url", database_url])
-        .args(["--pg-pool-size", &PG_POOL_SIZE.to_string()])
-        .env_remove("PUFA_DATABASE_URL")
-        .env("RUST_LOG", "warn,pufa_server=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(stderr)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut log = log;
-    let mut before = Vec::new();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) => {
-                if let Some(f) = &mut log {
-                    let _ = writeln!(f, "{line}");
-                }
-                if line.contains("listening") && line.contains("addr=") {
-                    break;
-                }
-                before.push(line);
-            }
-            Some(Err(_)) | None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            if let Some(f) = &mut log {
-                let _ = writeln!(f, "{line}");
-            }
-        }
-    });
-    Some((child, before))
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    server: pufa_tests::ServerProcess,
+    _dir: tempfile::TempDir,
 }
 
 impl Instance {
-    /// A first start on a new port and data dir.
-    async fn start(n: usize, database_url: String) -> (Instance, StartLines) {
+    /// A first start on a new port and data dir; with the lines it printed
+    /// before listening (the admin token's story).
+    async fn start(n: usize, database_url: String) -> (Instance, Vec<String>) {
         let dir = tempfile::tempdir().unwrap();
-        for _ in 0..5 {
-            let port = free_port();
-            let (d, url) = (dir.path().to_path_buf(), database_url.clone());
-            if let Some((child, lines)) =
-                tokio::task::spawn_blocking(move || spawn_instance(n, &d, port, &url))
-                    .await
-                    .unwrap()
-            {
-                let i = Instance {
-                    n,
-                    child: Some(child),
-                    port,
-                    dir,
-                };
-                return (i, lines);
-            }
-        }
-        panic!("instance {n} would not start");
+        let log = std::env::var_os("PUFA_MULTI_LOGS").map(|d| {
+            let d = PathBuf::from(d);
+            std::fs::create_dir_all(&d).unwrap();
+            d.join(format!("instance-{n}.log"))
+        });
+        let args = vec![
+            "--database-url".to_string(),
+            database_url,
+            "--pg-pool-size".to_string(),
+            PG_POOL_SIZE.to_string(),
+        ];
+        let (server, lines) =
+            pufa_tests::ServerProcess::start(dir.path().to_path_buf(), args, log).await;
+        (
+            Instance {
+                n,
+                server,
+                _dir: dir,
+            },
+            lines,
+        )
     }
 
     fn base(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        self.server.base()
+    }
+
+    fn dir(&self) -> &Path {
+        self.server.dir()
     }
 
     fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
+        self.server.kill();
     }
 
     /// Starts it again on the same data dir and port (retrying while the
     /// port is busy or the database is not answering yet).
-    async fn restart(&mut self, database_url: &str) -> StartLines {
-        assert!(self.child.is_none());
-        for _ in 0..100 {
-            let (n, d, port, url) = (
-                self.n,
-                self.dir.path().to_path_buf(),
-                self.port,
-                database_url.to_string(),
-            );
-            if let Some((child, lines)) =
-                tokio::task::spawn_blocking(move || spawn_instance(n, &d, port, &url))
-                    .await
-                    .unwrap()
-            {
-                self.child = Some(child);
-                return lines;
-            }
-            // Back off before trying again (not a readiness wait).
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "instance {} would not restart on port {}",
-            self.n, self.port
-        );
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+    async fn restart(&mut self) -> Vec<String> {
+        self.server.restart().await
     }
 }
 
@@ -341,9 +226,6 @@ impl Fleet {
         }
     }
 }
-
-/// One push result as a device received it: status, seq, stored HLC.
-type Answer = (MutationStatus, Option<u64>, Option<Hlc>);
 
 /// Every push the devices sent and every push answer that reached them.
 #[derive(Default)]
@@ -681,7 +563,7 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
     }
     let holders: Vec<usize> = instances
         .iter()
-        .filter(|i| i.dir.path().join("admin.token").exists())
+        .filter(|i| i.dir().join("admin.token").exists())
         .map(|i| i.n)
         .collect();
     assert_eq!(
@@ -693,7 +575,7 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
         made_admin, holders,
         "the instance that made the admin keeps its token"
     );
-    let admin = std::fs::read_to_string(instances[holders[0]].dir.path().join("admin.token"))
+    let admin = std::fs::read_to_string(instances[holders[0]].dir().join("admin.token"))
         .unwrap()
         .trim()
         .to_string();
@@ -914,7 +796,7 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
             let n = faults.gen_range(1..=syncs_between);
             wait_syncs(&mut progress_rx, n, &done).await;
         }
-        let lines = instances[victim].restart(&db).await;
+        let lines = instances[victim].restart().await;
         assert!(
             !lines.iter().any(|l| l.contains("created the admin token")),
             "a restarted instance made another admin: {lines:?}"
@@ -995,56 +877,21 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
     }
     let on_server = on_server.unwrap();
 
-    // 2. The server holds exactly the records the devices created.
-    let server_ids: HashSet<Uuid> = on_server.keys().copied().collect();
-    assert_eq!(
-        server_ids.len(),
-        created.len(),
-        "records on the server vs made by devices"
-    );
-    assert_eq!(server_ids, created);
-
-    // 3. Nothing applied twice, nothing rejected, every mutation answered.
+    // 2. The server holds exactly the records the devices created; 3.
+    // nothing applied twice, nothing rejected, every mutation answered; 4.
+    // every acknowledged write is there: per record, each field and the
+    // deleted flag hold the acknowledged write with the greatest HLC.
     let sent = ledger.sent.lock().unwrap().clone();
     let answers = ledger.answers.lock().unwrap().clone();
     let raced = ledger.raced.lock().unwrap().clone();
-    let (mut duplicates, mut duplicates_unraced) = (0, 0);
-    for (id, seen) in &answers {
-        let applied = seen
-            .iter()
-            .filter(|a| a.0 == MutationStatus::Applied)
-            .count();
-        assert!(
-            applied <= 1,
-            "mutation {id} applied {applied} times: {seen:?}"
-        );
-        assert!(
-            seen.iter().all(|a| a.0 != MutationStatus::Rejected),
-            "mutation {id} rejected: {seen:?}"
-        );
-        assert!(
-            seen.iter().all(|a| a.1 == seen[0].1 && a.2 == seen[0].2),
-            "mutation {id}: a duplicate did not repeat the first result: {seen:?}"
-        );
-        duplicates += seen.len() - applied;
-        if !raced.contains(id) {
-            duplicates_unraced += seen.len() - applied;
-        }
-    }
-    let unanswered: Vec<_> = sent.keys().filter(|id| !answers.contains_key(id)).collect();
-    assert!(
-        unanswered.is_empty(),
-        "mutations never acknowledged: {unanswered:?}"
-    );
-
-    // 4. Every acknowledged write is there: per record, each field and the
-    // deleted flag hold the acknowledged write with the greatest HLC.
-    pufa_tests::assert_last_writer_wins(
-        answers
-            .iter()
-            .map(|(id, seen)| (&sent[id], seen[0].2.unwrap_or(sent[id].hlc))),
-        &on_server,
-    );
+    let per_mutation =
+        pufa_tests::assert_answers_account_for(&created, &sent, &answers, &on_server);
+    let duplicates: usize = per_mutation.values().sum();
+    let duplicates_unraced: usize = per_mutation
+        .iter()
+        .filter(|(id, _)| !raced.contains(id))
+        .map(|(_, n)| n)
+        .sum();
 
     // 5. In the database: an intact audit chain with one push entry per
     // mutation sent, and one idempotency row per mutation.
@@ -1103,45 +950,7 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
     // from a different instance for each device).
     for (i, d) in devices.iter().enumerate() {
         let theirs = pull_all(&bases[i % INSTANCES], &d.token.token).await;
-        let mine = d
-            .client
-            .list(&Filter {
-                include_deleted: true,
-                ..Filter::default()
-            })
-            .unwrap();
-        let mut in_scope = 0;
-        for e in theirs.values() {
-            if let PullEntry::Record(r) = e {
-                in_scope += 1;
-                assert!(
-                    r.fields["org_unit"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with(&format!("c{}", d.street)),
-                    "device {i} sees {r:?}"
-                );
-            }
-        }
-        assert_eq!(mine.len(), in_scope, "device {i}: records held vs in scope");
-        for l in &mine {
-            let Some(PullEntry::Record(r)) = theirs.get(&l.id) else {
-                panic!("device {i} holds {} which the server does not list", l.id);
-            };
-            // Concurrent edits make conflicts: data, not errors.
-            let open = match &l.state {
-                SyncState::Synced => 0,
-                SyncState::Conflicted { open, .. } => *open,
-                other => panic!("device {i}: record {} is {other:?}", l.id),
-            };
-            assert_eq!(open, r.conflicts, "device {i}: open conflicts of {}", l.id);
-            assert_eq!(
-                (&l.fields, l.deleted, l.seq),
-                (&r.fields, r.deleted, r.seq),
-                "device {i}: {}",
-                l.id
-            );
-        }
+        pufa_tests::assert_device_holds_its_scope(i, &d.client, d.street, &theirs);
     }
 
     // 7. Every instance's aggregates (some caught up write by write, a

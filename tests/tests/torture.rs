@@ -23,21 +23,15 @@
 //! wire, and kills: every kill lands on pushes in flight.
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pufa_client::transport::{Request, Response, Transport, TransportError};
-use pufa_client::{Client, ClientConfig, Filter, HttpTransport, RetryPolicy, SyncState};
-use pufa_core::hlc::Hlc;
-use pufa_core::wire::{
-    Mutation, MutationStatus, PullEntry, PushRequest, PushResponse, TokenIssued,
-};
-use pufa_tests::{api, pull_all};
+use pufa_client::{Client, ClientConfig, HttpTransport, RetryPolicy};
+use pufa_core::wire::{Mutation, PushRequest, PushResponse, TokenIssued};
+use pufa_tests::{api, env_or, pull_all, Answer};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -62,119 +56,7 @@ const PUSHES_IN_FLIGHT_MAX: usize = 3;
 /// Syncs a device tries at the end before the test gives up.
 const FINAL_SYNC_ATTEMPTS: usize = 50;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(v) => v
-            .parse()
-            .unwrap_or_else(|_| panic!("{name}={v:?} is not a number")),
-        Err(_) => default,
-    }
-}
-
-// ------------------------------------------------------------ the binary
-
-/// The server binary on a fixed port; killed on drop.
-struct BinServer {
-    child: Option<Child>,
-    port: u16,
-    dir: PathBuf,
-}
-
-/// Starts the binary and waits for its "listening" line; `None` if it
-/// exited first (e.g. the port was still taken).
-fn spawn_binary(dir: &Path, port: u16) -> Option<Child> {
-    let mut child = Command::new(pufa_tests::bin_dir().join("pufa-server"))
-        .args(["--data", dir.to_str().unwrap()])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .env("RUST_LOG", "warn,pufa_server=info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        match lines.next() {
-            Some(Ok(line)) if line.contains("listening") && line.contains("addr=") => break,
-            Some(Ok(_)) => {}
-            Some(Err(_)) | None => {
-                let _ = child.kill();
-                let _ = child.wait();
-                return None;
-            }
-        }
-    }
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Some(child)
-}
-
-impl BinServer {
-    async fn start(dir: PathBuf) -> BinServer {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            let d = dir.clone();
-            if let Some(child) = tokio::task::spawn_blocking(move || spawn_binary(&d, port))
-                .await
-                .unwrap()
-            {
-                return BinServer {
-                    child: Some(child),
-                    port,
-                    dir,
-                };
-            }
-        }
-        panic!("the server binary would not start");
-    }
-
-    fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-
-    /// Restarts on the same dir and port (retrying while the port is busy).
-    async fn restart(&mut self) {
-        assert!(self.child.is_none());
-        for _ in 0..50 {
-            let (d, port) = (self.dir.clone(), self.port);
-            if let Some(child) = tokio::task::spawn_blocking(move || spawn_binary(&d, port))
-                .await
-                .unwrap()
-            {
-                self.child = Some(child);
-                return;
-            }
-            // Back off before binding the port again (not a readiness wait).
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("the server binary would not restart on port {}", self.port);
-    }
-}
-
-impl Drop for BinServer {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
 // ------------------------------------------------- what the devices saw
-
-/// One push result as a device received it: status, seq, stored HLC.
-type Answer = (MutationStatus, Option<u64>, Option<Hlc>);
 
 /// Every push the devices sent and every push answer that reached them.
 #[derive(Default)]
@@ -264,8 +146,9 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
     pufa_tests::bin_dir();
 
     let data = tempfile::tempdir().unwrap();
-    let mut server = BinServer::start(data.path().to_path_buf()).await;
-    let base = server.url();
+    let (mut server, _) =
+        pufa_tests::ServerProcess::start(data.path().to_path_buf(), Vec::new(), None).await;
+    let base = server.base();
     let admin = std::fs::read_to_string(data.path().join("admin.token"))
         .unwrap()
         .trim()
@@ -421,96 +304,22 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
         assert_eq!(d.client.status().unwrap().pending, 0, "device {i}");
     }
 
-    // 1. The server holds exactly the records the devices created.
+    // 1. The server holds exactly the records the devices created; 2.
+    // nothing applied twice, nothing rejected, every mutation answered; 3.
+    // every acknowledged write is there: per record, each field and the
+    // deleted flag hold the acknowledged write with the greatest HLC.
     let on_server = pull_all(&base, &admin).await;
-    let server_ids: HashSet<Uuid> = on_server.keys().copied().collect();
-    assert_eq!(
-        server_ids.len(),
-        created.len(),
-        "records on the server vs made by devices"
-    );
-    assert_eq!(server_ids, created);
-
-    // 2. Nothing applied twice, nothing rejected, every mutation answered.
     let sent = ledger.sent.lock().unwrap().clone();
     let answers = ledger.answers.lock().unwrap().clone();
-    let mut duplicates = 0;
-    for (id, seen) in &answers {
-        let applied = seen
-            .iter()
-            .filter(|a| a.0 == MutationStatus::Applied)
-            .count();
-        assert!(
-            applied <= 1,
-            "mutation {id} applied {applied} times: {seen:?}"
-        );
-        assert!(
-            seen.iter().all(|a| a.0 != MutationStatus::Rejected),
-            "mutation {id} rejected: {seen:?}"
-        );
-        assert!(
-            seen.iter().all(|a| a.1 == seen[0].1 && a.2 == seen[0].2),
-            "mutation {id}: a duplicate did not repeat the first result: {seen:?}"
-        );
-        duplicates += seen.len() - applied;
-    }
-    let unanswered: Vec<_> = sent.keys().filter(|id| !answers.contains_key(id)).collect();
-    assert!(
-        unanswered.is_empty(),
-        "mutations never acknowledged: {unanswered:?}"
-    );
-
-    // 3. Every acknowledged write is there: per record, each field and the
-    // deleted flag hold the acknowledged write with the greatest HLC.
-    pufa_tests::assert_last_writer_wins(
-        answers
-            .iter()
-            .map(|(id, seen)| (&sent[id], seen[0].2.unwrap_or(sent[id].hlc))),
-        &on_server,
-    );
+    let duplicates: usize =
+        pufa_tests::assert_answers_account_for(&created, &sent, &answers, &on_server)
+            .values()
+            .sum();
 
     // 4. Every device holds exactly the server's view of its scope.
     for (i, d) in devices.iter().enumerate() {
         let theirs = pull_all(&base, &d.token.token).await;
-        let mine = d
-            .client
-            .list(&Filter {
-                include_deleted: true,
-                ..Filter::default()
-            })
-            .unwrap();
-        let mut in_scope = 0;
-        for e in theirs.values() {
-            if let PullEntry::Record(r) = e {
-                in_scope += 1;
-                assert!(
-                    r.fields["org_unit"]
-                        .as_str()
-                        .unwrap()
-                        .starts_with(&format!("c{}", d.street)),
-                    "device {i} sees {r:?}"
-                );
-            }
-        }
-        assert_eq!(mine.len(), in_scope, "device {i}: records held vs in scope");
-        for l in mine {
-            let Some(PullEntry::Record(r)) = theirs.get(&l.id) else {
-                panic!("device {i} holds {} which the server does not list", l.id);
-            };
-            // Concurrent edits make conflicts: data, not errors.
-            let open = match &l.state {
-                SyncState::Synced => 0,
-                SyncState::Conflicted { open, .. } => *open,
-                other => panic!("device {i}: record {} is {other:?}", l.id),
-            };
-            assert_eq!(open, r.conflicts, "device {i}: open conflicts of {}", l.id);
-            assert_eq!(
-                (&l.fields, l.deleted, l.seq),
-                (&r.fields, r.deleted, r.seq),
-                "device {i}: {}",
-                l.id
-            );
-        }
+        pufa_tests::assert_device_holds_its_scope(i, &d.client, d.street, &theirs);
     }
     let (st, c) = api(
         &base,
