@@ -31,10 +31,9 @@ use pufa_client::{
 };
 use pufa_core::schema::Kind;
 use pufa_core::wire::{
-    ChecksumResponse, MutationStatus, PullEntry, PullResponse, PushRequest, PushResponse,
-    TokenIssued,
+    ChecksumResponse, MutationStatus, PullEntry, PushRequest, PushResponse, TokenIssued,
 };
-use pufa_tests::api;
+use pufa_tests::{api, pull_all};
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -78,36 +77,6 @@ async fn enrol(base: &str, admin: &str, org: &str, label: &str) -> TokenIssued {
     .await;
     assert_eq!(st, 201, "{v}");
     serde_json::from_value(v).unwrap()
-}
-
-/// Pulls the whole feed from 0 as `token` (directly, no faults); no id may
-/// appear twice in one pass.
-async fn pull_from_zero(base: &str, token: &str) -> BTreeMap<Uuid, PullEntry> {
-    let mut out = BTreeMap::new();
-    let mut since = 0;
-    loop {
-        let (st, v) = api(
-            base,
-            reqwest::Method::GET,
-            &format!("/v1/sync/pull?since={since}&limit=5000"),
-            token,
-            None,
-        )
-        .await;
-        assert_eq!(st, 200, "{v}");
-        let page: PullResponse = serde_json::from_value(v).unwrap();
-        for e in page.records {
-            let id = e.id();
-            assert!(
-                out.insert(id, e).is_none(),
-                "record {id} listed twice in one pass from 0"
-            );
-        }
-        since = page.next;
-        if !page.has_more {
-            return out;
-        }
-    }
 }
 
 async fn server_checksum(base: &str, token: &str) -> ChecksumResponse {
@@ -790,7 +759,7 @@ async fn proxy_cutting_connections_loses_and_doubles_nothing() {
     assert!(reported_dups > 0, "no sync report mentions a duplicate");
 
     // The server holds every record once, and nothing else.
-    let all = pull_from_zero(&server.url, &server.admin).await;
+    let all = pull_all(&server.url, &server.admin).await;
     let created: HashSet<Uuid> = devices.iter().flat_map(|d| d.ids.clone()).collect();
     assert_eq!(created.len(), 3 * LECTURES);
     assert_eq!(
@@ -835,7 +804,7 @@ async fn proxy_cutting_connections_loses_and_doubles_nothing() {
         let st = d.client.status().unwrap();
         assert_eq!(st.pending, 0, "device {}", d.name);
         assert_eq!(st.rejected, 0, "device {}", d.name);
-        let theirs = server_view(&pull_from_zero(&server.url, &d.token.token).await);
+        let theirs = server_view(&pull_all(&server.url, &d.token.token).await);
         let mine = local_view(&d.client);
         let expected = if d.name == "C" { 900 } else { 600 };
         assert_eq!(theirs.len(), expected, "device {}'s scope", d.name);
@@ -1055,7 +1024,7 @@ async fn server_sigkilled_mid_sync_loses_and_doubles_nothing() {
         server.restart().await;
         // Every acknowledged mutation survived the SIGKILL; at most the batch
         // in flight was applied without an answer.
-        let on_server = pull_from_zero(&server.url(), &admin).await.len() as u64;
+        let on_server = pull_all(&server.url(), &admin).await.len() as u64;
         eprintln!(
             "cycle {cycle}: killed in {phase:?} at {}; {acked_now} acknowledged in this sync, {acked_total} in all; the server holds {on_server}; device cursor {}",
             reached.load(Ordering::SeqCst),
@@ -1098,7 +1067,7 @@ async fn server_sigkilled_mid_sync_loses_and_doubles_nothing() {
         "the withheld batch, and at most the batch in flight at the other push-phase kill, come back as duplicates"
     );
 
-    let all = pull_from_zero(&server.url(), &admin).await;
+    let all = pull_all(&server.url(), &admin).await;
     assert_eq!(
         all.keys().copied().collect::<HashSet<_>>(),
         ids.iter().copied().collect::<HashSet<_>>(),
@@ -1261,7 +1230,7 @@ async fn abort_and_reopen(withhold_second_answer: bool) {
     let st = client.status().unwrap();
     assert_eq!(st.pending, 0);
 
-    let all = pull_from_zero(&server.url, &server.admin).await;
+    let all = pull_all(&server.url, &server.admin).await;
     assert_eq!(
         all.keys().copied().collect::<HashSet<_>>(),
         ids.iter().copied().collect::<HashSet<_>>()

@@ -66,6 +66,13 @@ fn start(db: &str, extra: &[&str]) -> Instance {
     }
 }
 
+/// `GET /v1/totals?org=d` as the admin of `base`.
+async fn district_totals(base: &str, admin: &str) -> Value {
+    api(base, reqwest::Method::GET, "/v1/totals?org=d", admin, None)
+        .await
+        .1
+}
+
 fn push_body(device: &str, c: u32) -> Value {
     json!({"device_id": device, "mutations": [{
         "id": uuid::Uuid::new_v4(), "record_id": uuid::Uuid::new_v4(),
@@ -87,14 +94,7 @@ async fn counts(
         .await
         .expect("count")
         .get(0);
-    let (_, totals) = api(
-        &instance.url,
-        reqwest::Method::GET,
-        "/v1/totals?org=d",
-        admin,
-        None,
-    )
-    .await;
+    let totals = district_totals(&instance.url, admin).await;
     let (_, sum) = api(
         &instance.url,
         reqwest::Method::GET,
@@ -315,14 +315,7 @@ async fn a_resolution_cut_short_by_its_timeout_changes_no_figure() {
     }
     let (_, conflicts) = api(&a.url, reqwest::Method::GET, "/v1/conflicts", &admin, None).await;
     let conflict = conflicts[0]["id"].as_str().expect("a conflict").to_string();
-    let (_, before) = api(
-        &a.url,
-        reqwest::Method::GET,
-        "/v1/totals?org=d",
-        &admin,
-        None,
-    )
-    .await;
+    let before = district_totals(&a.url, &admin).await;
     assert_eq!(before["lectures"]["attendees"], 11, "{before}");
 
     let (db, conn) = tokio_postgres::connect(&pg.url(), tokio_postgres::NoTls)
@@ -347,14 +340,7 @@ async fn a_resolution_cut_short_by_its_timeout_changes_no_figure() {
     );
     db.batch_execute("ROLLBACK").await.expect("unlock");
 
-    let (_, after) = api(
-        &a.url,
-        reqwest::Method::GET,
-        "/v1/totals?org=d",
-        &admin,
-        None,
-    )
-    .await;
+    let after = district_totals(&a.url, &admin).await;
     assert_eq!(
         after["lectures"], before["lectures"],
         "instance A counts a resolution that never happened"
@@ -378,14 +364,7 @@ async fn a_resolution_cut_short_by_its_timeout_changes_no_figure() {
     assert_eq!(status, 200);
     let b = start(&pg.url(), &[]);
     for instance in [&a, &b] {
-        let (_, t) = api(
-            &instance.url,
-            reqwest::Method::GET,
-            "/v1/totals?org=d",
-            &admin,
-            None,
-        )
-        .await;
+        let t = district_totals(&instance.url, &admin).await;
         assert_eq!(t["lectures"]["attendees"], 21, "{t}");
         assert_eq!(t["lectures"]["count"], 2, "{t}");
     }
