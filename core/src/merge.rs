@@ -19,7 +19,7 @@ use uuid::Uuid;
 use crate::hlc::Hlc;
 use crate::org::{OrgTree, Scope};
 use crate::schema::{check_set, first_missing_required, Kind, RejectCode, Rejection, Today};
-use crate::wire::{ConflictReport, ConflictView, Mutation, RecordView};
+use crate::wire::{ConflictReport, ConflictView, GoneView, Mutation, PullEntry, RecordView};
 
 /// The conflict pseudo-field for delete-versus-edit and delete-versus-restore.
 pub const DELETED_FIELD: &str = "_deleted";
@@ -117,6 +117,23 @@ impl RecordState {
         match scope {
             Scope::All => true,
             Scope::Unit(root) => self.ever.binary_search(root).is_ok(),
+        }
+    }
+
+    /// What a pull for `scope` lists for this record (§7): the record while
+    /// its unit is in scope, `in_scope: false` once it has left a scope it
+    /// was in, else nothing.
+    pub fn pull_entry(&self, tree: &OrgTree, scope: &Scope) -> Option<PullEntry> {
+        if self.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
+            Some(PullEntry::Record(self.view()))
+        } else if self.ever_in(scope) {
+            Some(PullEntry::Gone(GoneView {
+                id: self.id,
+                seq: self.seq,
+                in_scope: false,
+            }))
+        } else {
+            None
         }
     }
 }

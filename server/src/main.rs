@@ -325,27 +325,26 @@ async fn migrate(config: &Config, from: &std::path::Path, url: &str) -> ExitCode
 
 async fn verify_pg(config: &Config) -> ExitCode {
     let url = config.database_url.as_deref().unwrap_or_default();
-    match pufa_server::store::verify::verify_pg(config).await {
-        Ok(report) => {
-            println!("{report}");
-            if report.broken.is_none() {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            }
-        }
-        Err(e) => {
-            eprintln!(
-                "pufa-server verify: {}: {e}",
-                pufa_server::store::pg::redacted(url)
-            );
-            ExitCode::from(2)
-        }
-    }
+    verify_exit(
+        pufa_server::store::verify::verify_pg(config).await,
+        pufa_server::store::pg::redacted(url),
+    )
 }
 
 fn verify(config: &Config) -> ExitCode {
-    match pufa_server::store::verify::verify(config) {
+    verify_exit(
+        pufa_server::store::verify::verify(config),
+        config.data_dir.display(),
+    )
+}
+
+/// Prints a verification's report; exit code 0 when intact, 1 when
+/// something is broken, 2 when the store (`what`) could not be read.
+fn verify_exit(
+    report: Result<pufa_server::store::verify::Report, pufa_server::store::StoreError>,
+    what: impl std::fmt::Display,
+) -> ExitCode {
+    match report {
         Ok(report) => {
             println!("{report}");
             if report.broken.is_none() {
@@ -355,7 +354,7 @@ fn verify(config: &Config) -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("pufa-server verify: {}: {e}", config.data_dir.display());
+            eprintln!("pufa-server verify: {what}: {e}");
             ExitCode::from(2)
         }
     }

@@ -55,8 +55,8 @@ use pufa_core::report::{self, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::totals::{self, Aggregates};
 use pufa_core::wire::{
-    ConflictView, DeviceView, GoneView, HistoryEntry, Mutation, MutationResult, OrgUnit, PullEntry,
-    RecordView, RejectionView, TotalsResponse,
+    ConflictView, DeviceView, HistoryEntry, Mutation, MutationResult, OrgUnit, RecordView,
+    RejectionView, TotalsResponse,
 };
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 use uuid::Uuid;
@@ -986,15 +986,8 @@ async fn pull_page(
             let rec = codec::decode_record(row.get(1))?;
             scanned += 1;
             after = seq;
-            if rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
-                entries.push(PullEntry::Record(rec.view()));
-            } else if rec.ever_in(scope) {
-                entries.push(PullEntry::Gone(GoneView {
-                    id: rec.id,
-                    seq,
-                    in_scope: false,
-                }));
-            }
+            debug_assert_eq!(rec.seq, seq, "a record row is at its own seq");
+            entries.extend(rec.pull_entry(tree, scope));
             if entries.len() >= limit || scanned >= PULL_SCAN_MAX {
                 let has_more = i + 1 < rows.len()
                     || (full

@@ -44,8 +44,8 @@ use pufa_core::report::{self, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::totals::{self, AggKey, Aggregates};
 use pufa_core::wire::{
-    AuditCause, ConflictView, DeviceView, GoneView, HistoryEntry, MutationResult, OrgUnit,
-    PullEntry, RecordView, RejectionView, TotalsResponse,
+    AuditCause, ConflictView, DeviceView, HistoryEntry, MutationResult, OrgUnit, RecordView,
+    RejectionView, TotalsResponse,
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
@@ -1139,15 +1139,7 @@ impl Inner {
             // Moved on to a later seq by a write after we read the index:
             // it shows up there.
             if rec.seq == seq {
-                if rec.org_unit().is_some_and(|u| tree.in_scope(u, scope)) {
-                    entries.push(PullEntry::Record(rec.view()));
-                } else if rec.ever_in(scope) {
-                    entries.push(PullEntry::Gone(GoneView {
-                        id: rec.id,
-                        seq,
-                        in_scope: false,
-                    }));
-                }
+                entries.extend(rec.pull_entry(&tree, scope));
             }
             if entries.len() >= limit || scanned >= PULL_SCAN_MAX {
                 let has_more = iter.next().is_some();
