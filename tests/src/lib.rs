@@ -556,6 +556,27 @@ pub struct LocalWork {
     pub title: &'static str,
 }
 
+/// [`random_local_round`] on a blocking thread (the device's store does
+/// file IO), handing the generator and the created ids back.
+///
+/// # Panics
+/// When the round panics.
+pub async fn random_local_round_off_thread(
+    client: &Client,
+    street: usize,
+    work: LocalWork,
+    mut rng: rand_chacha::ChaCha8Rng,
+    mut created: Vec<Uuid>,
+) -> (rand_chacha::ChaCha8Rng, Vec<Uuid>) {
+    let client = client.clone();
+    tokio::task::spawn_blocking(move || {
+        random_local_round(&client, street, work, &mut rng, &mut created);
+        (rng, created)
+    })
+    .await
+    .expect("a local round")
+}
+
 /// One round of offline work on a device in street `street` (its units
 /// `c<street>1`, `c<street>2`): a few creates, or edits of attendees and
 /// speaker, deletes and restores of any record it holds, so that devices

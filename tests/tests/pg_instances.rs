@@ -396,15 +396,12 @@ struct Device {
 }
 
 /// One round of local work: a few creates or edits, deletes and restores.
-fn local_round(d: &Device, rng: &mut ChaCha8Rng, created: &mut Vec<Uuid>) {
-    let work = pufa_tests::LocalWork {
-        ops_max: OPS_PER_ROUND_MAX,
-        creates_max: CREATES_MAX,
-        create_percent: 35,
-        title: "宪法宣传周",
-    };
-    pufa_tests::random_local_round(&d.client, d.street, work, rng, created);
-}
+const WORK: pufa_tests::LocalWork = pufa_tests::LocalWork {
+    ops_max: OPS_PER_ROUND_MAX,
+    creates_max: CREATES_MAX,
+    create_percent: 35,
+    title: "宪法宣传周",
+};
 
 // ------------------------------------------------------------ the reader
 
@@ -695,13 +692,14 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
             let (mut unreachable, mut unmatched, mut repaired) = (0u64, 0u64, 0u64);
             while round < rounds || !done.load(Ordering::SeqCst) {
                 round += 1;
-                let (dd, mut r, mut c) = (d.clone(), rng.clone(), std::mem::take(&mut created));
-                (rng, created) = tokio::task::spawn_blocking(move || {
-                    local_round(&dd, &mut r, &mut c);
-                    (r, c)
-                })
-                .await
-                .unwrap();
+                (rng, created) = pufa_tests::random_local_round_off_thread(
+                    &d.client,
+                    d.street,
+                    WORK,
+                    rng,
+                    std::mem::take(&mut created),
+                )
+                .await;
                 match d.client.sync().await {
                     Ok(report) if !report.rejected.is_empty() => {
                         fail(format!("device {i}: rejected: {report:?}"));

@@ -126,15 +126,12 @@ struct Device {
 }
 
 /// One round of local work: a few creates or edits, deletes and restores.
-fn local_round(d: &Device, rng: &mut rand_chacha::ChaCha8Rng, created: &mut Vec<Uuid>) {
-    let work = pufa_tests::LocalWork {
-        ops_max: OPS_PER_ROUND_MAX,
-        creates_max: CREATES_MAX,
-        create_percent: 45,
-        title: "民法典进社区",
-    };
-    pufa_tests::random_local_round(&d.client, d.street, work, rng, created);
-}
+const WORK: pufa_tests::LocalWork = pufa_tests::LocalWork {
+    ops_max: OPS_PER_ROUND_MAX,
+    creates_max: CREATES_MAX,
+    create_percent: 45,
+    title: "民法典进社区",
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_survive_a_server_sigkilled_again_and_again() {
@@ -226,13 +223,14 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
             let mut unreachable = 0u64;
             while round < rounds || !done.load(Ordering::SeqCst) {
                 round += 1;
-                let (dd, mut r, mut c) = (d.clone(), rng.clone(), std::mem::take(&mut created));
-                (rng, created) = tokio::task::spawn_blocking(move || {
-                    local_round(&dd, &mut r, &mut c);
-                    (r, c)
-                })
-                .await
-                .unwrap();
+                (rng, created) = pufa_tests::random_local_round_off_thread(
+                    &d.client,
+                    d.street,
+                    WORK,
+                    rng,
+                    std::mem::take(&mut created),
+                )
+                .await;
                 match d.client.sync().await {
                     Ok(report) => {
                         assert!(report.rejected.is_empty(), "device {i}: {report:?}");
