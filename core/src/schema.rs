@@ -1,15 +1,34 @@
-//! The three record kinds and their field rules (contract §6), and the
-//! per-mutation judgement of rule 2 in the contract's order.
+//! The three record kinds and their field rules (contract §6), their
+//! names in Chinese and English ([`labels`]), and the per-mutation
+//! judgement of rule 2 in the contract's order.
+//!
+//! This is the one place that says what a field is called and what it
+//! takes: the server's `GET /v1/schema` ([`describe`]), the field app's
+//! forms, the CLI's prompts, the dashboard and the exports all read it.
+
+mod labels;
 
 use serde_json::{Map, Value};
 
 use crate::date::Date;
-use crate::wire::ErrorObject;
+use crate::wire::{Choice, ErrorObject, FieldRule, FieldSchema, KindSchema, Localized};
+
+pub use labels::{choice_label, Label};
 
 /// Days after the server's UTC date that `held_on` may still name.
 pub const HELD_ON_FUTURE_DAYS_MAX: i32 = 366;
+/// The earliest `held_on`, as (year, month, day).
+pub const HELD_ON_MIN_YMD: (i32, u32, u32) = (2000, 1, 1);
 /// Longest `notes`, in characters.
 pub const NOTES_CHARS_MAX: usize = 2000;
+/// Most `topics` of a lecture, in items.
+pub const TOPICS_ITEMS_MAX: usize = 20;
+/// Shortest and longest topic, in characters.
+pub const TOPIC_CHARS_MIN: usize = 1;
+pub const TOPIC_CHARS_MAX: usize = 50;
+/// A `location`'s latitude and longitude ranges, in degrees.
+pub const LAT_DEGREES_MAX: f64 = 90.0;
+pub const LON_DEGREES_MAX: f64 = 180.0;
 
 /// A record kind.
 #[derive(
@@ -50,12 +69,13 @@ impl Kind {
     }
 }
 
-/// One field's rule.
+/// One field's rule, and what it is called.
 #[derive(Debug)]
 pub struct FieldSpec {
     pub name: &'static str,
     pub required: bool,
     pub ty: FieldType,
+    pub label: Label,
 }
 
 /// The value rule of a field.
@@ -79,8 +99,17 @@ pub enum FieldType {
     Location,
 }
 
-const fn f(name: &'static str, required: bool, ty: FieldType) -> FieldSpec {
-    FieldSpec { name, required, ty }
+const fn f(name: &'static str, required: bool, ty: FieldType, label: Label) -> FieldSpec {
+    FieldSpec {
+        name,
+        required,
+        ty,
+        label,
+    }
+}
+
+const fn l(zh: &'static str, en: &'static str) -> Label {
+    Label { zh, en }
 }
 
 pub const AUDIENCES: &[&str] = &[
@@ -95,10 +124,28 @@ pub const CORNER_STATUSES: &[&str] = &["active", "inactive", "closed"];
 pub const SITE_LEVELS: &[&str] = &["national", "provincial", "municipal", "district"];
 pub const SITE_STATUSES: &[&str] = &["candidate", "awarded", "revoked"];
 
+const NOTES: FieldType = FieldType::Text {
+    min: 0,
+    max: NOTES_CHARS_MAX,
+};
+const ORG_UNIT: Label = l("所属单位", "Unit");
+const NOTES_LABEL: Label = l("备注", "Notes");
+const STATUS: Label = l("状态", "Status");
+
 static LECTURE: &[FieldSpec] = &[
-    f("org_unit", true, FieldType::OrgUnit),
-    f("held_on", true, FieldType::HeldOn),
-    f("title", true, FieldType::Text { min: 1, max: 200 }),
+    f("org_unit", true, FieldType::OrgUnit, ORG_UNIT),
+    f(
+        "held_on",
+        true,
+        FieldType::HeldOn,
+        l("举办日期", "Date held"),
+    ),
+    f(
+        "title",
+        true,
+        FieldType::Text { min: 1, max: 200 },
+        l("标题", "Title"),
+    ),
     f(
         "attendees",
         true,
@@ -106,26 +153,45 @@ static LECTURE: &[FieldSpec] = &[
             min: 0,
             max: 100_000,
         },
+        l("参加人数", "Attendees"),
     ),
-    f("topics", false, FieldType::Topics),
-    f("speaker", false, FieldType::Text { min: 0, max: 100 }),
-    f("venue", false, FieldType::Text { min: 0, max: 200 }),
-    f("audience", false, FieldType::OneOf(AUDIENCES)),
+    f("topics", false, FieldType::Topics, l("主题", "Topics")),
     f(
-        "notes",
+        "speaker",
         false,
-        FieldType::Text {
-            min: 0,
-            max: NOTES_CHARS_MAX,
-        },
+        FieldType::Text { min: 0, max: 100 },
+        l("主讲人", "Speaker"),
     ),
-    f("location", false, FieldType::Location),
+    f(
+        "venue",
+        false,
+        FieldType::Text { min: 0, max: 200 },
+        l("地点", "Venue"),
+    ),
+    f(
+        "audience",
+        false,
+        FieldType::OneOf(AUDIENCES),
+        l("宣讲对象", "Audience"),
+    ),
+    f("notes", false, NOTES, NOTES_LABEL),
+    f(
+        "location",
+        false,
+        FieldType::Location,
+        l("位置", "Location"),
+    ),
 ];
 
 static LIBRARY_CORNER: &[FieldSpec] = &[
-    f("org_unit", true, FieldType::OrgUnit),
-    f("name", true, FieldType::Text { min: 1, max: 100 }),
-    f("status", true, FieldType::OneOf(CORNER_STATUSES)),
+    f("org_unit", true, FieldType::OrgUnit, ORG_UNIT),
+    f(
+        "name",
+        true,
+        FieldType::Text { min: 1, max: 100 },
+        l("名称", "Name"),
+    ),
+    f("status", true, FieldType::OneOf(CORNER_STATUSES), STATUS),
     f(
         "books",
         false,
@@ -133,23 +199,32 @@ static LIBRARY_CORNER: &[FieldSpec] = &[
             min: 0,
             max: 1_000_000,
         },
+        l("藏书数", "Books"),
     ),
-    f("opened_on", false, FieldType::Date),
-    f("last_checked_on", false, FieldType::Date),
     f(
-        "notes",
+        "opened_on",
         false,
-        FieldType::Text {
-            min: 0,
-            max: NOTES_CHARS_MAX,
-        },
+        FieldType::Date,
+        l("设立日期", "Opened on"),
     ),
+    f(
+        "last_checked_on",
+        false,
+        FieldType::Date,
+        l("最近检查日期", "Last checked on"),
+    ),
+    f("notes", false, NOTES, NOTES_LABEL),
 ];
 
 static DEMO_SITE: &[FieldSpec] = &[
-    f("org_unit", true, FieldType::OrgUnit),
-    f("level", true, FieldType::OneOf(SITE_LEVELS)),
-    f("status", true, FieldType::OneOf(SITE_STATUSES)),
+    f("org_unit", true, FieldType::OrgUnit, ORG_UNIT),
+    f(
+        "level",
+        true,
+        FieldType::OneOf(SITE_LEVELS),
+        l("级别", "Level"),
+    ),
+    f("status", true, FieldType::OneOf(SITE_STATUSES), STATUS),
     f(
         "year",
         true,
@@ -157,15 +232,9 @@ static DEMO_SITE: &[FieldSpec] = &[
             min: 2000,
             max: 2100,
         },
+        l("年度", "Year"),
     ),
-    f(
-        "notes",
-        false,
-        FieldType::Text {
-            min: 0,
-            max: NOTES_CHARS_MAX,
-        },
-    ),
+    f("notes", false, NOTES, NOTES_LABEL),
 ];
 
 /// The reason codes of a rejected mutation (rule 2).
@@ -183,6 +252,20 @@ pub enum RejectCode {
 }
 
 impl RejectCode {
+    /// Every code, in the order rule 2 checks them (`id_reused` is judged
+    /// before rule 2, when the id is looked up).
+    pub const ALL: [RejectCode; 9] = [
+        RejectCode::InvalidHlc,
+        RejectCode::UnknownKind,
+        RejectCode::KindMismatch,
+        RejectCode::UnknownField,
+        RejectCode::InvalidField,
+        RejectCode::MissingField,
+        RejectCode::UnknownOrgUnit,
+        RejectCode::OutOfScope,
+        RejectCode::IdReused,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             RejectCode::InvalidHlc => "invalid_hlc",
@@ -269,10 +352,10 @@ pub fn check_field(kind: Kind, name: &str, value: &Value, today: Today) -> Resul
         },
         FieldType::HeldOn => match value.as_str().and_then(Date::parse) {
             Some(d) => {
-                let min = Date::from_ymd(2000, 1, 1).expect("2000-01-01 is a real day");
+                let min = held_on_min();
                 let max = today.0.add_days(HELD_ON_FUTURE_DAYS_MAX);
                 if d < min || d > max {
-                    invalid(format!("must be between 2000-01-01 and {max}"))
+                    invalid(format!("must be between {min} and {max}"))
                 } else {
                     Ok(())
                 }
@@ -304,20 +387,20 @@ pub fn check_field(kind: Kind, name: &str, value: &Value, today: Today) -> Resul
             _ => invalid(format!("must be one of {}", options.join(", "))),
         },
         FieldType::Topics => match value.as_array() {
-            Some(items) if items.len() <= 20 => {
+            Some(items) if items.len() <= TOPICS_ITEMS_MAX => {
                 for item in items {
                     match item.as_str().map(|s| s.chars().count()) {
-                        Some(1..=50) => {}
+                        Some(TOPIC_CHARS_MIN..=TOPIC_CHARS_MAX) => {}
                         _ => {
-                            return invalid(
-                                "each topic must be a string of 1..50 characters".into(),
-                            )
+                            return invalid(format!(
+                                "each topic must be a string of {TOPIC_CHARS_MIN}..{TOPIC_CHARS_MAX} characters"
+                            ))
                         }
                     }
                 }
                 Ok(())
             }
-            Some(_) => invalid("at most 20 topics".into()),
+            Some(_) => invalid(format!("at most {TOPICS_ITEMS_MAX} topics")),
             None => invalid("must be an array of strings".into()),
         },
         FieldType::Location => {
@@ -325,10 +408,10 @@ pub fn check_field(kind: Kind, name: &str, value: &Value, today: Today) -> Resul
                 o.len() == 2
                     && o.get("lat")
                         .and_then(Value::as_f64)
-                        .is_some_and(|v| (-90.0..=90.0).contains(&v))
+                        .is_some_and(|v| (-LAT_DEGREES_MAX..=LAT_DEGREES_MAX).contains(&v))
                     && o.get("lon")
                         .and_then(Value::as_f64)
-                        .is_some_and(|v| (-180.0..=180.0).contains(&v))
+                        .is_some_and(|v| (-LON_DEGREES_MAX..=LON_DEGREES_MAX).contains(&v))
             });
             if ok {
                 Ok(())
@@ -336,6 +419,87 @@ pub fn check_field(kind: Kind, name: &str, value: &Value, today: Today) -> Resul
                 invalid(r#"must be {"lat":-90..90,"lon":-180..180}"#.into())
             }
         }
+    }
+}
+
+/// The earliest `held_on`: [`HELD_ON_MIN_YMD`].
+pub fn held_on_min() -> Date {
+    let (y, m, d) = HELD_ON_MIN_YMD;
+    Date::from_ymd(y, m, d).expect("HELD_ON_MIN_YMD is a real day")
+}
+
+/// Every kind, its fields, their rules and names, as `GET /v1/schema`
+/// lists them (`kinds`): what a form needs to ask for a record and to judge
+/// it before the server does.
+pub fn describe() -> Vec<KindSchema> {
+    Kind::ALL
+        .into_iter()
+        .map(|kind| KindSchema {
+            kind: kind.as_str().to_string(),
+            label: kind.label().into(),
+            fields: kind
+                .fields()
+                .iter()
+                .map(|spec| FieldSchema {
+                    name: spec.name.to_string(),
+                    required: spec.required,
+                    label: spec.label.into(),
+                    rule: rule_of(spec),
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Every rejection code's message, as `GET /v1/schema` lists them
+/// (`rejections`).
+pub fn rejection_messages() -> std::collections::BTreeMap<String, Localized> {
+    RejectCode::ALL
+        .into_iter()
+        .map(|code| (code.as_str().to_string(), code.message().into()))
+        .collect()
+}
+
+fn rule_of(spec: &FieldSpec) -> FieldRule {
+    match &spec.ty {
+        FieldType::OrgUnit => FieldRule::OrgUnit,
+        FieldType::HeldOn => FieldRule::Date {
+            min: Some(held_on_min().to_string()),
+            max_days_after_today: Some(HELD_ON_FUTURE_DAYS_MAX),
+        },
+        FieldType::Date => FieldRule::Date {
+            min: None,
+            max_days_after_today: None,
+        },
+        FieldType::Text { min, max } => FieldRule::Text {
+            min_chars: *min,
+            max_chars: *max,
+        },
+        FieldType::Int { min, max } => FieldRule::Int {
+            min: *min,
+            max: *max,
+        },
+        FieldType::Topics => FieldRule::Topics {
+            max_items: TOPICS_ITEMS_MAX,
+            item_min_chars: TOPIC_CHARS_MIN,
+            item_max_chars: TOPIC_CHARS_MAX,
+        },
+        FieldType::OneOf(values) => FieldRule::Enum {
+            values: values
+                .iter()
+                .map(|v| Choice {
+                    value: v.to_string(),
+                    label: choice_label(spec.name, v)
+                        .map_or_else(|| Localized::same(v), Localized::from),
+                })
+                .collect(),
+        },
+        FieldType::Location => FieldRule::Location {
+            lat_min: -LAT_DEGREES_MAX,
+            lat_max: LAT_DEGREES_MAX,
+            lon_min: -LON_DEGREES_MAX,
+            lon_max: LON_DEGREES_MAX,
+        },
     }
 }
 
@@ -459,6 +623,32 @@ mod tests {
         check(Kind::DemoSite, "level", json!("county"), Some(InvalidField));
         check(Kind::DemoSite, "status", json!(null), Some(MissingField));
         check(Kind::DemoSite, "notes", json!(null), None);
+    }
+
+    #[test]
+    fn the_description_lists_every_field_with_its_rule() {
+        let kinds = describe();
+        assert_eq!(kinds.len(), Kind::ALL.len());
+        let lecture = &kinds[0];
+        assert_eq!(lecture.kind, "lecture");
+        assert_eq!(lecture.label.zh, "法律大讲堂");
+        let names: Vec<_> = lecture.fields.iter().map(|f| f.name.as_str()).collect();
+        let specs: Vec<_> = Kind::Lecture.fields().iter().map(|f| f.name).collect();
+        assert_eq!(names, specs);
+        let held_on = serde_json::to_value(&lecture.fields[1]).unwrap();
+        assert_eq!(
+            held_on,
+            json!({"name": "held_on", "type": "date", "required": true,
+                   "min": "2000-01-01", "max_days_after_today": 366,
+                   "label": {"zh-CN": "举办日期", "en": "Date held"}})
+        );
+        let audience = serde_json::to_value(&lecture.fields[7]).unwrap();
+        assert_eq!(audience["type"], "enum");
+        assert_eq!(
+            audience["values"][0],
+            json!({"value": "residents", "label": {"zh-CN": "居民", "en": "Residents"}})
+        );
+        assert_eq!(rejection_messages().len(), RejectCode::ALL.len());
     }
 
     #[test]

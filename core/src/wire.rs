@@ -630,6 +630,137 @@ pub struct HistoryEntry {
     pub hash: String,
 }
 
+/// The version of [`SchemaResponse`]'s shape; it changes only when a
+/// client written for the old shape would misread the new one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// `GET /v1/schema` (addition): the kinds, their fields and rules, what
+/// they and the rejection codes are called, and the limits a client keeps
+/// to, so that forms are generated from the server's own rules.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchemaResponse {
+    pub schema_version: u32,
+    /// IANA name of the zone the server's people read times in, e.g.
+    /// `Asia/Shanghai` (`--time-zone`). Dates on the wire stay as they are.
+    pub time_zone: String,
+    pub limits: SchemaLimits,
+    pub kinds: Vec<KindSchema>,
+    /// Per rejection code (§6 rule 2); `{field}` stands for the field's label.
+    pub rejections: std::collections::BTreeMap<String, Localized>,
+    /// Other texts a client may show, by key (request-level error codes).
+    pub messages: std::collections::BTreeMap<String, Localized>,
+}
+
+/// A text in Chinese and English: `{"zh-CN": "…", "en": "…"}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Localized {
+    #[serde(rename = "zh-CN")]
+    pub zh: String,
+    pub en: String,
+}
+
+impl Localized {
+    /// The same text in both languages (a name that has no translation).
+    pub fn same(text: &str) -> Localized {
+        Localized {
+            zh: text.to_string(),
+            en: text.to_string(),
+        }
+    }
+}
+
+/// The limits of [`SchemaResponse`], each named with its unit.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SchemaLimits {
+    /// Mutations per push ([`PUSH_MUTATIONS_MAX`]).
+    pub push_mutations_max: usize,
+    /// Bytes of a request body, counted after a `Content-Encoding: gzip`
+    /// body is decompressed (`--max-body-bytes`).
+    pub push_body_bytes_max: usize,
+    pub pull_limit_default: usize,
+    pub pull_limit_max: usize,
+    pub held_on_future_days_max: i32,
+    pub notes_chars_max: usize,
+    pub topics_items_max: usize,
+    pub topic_chars_max: usize,
+    /// `device.app_version` of a push, in characters.
+    pub app_version_chars_max: usize,
+    /// A device's label (enrolment, tokens), in characters.
+    pub device_label_chars_max: usize,
+    /// How far a device's clock may run ahead before its edits are
+    /// re-stamped (§5), in seconds.
+    pub clock_skew_secs_max: u64,
+    /// Longest the server works on one request, in seconds.
+    pub request_timeout_secs: u64,
+}
+
+/// One kind in [`SchemaResponse`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KindSchema {
+    pub kind: String,
+    pub label: Localized,
+    /// Required fields first, in the contract's order.
+    pub fields: Vec<FieldSchema>,
+}
+
+/// One field of a [`KindSchema`]: its name, whether a new record needs
+/// it, its label, and its rule (`"type"` and the rule's limits).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FieldSchema {
+    pub name: String,
+    pub required: bool,
+    pub label: Localized,
+    #[serde(flatten)]
+    pub rule: FieldRule,
+}
+
+/// A field's type and its limits, flattened into [`FieldSchema`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FieldRule {
+    /// An org code in the device's scope (`GET /v1/org-units`).
+    OrgUnit,
+    /// `YYYY-MM-DD`; `min` and `max_days_after_today` when bounded.
+    Date {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        min: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_days_after_today: Option<i32>,
+    },
+    Text {
+        min_chars: usize,
+        max_chars: usize,
+    },
+    /// A JSON integer (no fraction or exponent).
+    Int {
+        min: i64,
+        max: i64,
+    },
+    /// An array of strings.
+    Topics {
+        max_items: usize,
+        item_min_chars: usize,
+        item_max_chars: usize,
+    },
+    Enum {
+        values: Vec<Choice>,
+    },
+    /// `{"lat","lon"}` in degrees.
+    Location {
+        lat_min: f64,
+        lat_max: f64,
+        lon_min: f64,
+        lon_max: f64,
+    },
+}
+
+/// One value of an enum field, and what it is called.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Choice {
+    pub value: String,
+    pub label: Localized,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

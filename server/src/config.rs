@@ -49,6 +49,9 @@ pub const STORAGE_CHECK_SECS: u64 = 2;
 /// failed: 16 MiB, room for several of sled's 512 KiB log segments.
 pub const REOPEN_FREE_BYTES_MIN: u64 = 16 * 1024 * 1024;
 
+/// Default `--time-zone`.
+pub const TIME_ZONE_DEFAULT: &str = "Asia/Shanghai";
+
 /// Wall-clock time in milliseconds since the Unix epoch.
 pub trait Clock: Send + Sync + 'static {
     fn now_ms(&self) -> u64;
@@ -176,6 +179,13 @@ pub struct Config {
     /// Serve HTTPS with this config (`--tls-cert`, `--tls-key`); plain HTTP
     /// when `None`.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
+    /// IANA name of the zone people read times in (`--time-zone`,
+    /// [`TIME_ZONE_DEFAULT`]); told to the field app by `GET /v1/schema`.
+    pub time_zone: String,
+    /// The address devices reach this server at, e.g.
+    /// `https://pufa.example.gov.cn` (`--public-url`): what the enrolment
+    /// page's QR code points to. `None`: taken from each request's `Host`.
+    pub public_url: Option<String>,
     /// `postgres://…`: keep the store in PostgreSQL instead of the embedded
     /// sled store under `data_dir` (`--database-url`, `PUFA_DATABASE_URL`).
     pub database_url: Option<String>,
@@ -209,6 +219,8 @@ impl Config {
             max_connections: CONNECTIONS_MAX_DEFAULT,
             header_timeout: Duration::from_secs(HEADER_TIMEOUT_SECS_DEFAULT),
             tls: None,
+            time_zone: TIME_ZONE_DEFAULT.to_string(),
+            public_url: None,
             database_url: None,
             pg_pool_size: PG_POOL_SIZE_DEFAULT,
             clock: Arc::new(SystemClock),
@@ -236,7 +248,61 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("tls", &self.tls.is_some())
+            .field("time_zone", &self.time_zone)
+            .field("public_url", &self.public_url)
             .field("database", &self.database_url.is_some())
             .finish_non_exhaustive()
     }
+}
+
+/// Reads `--time-zone`: an IANA zone name such as `Asia/Shanghai` or
+/// `UTC`. Only its shape is checked (the server has no zone database;
+/// browsers that do not know the zone show UTC).
+///
+/// # Errors
+/// A message saying what a zone name looks like.
+pub fn parse_time_zone(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 64
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'))
+        && !text.starts_with('/')
+        && !text.contains("..");
+    if ok {
+        Ok(text.to_string())
+    } else {
+        Err(format!(
+            "{text:?} is not a time zone name; write an IANA name such as Asia/Shanghai or UTC"
+        ))
+    }
+}
+
+/// Reads `--public-url`: `http://` or `https://` and a host, perhaps with
+/// a port; a trailing `/` is dropped. No path: the field app and the API
+/// are served from the root of their host.
+///
+/// # Errors
+/// A message naming what is wrong.
+pub fn parse_public_url(text: &str) -> Result<String, String> {
+    let url = text.trim().trim_end_matches('/');
+    let host = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| format!("{text:?} must start with https:// or http://"))?;
+    if !plain_host(host) {
+        return Err(format!(
+            "{text:?} must be a scheme and a host (perhaps with a port), e.g. https://pufa.example.gov.cn, without a path, query or spaces"
+        ));
+    }
+    Ok(url.to_string())
+}
+
+/// A host as an address names it: a name or an IP (v6 in brackets),
+/// perhaps with `:port`, and nothing else (no path, no spaces, no quotes).
+pub fn plain_host(host: &str) -> bool {
+    !host.is_empty()
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
 }

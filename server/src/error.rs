@@ -27,8 +27,11 @@ pub enum ApiError {
     NotFound(String),
     #[error("a push carries at most {PUSH_MUTATIONS_MAX} mutations, this one has {0}")]
     BatchTooLarge(usize),
-    #[error("the request body is over this server's limit (--max-body-bytes, default 8 MiB)")]
+    #[error("the request body is over this server's limit (--max-body-bytes, default 8 MiB; a gzip-encoded body counts decompressed)")]
     BodyTooLarge,
+    /// A request body in a `Content-Encoding` the server does not read.
+    #[error("{0}")]
+    UnsupportedEncoding(String),
     #[error("{message}")]
     InvalidQuery {
         message: String,
@@ -101,6 +104,11 @@ impl ApiError {
                 Some("mutations"),
             ),
             BodyTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", None),
+            UnsupportedEncoding(_) => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_encoding",
+                None,
+            ),
             ExportTooLarge { .. } => (StatusCode::PAYLOAD_TOO_LARGE, "export_too_large", None),
             InvalidQuery { field, .. } => {
                 (StatusCode::BAD_REQUEST, "invalid_query", field.as_deref())
@@ -154,6 +162,13 @@ impl IntoResponse for ApiError {
             ApiError::RateLimited(secs) | ApiError::SignInLocked(secs) => Some(secs),
             _ => None,
         };
+        if let ApiError::UnsupportedEncoding(_) = self {
+            // RFC 7694: the codings the server does read.
+            resp.headers_mut().insert(
+                axum::http::header::ACCEPT_ENCODING,
+                axum::http::HeaderValue::from_static(crate::encoding::REQUEST_ENCODINGS),
+            );
+        }
         if let Some(secs) = retry_after {
             resp.headers_mut().insert(
                 axum::http::header::RETRY_AFTER,

@@ -14,7 +14,7 @@ use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use pufa_core::org::OrgTree;
-use pufa_core::schema::Kind;
+use pufa_core::schema::{FieldSpec, Kind};
 use pufa_core::wire::{
     CornerTotals, LectureTotals, OrgRef, RecordView, SiteTotals, TotalsResponse,
 };
@@ -73,31 +73,12 @@ pub struct Table {
     pub rows: Vec<Vec<Cell>>,
 }
 
-/// A field's column label.
-pub fn field_label(field: &str, lang: Lang) -> &str {
-    let zh = match field {
-        "org_unit" => "单位代码",
-        "held_on" => "日期",
-        "title" => "标题",
-        "attendees" => "参加人数",
-        "topics" => "主题",
-        "speaker" => "主讲人",
-        "venue" => "地点",
-        "audience" => "对象",
-        "notes" => "备注",
-        "location" => "位置",
-        "name" => "名称",
-        "status" => "状态",
-        "books" => "藏书",
-        "opened_on" => "建成日期",
-        "last_checked_on" => "最近检查",
-        "level" => "级别",
-        "year" => "年度",
-        _ => field,
-    };
+/// A field's column label: its name in core's schema in Chinese; in
+/// English the field's own name, which scripts reading the file expect.
+pub fn field_label(field: &FieldSpec, lang: Lang) -> &'static str {
     match lang {
-        Lang::Zh => zh,
-        Lang::En => field,
+        Lang::Zh => field.label.zh,
+        Lang::En => field.name,
     }
 }
 
@@ -124,7 +105,7 @@ pub fn record_headers(kind: Kind, depth: usize, lang: Lang) -> Vec<String> {
     h.extend(
         kind.fields()
             .iter()
-            .map(|f| field_label(f.name, lang).to_string()),
+            .map(|f| field_label(f, lang).to_string()),
     );
     let tail: [&str; 3] = match lang {
         Lang::Zh => ["已删除", "未决冲突", "序号"],
@@ -489,9 +470,11 @@ pub async fn records(
                     }
                 }
             });
-            let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-                rx.recv().await.map(|item| (item, rx))
-            });
+            // A receiver keeps answering `None` once done: the compression
+            // layer polls a body's stream again after its end, which
+            // `stream::unfold` answers with a panic.
+            let mut rx = rx;
+            let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
             let mut resp = download(Vec::new(), filename, format);
             *resp.body_mut() = Body::from_stream(stream);
             Ok(resp)

@@ -13,6 +13,8 @@
 //! - [`store`]: the storage trait and its sled implementation.
 //! - [`config`]: configuration, clock and id sources.
 //! - [`dashboard`]: the coordinators' HTML pages at `/`.
+//! - [`field_app`]: the field app at `/field/` and `GET /v1/schema`.
+//!   [`encoding`]: compressed answers, gzip request bodies.
 //! - [`demo`]: `pufa-server demo`, a server filled with a year of data
 //!   through simulated field devices.
 
@@ -22,10 +24,12 @@ pub mod config;
 mod connection;
 pub mod dashboard;
 pub mod demo;
+pub mod encoding;
 pub mod enrol;
 pub mod error;
 pub mod export;
 pub mod extract;
+pub mod field_app;
 pub mod limits;
 pub mod people;
 pub mod store;
@@ -109,10 +113,17 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/enroll", post(api::enroll))
         .route("/v1/records/{id}/history", get(api::record_history))
         .route("/v1/admin/backup", get(api::backup))
+        .route("/v1/schema", get(field_app::schema))
         .merge(dashboard::routes())
+        .merge(field_app::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(encoding::decompression())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            encoding::check_request_encoding,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             request_timeout,
@@ -124,6 +135,7 @@ pub fn router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_| {
             ApiError::Internal("the handler panicked".into()).into_response()
         }))
+        .layer(encoding::compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

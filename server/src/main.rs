@@ -69,6 +69,16 @@ struct Args {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "PUFA_TLS_KEY", requires = "tls_cert", global = true)]
     tls_key: Option<PathBuf>,
+    /// The time zone people read times in (an IANA name); the field app
+    /// shows times in it.
+    #[arg(long, env = "PUFA_TIME_ZONE", default_value = config::TIME_ZONE_DEFAULT,
+          value_parser = config::parse_time_zone, global = true)]
+    time_zone: String,
+    /// The address phones reach this server at, e.g.
+    /// https://pufa.example.gov.cn: the enrolment page's QR code points to
+    /// <URL>/field/. Default: the address the coordinator's browser used.
+    #[arg(long, env = "PUFA_PUBLIC_URL", value_parser = config::parse_public_url, global = true)]
+    public_url: Option<String>,
     /// Keep the store in PostgreSQL (`postgres://user:password@host/db`)
     /// instead of the embedded sled store under --data; several instances
     /// may share one database. --data then holds only admin.token.
@@ -204,6 +214,8 @@ async fn serve_main() -> ExitCode {
     config.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
     config.database_url = args.database_url.clone();
     config.pg_pool_size = args.pg_pool_size.max(1);
+    config.time_zone = args.time_zone.clone();
+    config.public_url = args.public_url.clone();
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         match pufa_server::tls::server_config(cert, key) {
             Ok(tls) => config.tls = Some(tls),

@@ -135,6 +135,15 @@ fn zh(t: T) -> &'static str {
     t.get(Lang::Zh)
 }
 
+/// The enrolment code a page shows (the text of `#code`).
+#[track_caller]
+fn shown_code(body: &str) -> &str {
+    let at = body.find(r#"id="code""#).expect("the code is shown");
+    let code = &body[at..];
+    let code = &code[code.find('>').unwrap() + 1..];
+    &code[..code.find('<').unwrap()]
+}
+
 async fn account(s: &Server, username: &str, role: &str, org: Option<&str>) {
     let body = json!({"username": username, "password": PASSWORD, "role": role,
                       "org_unit": org, "display_name": "王芳"});
@@ -298,10 +307,7 @@ async fn the_enrol_page_makes_a_code_to_read_out_lists_and_withdraws_it() {
     )
     .await;
     let body = made.expect(200);
-    let at = body.find(r#"id="code""#).expect("the code is shown");
-    let code = &body[at..];
-    let code = &code[code.find('>').unwrap() + 1..];
-    let code = &code[..code.find('<').unwrap()];
+    let code = shown_code(body);
     assert_eq!(code.len(), 9, "{code}");
     assert!(body.contains(zh(T::EnrolCodeHint)));
     let list = s.get("/v1/enrollment-codes", &s.admin).await.expect(200);
@@ -431,5 +437,68 @@ async fn an_admin_may_make_coordinator_codes_on_the_enrol_page() {
     assert_eq!(
         (&list[0]["role"], &list[0]["org_unit"]),
         (&json!("coordinator"), &json!("s2"))
+    );
+}
+
+#[tokio::test]
+async fn a_new_code_comes_with_a_qr_code_of_the_field_apps_address_for_its_maker_only() {
+    let s = Server::configured(|c| c.public_url = Some("https://pufa.example.gov.cn".into())).await;
+    s.import(&small_tree()).await;
+    let coord = s.issue("coordinator", "s1").await;
+    let cookie = session(&coord.token);
+    let page = send(&s, Method::GET, "/enrol", Some(&cookie), None).await;
+    let body = page.expect(200);
+    assert!(
+        body.contains(zh(T::EnrolIntro)) && body.contains("/field/"),
+        "{body}"
+    );
+    assert!(!body.contains("在应用中"), "the intro names the field app");
+    assert!(!body.contains("<svg"), "no QR code before a code is made");
+
+    let made = send(
+        &s,
+        Method::POST,
+        "/enrol",
+        Some(&cookie),
+        Some(&[("csrf", &csrf(&coord.token)), ("org_unit", "c1")]),
+    )
+    .await;
+    let body = made.expect(200);
+    let code = shown_code(body);
+    let url = format!("https://pufa.example.gov.cn/field/#code={code}");
+    assert!(
+        body.contains(&format!(r#"<code id="code-url">{url}</code>"#)),
+        "the address as text: {body}"
+    );
+    let qr = &body[body.find(r#"id="code-qr""#).expect("the QR code")..];
+    let svg = &qr[qr.find("<svg").expect("an inline SVG")..];
+    let svg = &svg[..svg.find("</svg>").expect("closed") + "</svg>".len()];
+    assert!(svg.contains(r#"xmlns="http://www.w3.org/2000/svg""#) && svg.contains("<path"));
+    assert!(
+        !svg.contains("style") && !svg.contains("<?xml") && !svg.contains("<script"),
+        "allowed by the dashboard's CSP: {svg}"
+    );
+    assert!(body.contains(zh(T::EnrolQrHint)));
+    let en = send(&s, Method::GET, "/enrol?lang=en", Some(&cookie), None).await;
+    let intro = T::EnrolIntro.get(Lang::En);
+    assert!(en.expect(200).contains(intro) && intro.contains("field app"));
+
+    // A coordinator of another street gets neither a code for c1 nor its QR code.
+    let other = s.issue("coordinator", "s2").await;
+    let got = send(
+        &s,
+        Method::POST,
+        "/enrol",
+        Some(&session(&other.token)),
+        Some(&[("csrf", &csrf(&other.token)), ("org_unit", "c1")]),
+    )
+    .await;
+    let body = got.expect(403);
+    assert!(!body.contains("<svg") && !body.contains("#code="), "{body}");
+    let open = s.get("/v1/enrollment-codes", &s.admin).await.expect(200);
+    assert_eq!(
+        open.as_array().unwrap().len(),
+        1,
+        "only the first code was made"
     );
 }

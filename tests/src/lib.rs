@@ -3,6 +3,7 @@
 //! that reach it through an in-process transport which can inject faults.
 
 pub mod pg;
+pub mod powercut;
 pub mod webdriver;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

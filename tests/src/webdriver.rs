@@ -55,6 +55,18 @@ impl Browser {
         height: u32,
         download_dir: &Path,
     ) -> Result<Option<Browser>, String> {
+        Browser::start_with_profile(width, height, download_dir, None).await
+    }
+
+    /// [`Browser::start`] on a browser profile of its own (`--user-data-dir`),
+    /// which outlives the browser: what a phone's browser keeps (IndexedDB,
+    /// the service worker's cache) across a crash.
+    pub async fn start_with_profile(
+        width: u32,
+        height: u32,
+        download_dir: &Path,
+        profile: Option<&Path>,
+    ) -> Result<Option<Browser>, String> {
         let (Some(driver_bin), Some(chromium)) = (which("chromedriver"), which("chromium")) else {
             return Ok(None);
         };
@@ -86,13 +98,22 @@ impl Browser {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        let mut args = vec![
+            "--headless=new".to_string(),
+            "--no-sandbox".into(),
+            "--disable-gpu".into(),
+            "--disable-dev-shm-usage".into(),
+            "--lang=zh-CN".into(),
+            format!("--window-size={width},{height}"),
+        ];
+        if let Some(p) = profile {
+            args.push(format!("--user-data-dir={}", p.display()));
+        }
         let caps = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
             "goog:chromeOptions": {
                 "binary": chromium,
-                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
-                         "--disable-dev-shm-usage", "--lang=zh-CN",
-                         format!("--window-size={width},{height}")],
+                "args": args,
                 "prefs": {
                     "download.default_directory": download_dir,
                     "download.prompt_for_download": false,
@@ -134,7 +155,8 @@ impl Browser {
         self.cmd(
             "POST",
             "/timeouts",
-            json!({"implicit": 2000, "pageLoad": STARTUP_TIMEOUT.as_millis() as u64}),
+            json!({"implicit": 2000, "pageLoad": STARTUP_TIMEOUT.as_millis() as u64,
+                   "script": STARTUP_TIMEOUT.as_millis() as u64}),
         )
         .await
         .map(|_| ())
@@ -290,6 +312,78 @@ impl Browser {
         self.text(&body).await
     }
 
+    /// Runs `script`, the body of a function called with `args` (as
+    /// `arguments`), in the page, and returns what it returns.
+    pub async fn execute(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
+        self.cmd(
+            "POST",
+            "/execute/sync",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Like [`Browser::execute`], for a script that finishes later: it
+    /// calls `arguments[arguments.length - 1](value)` with its answer.
+    pub async fn execute_async(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
+        self.cmd(
+            "POST",
+            "/execute/async",
+            json!({ "script": script, "args": args }),
+        )
+        .await
+    }
+
+    /// Polls `condition` (a JavaScript expression) until it is true, for
+    /// at most [`STARTUP_TIMEOUT`].
+    pub async fn wait_until(&self, condition: &str) -> Result<(), String> {
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let script = format!("return !!({condition});");
+        loop {
+            if self.execute(&script, vec![]).await? == Value::Bool(true) {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("still not true: {condition}"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Makes the page a phone's: `width`×`height` CSS pixels at twice the
+    /// density, touch, a mobile viewport (headless Chromium will not make
+    /// a window narrower than 500 pixels). Lasts across navigations.
+    pub async fn emulate_phone(&self, width: u32, height: u32) -> Result<(), String> {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": "Emulation.setDeviceMetricsOverride",
+                   "params": {"width": width, "height": height,
+                              "deviceScaleFactor": 2, "mobile": true}}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Chromium's network emulation: `true` cuts the page (and its
+    /// service worker) off the network, as airplane mode would.
+    pub async fn set_offline(&self, offline: bool) -> Result<(), String> {
+        self.set_network(offline, 0).await
+    }
+
+    /// Chromium's network emulation: offline, or online with `latency_ms`
+    /// added to every request (a slow mobile network).
+    pub async fn set_network(&self, offline: bool, latency_ms: u64) -> Result<(), String> {
+        self.cmd(
+            "POST",
+            "/chromium/network_conditions",
+            json!({"network_conditions": {"offline": offline, "latency": latency_ms,
+                   "download_throughput": -1, "upload_throughput": -1}}),
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn screenshot(&self, to: &Path) -> Result<(), String> {
         let b64 = self.cmd("GET", "/screenshot", Value::Null).await?;
         let bytes = decode_base64(b64.as_str().unwrap_or_default())?;
@@ -315,6 +409,15 @@ impl Browser {
         }
     }
 
+    /// Kills the browser with SIGKILL, as a phone's system kills an app:
+    /// the browser processes started by this session's chromedriver, then
+    /// the driver. Nothing is flushed.
+    pub fn kill_browser(mut self) {
+        kill_children(self.driver.id());
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+
     pub async fn close(mut self) {
         let _ = self.cmd("DELETE", "", Value::Null).await;
         let _ = self.driver.kill();
@@ -324,7 +427,27 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // A test that panicked never closed its session: the browser would
+        // outlive the driver. Only while the driver runs is its pid its own.
+        if matches!(self.driver.try_wait(), Ok(None)) {
+            kill_children(self.driver.id());
+        }
         let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// SIGKILLs the children of process `pid` (Linux: found in /proc; any of
+/// its threads may have started them).
+fn kill_children(pid: u32) {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .into_iter()
+        .flatten();
+    for task in tasks.filter_map(Result::ok) {
+        let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        for child in children.split_whitespace() {
+            let _ = Command::new("kill").args(["-KILL", child]).status();
+        }
     }
 }
 

@@ -1166,17 +1166,17 @@ fn lecture_add_prompts_in_a_terminal_and_asks_again() {
     ]);
 
     // The org unit prompt offers the units this device may use.
-    let screen = tmux.wait_for("the org unit prompt", |s| s.contains("org unit ["));
+    let screen = tmux.wait_for("the org unit prompt", |s| s.contains("Unit ["));
     assert!(screen.contains("c11 一一社区"), "{screen}");
     tmux.answer("c99");
-    let screen = tmux.wait_for("org unit asked again", |s| asked(s, "org unit [") == 2);
+    let screen = tmux.wait_for("org unit asked again", |s| asked(s, "Unit [") == 2);
     assert!(screen.contains("✗ no org unit \"c99\""), "{screen}");
     tmux.answer("一二社区");
 
-    tmux.wait_for("the date prompt", |s| s.contains("date held (YYYY-MM-DD)"));
+    tmux.wait_for("the date prompt", |s| s.contains("Date held (YYYY-MM-DD)"));
     tmux.answer("2020-02-30");
     let screen = tmux.wait_for("the date asked again", |s| {
-        asked(s, "date held (YYYY-MM-DD)") == 2
+        asked(s, "Date held (YYYY-MM-DD)") == 2
     });
     assert!(
         screen.contains("✗ held_on"),
@@ -1184,19 +1184,19 @@ fn lecture_add_prompts_in_a_terminal_and_asks_again() {
     );
     tmux.answer("2020-06-15");
 
-    tmux.wait_for("the title prompt", |s| s.contains("title:"));
+    tmux.wait_for("the title prompt", |s| s.contains("Title:"));
     tmux.answer("民法典进社区");
 
-    tmux.wait_for("the attendees prompt", |s| s.contains("attendees:"));
+    tmux.wait_for("the attendees prompt", |s| s.contains("Attendees:"));
     tmux.answer("many");
-    let screen = tmux.wait_for("attendees asked again", |s| asked(s, "attendees:") == 2);
+    let screen = tmux.wait_for("attendees asked again", |s| asked(s, "Attendees:") == 2);
     assert!(
         screen.contains("✗ attendees: \"many\" is not a whole number"),
         "{screen}"
     );
     tmux.answer("-5");
     let screen = tmux.wait_for("attendees asked a third time", |s| {
-        asked(s, "attendees:") == 3
+        asked(s, "Attendees:") == 3
     });
     assert_eq!(screen.matches("✗ attendees").count(), 2, "{screen}");
     tmux.answer("120");

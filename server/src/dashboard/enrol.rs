@@ -1,11 +1,13 @@
 //! `GET /enrol`: a coordinator makes a one-time enrolment code for a field
-//! device (`POST /enrol`), sees it large enough to read out, and keeps an
+//! device (`POST /enrol`), sees it large enough to read out and as a QR
+//! code that opens the field app with the code filled in, and keeps an
 //! eye on the codes still unused (`POST /enrol/{id}/withdraw`). Everything
 //! goes through `crate::enrol`, exactly as `/v1/enrollment-codes` does.
 
 use axum::extract::{Path, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{html, Markup};
+use maud::{html, Markup, PreEscaped};
 use pufa_core::org::OrgTree;
 use pufa_core::wire::{CodeIssued, CodeRequest, Role, LIST_LIMIT_DEFAULT};
 use uuid::Uuid;
@@ -27,6 +29,16 @@ const VALID_FOR: &[(u64, T, u64)] = &[
     (168, T::DaysN, 7),
 ];
 
+/// Smallest side of the QR code, in CSS pixels: big enough for a phone
+/// camera at arm's length from a screen.
+const QR_PIXELS_MIN: u32 = 240;
+
+/// A code just made, and the address its QR code opens.
+struct NewCode<'a> {
+    issued: &'a CodeIssued,
+    url: Option<String>,
+}
+
 /// `GET /enrol`.
 pub async fn enrol_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
     let top = ctx
@@ -39,7 +51,7 @@ async fn render(
     s: &AppState,
     ctx: &Ctx,
     top: Option<Markup>,
-    made: Option<&CodeIssued>,
+    made: Option<NewCode<'_>>,
 ) -> Result<Markup, PageError> {
     let lang = ctx.lang;
     let tree = s.store.org_tree();
@@ -49,11 +61,21 @@ async fn render(
     let units = tree.in_scope_units(&ctx.device.scope());
     let body = html! {
         @if let Some(t) = top { (t) }
-        @if let Some(c) = made {
+        @if let Some(NewCode { issued: c, url }) = made {
             section.box #new-code {
                 h2 { (T::EnrolCode.get(lang)) }
                 p.code #code { (c.code) }
                 p { (T::EnrolCodeHint.get(lang)) }
+                @if let Some(url) = url {
+                    figure.qr #code-qr {
+                        @if let Some(svg) = qr_svg(&url) { (PreEscaped(svg)) }
+                        figcaption {
+                            (T::EnrolQrHint.get(lang))
+                            br;
+                            code #code-url { (url) }
+                        }
+                    }
+                }
                 p.muted {
                     (unit_text(&tree, &c.org_unit)) " · " (role_text(c.role).get(lang))
                     @if !c.label.is_empty() { " · " (c.label) }
@@ -138,6 +160,21 @@ async fn render(
     Ok(page(ctx, Section::Enrol, T::NavEnrol.get(lang), body))
 }
 
+/// `text` as a QR code in SVG markup to put inline in the page. The SVG
+/// uses attributes only (no `style`), which the dashboard's CSP allows.
+fn qr_svg(text: &str) -> Option<String> {
+    let code = qrcode::QrCode::new(text.as_bytes()).ok()?;
+    let svg = code
+        .render::<qrcode::render::svg::Color<'_>>()
+        .min_dimensions(QR_PIXELS_MIN, QR_PIXELS_MIN)
+        .build();
+    // An XML declaration is out of place inside HTML.
+    Some(match svg.split_once("?>") {
+        Some((_, element)) => element.to_string(),
+        None => svg,
+    })
+}
+
 fn unit_text(tree: &OrgTree, code: &str) -> String {
     match tree.get(code) {
         Some(u) => format!("{} ({code})", u.name),
@@ -158,6 +195,7 @@ fn page_error(e: ApiError) -> PageError {
 /// `POST /enrol`: makes a code and shows it, with the list below.
 pub async fn create(
     State(s): State<AppState>,
+    headers: HeaderMap,
     SignedForm { mut ctx, fields }: SignedForm,
 ) -> Result<Response, PageError> {
     ctx.path = "/enrol".to_string();
@@ -182,7 +220,13 @@ pub async fn create(
     };
     let again = |t: T| Some(notice(ctx.lang, false, t, None));
     match enrol::create(&s, &ctx.device, req).await {
-        Ok(made) => Ok(Page::ok(render(&s, &ctx, None, Some(&made)).await?).into_response()),
+        Ok(made) => {
+            let new = NewCode {
+                url: crate::field_app::enrol_url(&s.config, &headers, &made.code),
+                issued: &made,
+            };
+            Ok(Page::ok(render(&s, &ctx, None, Some(new)).await?).into_response())
+        }
         Err(ApiError::Forbidden(_)) if role != Role::Field => {
             let top = again(T::EnrolCoordinatorOnly);
             Ok(Page::forbidden(render(&s, &ctx, top, None).await?).into_response())

@@ -455,6 +455,15 @@ fn columns(kind: Kind) -> &'static [&'static str] {
     }
 }
 
+/// A field's name as core's schema gives it.
+fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
+    match (kind.field(field), lang) {
+        (Some(f), Lang::Zh) => f.label.zh,
+        (Some(f), Lang::En) => f.label.en,
+        (None, _) => field,
+    }
+}
+
 fn cell(r: &RecordView, field: &str) -> String {
     match r.fields.get(field) {
         None => String::new(),
@@ -516,7 +525,7 @@ pub async fn records_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, P
                 table #records {
                     thead { tr {
                         th { (T::Unit.get(lang)) }
-                        @for c in columns(kind) { th { (crate::export::field_label(c, match lang { Lang::Zh => crate::export::Lang::Zh, Lang::En => crate::export::Lang::En })) } }
+                        @for c in columns(kind) { th { (field_text(kind, c, lang)) } }
                         th.num { (T::ConflictsOpen.get(lang)) }
                     } }
                     tbody {

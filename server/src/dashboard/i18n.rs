@@ -3,8 +3,12 @@
 //!
 //! Pages name a [`T`] and never spell text themselves, so a translation
 //! is fixed here once and a missing one is a compile error, not an
-//! English word in a Chinese page. Data (unit names, labels, field names,
-//! rejection messages from the validator) is shown as stored.
+//! English word in a Chinese page. What kinds, fields and enum values are
+//! called comes from `pufa_core::schema`, shared with the field app, the
+//! CLI and the exports. Data (unit names, device labels, rejection
+//! messages from the validator) is shown as stored.
+
+use pufa_core::schema::{choice_label, Kind, Label};
 
 /// The language a page is rendered in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -50,19 +54,30 @@ impl Lang {
 }
 
 // One line per text: key, Chinese, English. The macro keeps the two
-// languages side by side so a reviewer sees both at once.
+// languages side by side so a reviewer sees both at once. Names of kinds
+// and enum values come from `pufa_core::schema` (`core { … }`), which the
+// field app, the CLI and the exports read too.
 macro_rules! texts {
-    ($($key:ident => $zh:literal, $en:literal;)*) => {
+    (
+        core { $($core_key:ident => $label:expr;)* }
+        $($key:ident => $zh:literal, $en:literal;)*
+    ) => {
         /// A UI text; [`T::get`] gives it in a language.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-        pub enum T { $($key,)* }
+        pub enum T { $($core_key,)* $($key,)* }
 
         impl T {
             /// Every text, for the table's own tests.
-            pub const ALL: &'static [T] = &[$(T::$key,)*];
+            pub const ALL: &'static [T] = &[$(T::$core_key,)* $(T::$key,)*];
 
             pub fn get(self, lang: Lang) -> &'static str {
-                let (zh, en) = match self { $(T::$key => ($zh, $en),)* };
+                let (zh, en) = match self {
+                    $(T::$core_key => {
+                        let label: Label = $label;
+                        (label.zh, label.en)
+                    })*
+                    $(T::$key => ($zh, $en),)*
+                };
                 match lang {
                     Lang::Zh => zh,
                     Lang::En => en,
@@ -72,7 +87,24 @@ macro_rules! texts {
     };
 }
 
+/// What core calls an enum value; a value core does not know stays as it is.
+fn choice(field: &str, value: &'static str) -> Label {
+    choice_label(field, value).unwrap_or(Label {
+        zh: value,
+        en: value,
+    })
+}
+
 texts! {
+    core {
+        Lectures => Kind::Lecture.label_plural();
+        Corners => Kind::LibraryCorner.label_plural();
+        DemoSites => Kind::DemoSite.label_plural();
+        LevelNational => choice("level", "national");
+        LevelProvincial => choice("level", "provincial");
+        LevelMunicipal => choice("level", "municipal");
+        LevelDistrict => choice("level", "district");
+    }
     AppName => "普法同步 · 工作看板", "Pufa Sync · Coordinator dashboard";
     MainMenu => "主菜单", "Main menu";
     NavOverview => "概览", "Overview";
@@ -110,19 +142,12 @@ texts! {
     PeriodHint => "默认为本年度（本年度尚无数据时为最近有数据的年度）；留空表示不限。讲座按举办日期统计，示范村（社区）按授牌年度统计，图书角为当前状态。",
         "This year by default (the latest year with data if this one has none); leave a date empty for no limit. Lectures count by date held, demonstration sites by award year; library corners are as they are now.";
     AnyDate => "不限", "any";
-    Lectures => "法律大讲堂", "Legal lectures";
     LectureCount => "场次", "Lectures held";
     Attendees => "参与人次", "Attendees";
     UnitsWithLecture => "开展讲座的基层单位", "Grassroots units with a lecture";
-    Corners => "法治图书角", "Legal library corners";
     CornersActive => "在用图书角", "Active corners";
     Coverage => "基层单位覆盖率", "Grassroots coverage";
     UnitsCovered => "已覆盖 / 基层单位总数", "Units covered / grassroots units";
-    DemoSites => "法治示范村（社区）", "Rule-of-law demonstration sites";
-    LevelNational => "国家级", "National";
-    LevelProvincial => "省级", "Provincial";
-    LevelMunicipal => "市级", "Municipal";
-    LevelDistrict => "区级", "District";
     ConflictsOpen => "待处理冲突", "Open conflicts";
     SubUnits => "下级单位", "Sub-units";
     NoSubUnits => "该单位没有下级单位。", "This unit has no sub-units.";
@@ -258,8 +283,9 @@ texts! {
     LoginDisabled => "该账号已停用，请联系管理员。", "This account is disabled; ask an admin.";
 
     NavEnrol => "设备登记", "Enrol a device";
-    EnrolIntro => "为外勤设备生成一次性登记码。在设备上运行 pufa enroll --server 服务器地址 --code 登记码（或在应用中输入），设备即绑定到所选单位。登记码只能使用一次，过期自动失效。",
-        "Make a one-time enrolment code for a field device. On the device, run pufa enroll --server SERVER --code CODE (or type it into the app): the device is then bound to the chosen unit. A code works once and stops working when it expires.";
+    EnrolIntro => "为外勤设备生成一次性登记码。外勤人员用手机扫描生成后显示的二维码，即可在手机浏览器中打开“普法同步”外勤应用（本服务器的 /field/ 页面），登记码自动填入；也可以在外勤应用中手动输入登记码，或在电脑上运行 pufa enroll --server 服务器地址 --code 登记码。登记后设备即绑定到所选单位。登记码只能使用一次，过期自动失效。",
+        "Make a one-time enrolment code for a field device. The field worker scans the QR code shown with it on a phone: this opens the Pufa Sync field app (this server's /field/ page) in the phone's browser with the code filled in. The code can also be typed into the field app, or used on a computer with pufa enroll --server SERVER --code CODE. The device is then bound to the chosen unit. A code works once and stops working when it expires.";
+    EnrolQrHint => "用手机扫描二维码，打开外勤应用并登记设备。二维码中的地址：", "Scan with the phone to open the field app and enrol it. The address in the QR code:";
     EnrolNew => "生成登记码", "Make a code";
     EnrolValidFor => "有效期", "Valid for";
     EnrolLabel => "设备名称（可选）", "Device name (optional)";

@@ -76,6 +76,7 @@ pre{white-space:pre-wrap;overflow-wrap:anywhere;margin:.3rem 0}
 .login input[type=password],.login input[type=text]{width:100%}
 .login .token-login{margin-top:1.2rem;padding-top:.6rem;border-top:1px solid var(--line)}
 .code{font:700 2.6rem/1.3 ui-monospace,Menlo,Consolas,monospace;letter-spacing:.18em;margin:.4rem 0;user-select:all}
+.qr{margin:.6rem 0}.qr svg{display:block;width:100%;max-width:16rem;height:auto}.qr figcaption{margin-top:.3rem;word-break:break-all}
 form.enrol{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end}
 form.enrol label{display:flex;flex-direction:column;font-size:.9rem}
 select{font:inherit;padding:.3rem .5rem;max-width:100%}

@@ -4,7 +4,7 @@
 use std::io::{BufRead, Write};
 
 use pufa_core::date::Date;
-use pufa_core::schema::{check_field, FieldType, Kind, Today};
+use pufa_core::schema::{check_field, choice_label, FieldType, Kind, Today};
 use pufa_core::wire::OrgUnit;
 use serde_json::{json, Value};
 
@@ -108,7 +108,16 @@ pub fn prompt(
     } = *ctx;
     loop {
         let hint = match (field, kind.field(field).map(|f| &f.ty)) {
-            (_, Some(FieldType::OneOf(options))) => format!(" [{}]", options.join("/")),
+            (_, Some(FieldType::OneOf(options))) => {
+                let named: Vec<_> = options
+                    .iter()
+                    .map(|v| match choice_label(field, v) {
+                        Some(l) => format!("{v} {}", lang.t(l.zh, l.en)),
+                        None => v.to_string(),
+                    })
+                    .collect();
+                format!(" [{}]", named.join(" / "))
+            }
             ("org_unit", _) if !units.is_empty() => {
                 let grassroots: Vec<_> = units
                     .iter()
@@ -129,7 +138,7 @@ pub fn prompt(
         } else {
             lang.t(" (可留空)", " (optional)")
         };
-        let _ = write!(out, "{}{opt}{hint}: ", lang.field(field));
+        let _ = write!(out, "{}{opt}{hint}: ", lang.field(kind, field));
         let _ = out.flush();
         let mut line = String::new();
         if input.read_line(&mut line).ok()? == 0 {

@@ -1,6 +1,8 @@
 //! The CLI's words in zh-CN and English. Chosen by `--lang`, else `LANG`
 //! (English when it starts with `en`, Chinese otherwise).
 
+use pufa_core::schema::{FieldType, Kind};
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lang {
     Zh,
@@ -30,28 +32,19 @@ impl Lang {
         }
     }
 
-    /// A field's human name.
-    pub fn field(self, name: &str) -> &'static str {
-        let (zh, en) = match name {
-            "org_unit" => ("组织单位", "org unit"),
-            "held_on" => ("举办日期 (YYYY-MM-DD)", "date held (YYYY-MM-DD)"),
-            "title" => ("标题", "title"),
-            "attendees" => ("参加人数", "attendees"),
-            "topics" => ("主题 (逗号分隔)", "topics (comma-separated)"),
-            "speaker" => ("主讲人", "speaker"),
-            "venue" => ("地点", "venue"),
-            "audience" => ("对象", "audience"),
-            "notes" => ("备注", "notes"),
-            "location" => ("位置 (纬度,经度)", "location (lat,lon)"),
-            "name" => ("名称", "name"),
-            "status" => ("状态", "status"),
-            "books" => ("藏书数", "books"),
-            "opened_on" => ("设立日期 (YYYY-MM-DD)", "opened on (YYYY-MM-DD)"),
-            "last_checked_on" => ("最近检查日期 (YYYY-MM-DD)", "last checked on (YYYY-MM-DD)"),
-            "level" => ("级别", "level"),
-            "year" => ("年度", "year"),
-            _ => ("字段", "field"),
+    /// A field's human name (core's schema says it), with how to type
+    /// it where that is not obvious.
+    pub fn field(self, kind: Kind, name: &str) -> String {
+        let Some(spec) = kind.field(name) else {
+            return name.to_string();
         };
-        self.t(zh, en)
+        let label = self.t(spec.label.zh, spec.label.en);
+        let hint = match spec.ty {
+            FieldType::HeldOn | FieldType::Date => " (YYYY-MM-DD)",
+            FieldType::Topics => self.t(" (逗号分隔)", " (comma-separated)"),
+            FieldType::Location => self.t(" (纬度,经度)", " (lat,lon)"),
+            _ => "",
+        };
+        format!("{label}{hint}")
     }
 }
