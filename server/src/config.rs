@@ -182,6 +182,10 @@ pub struct Config {
     /// Connections this instance keeps to PostgreSQL
     /// ([`PG_POOL_SIZE_DEFAULT`]).
     pub pg_pool_size: usize,
+    /// Follow every sled flush with real fsyncs, so that what is
+    /// acknowledged survives a power cut, not only a killed process. Off
+    /// only to measure what that costs (`--unsafe-no-fsync`).
+    pub fsync: bool,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
@@ -211,6 +215,7 @@ impl Config {
             tls: None,
             database_url: None,
             pg_pool_size: PG_POOL_SIZE_DEFAULT,
+            fsync: true,
             clock: Arc::new(SystemClock),
             ids: Arc::new(SystemIds),
         }
@@ -237,6 +242,7 @@ impl fmt::Debug for Config {
             .field("header_timeout", &self.header_timeout)
             .field("tls", &self.tls.is_some())
             .field("database", &self.database_url.is_some())
+            .field("fsync", &self.fsync)
             .finish_non_exhaustive()
     }
 }
