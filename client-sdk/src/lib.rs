@@ -182,7 +182,7 @@ impl Client {
     /// # Errors
     /// The store cannot be opened, or belongs to another device.
     pub fn open(config: ClientConfig, transport: Arc<dyn Transport>) -> Result<Client> {
-        std::fs::create_dir_all(&config.data_dir)
+        pufa_durable::create_dir_all(&config.data_dir)
             .map_err(|e| Error::Store(format!("{}: {e}", config.data_dir.display())))?;
         let store = LocalStore::open(&config.data_dir)?;
         let mut meta = store.meta()?;

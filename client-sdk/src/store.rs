@@ -16,6 +16,9 @@
 //! Values are JSON: the store is small, and JSON keeps it inspectable.
 
 use std::path::Path;
+use std::sync::Arc;
+
+use pufa_durable::SledFiles;
 
 use pufa_core::hlc::HlcClock;
 use pufa_core::wire::{ErrorObject, Mutation, OrgUnit, RecordView};
@@ -121,6 +124,9 @@ fn dec<T: DeserializeOwned>(b: &[u8]) -> Result<T> {
 #[derive(Clone)]
 pub struct LocalStore {
     db: sled::Db,
+    /// sled's flush survives a killed app but not a dead battery: these
+    /// fsyncs, after it, make a durable commit survive a power cut too.
+    files: Arc<SledFiles>,
 }
 
 /// Staged changes, applied atomically by [`LocalStore::commit`].
@@ -206,7 +212,8 @@ impl LocalStore {
             .path(path)
             .cache_capacity(16 * 1024 * 1024)
             .open()?;
-        Ok(LocalStore { db })
+        let files = Arc::new(SledFiles::open(path).map_err(sync_failed)?);
+        Ok(LocalStore { db, files })
     }
 
     pub fn meta(&self) -> Result<Meta> {
@@ -218,18 +225,19 @@ impl LocalStore {
     }
 
     /// Applies staged changes atomically; with `durable`, returns only once
-    /// they are on disk.
+    /// they are on disk (fsynced: they survive a power cut).
     pub fn commit(&self, staged: Staged, durable: bool) -> Result<()> {
         self.db.apply_batch(staged.batch)?;
         if durable {
-            self.db.flush()?;
+            self.flush()?;
         }
         Ok(())
     }
 
+    /// Makes every commit so far durable, power cuts included.
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
-        Ok(())
+        self.files.sync().map_err(sync_failed)
     }
 
     pub fn confirmed(&self, id: Uuid) -> Result<Option<Confirmed>> {
@@ -307,4 +315,8 @@ impl LocalStore {
     pub fn units(&self) -> Result<Vec<OrgUnit>> {
         self.db.scan_prefix(UNIT).map(|kv| dec(&kv?.1)).collect()
     }
+}
+
+fn sync_failed(e: std::io::Error) -> Error {
+    Error::Store(format!("syncing the local store to disk: {e}"))
 }

@@ -41,6 +41,10 @@ pub struct ErrorObject {
 pub struct Health {
     pub status: String,
     pub version: String,
+    /// Set-up that puts acknowledged writes at risk (an addition to the
+    /// contract; absent when there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// A token's role (§3).

@@ -68,6 +68,7 @@ pub async fn health(State(s): State<AppState>) -> ApiResult<Json<Health>> {
     Ok(Json(Health {
         status: "ok".into(),
         version: env!("CARGO_PKG_VERSION").into(),
+        warnings: s.store.durability_warnings(),
     }))
 }
 

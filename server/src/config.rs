@@ -192,6 +192,10 @@ pub struct Config {
     /// Connections this instance keeps to PostgreSQL
     /// ([`PG_POOL_SIZE_DEFAULT`]).
     pub pg_pool_size: usize,
+    /// Follow every sled flush with real fsyncs, so that what is
+    /// acknowledged survives a power cut, not only a killed process. Off
+    /// only to measure what that costs (`--unsafe-no-fsync`).
+    pub fsync: bool,
     pub clock: Arc<dyn Clock>,
     pub ids: Arc<dyn IdSource>,
 }
@@ -223,6 +227,7 @@ impl Config {
             public_url: None,
             database_url: None,
             pg_pool_size: PG_POOL_SIZE_DEFAULT,
+            fsync: true,
             clock: Arc::new(SystemClock),
             ids: Arc::new(SystemIds),
         }
@@ -251,6 +256,7 @@ impl fmt::Debug for Config {
             .field("time_zone", &self.time_zone)
             .field("public_url", &self.public_url)
             .field("database", &self.database_url.is_some())
+            .field("fsync", &self.fsync)
             .finish_non_exhaustive()
     }
 }

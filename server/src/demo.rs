@@ -1148,7 +1148,7 @@ pub async fn populate(
         .await?;
 
     let devices_dir = data_dir.join(DEVICES_DIR);
-    std::fs::create_dir_all(&devices_dir).map_err(io_err(&devices_dir))?;
+    pufa_durable::create_dir_all(&devices_dir).map_err(io_err(&devices_dir))?;
     let transport = Arc::new(HttpTransport::new(base_url).map_err(|e| DemoError::Api {
         call: "HTTP client".into(),
         reason: e.to_string(),
@@ -1541,7 +1541,7 @@ pub async fn launch(
         // Made before the store, so that a start cut short is recognised
         // as an unfinished demo, never as a real store.
         let devices = dir.join(DEVICES_DIR);
-        std::fs::create_dir_all(&devices).map_err(io_err(&devices))?;
+        pufa_durable::create_dir_all(&devices).map_err(io_err(&devices))?;
     }
     let admin_token_path = config.admin_token_path();
     let url = local_url(listener.local_addr().map_err(RunError::Serve)?);

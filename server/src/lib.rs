@@ -36,7 +36,6 @@ pub mod store;
 pub mod tls;
 
 use std::future::Future;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,7 +211,7 @@ pub(crate) fn check_data_dir(dir: &Path) -> Result<(), RunError> {
             Ok(())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            std::fs::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))
+            pufa_durable::create_dir_all(dir).map_err(|e| err(format!("cannot create it: {e}")))
         }
         Err(e) => Err(err(e.to_string())),
     }
@@ -288,21 +287,10 @@ async fn bootstrap_admin(state: &AppState) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Writes a new file readable by its owner only (0600), durably; never
-/// replaces an existing one.
+/// Writes a new file readable by its owner only (0600), durably (a power
+/// cut keeps all of it or none); never replaces an existing one.
 pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents.as_bytes())?;
-    f.sync_all()?;
-    if let Some(parent) = path.parent() {
-        std::fs::File::open(parent)?.sync_all()?;
-    }
-    Ok(())
+    pufa_durable::create_new(path, contents.as_bytes(), pufa_durable::Access::Private)
 }
 
 /// Serves `state` on `listener` until `shutdown` resolves, drains in-flight

@@ -87,6 +87,11 @@ struct Args {
     /// Connections this instance keeps to PostgreSQL.
     #[arg(long, default_value_t = config::PG_POOL_SIZE_DEFAULT, global = true)]
     pg_pool_size: usize,
+    /// UNSAFE, for measuring what durability costs: acknowledge writes after
+    /// sled's flush alone, without fsync. A power cut then loses
+    /// acknowledged pushes. Hidden from --help.
+    #[arg(long, hide = true, global = true)]
+    unsafe_no_fsync: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -216,6 +221,10 @@ async fn serve_main() -> ExitCode {
     config.pg_pool_size = args.pg_pool_size.max(1);
     config.time_zone = args.time_zone.clone();
     config.public_url = args.public_url.clone();
+    if args.unsafe_no_fsync {
+        tracing::warn!("--unsafe-no-fsync: a power cut can lose acknowledged writes");
+        config.fsync = false;
+    }
     if let (Some(cert), Some(key)) = (&args.tls_cert, &args.tls_key) {
         match pufa_server::tls::server_config(cert, key) {
             Ok(tls) => config.tls = Some(tls),

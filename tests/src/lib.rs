@@ -2,6 +2,7 @@
 //! process, on a temp dir with a manual clock and seeded ids) and SDK devices
 //! that reach it through an in-process transport which can inject faults.
 
+pub mod fault;
 pub mod pg;
 pub mod powercut;
 pub mod webdriver;
@@ -507,41 +508,108 @@ pub fn assert_last_writer_wins<'a>(
     acked: impl IntoIterator<Item = (&'a pufa_core::wire::Mutation, pufa_core::hlc::Hlc)>,
     on_server: &std::collections::BTreeMap<Uuid, pufa_core::wire::PullEntry>,
 ) {
+    let wrong = last_writer_wins_differences(acked, [], on_server);
+    assert!(
+        wrong.is_empty(),
+        "{} differences from last-writer-wins, first: {:?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(5)]
+    );
+}
+
+/// Where the server's records differ from last-writer-wins over the
+/// `acked` mutations (see [`assert_last_writer_wins`]), one entry per
+/// record missing or field wrong. A field may also hold the value of an
+/// `unanswered` mutation (sent, its answer lost) with a greater HLC: the
+/// server may hold it.
+pub fn last_writer_wins_differences<'a>(
+    acked: impl IntoIterator<Item = (&'a pufa_core::wire::Mutation, pufa_core::hlc::Hlc)>,
+    unanswered: impl IntoIterator<Item = &'a pufa_core::wire::Mutation>,
+    on_server: &std::collections::BTreeMap<Uuid, pufa_core::wire::PullEntry>,
+) -> Vec<Difference> {
+    use pufa_core::hlc::Hlc;
     use pufa_core::merge::canonical_json;
-    type Best = std::collections::BTreeMap<String, (pufa_core::hlc::Hlc, String, Value)>;
-    let mut expected: std::collections::BTreeMap<Uuid, Best> = std::collections::BTreeMap::new();
+    use std::collections::BTreeMap;
+    type Key = (Hlc, String);
+    /// Per record, per field: the best acknowledged write, then the
+    /// unanswered writes that would beat it.
+    type Offers = BTreeMap<Uuid, BTreeMap<String, (Option<(Key, Value)>, Vec<(Key, Value)>)>>;
+    fn writes(m: &pufa_core::wire::Mutation) -> impl Iterator<Item = (&str, Value)> + '_ {
+        m.set
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.clone()))
+            .chain(m.delete.map(|d| ("_deleted", Value::Bool(d))))
+    }
+    let mut offers: Offers = BTreeMap::new();
     for (m, hlc) in acked {
-        let best = expected.entry(m.record_id).or_default();
-        let mut offer = |field: &str, v: &Value| {
-            let key = (hlc, canonical_json(v));
-            if best.get(field).is_none_or(|b| (b.0, b.1.clone()) < key) {
-                best.insert(field.to_string(), (key.0, key.1, v.clone()));
+        let fields = offers.entry(m.record_id).or_default();
+        for (field, v) in writes(m) {
+            let key = (hlc, canonical_json(&v));
+            let best = &mut fields.entry(field.to_string()).or_default().0;
+            if best.as_ref().is_none_or(|(b, _)| *b < key) {
+                *best = Some((key, v));
             }
-        };
-        for (k, v) in &m.set {
-            offer(k, v);
-        }
-        if let Some(del) = m.delete {
-            offer("_deleted", &Value::Bool(del));
         }
     }
-    for (rid, best) in &expected {
+    for m in unanswered {
+        // Only where an acknowledged write is expected: a record that only
+        // unanswered mutations wrote may or may not exist.
+        let Some(fields) = offers.get_mut(&m.record_id) else {
+            continue;
+        };
+        for (field, v) in writes(m) {
+            if let Some(entry) = fields.get_mut(field) {
+                let key = (m.hlc, canonical_json(&v));
+                entry.1.push((key, v));
+            }
+        }
+    }
+    let mut wrong = Vec::new();
+    for (rid, fields) in &offers {
         let Some(pufa_core::wire::PullEntry::Record(r)) = on_server.get(rid) else {
-            panic!("record {rid} missing on the server");
+            wrong.push(Difference::Missing(*rid));
+            continue;
         };
-        for (field, (_, _, v)) in best {
-            if field == "_deleted" {
-                assert_eq!(Value::Bool(r.deleted), *v, "record {rid}: deleted");
-            } else if v.is_null() {
-                assert!(
-                    !r.fields.contains_key(field),
-                    "record {rid}: {field} not cleared"
-                );
+        for (field, (best, later)) in fields {
+            let Some((best_key, best)) = best else {
+                continue;
+            };
+            let held = if field == "_deleted" {
+                Some(Value::Bool(r.deleted))
             } else {
-                assert_eq!(r.fields.get(field), Some(v), "record {rid}: {field}");
+                r.fields.get(field).cloned()
+            };
+            let matches = |v: &Value| match &held {
+                Some(h) => h == v,
+                None => v.is_null(),
+            };
+            let ok = matches(best) || later.iter().any(|(k, v)| k > best_key && matches(v));
+            if !ok {
+                wrong.push(Difference::Field {
+                    record: *rid,
+                    field: field.clone(),
+                    expected: best.clone(),
+                    held: held.unwrap_or(Value::Null),
+                });
             }
         }
     }
+    wrong
+}
+
+/// One way the server's records differ from what was acknowledged.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Difference {
+    /// An acknowledged mutation's record is not on the server.
+    Missing(Uuid),
+    /// A field (or `_deleted`) holds another value than the acknowledged
+    /// write with the greatest HLC.
+    Field {
+        record: Uuid,
+        field: String,
+        expected: Value,
+        held: Value,
+    },
 }
 
 /// How [`random_local_round`] works a device's store.
@@ -853,6 +921,16 @@ impl ServerProcess {
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
         panic!("pufa-server would not restart on port {}", self.port);
+    }
+
+    /// Starts it again once, on the same data dir, port and arguments:
+    /// `None` if it exited before listening (say, refusing its store).
+    ///
+    /// # Panics
+    /// When it is still running.
+    pub async fn try_restart(&mut self) -> Option<Vec<String>> {
+        assert!(self.child.is_none(), "restart after kill");
+        self.spawn().await
     }
 
     /// One start on `self.port`; `None` if it exited before listening.

@@ -22,16 +22,15 @@
 //! syncs to succeed, then for 1..=`PUSHES_IN_FLIGHT_MAX` pushes to be on the
 //! wire, and kills: every kill lands on pushes in flight.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
-use pufa_client::transport::{Request, Response, Transport, TransportError};
 use pufa_client::{Client, ClientConfig, HttpTransport, RetryPolicy};
-use pufa_core::wire::{Mutation, PushRequest, PushResponse, TokenIssued};
-use pufa_tests::{api, env_or, pull_all, Answer};
+use pufa_core::wire::TokenIssued;
+use pufa_tests::fault::{Ledger, Recorded, Wire};
+use pufa_tests::{api, env_or, pull_all};
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -55,66 +54,6 @@ const SYNCS_BETWEEN_KILLS_MAX: usize = 12;
 const PUSHES_IN_FLIGHT_MAX: usize = 3;
 /// Syncs a device tries at the end before the test gives up.
 const FINAL_SYNC_ATTEMPTS: usize = 50;
-
-// ------------------------------------------------- what the devices saw
-
-/// Every push the devices sent and every push answer that reached them.
-#[derive(Default)]
-struct Ledger {
-    /// Mutations as pushed, by id.
-    sent: Mutex<HashMap<Uuid, Mutation>>,
-    /// `(status, seq, stored hlc)` of every result a device received.
-    answers: Mutex<HashMap<Uuid, Vec<Answer>>>,
-}
-
-/// `HttpTransport`, writing pushes and their answers into the ledger.
-struct Recorded {
-    http: HttpTransport,
-    ledger: Arc<Ledger>,
-    pushes: Arc<InFlight>,
-}
-
-/// Pushes on the wire, for the killer to aim at.
-#[derive(Default)]
-struct InFlight {
-    count: AtomicUsize,
-    changed: Notify,
-}
-
-#[async_trait]
-impl Transport for Recorded {
-    async fn send(&self, req: Request) -> Result<Response, TransportError> {
-        let push = req.path == "/v1/sync/push";
-        if push {
-            let body: PushRequest =
-                serde_json::from_slice(req.body.as_deref().unwrap_or_default()).unwrap();
-            let mut sent = self.ledger.sent.lock().unwrap();
-            for m in body.mutations {
-                sent.insert(m.id, m);
-            }
-        }
-        if push {
-            self.pushes.count.fetch_add(1, Ordering::SeqCst);
-            self.pushes.changed.notify_waiters();
-        }
-        let r = self.http.send(req).await;
-        if push {
-            self.pushes.count.fetch_sub(1, Ordering::SeqCst);
-        }
-        let r = r?;
-        if push && r.status == 200 {
-            let resp: PushResponse = serde_json::from_slice(&r.body).unwrap();
-            let mut answers = self.ledger.answers.lock().unwrap();
-            for x in resp.results {
-                answers
-                    .entry(x.id)
-                    .or_default()
-                    .push((x.status, x.seq, x.hlc));
-            }
-        }
-        Ok(r)
-    }
-}
 
 // ------------------------------------------------------------ devices
 
@@ -168,7 +107,7 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
     assert_eq!(st, 200, "{v}");
 
     let ledger = Arc::new(Ledger::default());
-    let pushes = Arc::new(InFlight::default());
+    let wire = Arc::new(Wire::default());
     let mut devices = Vec::new();
     for i in 0..devices_n {
         let street = i % STREETS + 1;
@@ -196,7 +135,7 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
         let transport = Arc::new(Recorded {
             http: HttpTransport::new(&base).unwrap(),
             ledger: ledger.clone(),
-            pushes: pushes.clone(),
+            wire: wire.clone(),
         });
         let client = Client::open(config, transport).unwrap();
         devices.push(Arc::new(Device {
@@ -254,15 +193,9 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
             progress.notified().await;
         }
         // Then aim: kill while pushes are on the wire.
-        let aim = killer.gen_range(1..=PUSHES_IN_FLIGHT_MAX);
-        loop {
-            let changed = pushes.changed.notified();
-            if pushes.count.load(Ordering::SeqCst) >= aim {
-                break;
-            }
-            changed.await;
-        }
-        in_flight_at_kills += pushes.count.load(Ordering::SeqCst);
+        wire.wait_for_pushes(killer.gen_range(1..=PUSHES_IN_FLIGHT_MAX))
+            .await;
+        in_flight_at_kills += wire.pushes();
         server.kill();
         server.restart().await;
         if k % 5 == 4 {

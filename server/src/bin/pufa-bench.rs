@@ -48,9 +48,11 @@ struct Args {
     /// schemas), dropped afterwards.
     #[arg(long, env = "PUFA_BENCH_DATABASE_URL")]
     database_url: Option<String>,
-    /// Which stores to measure, side by side in one run: `sled`, `pg`
-    /// (one instance), `pg2` (two instances on one database; pushers and
-    /// reads spread over both). Default: sled, plus pg and pg2 with
+    /// Which stores to measure, side by side in one run: `sled`,
+    /// `sled-nofsync` (the same without the fsyncs that make an
+    /// acknowledgement survive a power cut: what they cost), `pg` (one
+    /// instance), `pg2` (two instances on one database; pushers and reads
+    /// spread over both). Default: sled, plus pg and pg2 with
     /// --database-url.
     #[arg(long, value_delimiter = ',')]
     stores: Vec<String>,
@@ -282,9 +284,12 @@ impl Drop for Spawned {
 }
 
 /// Starts one `pufa-server` on a fresh data dir (keeping its store in
-/// `database_url` when given): `(process, base URL, admin token if this
-/// instance made it)`.
-fn spawn_server(database_url: Option<&str>) -> Result<(Spawned, String, Option<String>)> {
+/// `database_url` when given), with `flags` added: `(process, base URL,
+/// admin token if this instance made it)`.
+fn spawn_server(
+    database_url: Option<&str>,
+    flags: &[&str],
+) -> Result<(Spawned, String, Option<String>)> {
     let exe = std::env::current_exe()?.with_file_name("pufa-server");
     if !exe.exists() {
         bail!(
@@ -303,6 +308,7 @@ fn spawn_server(database_url: Option<&str>) -> Result<(Spawned, String, Option<S
     if let Some(db) = database_url {
         cmd.args(["--database-url", db]);
     }
+    cmd.args(flags);
     let mut child = cmd
         .env("RUST_LOG", "warn,pufa_server=info")
         .env("NO_COLOR", "1")
@@ -627,14 +633,15 @@ async fn main() -> Result<()> {
     }
     let mut reports = serde_json::Map::new();
     for store in &stores {
-        let instances = match store.as_str() {
-            "sled" => 0,
-            "pg" => 1,
-            "pg2" => 2,
-            other => bail!("unknown store {other:?}: sled, pg or pg2"),
+        let (instances, flags): (usize, &[&str]) = match store.as_str() {
+            "sled" => (0, &[]),
+            "sled-nofsync" => (0, &["--unsafe-no-fsync"]),
+            "pg" => (1, &[]),
+            "pg2" => (2, &[]),
+            other => bail!("unknown store {other:?}: sled, sled-nofsync, pg or pg2"),
         };
         let report = if instances == 0 {
-            let (s, url, admin) = spawn_server(None)?;
+            let (s, url, admin) = spawn_server(None, flags)?;
             let dir = s.dir.path().to_path_buf();
             let admin = admin.context("no admin.token")?;
             let report = bench(&args, &[url], admin, &[s.child.id()], Some(Disk::Dir(dir))).await?;
@@ -650,7 +657,7 @@ async fn main() -> Result<()> {
             let mut servers = Vec::new();
             let mut admin = None;
             for _ in 0..instances {
-                let (s, url, a) = spawn_server(Some(&db))?;
+                let (s, url, a) = spawn_server(Some(&db), flags)?;
                 admin = admin.or(a);
                 servers.push((s, url));
             }

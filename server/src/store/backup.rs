@@ -249,7 +249,7 @@ pub fn restore(
                 return Err(RestoreError::NotEmpty(dir.clone()));
             }
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => std::fs::create_dir_all(dir)?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => pufa_durable::create_dir_all(dir)?,
         Err(e) => return Err(e.into()),
     }
     let mut r = BufReader::with_capacity(1024 * 1024, file);
@@ -258,7 +258,7 @@ pub fn restore(
     match loaded {
         Ok(restored) => {
             std::fs::rename(&staging, config.store_path())?;
-            std::fs::File::open(dir)?.sync_all()?;
+            pufa_durable::sync_dir(dir)?;
             Ok(restored)
         }
         Err(e) => {
@@ -347,7 +347,10 @@ fn load(
     };
     db.insert(codec::META_STORE_ID, store_id.as_bytes())
         .map_err(StoreError::from)?;
-    db.flush().map_err(StoreError::from)?;
+    // Synced whatever the server's own setting: nothing of a restore is
+    // acknowledged to anyone until it is all on disk.
+    let files = pufa_durable::SledFiles::open(staging)?;
+    super::sled::flush_durably(&db, Some(&files))?;
     Ok(Restored {
         header,
         pairs,

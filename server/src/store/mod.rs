@@ -367,6 +367,13 @@ pub trait Store: Send + Sync + 'static {
         tokio::sync::watch::channel(None).1
     }
 
+    /// What, in how the store is set up, puts acknowledged writes at risk
+    /// (`/v1/health` lists it): PostgreSQL running with `fsync`,
+    /// `synchronous_commit` or `full_page_writes` off.
+    fn durability_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Whether the store can serve now (`/v1/health`): PostgreSQL answers
     /// within [`pg::READY_TIMEOUT_MS`]. The embedded store is always there.
     async fn ready(&self) -> Result<(), StoreError> {

@@ -151,6 +151,8 @@ pub struct PgStore {
 
 struct Inner {
     pool: Pool,
+    /// [`unsafe_settings`] of the database, read at start-up.
+    warnings: Vec<String>,
     store_id: Uuid,
     ids: Arc<dyn IdSource>,
     rejections_kept: u64,
@@ -197,6 +199,25 @@ fn hash_of(bytes: &[u8]) -> Result<codec::Hash, StoreError> {
         .map_err(|_| StoreError::Corrupt("malformed audit hash in pufa_state".into()))
 }
 
+/// The PostgreSQL settings a `200` for a push relies on: with any of them
+/// off, a crash of the database (or of its machine) can lose or corrupt
+/// what was acknowledged.
+pub const DURABILITY_SETTINGS: [&str; 3] = ["fsync", "synchronous_commit", "full_page_writes"];
+
+/// A warning for each of [`DURABILITY_SETTINGS`] that is off, from
+/// `(name, setting)` pairs as `pg_settings` lists them.
+pub fn unsafe_settings<'a>(settings: impl IntoIterator<Item = (&'a str, &'a str)>) -> Vec<String> {
+    settings
+        .into_iter()
+        .filter(|(name, setting)| DURABILITY_SETTINGS.contains(name) && *setting == "off")
+        .map(|(name, _)| {
+            format!(
+                "PostgreSQL runs with {name}=off: a crash of the database or its machine can lose acknowledged pushes; set {name}=on (docs/operations.md)"
+            )
+        })
+        .collect()
+}
+
 impl PgStore {
     /// Connects to `config.database_url`, migrates the schema (safe from
     /// several instances at once) and creates the store's state on an
@@ -213,6 +234,17 @@ impl PgStore {
         let pool = pool(url, config.pg_pool_size)?;
         let mut client = pool.get().await.map_err(pool_err)?;
         schema::migrate(&mut client).await?;
+        let settings = client
+            .query(
+                "SELECT name, setting FROM pg_settings WHERE name = ANY($1)",
+                &[&DURABILITY_SETTINGS.as_slice()],
+            )
+            .await
+            .map_err(pg_err)?;
+        let warnings = unsafe_settings(settings.iter().map(|r| (r.get(0), r.get(1))));
+        for w in &warnings {
+            tracing::warn!("{w}");
+        }
         let hlc0 = encode(&HlcClock::default().parts());
         client
             .execute(
@@ -230,6 +262,7 @@ impl PgStore {
         drop(client);
         let inner = Arc::new(Inner {
             pool,
+            warnings,
             store_id,
             ids: config.ids.clone(),
             rejections_kept: config.rejections_kept,
@@ -1021,6 +1054,10 @@ impl Store for PgStore {
 
     fn org_tree(&self) -> Arc<OrgTree> {
         self.inner.tree()
+    }
+
+    fn durability_warnings(&self) -> Vec<String> {
+        self.inner.warnings.clone()
     }
 
     async fn ready(&self) -> Result<(), StoreError> {

@@ -11,7 +11,11 @@
 //! and waits, outside the lock, for the flusher task to make that
 //! generation durable. The flusher runs one `flush_async` for every write
 //! that arrived while the previous flush ran, so concurrent pushes share
-//! fsyncs (group commit) instead of queueing behind each other.
+//! fsyncs (group commit) instead of queueing behind each other. sled's
+//! flush alone survives a killed process but not a power cut (it only
+//! calls `sync_file_range`), so every flush is followed by
+//! [`SledFiles::sync`]: `fdatasync` of the log, new blob files and changed
+//! directories. Only then is a generation durable.
 //!
 //! **Feed visibility.** Because the writer is single and batches commit in
 //! seq order, everything up to `committed_seq` is visible once that counter
@@ -49,6 +53,8 @@ use pufa_core::wire::{
 };
 use tokio::sync::{watch, Notify};
 use uuid::Uuid;
+
+use pufa_durable::SledFiles;
 
 use super::apply;
 use super::backup::{self, BackupHeader};
@@ -107,6 +113,9 @@ pub struct SledStore {
 
 struct Inner {
     db: sled::Db,
+    /// What makes a flush survive a power cut; `None` only under
+    /// `--unsafe-no-fsync` (benchmarks).
+    files: Option<SledFiles>,
     store_id: Uuid,
     ids: Arc<dyn IdSource>,
     /// [`crate::config::REJECTIONS_KEPT`] unless configured.
@@ -315,6 +324,7 @@ impl SledStore {
                 .path(config.store_path())
                 .cache_capacity(config.cache_bytes),
         )?;
+        let files = sled_files(config)?;
         let store_id = match db.get(codec::META_STORE_ID)? {
             Some(v) => codec::uuid_of(&v)?,
             None => {
@@ -371,6 +381,9 @@ impl SledStore {
         }
         let agg = load_aggregates(&db, seq)?;
         let devices = Devices::load(&db)?;
+        // What the upgrades and the new store's id wrote, before anything
+        // is served.
+        flush_durably(&db, files.as_ref())?;
         let (state, _) = watch::channel(Flushed::default());
         let durability = Arc::new(Durability {
             written: AtomicU64::new(0),
@@ -382,6 +395,7 @@ impl SledStore {
         });
         let inner = Arc::new(Inner {
             db,
+            files,
             store_id,
             ids: config.ids.clone(),
             rejections_kept: config.rejections_kept,
@@ -432,7 +446,7 @@ impl SledStore {
         };
         let new = config.ids.uuid();
         db.insert(codec::META_STORE_ID, new.as_bytes())?;
-        db.flush()?;
+        flush_durably(&db, sled_files(config)?.as_ref())?;
         Ok((old, new))
     }
 
@@ -535,6 +549,32 @@ pub fn set_aside_incomplete_snapshots(store: &std::path::Path) -> std::io::Resul
 ///
 /// # Errors
 /// sled's, e.g. the lock still held after the wait (another server).
+/// sled's files opened for syncing, unless the config says not to.
+fn sled_files(config: &Config) -> Result<Option<SledFiles>, StoreError> {
+    if !config.fsync {
+        return Ok(None);
+    }
+    SledFiles::open(&config.store_path())
+        .map(Some)
+        .map_err(|e| sync_failed(&e))
+}
+
+fn sync_failed(e: &std::io::Error) -> StoreError {
+    StoreError::from(sled::Error::Io(std::io::Error::new(
+        e.kind(),
+        format!("syncing the store's files to disk: {e}"),
+    )))
+}
+
+/// sled's flush, then the fsyncs that make it survive a power cut.
+pub(crate) fn flush_durably(db: &sled::Db, files: Option<&SledFiles>) -> Result<(), StoreError> {
+    db.flush()?;
+    if let Some(files) = files {
+        files.sync().map_err(|e| sync_failed(&e))?;
+    }
+    Ok(())
+}
+
 pub fn open_db(cfg: &sled::Config) -> sled::Result<sled::Db> {
     let deadline = std::time::Instant::now() + std::time::Duration::from_millis(STORE_LOCK_WAIT_MS);
     loop {
@@ -691,7 +731,7 @@ async fn flusher(inner: Weak<Inner>, durability: Arc<Durability>) {
         if durability.state.borrow().durable >= target {
             continue;
         }
-        let result = store.db.flush_async().await;
+        let result = store.flush_durably().await;
         drop(store);
         if result.is_ok() {
             durability
@@ -705,7 +745,6 @@ async fn flusher(inner: Weak<Inner>, durability: Arc<Durability>) {
             }
             Err(e) => {
                 tracing::error!(error = %e, "flush failed; acknowledgements are held back");
-                let e = StoreError::from(e);
                 s.failed = Some((target, e.to_string()));
                 durability.failed(&e);
             }
@@ -714,6 +753,23 @@ async fn flusher(inner: Weak<Inner>, durability: Arc<Durability>) {
 }
 
 impl Inner {
+    /// sled's flush, then [`SledFiles::sync`] on a blocking thread: a
+    /// flush covers the writes applied before it began, and the sync after
+    /// it makes them survive a power cut.
+    async fn flush_durably(self: &Arc<Inner>) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        if self.files.is_none() {
+            return Ok(());
+        }
+        let inner = self.clone();
+        tokio::task::spawn_blocking(move || match &inner.files {
+            Some(files) => files.sync().map_err(|e| sync_failed(&e)),
+            None => Ok(()),
+        })
+        .await
+        .map_err(|e| StoreError::Other(format!("sync task failed: {e}")))?
+    }
+
     fn tree(&self) -> Arc<OrgTree> {
         self.org.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
@@ -1682,8 +1738,7 @@ impl Store for SledStore {
     }
 
     async fn flush(&self) -> Result<(), StoreError> {
-        if let Err(e) = self.inner.db.flush_async().await {
-            let e = StoreError::from(e);
+        if let Err(e) = self.inner.flush_durably().await {
             self.inner.durability.failed(&e);
             return Err(e);
         }

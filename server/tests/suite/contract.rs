@@ -40,6 +40,37 @@ async fn health_needs_no_token() {
         parts.len() == 3 && parts.iter().all(|p| p.parse::<u64>().is_ok()),
         "version {version:?} is not semver"
     );
+    assert!(
+        body.get("warnings").is_none(),
+        "a store set up safely has nothing to warn of: {body}"
+    );
+}
+
+/// PostgreSQL with `synchronous_commit` off acknowledges commits a database
+/// crash can take back: the server still serves, and says so in health.
+#[tokio::test]
+async fn health_warns_of_a_database_that_may_lose_acknowledged_pushes() {
+    skip_without_store!();
+    if !on_postgres() {
+        return;
+    }
+    let s = Server::configured(|c| {
+        let url = c.database_url.as_mut().expect("a database URL");
+        url.push_str("%20-csynchronous_commit%3Doff");
+    })
+    .await;
+    let body = s
+        .send(Method::GET, "/v1/health", None, Vec::new(), None)
+        .await
+        .expect(200);
+    let warnings = body["warnings"].as_array().expect("warnings");
+    assert_eq!(warnings.len(), 1, "{body}");
+    assert!(
+        warnings[0]
+            .as_str()
+            .is_some_and(|w| w.contains("synchronous_commit=off")),
+        "{body}"
+    );
 }
 
 #[tokio::test]

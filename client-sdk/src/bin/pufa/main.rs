@@ -590,7 +590,8 @@ async fn enroll(dir: &Path, server: &str, how: Enrolment<'_>, lang: Lang) -> Out
             redeem_code(&http, server, code, label, lang).await?
         }
     };
-    std::fs::create_dir_all(dir).map_err(|e| Fail::new(1, format!("{}: {e}", dir.display())))?;
+    pufa_durable::create_dir_all(dir)
+        .map_err(|e| Fail::new(1, format!("{}: {e}", dir.display())))?;
     let cfg = DeviceConfig {
         server: server.trim_end_matches('/').to_string(),
         token,
@@ -631,11 +632,13 @@ async fn enroll(dir: &Path, server: &str, how: Enrolment<'_>, lang: Lang) -> Out
     // anything is written.
     let client = open_client(dir, &cfg)?;
     let bytes = serde_json::to_vec_pretty(&cfg).unwrap_or_default();
-    if existing.is_some() {
-        replace_private(&config_path(dir), &bytes)?;
+    let path = config_path(dir);
+    let written = if existing.is_some() {
+        pufa_durable::replace(&path, &bytes, pufa_durable::Access::Private)
     } else {
-        write_private(&config_path(dir), &bytes)?;
-    }
+        pufa_durable::create_new(&path, &bytes, pufa_durable::Access::Private)
+    };
+    written.map_err(|e| Fail::new(1, format!("{}: {e}", path.display())))?;
     println!(
         "{} {} ({}, {})",
         lang.t("已绑定设备", "enrolled device"),
@@ -815,30 +818,10 @@ fn set_store_aside(dir: &Path, device: Uuid) -> Out<PathBuf> {
     }
     if from.exists() {
         std::fs::rename(&from, &to)
+            .and_then(|()| pufa_durable::sync_dir(dir))
             .map_err(|e| Fail::new(1, format!("{} → {}: {e}", from.display(), to.display())))?;
     }
     Ok(to)
-}
-
-/// Replaces a private file atomically (write a temp file, then rename).
-fn replace_private(path: &Path, bytes: &[u8]) -> Out {
-    let tmp = path.with_extension("json.new");
-    let _ = std::fs::remove_file(&tmp);
-    write_private(&tmp, bytes)?;
-    std::fs::rename(&tmp, path).map_err(|e| Fail::new(1, format!("{}: {e}", path.display())))
-}
-
-fn write_private(path: &Path, bytes: &[u8]) -> Out {
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| Fail::new(1, format!("{}: {e}", path.display())))?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| Fail::new(1, format!("{}: {e}", path.display())))
 }
 
 fn parse_kind(text: &str) -> Out<Kind> {
@@ -1389,7 +1372,7 @@ fn export(client: &Client, format: &str, kind: Option<&str>, out: Option<&Path>)
         other => return Err(Fail::invalid(format!("--format {other:?}: csv or json"))),
     };
     match out {
-        Some(path) => std::fs::write(path, bytes)
+        Some(path) => pufa_durable::replace(path, &bytes, pufa_durable::Access::Shared)
             .map_err(|e| Fail::new(1, format!("{}: {e}", path.display()))),
         None => std::io::stdout()
             .write_all(&bytes)
