@@ -703,9 +703,10 @@ pub async fn record_history(
 pub async fn backup(State(s): State<AppState>, Caller(d): Caller) -> ApiResult<Response> {
     d.require_admin()?;
     let chunks = s.store.backup(s.config.clock.now_ms()).await?;
-    let stream = futures_util::stream::unfold(chunks, |mut rx| async move {
-        rx.recv().await.map(|item| (item, rx))
-    });
+    // Not `stream::unfold`, which panics if polled again after its end
+    // (a layer may do that); a closed channel just keeps answering `None`.
+    let mut rx = chunks;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
     let name = format!("pufa-{}.backup", s.store.store_id());
     Ok((
         [

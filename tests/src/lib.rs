@@ -612,6 +612,60 @@ pub enum Difference {
     },
 }
 
+/// The org tree of the fault tests: district `d`, streets `s1`..=`s<streets>`,
+/// each with the communities `c<street>1` and `c<street>2` that
+/// [`random_local_round`] records in.
+pub fn street_tree(streets: usize) -> Value {
+    let mut units = vec![json!({"code":"d","name":"区","type":"district","parent":null})];
+    for s in 1..=streets {
+        units.push(json!({"code": format!("s{s}"), "name": format!("{s}街道"), "type":"street", "parent":"d"}));
+        for c in 1..=2 {
+            units.push(json!({"code": format!("c{s}{c}"), "name": format!("{s}-{c}社区"), "type":"community", "parent": format!("s{s}")}));
+        }
+    }
+    Value::Array(units)
+}
+
+/// Imports [`street_tree`] as `admin` at `base`.
+///
+/// # Panics
+/// On an answer other than 200.
+pub async fn import_street_tree(base: &str, admin: &str, streets: usize) {
+    let (st, v) = api(
+        base,
+        reqwest::Method::PUT,
+        "/v1/admin/org-units",
+        admin,
+        Some(street_tree(streets)),
+    )
+    .await;
+    assert_eq!(st, 200, "{base}: {v}");
+}
+
+/// A field device's token for street `s<street>` of [`street_tree`],
+/// issued by `admin` at `base`.
+///
+/// # Panics
+/// On an answer other than 201.
+pub async fn field_token(
+    base: &str,
+    admin: &str,
+    street: usize,
+    label: &str,
+) -> pufa_core::wire::TokenIssued {
+    let body = json!({"role":"field","org_unit": format!("s{street}"), "label": label});
+    let (st, v) = api(
+        base,
+        reqwest::Method::POST,
+        "/v1/admin/tokens",
+        admin,
+        Some(body),
+    )
+    .await;
+    assert_eq!(st, 201, "{base}: {v}");
+    serde_json::from_value(v).expect("a token")
+}
+
 /// How [`random_local_round`] works a device's store.
 #[derive(Clone, Copy, Debug)]
 pub struct LocalWork {
@@ -892,6 +946,17 @@ impl ServerProcess {
 
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
+    }
+
+    /// The bootstrap admin token the server wrote into its data dir.
+    ///
+    /// # Panics
+    /// When there is none (another instance made the admin).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.join("admin.token"))
+            .expect("the admin token")
+            .trim()
+            .to_string()
     }
 
     /// SIGKILL, and wait for it to be gone.

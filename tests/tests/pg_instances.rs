@@ -581,19 +581,13 @@ async fn three_instances_one_database_survive_sigkill_and_a_database_crash() {
 
     // The org tree through one instance, tokens through random others
     // (which must have caught up with the tree).
-    let mut units = vec![json!({"code":"d","name":"区","type":"district","parent":null})];
-    for s in 1..=STREETS {
-        units.push(json!({"code": format!("s{s}"), "name": format!("{s}街道"), "type":"street", "parent":"d"}));
-        for c in 1..=2 {
-            units.push(json!({"code": format!("c{s}{c}"), "name": format!("{s}-{c}社区"), "type":"community", "parent": format!("s{s}")}));
-        }
-    }
+    let units = pufa_tests::street_tree(STREETS);
     let (st, v) = api(
         &bases[setup_rng.gen_range(0..INSTANCES)],
         reqwest::Method::PUT,
         "/v1/admin/org-units",
         &admin,
-        Some(json!(units)),
+        Some(units),
     )
     .await;
     assert_eq!(st, 200, "{v}");

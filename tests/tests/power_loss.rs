@@ -108,43 +108,14 @@ async fn org_and_devices(fs: PowerCutFs, flags: &[&str], n: usize, seed: u64) ->
     )
     .await;
     let base = server.base();
-    let admin = std::fs::read_to_string(data.join("admin.token"))
-        .expect("the admin token")
-        .trim()
-        .to_string();
-    let mut units = vec![json!({"code":"d","name":"区","type":"district","parent":null})];
-    for s in 1..=STREETS {
-        units.push(json!({"code": format!("s{s}"), "name": format!("{s}街道"), "type":"street", "parent":"d"}));
-        for c in 1..=2 {
-            units.push(json!({"code": format!("c{s}{c}"), "name": format!("{s}-{c}社区"), "type":"community", "parent": format!("s{s}")}));
-        }
-    }
-    let (st, v) = api(
-        &base,
-        reqwest::Method::PUT,
-        "/v1/admin/org-units",
-        &admin,
-        Some(json!(units)),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
+    let admin = server.admin_token();
+    pufa_tests::import_street_tree(&base, &admin, STREETS).await;
     let ledger = Arc::new(Ledger::default());
     let wire = Arc::new(Wire::default());
     let mut devices = Vec::new();
     for i in 0..n {
         let street = i % STREETS + 1;
-        let body =
-            json!({"role":"field","org_unit": format!("s{street}"), "label": format!("power {i}")});
-        let (st, v) = api(
-            &base,
-            reqwest::Method::POST,
-            "/v1/admin/tokens",
-            &admin,
-            Some(body),
-        )
-        .await;
-        assert_eq!(st, 201, "{v}");
-        let token: TokenIssued = serde_json::from_value(v).expect("a token");
+        let token = pufa_tests::field_token(&base, &admin, street, &format!("power {i}")).await;
         let dir = tempfile::tempdir().expect("a device dir");
         let mut config = ClientConfig::new(dir.path(), token.device_id, token.token.clone());
         config.retry = RetryPolicy {

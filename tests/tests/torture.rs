@@ -85,43 +85,15 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
     let (mut server, _) =
         pufa_tests::ServerProcess::start(data.path().to_path_buf(), Vec::new(), None).await;
     let base = server.base();
-    let admin = std::fs::read_to_string(data.path().join("admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let mut units = vec![json!({"code":"d","name":"区","type":"district","parent":null})];
-    for s in 1..=STREETS {
-        units.push(json!({"code": format!("s{s}"), "name": format!("{s}街道"), "type":"street", "parent":"d"}));
-        for c in 1..=2 {
-            units.push(json!({"code": format!("c{s}{c}"), "name": format!("{s}-{c}社区"), "type":"community", "parent": format!("s{s}")}));
-        }
-    }
-    let (st, v) = api(
-        &base,
-        reqwest::Method::PUT,
-        "/v1/admin/org-units",
-        &admin,
-        Some(json!(units)),
-    )
-    .await;
-    assert_eq!(st, 200, "{v}");
+    let admin = server.admin_token();
+    pufa_tests::import_street_tree(&base, &admin, STREETS).await;
 
     let ledger = Arc::new(Ledger::default());
     let wire = Arc::new(Wire::default());
     let mut devices = Vec::new();
     for i in 0..devices_n {
         let street = i % STREETS + 1;
-        let body = json!({"role":"field","org_unit": format!("s{street}"), "label": format!("torture {i}")});
-        let (st, v) = api(
-            &base,
-            reqwest::Method::POST,
-            "/v1/admin/tokens",
-            &admin,
-            Some(body),
-        )
-        .await;
-        assert_eq!(st, 201, "{v}");
-        let token: TokenIssued = serde_json::from_value(v).unwrap();
+        let token = pufa_tests::field_token(&base, &admin, street, &format!("torture {i}")).await;
         let dir = tempfile::tempdir().unwrap();
         let mut config = ClientConfig::new(dir.path(), token.device_id, token.token.clone());
         config.retry = RetryPolicy {
