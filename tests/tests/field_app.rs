@@ -298,6 +298,42 @@ impl Scene {
         // The shell is cached and the page is under the service worker.
         self.wait("navigator.serviceWorker.controller !== null")
             .await;
+        // Headless Chromium refuses persistent storage to a page in a tab:
+        // the worker reads the note once and taps 知道了.
+        self.b
+            .execute(
+                "document.querySelector('#persist-banner button')?.click()",
+                vec![],
+            )
+            .await
+            .unwrap();
+        self.wait("document.querySelector('#persist-banner') === null")
+            .await;
+    }
+
+    /// What is wrong with the layout of the view shown: wider than the
+    /// screen, or a control a thumb cannot hit (under 44×44 CSS pixels).
+    async fn layout_faults(&self) -> Vec<String> {
+        let v = self
+            .b
+            .execute(
+                "const bad = []; \
+                 if (document.documentElement.scrollWidth > innerWidth) \
+                   bad.push(`${document.body.dataset.view}: ${document.documentElement.scrollWidth} px wide`); \
+                 const taps = 'button, a.button, a.record, a.kind-button, nav.bottom a, summary, select, \
+                   label.check, label.chip span, input:not([type=radio]):not([type=checkbox])'; \
+                 for (const el of document.querySelectorAll(taps)) { \
+                   const r = el.getBoundingClientRect(); \
+                   if (r.width === 0 && r.height === 0) continue; \
+                   if (r.width < 44 || r.height < 44) \
+                     bad.push(`${document.body.dataset.view}: ${el.outerHTML.slice(0, 90)} is ${r.width}×${r.height}`); \
+                 } \
+                 return bad;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        serde_json::from_value(v).unwrap()
     }
 
     /// Waits until a sync has ended with nothing left to send.
@@ -758,7 +794,10 @@ async fn records_made_offline_reach_the_server_once() {
         .await;
     scene.b.goto(&format!("{base}/field/")).await.unwrap();
     scene
-        .wait("document.body.dataset.ready === '1' && document.body.innerText.includes('Synced')")
+        .wait(
+            "document.body.dataset.ready === '1' && document.body.innerText.includes('Synced') \
+             && document.querySelector('#status')?.textContent.startsWith('Last synced')",
+        )
         .await;
     scene.shot("english").await;
     scene.b.close().await;
@@ -950,6 +989,256 @@ async fn phone_device_id(server: &Server) -> String {
         .to_string()
 }
 
+/// What a worker who has never seen the app runs into, on a 360 px phone:
+/// a wrong code, a browser that refuses persistent storage, a form with
+/// wrong values, a refused location, a tap on 同步 with no network, a
+/// deletion not yet sent. Each is said in Chinese next to where it
+/// happened, and says what to do; nothing is saved that should not be;
+/// nothing overflows the screen and every control is at least 44 px.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_worker_is_told_in_chinese_what_went_wrong_and_what_to_do() {
+    let Some(scene) = Scene::start().await else {
+        return;
+    };
+    let base = scene.server.base();
+    scene.b.emulate_phone(360, 780).await.unwrap();
+    let mut faults = Vec::new();
+
+    // A wrong code: said in Chinese, and the phone stays unenrolled.
+    scene
+        .b
+        .goto(&format!("{base}/field/#code=ABCD-EFGH"))
+        .await
+        .unwrap();
+    scene
+        .wait("document.querySelector('#enrol-code')?.value === 'ABCD-EFGH'")
+        .await;
+    faults.extend(scene.layout_faults().await);
+    scene.click("#enrol-submit").await;
+    scene
+        .wait("document.querySelector('#enrol-error')?.textContent === '登记码无效、已使用或已过期，请向协调员索取新码。'")
+        .await;
+    scene
+        .wait("document.body.dataset.view === 'enrol' && document.querySelector('#nav-list') === null")
+        .await;
+
+    // The right code, in a browser that will not keep the data for good:
+    // the list says what that means, until the worker taps 知道了.
+    let code = scene.server.code("s1").await;
+    scene
+        .b
+        .execute(
+            "document.querySelector('#enrol-code').value = arguments[0]; \
+             navigator.storage.persisted = async () => false; \
+             navigator.storage.persist = async () => false;",
+            vec![json!(code)],
+        )
+        .await
+        .unwrap();
+    scene.click("#enrol-submit").await;
+    scene.wait_synced().await;
+    scene
+        .wait("document.querySelector('#persist-banner')?.textContent.includes('请把本应用添加到主屏幕')")
+        .await;
+    faults.extend(scene.layout_faults().await);
+    scene.click("#persist-banner button").await;
+    scene
+        .wait("document.querySelector('#persist-banner') === null")
+        .await;
+    // The status line gives the time in the server's zone, as people write it.
+    let line = scene.b.find("#status").await.unwrap();
+    let line = scene.b.text(&line).await.unwrap();
+    assert!(names_a_time(&line), "{line}");
+
+    // A form with wrong values: each field's reason next to it, in
+    // Chinese, from the schema's limits; nothing saved.
+    scene.click("#nav-new").await;
+    faults.extend(scene.layout_faults().await);
+    scene.click("a.kind-button[data-kind=lecture]").await;
+    scene
+        .wait("document.querySelector('#record-form') !== null")
+        .await;
+    let keypad = scene
+        .b
+        .execute(
+            "return document.querySelector('[data-field=attendees] input').inputMode",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(keypad, "numeric");
+    scene.type_in("[data-field=attendees] input", "abc").await;
+    scene.click("#save").await;
+    let error_of = |field: &str| {
+        format!("document.querySelector('[data-field={field}] .field-error')?.textContent")
+    };
+    scene
+        .wait(&format!(
+            "{} === '参加人数须为 0–100000 的整数'",
+            error_of("attendees")
+        ))
+        .await;
+    for (field, why) in [("title", "请填写标题"), ("org_unit", "请填写所属单位")] {
+        let said = scene
+            .b
+            .execute(&format!("return {}", error_of(field)), vec![])
+            .await
+            .unwrap();
+        assert_eq!(said, why, "{field}");
+    }
+    let summary = scene.b.find("#form-error").await.unwrap();
+    assert!(scene
+        .b
+        .text(&summary)
+        .await
+        .unwrap()
+        .contains("还有 3 处需要修改"));
+    faults.extend(scene.layout_faults().await);
+    scene
+        .wait("location.hash === '#/new/lecture' && document.querySelector('#status').dataset.pending === '0'")
+        .await;
+    // Correcting a field takes its reason away.
+    scene
+        .type_in("[data-field=title] input", "宪法宣传周")
+        .await;
+    scene.wait(&format!("{} === ''", error_of("title"))).await;
+
+    // The phone will not say where it is: the worker is told why, in Chinese.
+    scene
+        .b
+        .execute(
+            "navigator.geolocation.getCurrentPosition = (ok, fail) => \
+               fail({code: 1, message: 'User denied Geolocation'});",
+            vec![],
+        )
+        .await
+        .unwrap();
+    scene.click("[data-field=location] button.locate").await;
+    scene
+        .wait("document.querySelector('.location-note')?.textContent.startsWith('没有定位权限')")
+        .await;
+
+    // Corrected, it saves; with the network cut, 同步 says it cannot.
+    scene
+        .click("[data-field=org_unit] button.unit[data-code=c11]")
+        .await;
+    scene
+        .b
+        .execute(
+            "document.querySelector('[data-field=attendees] input').value = ''",
+            vec![],
+        )
+        .await
+        .unwrap();
+    scene.type_in("[data-field=attendees] input", "60").await;
+    scene.click("#save").await;
+    scene
+        .wait(
+            "location.hash.startsWith('#/r/') && document.querySelector('#pending-note') !== null",
+        )
+        .await;
+    let id = scene
+        .b
+        .execute("return location.hash.slice(4)", vec![])
+        .await
+        .unwrap();
+    let id = id.as_str().unwrap().to_string();
+    faults.extend(scene.layout_faults().await);
+    scene.b.set_offline(true).await.unwrap();
+    scene
+        .wait("document.querySelector('#status')?.dataset.state === 'offline'")
+        .await;
+    scene.click("#sync-button").await;
+    scene
+        .wait("document.querySelector('#notice')?.textContent.startsWith('现在没有网络')")
+        .await;
+
+    // Deleted before it was sent: the page says so, and how to undo it.
+    scene
+        .b
+        .execute("window.confirm = () => true", vec![])
+        .await
+        .unwrap();
+    scene.click("#delete").await;
+    scene
+        .wait("document.querySelector('#deleted-note') !== null && document.querySelector('#restore') !== null")
+        .await;
+    let page = scene.b.page_text().await.unwrap();
+    assert!(!page.contains(&id), "the record's id is shown: {page}");
+    scene.click("#restore").await;
+    scene
+        .wait("document.querySelector('#deleted-note') === null && document.querySelector('#delete') !== null")
+        .await;
+    scene.b.set_offline(false).await.unwrap();
+    scene.click("#nav-list").await;
+    scene.wait_synced().await;
+    let held = pull_all(&base, &scene.server.admin).await;
+    assert_eq!(held.len(), 1, "{held:?}");
+
+    // A value the server finds wrong (here slipped past the form, as an
+    // older app version might): the refusal says what is allowed.
+    let made = scene
+        .b
+        .execute_async(
+            "const done = arguments[arguments.length - 1]; \
+             Promise.all([import('./js/db.js'), import('./js/records.js')]) \
+               .then(([db, records]) => db.openDb().then((d) => records.createRecord(d, 'lecture', \
+                 {org_unit: 'c11', held_on: '2026-06-01', title: '人数写错了', attendees: -5}))) \
+               .then(() => done('ok'), (e) => done(String(e)));",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(made, "ok");
+    scene.b.goto(&format!("{base}/field/")).await.unwrap();
+    scene
+        .wait("document.querySelector('a.record[data-state=rejected]') !== null")
+        .await;
+    scene.click("a.record[data-state=rejected]").await;
+    scene
+        .wait("document.querySelector('#rejection-reason')?.textContent === '参加人数须为 0–100000 的整数'")
+        .await;
+    faults.extend(scene.layout_faults().await);
+    scene
+        .b
+        .execute("window.confirm = () => true", vec![])
+        .await
+        .unwrap();
+    scene.click("#discard").await;
+    scene
+        .wait("document.querySelector('#status')?.textContent.includes('被拒绝') === false")
+        .await;
+
+    scene.click("#nav-settings").await;
+    scene
+        .wait("document.body.dataset.view === 'settings'")
+        .await;
+    faults.extend(scene.layout_faults().await);
+    let page = scene.b.page_text().await.unwrap();
+    assert!(page.contains("中国标准时间"), "{page}");
+    assert!(faults.is_empty(), "{faults:#?}");
+    scene.b.close().await;
+}
+
+/// Whether `line` names a time as `上次同步 12月7日 14:05`.
+fn names_a_time(line: &str) -> bool {
+    let Some(rest) = line.split("上次同步 ").nth(1) else {
+        return false;
+    };
+    let (date, time) = rest.split_once(' ').unwrap_or((rest, ""));
+    let date_ok = date.ends_with('日')
+        && date.contains('月')
+        && date
+            .trim_end_matches('日')
+            .split('月')
+            .all(|n| n.parse::<u32>().is_ok());
+    let time_ok = time.len() >= 5
+        && time.as_bytes()[2] == b':'
+        && time[..2].parse::<u32>().is_ok()
+        && time[3..5].parse::<u32>().is_ok();
+    date_ok && time_ok
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_phone_keeps_its_edits_and_sends_them_after_enrolling_again() {
     let Some(scene) = Scene::start().await else {
@@ -982,6 +1271,12 @@ async fn a_revoked_phone_keeps_its_edits_and_sends_them_after_enrolling_again() 
         .wait("document.querySelector('#status')?.textContent.includes('重新登记')")
         .await;
     assert_eq!(scene.list_states().await, vec!["pending"]);
+    let banner = scene.b.find("#reenrol-banner").await.unwrap();
+    let said = scene.b.text(&banner).await.unwrap();
+    assert!(
+        said.contains("请向协调员索取新的登记码") && !said.contains("令牌"),
+        "{said}"
+    );
 
     // A new code from the coordinator: the edit goes with the new device.
     let code = scene.server.code("s1").await;

@@ -31,13 +31,48 @@ export function dayIn(ms, timeZone) {
   }
 }
 
-/** A moment, for people: date and time in `timeZone`, in the UI's language. */
+/**
+ * A moment, for people: date and time in `timeZone`, in the UI's language
+ * (`12月7日 14:05`, `7 Dec, 14:05`).
+ */
 export function formatTime(ms, timeZone, lang) {
   const opts = { timeZone, month: 'numeric', day: 'numeric', hour: '2-digit', minute: '2-digit', hour12: false };
+  let parts;
   try {
-    return new Intl.DateTimeFormat(lang, opts).format(ms);
+    parts = new Intl.DateTimeFormat('en-GB', opts).formatToParts(ms);
   } catch {
     delete opts.timeZone;
-    return new Intl.DateTimeFormat(lang, opts).format(ms);
+    parts = new Intl.DateTimeFormat('en-GB', opts).formatToParts(ms);
+  }
+  const get = (t) => (parts.find((p) => p.type === t) || {}).value || '';
+  const hm = `${get('hour') === '24' ? '00' : get('hour')}:${get('minute')}`;
+  if (lang === 'en') return `${Number(get('day'))} ${MONTHS_EN[Number(get('month')) - 1]}, ${hm}`;
+  return `${Number(get('month'))}月${Number(get('day'))}日 ${hm}`;
+}
+
+const MONTHS_EN = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+
+/** A calendar day `YYYY-MM-DD` for people: `2026年12月5日`, `5 Dec 2026`. */
+export function formatDay(day, lang) {
+  if (!isRealDate(day)) return String(day);
+  const [y, m, d] = day.split('-').map(Number);
+  return lang === 'en' ? `${d} ${MONTHS_EN[m - 1]} ${y}` : `${y}年${m}月${d}日`;
+}
+
+/** A month `YYYY-MM` for people: `2026年12月`, `Dec 2026`. */
+export function formatMonth(month, lang) {
+  const [y, m] = month.split('-').map(Number);
+  if (!y || !m || m > 12) return month;
+  return lang === 'en' ? `${MONTHS_EN[m - 1]} ${y}` : `${y}年${m}月`;
+}
+
+/** A time zone's name for people (`中国标准时间`), or the zone's id. */
+export function zoneName(timeZone, lang) {
+  try {
+    const parts = new Intl.DateTimeFormat(lang, { timeZone, timeZoneName: 'long' }).formatToParts(Date.now());
+    const name = parts.find((p) => p.type === 'timeZoneName');
+    return name ? name.value : timeZone;
+  } catch {
+    return timeZone;
   }
 }

@@ -3,8 +3,8 @@
 // rules the server applies (core's `check_field`) before anything is saved.
 
 import { h, clear } from './dom.js';
-import { t, loc } from './i18n.js';
-import { isRealDate, addDays } from './dates.js';
+import { t, loc, getLang } from './i18n.js';
+import { isRealDate, addDays, formatDay } from './dates.js';
 import { canonicalJson } from './hash.js';
 
 const chars = (s) => [...s].length;
@@ -32,9 +32,16 @@ export function unitIndex(units) {
   return { byCode, path, within, list: units || [] };
 }
 
+/** A unit's name; one this device does not know is said so, with its code. */
 export function unitName(idx, code) {
+  if (!code) return '';
   const u = idx.byCode.get(code);
-  return u ? u.name : code;
+  return u ? u.name : t('unit_unknown', { code });
+}
+
+/** A location for people: `纬度 37.8571，经度 112.563`. */
+function showLocation(v) {
+  return t('lat_lon', { lat: v.lat, lon: v.lon });
 }
 
 /** A field's value as people read it. */
@@ -50,7 +57,9 @@ export function showValue(field, value, idx) {
     case 'topics':
       return Array.isArray(value) ? value.join('、') : String(value);
     case 'location':
-      return value && typeof value === 'object' ? `${value.lat}, ${value.lon}` : String(value);
+      return value && typeof value === 'object' ? showLocation(value) : String(value);
+    case 'date':
+      return formatDay(value, getLang());
     default:
       return typeof value === 'object' ? JSON.stringify(value) : String(value);
   }
@@ -255,45 +264,77 @@ function topicsInput(field, value, id) {
   };
 }
 
+/** Why the phone gave no position, in the UI's language (never the browser's English). */
+function locationError(e) {
+  if (typeof window !== 'undefined' && window.isSecureContext === false) return t('location_insecure');
+  switch (e && e.code) {
+    case 1:
+      return t('location_denied');
+    case 3:
+      return t('location_timeout');
+    default:
+      return t('location_unavailable');
+  }
+}
+
 function locationInput(field, value, id) {
   let loc = value && typeof value === 'object' ? { lat: value.lat, lon: value.lon } : null;
   const shown = h('span.coords', { id });
-  const note = h('small.note');
+  const note = h('p.note.location-note', { role: 'status', 'aria-live': 'polite' });
+  const button = h('button', { type: 'button', class: 'locate' }, t('use_location'));
   const show = () => {
-    shown.textContent = loc ? `${loc.lat}, ${loc.lon}` : t('none_chosen');
+    shown.textContent = loc ? showLocation(loc) : t('none_chosen');
   };
   const round = (x) => Math.round(x * 1e6) / 1e6;
+  const fail = (text) => {
+    note.textContent = text;
+    note.classList.add('warn');
+    button.disabled = false;
+  };
   const locate = () => {
+    note.classList.remove('warn');
     if (!navigator.geolocation) {
-      note.textContent = t('location_failed', { why: 'geolocation' });
+      fail(window.isSecureContext === false ? t('location_insecure') : t('location_unsupported'));
       return;
     }
     note.textContent = t('locating');
+    button.disabled = true;
     navigator.geolocation.getCurrentPosition(
       (p) => {
         loc = { lat: round(p.coords.latitude), lon: round(p.coords.longitude) };
-        note.textContent = '';
+        note.textContent = Number.isFinite(p.coords.accuracy) ? t('location_got', { m: Math.max(1, Math.round(p.coords.accuracy)) }) : '';
+        button.disabled = false;
         show();
       },
-      (e) => {
-        note.textContent = t('location_failed', { why: e.message || e.code });
-      },
+      (e) => fail(locationError(e)),
       { enableHighAccuracy: true, timeout: 20_000, maximumAge: 60_000 },
     );
   };
+  button.addEventListener('click', locate);
   show();
   return {
     nodes: [
       h('div.row', shown),
       h(
         'div.row',
-        h('button', { type: 'button', onclick: locate }, t('use_location')),
-        h('button.link', { type: 'button', onclick: () => ((loc = null), show()) }, t('clear')),
+        button,
+        h(
+          'button.link',
+          {
+            type: 'button',
+            onclick: () => {
+              loc = null;
+              note.textContent = '';
+              show();
+            },
+          },
+          t('clear'),
+        ),
       ),
       note,
     ],
     get: () => loc,
-    focus: () => {},
+    focus: () => button.focus(),
   };
 }
 
@@ -301,7 +342,7 @@ function unitInput(field, value, id, ctx) {
   let chosen = value || null;
   const idx = ctx.units;
   const shown = h('div.unit-chosen', { id });
-  const search = h('input', { type: 'search', placeholder: t('search_unit'), autocomplete: 'off', 'aria-label': t('search_unit') });
+  const search = h('input', { type: 'search', class: 'unit-search', placeholder: t('search_unit'), autocomplete: 'off', 'aria-label': t('search_unit') });
   const results = h('div.unit-results');
   const show = () => {
     clear(shown);
@@ -324,6 +365,7 @@ function unitInput(field, value, id, ctx) {
       .filter((u) => !q || u.name.toLowerCase().includes(q) || u.code.startsWith(q))
       .sort((a, b) => (rank[a.type] ?? 3) - (rank[b.type] ?? 3) || a.name.localeCompare(b.name, 'zh-CN'))
       .slice(0, 30);
+    if (!matches.length) results.append(h('p.note', t('no_unit_match', { q: search.value.trim() })));
     for (const u of matches) {
       results.append(
         h(
@@ -374,27 +416,57 @@ export function buildForm(kindSchema, values, ctx, errorsFromServer = {}) {
     const id = nextId(field.name);
     const make = INPUTS[field.type] || textInput;
     const input = make(field, values[field.name], id, ctx);
-    const err = h('p.field-error', { role: 'alert' });
+    const errId = `${id}-error`;
+    const labelId = `${id}-label`;
+    const err = h('p.field-error', { id: errId, role: 'alert' });
     if (errorsFromServer[field.name]) err.textContent = errorsFromServer[field.name];
-    form.append(
-      h(
-        'div.field',
-        { 'data-field': field.name, 'data-type': field.type, class: errorsFromServer[field.name] ? 'invalid' : null },
-        h('label', { for: id }, loc(field.label, field.name), field.required ? h('span.req', { title: t('required_mark') }, ' *') : null),
-        input.nodes,
-        err,
-      ),
+    const box = h(
+      'div.field',
+      { 'data-field': field.name, 'data-type': field.type, class: errorsFromServer[field.name] ? 'invalid' : null },
+      h('label', { for: id, id: labelId }, loc(field.label, field.name), field.required ? h('span.req', { 'aria-hidden': 'true' }, ' *') : null),
+      input.nodes,
+      err,
     );
-    inputs.push({ field, input, err });
+    // Tie the label and the error to what the worker types in or taps:
+    // a group (choices, a unit picker, a location) is named by the label.
+    for (const el of box.querySelectorAll('input, textarea, [role=radiogroup]')) {
+      if (el.type === 'radio') continue;
+      // `<label for>` names only a form control: a group is named by id.
+      if (el.getAttribute('role') === 'radiogroup') el.setAttribute('aria-labelledby', labelId);
+      el.setAttribute('aria-describedby', errId);
+      if (field.required && el.type !== 'search') el.setAttribute('aria-required', 'true');
+    }
+    const judge = () => {
+      const v = input.get();
+      const why = Number.isNaN(v) ? checkValue(field, -Infinity, ctx) : checkValue(field, v, ctx);
+      err.textContent = why || '';
+      box.classList.toggle('invalid', !!why);
+      for (const el of box.querySelectorAll('input, textarea')) {
+        if (why) el.setAttribute('aria-invalid', 'true');
+        else el.removeAttribute('aria-invalid');
+      }
+      return { v, why };
+    };
+    // Once a field was marked wrong, its message follows what is typed or
+    // tapped: it goes away as soon as the value is right.
+    const again = (e) => {
+      // Reading topics adds what is typed as a chip: not while typing.
+      if (e && e.type === 'input' && field.type === 'topics') return;
+      if (box.classList.contains('invalid')) judge();
+    };
+    box.addEventListener('input', again);
+    box.addEventListener('change', again);
+    box.addEventListener('click', (e) => {
+      if (e.target.closest('button')) setTimeout(again, 0);
+    });
+    form.append(box);
+    inputs.push({ field, input, judge });
   }
   const collect = () => {
     const out = {};
     const errors = [];
-    for (const { field, input, err } of inputs) {
-      const v = input.get();
-      const why = Number.isNaN(v) ? checkValue(field, -Infinity, ctx) : checkValue(field, v, ctx);
-      err.textContent = why || '';
-      err.parentElement.classList.toggle('invalid', !!why);
+    for (const { field, input, judge } of inputs) {
+      const { v, why } = judge();
       if (why) errors.push({ field: field.name, message: why, focus: input.focus });
       out[field.name] = Number.isNaN(v) ? null : v;
     }

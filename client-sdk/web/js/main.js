@@ -8,10 +8,10 @@ import { openDb, tx, req, readMeta, writeMeta, getCached, putCached } from './db
 import { HlcClock, uuidv7 } from './hlc.js';
 import * as model from './records.js';
 import { sync, withSyncLock, Unauthorized, Unreachable, APP_VERSION } from './sync.js';
-import { buildForm, diffSet, unitIndex, unitName, showValue } from './forms.js';
+import { buildForm, diffSet, unitIndex, unitName, showValue, checkValue } from './forms.js';
 import { t, loc, setLang, getLang, rejectionText } from './i18n.js';
 import { h, clear } from './dom.js';
-import { dayIn, utcDay, formatTime } from './dates.js';
+import { dayIn, utcDay, formatTime, formatDay, formatMonth, zoneName } from './dates.js';
 
 const PAGE_ROWS = 100;
 /** Sync this long after an edit (while online), so quick edits go together. */
@@ -64,6 +64,11 @@ function fieldOf(kind, name) {
   return (k && k.fields.find((x) => x.name === name)) || { name, type: 'text' };
 }
 
+/** A record's date (`YYYY-MM-DD`, or a year) as people read it. */
+function showDate(d) {
+  return /^\d{4}-\d{2}-\d{2}$/.test(d) ? formatDay(d, getLang()) : d;
+}
+
 /** A record's date for sorting and the month filter. */
 function recordDate(r) {
   const f = r.fields;
@@ -81,6 +86,22 @@ function recordTitle(r) {
     if (field && f[name]) parts.push(showValue(field, f[name], app.units));
   }
   return [unitName(app.units, f.org_unit || ''), ...parts].filter(Boolean).join(' · ');
+}
+
+/**
+ * Why the server refused an edit, in the UI's language. For a value it
+ * found wrong, the app's own rule for the field says what is allowed
+ * (*参加人数须为 0–100000 的整数*) rather than only that it is not.
+ */
+function rejectionReason(kind, state) {
+  const e = state.error;
+  if (e.code === 'invalid_field' && e.field && state.mutation && state.mutation.set) {
+    const v = state.mutation.set[e.field];
+    const field = kindSchema(kind)?.fields.find((x) => x.name === e.field);
+    const why = field && v !== undefined && v !== null ? checkValue(field, v, formCtx()) : null;
+    if (why) return why;
+  }
+  return rejectionText(app.schema, e, fieldLabel(kind, e.field));
 }
 
 function formCtx() {
@@ -124,7 +145,7 @@ function renderStatus() {
   }
   if (!app.syncing && !app.meta.unauthorized) {
     if (app.lastError && navigator.onLine) {
-      parts.push(t('sync_failed'));
+      parts.push(app.lastError instanceof Unreachable ? t('sync_unreachable') : t('sync_failed'));
       cls = 'warn';
     }
     parts.push(app.meta.last_sync_ms ? t('last_sync', { t: formatTime(app.meta.last_sync_ms, timeZone(), getLang()) }) : t('never_synced'));
@@ -162,6 +183,8 @@ async function runSync(reason) {
   if (!app.meta || !app.meta.token) return;
   if (app.meta.unauthorized && reason !== 'manual' && reason !== 'enrol') return;
   if (!navigator.onLine) {
+    // A tap on 同步 with no network says so, rather than nothing at all.
+    if (reason === 'manual') flash(t('sync_offline_tap'));
     renderStatus();
     return;
   }
@@ -265,10 +288,20 @@ function adoptDevice(token, who) {
   );
 }
 
+/**
+ * Asks the browser to keep the data for good. A refusal is remembered
+ * (`settings.persist_refused`), and the list says so once, until the
+ * worker taps 知道了.
+ */
 async function askPersistence() {
   try {
     if (navigator.storage && navigator.storage.persist && !(await navigator.storage.persisted())) {
-      await navigator.storage.persist();
+      const granted = await navigator.storage.persist();
+      const s = (await getCached(app.db, 'settings', {})) || {};
+      if (!granted !== !!s.persist_refused) {
+        await putCached(app.db, 'settings', { ...s, persist_refused: !granted });
+        if (location.hash === '#/' || location.hash === '') await route(true);
+      }
     }
   } catch {
     /* not offered by this browser */
@@ -290,7 +323,7 @@ async function enrolWithCode(code, label) {
   if (r.status === 401) throw new Error(t('enrol_bad_code'));
   if (r.status === 429) throw new Error(t('enrol_rate_limited', { s: r.headers.get('Retry-After') || 60 }));
   const body = await r.json().catch(() => ({}));
-  if (r.status !== 201) throw new Error((body.error && body.error.message) || `HTTP ${r.status}`);
+  if (r.status !== 201) throw new Error(t('server_error', { status: r.status }));
   await adoptDevice(body.token, body);
   return body;
 }
@@ -304,7 +337,7 @@ async function enrolWithToken(token) {
   }
   if (r.status === 401) throw new Error(t('enrol_bad_token'));
   const who = await r.json().catch(() => ({}));
-  if (!r.ok) throw new Error((who.error && who.error.message) || `HTTP ${r.status}`);
+  if (!r.ok) throw new Error(t('server_error', { status: r.status }));
   if (who.username) throw new Error(t('enrol_session_token'));
   await adoptDevice(token, who);
   return who;
@@ -323,7 +356,7 @@ function viewEnrol(code) {
     placeholder: 'XXXX-XXXX',
     value: code || '',
   });
-  const labelInput = h('input', { id: 'enrol-label', name: 'label', type: 'text', autocomplete: 'name', value: '' });
+  const labelInput = h('input', { id: 'enrol-label', name: 'label', type: 'text', autocomplete: 'name', maxlength: 200, value: (enrolled && app.meta.label) || '' });
   const button = h('button.primary.wide', { id: 'enrol-submit', type: 'submit' }, enrolled ? t('reenrol') : t('enrol_button'));
   const form = h(
     'form.card',
@@ -438,13 +471,16 @@ async function viewList() {
       h('option', { value: u.code, selected: f.unit === u.code }, '\u00a0'.repeat(2 * (app.units.path(u.code).length - 1)) + u.name),
     ),
   );
-  const month = h('input', {
-    id: 'filter-month',
-    type: 'month',
-    'aria-label': t('filter_month'),
-    value: f.month,
-    onchange: (e) => setFilter('month', e.target.value),
-  });
+  // The months that have records, newest first: a list anyone can read,
+  // where a month input shows a bare '---- --' until tapped.
+  const months = [...new Set(all.map((r) => /^\d{4}-\d{2}/.exec(recordDate(r))?.[0]).filter(Boolean))].sort().reverse();
+  if (f.month && !months.includes(f.month)) months.unshift(f.month);
+  const month = h(
+    'select',
+    { id: 'filter-month', 'aria-label': t('filter_month'), onchange: (e) => setFilter('month', e.target.value) },
+    h('option', { value: '' }, t('filter_month_all')),
+    months.map((m) => h('option', { value: m, selected: f.month === m }, formatMonth(m, getLang()))),
+  );
   const deleted = h(
     'label.check',
     h('input', { type: 'checkbox', id: 'filter-deleted', checked: f.deleted, onchange: (e) => setFilter('deleted', e.target.checked) }),
@@ -459,7 +495,12 @@ async function viewList() {
           'a.record',
           { href: `#/r/${r.id}`, 'data-id': r.id, 'data-kind': r.kind, 'data-state': r.state.type, class: r.deleted ? 'is-deleted' : null },
           h('span.title', recordTitle(r)),
-          h('span.sub', [kindLabel(r.kind), unitName(app.units, r.fields.org_unit || ''), recordDate(r)].filter(Boolean).join(' · ')),
+          h(
+            'span.sub',
+            [kindLabel(r.kind), unitName(app.units, r.fields.org_unit || ''), showDate(recordDate(r))]
+              .filter(Boolean)
+              .map((part, i) => [i ? ' · ' : null, h('span.part', part)]),
+          ),
           stateBadge(r),
         ),
       ),
@@ -486,7 +527,33 @@ async function viewList() {
       ),
     );
   }
-  if (app.meta.unauthorized) out.push(h('div.banner.bad', t('need_reenrol'), h('a.button', { href: '#/enrol' }, t('reenrol'))));
+  if (app.meta.unauthorized) {
+    out.push(
+      h('div.banner.bad', { id: 'reenrol-banner' }, h('p', t('need_reenrol_banner')), h('a.button.primary', { href: '#/enrol' }, t('reenrol'))),
+    );
+  }
+  const settings = (await getCached(app.db, 'settings', {})) || {};
+  if (settings.persist_refused && !settings.persist_hint_seen) {
+    out.push(
+      h(
+        'div.banner.warn',
+        { id: 'persist-banner' },
+        h('p', t('persist_refused')),
+        h(
+          'button',
+          {
+            type: 'button',
+            onclick: async () => {
+              const s2 = (await getCached(app.db, 'settings', {})) || {};
+              await putCached(app.db, 'settings', { ...s2, persist_hint_seen: true });
+              document.getElementById('persist-banner')?.remove();
+            },
+          },
+          t('got_it'),
+        ),
+      ),
+    );
+  }
   out.push(h('div.filters', kindSel, unitSel, month, deleted));
   out.push(h('p.count', t('n_records', { n: rows.length })));
   if (rows.length === 0) out.push(h('p.empty', t('no_records')));
@@ -548,7 +615,7 @@ async function viewForm(mode, kind, id, n) {
     start = now.fields;
     rejected = now.state.type === 'rejected' ? now.state : null;
     if (rejected && rejected.error.field) {
-      serverErrors[rejected.error.field] = rejectionText(app.schema, rejected.error, fieldLabel(kind, rejected.error.field));
+      serverErrors[rejected.error.field] = rejectionReason(kind, rejected);
     }
   } else {
     // A new record: the device's own unit when it is a grassroots one, or
@@ -566,7 +633,7 @@ async function viewForm(mode, kind, id, n) {
     e.preventDefault();
     const { values, errors } = form.collect();
     if (errors.length) {
-      err.textContent = errors.map((x) => x.message).join('；');
+      err.textContent = t('form_errors', { n: errors.length });
       errors[0].focus();
       return;
     }
@@ -603,6 +670,14 @@ async function viewForm(mode, kind, id, n) {
       save.disabled = false;
     }
   };
+  // The count under the form follows the fields as they are corrected.
+  const recount = () =>
+    setTimeout(() => {
+      if (!err.textContent) return;
+      const n = form.el.querySelectorAll('.field.invalid').length;
+      err.textContent = n ? t('form_errors', { n }) : '';
+    }, 0);
+  for (const type of ['input', 'change', 'click']) form.el.addEventListener(type, recount);
   const verb = { new: t('new_record'), edit: t('edit'), fix: t('fix_resubmit') }[mode];
   const title = `${verb}：${loc(ks.label, kind)}`;
   return [
@@ -610,7 +685,7 @@ async function viewForm(mode, kind, id, n) {
       'form.record-form',
       { id: 'record-form', 'data-kind': kind, novalidate: true, onsubmit: onSubmit },
       h('h1', title),
-      rejected ? h('div.banner.bad', t('rejected_reason'), ' ', rejectionText(app.schema, rejected.error, fieldLabel(kind, rejected.error.field))) : null,
+      rejected ? h('div.banner.bad', t('rejected_reason'), ' ', rejectionReason(kind, rejected)) : null,
       form.el,
       err,
       h(
@@ -625,7 +700,7 @@ async function viewForm(mode, kind, id, n) {
 // ---- one record ------------------------------------------------------------
 
 function showAny(kind, field, v) {
-  if (field === '_deleted') return v ? t('yes') : t('no');
+  if (field === '_deleted') return v ? t('st_deleted') : t('not_deleted');
   return showValue(fieldOf(kind, field), v, app.units) || '—';
 }
 
@@ -633,16 +708,19 @@ async function viewRecord(id) {
   const r = await model.getRecord(app.db, id);
   if (!r) return [h('p.empty', '—'), h('a.button', { href: '#/' }, t('back'))];
   const ks = kindSchema(r.kind);
-  const out = [h('h1', recordTitle(r)), h('p.sub', kindLabel(r.kind), ' ', stateBadge(r))];
+  const deletedBadge = r.deleted && r.state.type !== 'synced' ? [' ', h('span.badge.deleted', t('st_deleted'))] : null;
+  const out = [h('h1', recordTitle(r)), h('p.sub', kindLabel(r.kind), ' ', stateBadge(r), deletedBadge)];
   if (r.lost) out.push(h('p.note.warn', t('lost_note')));
+  if (r.deleted) out.push(h('p.note', { id: 'deleted-note' }, t('deleted_note')));
+  if (r.state.type === 'pending') out.push(h('p.note', { id: 'pending-note' }, t('pending_note')));
   if (r.state.type === 'rejected') {
-    const e = r.state.error;
     out.push(
       h(
         'div.banner.bad',
         { id: 'rejection' },
         h('p', t('rejected_reason')),
-        h('p.reason', { id: 'rejection-reason' }, rejectionText(app.schema, e, fieldLabel(r.kind, e.field))),
+        h('p.reason', { id: 'rejection-reason' }, rejectionReason(r.kind, r.state)),
+        h('p.what-now', t('rejected_what_now')),
         h(
           'div.actions',
           h('a.button.primary', { id: 'fix', href: `#/fix/${r.id}/${r.state.n}` }, t('fix_resubmit')),
@@ -734,7 +812,6 @@ async function viewRecord(id) {
       h('a.button.primary', { id: 'edit', href: `#/edit/${r.id}` }, t('edit')),
     ),
   );
-  out.push(h('p.small', `${t('record_id')}: ${r.id}`));
   return out;
 }
 
@@ -799,14 +876,15 @@ async function viewSettings() {
         h('dd', { id: 'device-label' }, m.label || '—'),
         h('dt', t('device_unit')),
         h('dd', m.org_unit ? unitName(app.units, m.org_unit) : '—'),
-        h('dt', t('device_id')),
-        h('dd.small', m.device_id),
         h('dt', t('time_zone')),
-        h('dd', timeZone()),
-        h('dt', t('app_version')),
-        h('dd', APP_VERSION),
+        h('dd', { id: 'time-zone', title: timeZone() }, zoneName(timeZone(), getLang())),
       ),
       h('a.button', { href: '#/enrol' }, t('reenrol')),
+      h(
+        'details.tech',
+        h('summary', t('tech_info')),
+        h('dl.fields', h('dt', t('device_id')), h('dd.small', { id: 'device-id' }, m.device_id), h('dt', t('app_version')), h('dd.small', APP_VERSION)),
+      ),
     ),
     h('section.card', h('h2', t('storage')), storage, persisted),
     h('section.card', languageSwitch()),
@@ -865,7 +943,7 @@ async function route(refresh = false) {
   if (my !== routing) return;
   clear(main).append(...nodes.filter(Boolean));
   main.dataset.hash = hash;
-  document.body.dataset.view = (hash.slice(2).split('/')[0] || 'list').replace(/^code=.*/, 'enrol');
+  document.body.dataset.view = code ? 'enrol' : hash.slice(2).split('/')[0] || 'list';
 }
 
 function shell() {
