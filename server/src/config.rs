@@ -179,9 +179,10 @@ pub struct Config {
     /// Serve HTTPS with this config (`--tls-cert`, `--tls-key`); plain HTTP
     /// when `None`.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
-    /// IANA name of the zone people read times in (`--time-zone`,
-    /// [`TIME_ZONE_DEFAULT`]); told to the field app by `GET /v1/schema`.
-    pub time_zone: String,
+    /// The zone people read times in (`--time-zone`, [`TIME_ZONE_DEFAULT`]):
+    /// the dashboard shows times in it, and `GET /v1/schema` tells the
+    /// field app its name.
+    pub time_zone: TimeZone,
     /// The address devices reach this server at, e.g.
     /// `https://pufa.example.gov.cn` (`--public-url`): what the enrolment
     /// page's QR code points to. `None`: taken from each request's `Host`.
@@ -223,7 +224,7 @@ impl Config {
             max_connections: CONNECTIONS_MAX_DEFAULT,
             header_timeout: Duration::from_secs(HEADER_TIMEOUT_SECS_DEFAULT),
             tls: None,
-            time_zone: TIME_ZONE_DEFAULT.to_string(),
+            time_zone: TimeZone::default(),
             public_url: None,
             database_url: None,
             pg_pool_size: PG_POOL_SIZE_DEFAULT,
@@ -253,7 +254,7 @@ impl fmt::Debug for Config {
             .field("max_connections", &self.max_connections)
             .field("header_timeout", &self.header_timeout)
             .field("tls", &self.tls.is_some())
-            .field("time_zone", &self.time_zone)
+            .field("time_zone", &self.time_zone.name())
             .field("public_url", &self.public_url)
             .field("database", &self.database_url.is_some())
             .field("fsync", &self.fsync)
@@ -261,27 +262,92 @@ impl fmt::Debug for Config {
     }
 }
 
-/// Reads `--time-zone`: an IANA zone name such as `Asia/Shanghai` or
-/// `UTC`. Only its shape is checked (the server has no zone database;
-/// browsers that do not know the zone show UTC).
+/// A zone of the IANA time zone database (bundled in the binary, see the
+/// `jiff` dependency), by its canonical name: what people read times in.
+/// Always a named zone, never a bare offset, so the field app's browser can
+/// be told its name.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TimeZone {
+    name: String,
+    zone: jiff::tz::TimeZone,
+}
+
+impl TimeZone {
+    pub fn utc() -> TimeZone {
+        TimeZone {
+            name: "UTC".to_string(),
+            zone: jiff::tz::TimeZone::UTC,
+        }
+    }
+
+    /// The canonical IANA name, e.g. `Asia/Shanghai` for `asia/shanghai`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The instant `ms` (Unix milliseconds) on this zone's wall clock.
+    /// `None` only for an instant outside years -9999..=9999.
+    pub fn wall_clock(&self, ms: i64) -> Option<jiff::Zoned> {
+        let at = jiff::Timestamp::from_millisecond(ms).ok()?;
+        Some(at.to_zoned(self.zone.clone()))
+    }
+
+    /// The zone's offset from UTC at the instant `ms`, e.g. `+08:00`.
+    pub fn offset_text(&self, ms: i64) -> String {
+        let offset = jiff::Timestamp::from_millisecond(ms)
+            .map_or_else(|_| jiff::tz::Offset::UTC, |at| self.zone.to_offset(at));
+        let secs = offset.seconds();
+        let sign = if secs < 0 { '-' } else { '+' };
+        let mins = secs.unsigned_abs() / 60;
+        format!("{sign}{:02}:{:02}", mins / 60, mins % 60)
+    }
+
+    /// Whether the zone's offset from UTC changes in the year after `ms`
+    /// (summer time), so that [`TimeZone::offset_text`] holds only for now.
+    pub fn offset_changes_within_a_year(&self, ms: i64) -> bool {
+        const YEAR_MS: i64 = 366 * 24 * 3_600_000;
+        let Ok(at) = jiff::Timestamp::from_millisecond(ms) else {
+            return false;
+        };
+        let now = self.zone.to_offset(at);
+        self.zone
+            .following(at)
+            .take_while(|t| t.timestamp().as_millisecond() <= ms.saturating_add(YEAR_MS))
+            .any(|t| t.offset() != now)
+    }
+}
+
+impl Default for TimeZone {
+    /// [`TIME_ZONE_DEFAULT`].
+    fn default() -> TimeZone {
+        parse_time_zone(TIME_ZONE_DEFAULT).expect("the default zone is in the bundled database")
+    }
+}
+
+impl fmt::Debug for TimeZone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.name)
+    }
+}
+
+/// Reads `--time-zone`: a zone of the IANA time zone database, such as
+/// `Asia/Shanghai` or `Europe/Berlin`, or `UTC`; case does not matter.
+/// Refusing an unknown name here matters: a browser that does not know the
+/// zone would silently show the field app's times in UTC.
 ///
 /// # Errors
-/// A message saying what a zone name looks like.
-pub fn parse_time_zone(text: &str) -> Result<String, String> {
-    let ok = !text.is_empty()
-        && text.len() <= 64
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'_' | b'-' | b'+'))
-        && !text.starts_with('/')
-        && !text.contains("..");
-    if ok {
-        Ok(text.to_string())
-    } else {
-        Err(format!(
-            "{text:?} is not a time zone name; write an IANA name such as Asia/Shanghai or UTC"
-        ))
-    }
+/// A message saying the name is unknown and what a zone name looks like.
+pub fn parse_time_zone(text: &str) -> Result<TimeZone, String> {
+    let unknown = || {
+        format!(
+            "{text:?} is not a zone of the IANA time zone database; \
+             write a name such as Asia/Shanghai, Europe/Berlin or UTC"
+        )
+    };
+    let zone = jiff::tz::db().get(text.trim()).map_err(|_| unknown())?;
+    // `Etc/Unknown` is found but names no zone.
+    let name = zone.iana_name().ok_or_else(unknown)?.to_string();
+    Ok(TimeZone { name, zone })
 }
 
 /// Reads `--public-url`: `http://` or `https://` and a host, perhaps with
@@ -311,4 +377,59 @@ pub fn plain_host(host: &str) -> bool {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zones_are_zones_of_the_database() {
+        let shanghai = parse_time_zone("Asia/Shanghai").unwrap();
+        assert_eq!(shanghai.name(), "Asia/Shanghai");
+        assert_eq!(shanghai, TimeZone::default());
+        // Case does not matter; the canonical name is kept.
+        assert_eq!(
+            parse_time_zone("europe/BERLIN").unwrap().name(),
+            "Europe/Berlin"
+        );
+        assert_eq!(parse_time_zone("UTC").unwrap(), TimeZone::utc());
+        assert_eq!(parse_time_zone("utc").unwrap().name(), "UTC");
+        for bad in [
+            "Foo/Bar",
+            "Etc/Unknown",
+            "",
+            "Asia/Shang hai",
+            "../etc/passwd",
+            "+08:00",
+        ] {
+            let err = parse_time_zone(bad).unwrap_err();
+            assert!(
+                err.contains(&format!("{bad:?}")) && err.contains("Asia/Shanghai"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_read_on_the_zone_s_wall_clock() {
+        // 2020-07-01 00:05 UTC.
+        let ms = 1_593_561_900_000;
+        let shanghai = TimeZone::default();
+        let at = shanghai.wall_clock(ms).unwrap();
+        assert_eq!((at.hour(), at.minute()), (8, 5));
+        assert_eq!(shanghai.offset_text(ms), "+08:00");
+        let berlin = parse_time_zone("Europe/Berlin").unwrap();
+        assert_eq!(berlin.offset_text(ms), "+02:00");
+        assert_eq!(berlin.offset_text(1_577_836_800_000), "+01:00");
+        assert_eq!(
+            parse_time_zone("America/St_Johns").unwrap().offset_text(ms),
+            "-02:30"
+        );
+        assert_eq!(TimeZone::utc().offset_text(ms), "+00:00");
+        assert!(shanghai.wall_clock(i64::MAX).is_none());
+        assert!(!shanghai.offset_changes_within_a_year(ms));
+        assert!(berlin.offset_changes_within_a_year(ms));
+        assert!(!TimeZone::utc().offset_changes_within_a_year(ms));
+    }
 }

@@ -227,7 +227,7 @@ pub async fn schema(State(s): State<AppState>, _: crate::extract::Signed) -> Jso
 pub fn describe(config: &crate::Config) -> SchemaResponse {
     SchemaResponse {
         schema_version: SCHEMA_VERSION,
-        time_zone: config.time_zone.clone(),
+        time_zone: config.time_zone.name().to_string(),
         limits: SchemaLimits {
             push_mutations_max: PUSH_MUTATIONS_MAX,
             push_body_bytes_max: config.max_body_bytes,

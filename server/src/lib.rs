@@ -113,7 +113,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/records/{id}/history", get(api::record_history))
         .route("/v1/admin/backup", get(api::backup))
         .route("/v1/schema", get(field_app::schema))
-        .merge(dashboard::routes())
+        .merge(dashboard::routes(&state))
         .merge(field_app::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

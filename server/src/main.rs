@@ -69,11 +69,12 @@ struct Args {
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
     #[arg(long, env = "PUFA_TLS_KEY", requires = "tls_cert", global = true)]
     tls_key: Option<PathBuf>,
-    /// The time zone people read times in (an IANA name); the field app
-    /// shows times in it.
+    /// The time zone people read times in (an IANA name such as
+    /// Asia/Shanghai, or UTC); the dashboard and the field app show times
+    /// in it. A name the bundled time zone database lacks is refused.
     #[arg(long, env = "PUFA_TIME_ZONE", default_value = config::TIME_ZONE_DEFAULT,
           value_parser = config::parse_time_zone, global = true)]
-    time_zone: String,
+    time_zone: config::TimeZone,
     /// The address phones reach this server at, e.g.
     /// https://pufa.example.gov.cn: the enrolment page's QR code points to
     /// <URL>/field/. Default: the address the coordinator's browser used.

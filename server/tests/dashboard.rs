@@ -608,8 +608,9 @@ async fn a_conflict_is_listed_and_resolved_only_with_the_csrf_token() {
     );
     assert!(body.contains(r#"value="json:90""#) && body.contains(r#"value="json:88""#));
     assert!(body.contains("field @ s1"), "the devices' labels: {body}");
+    // T0 is 2020-07-01 00:00 UTC: 08:00 Beijing time, the default zone.
     assert!(
-        body.contains("2020-07-01 00:00"),
+        body.contains("2020-07-01 08:00"),
         "the edits' times: {body}"
     );
     assert!(body.contains(&format!(r#"action="/conflicts/{id}/resolve""#)));
@@ -751,7 +752,8 @@ async fn the_rejections_page_lists_refused_edits() {
         "{body}"
     );
     assert!(body.contains("field @ s1"), "the device: {body}");
-    assert!(body.contains("2020-07-01 00:00"), "the time: {body}");
+    assert!(body.contains("2020-07-01 08:00"), "the time: {body}");
+    assert!(body.contains(zh(T::TimesBeijing)), "the footer: {body}");
     assert!(
         body.contains(bad["record_id"].as_str().unwrap()),
         "as pushed: {body}"
@@ -760,6 +762,63 @@ async fn the_rejections_page_lists_refused_edits() {
     let elsewhere = s.issue("coordinator", "s2").await;
     let got = get(&s, "/rejections", &elsewhere).await;
     assert!(got.expect(200).contains(zh(T::NoRejections)));
+}
+
+/// Times are read in `--time-zone`, and every page's footer names it.
+#[tokio::test]
+async fn times_are_shown_in_the_server_s_time_zone() {
+    let zone = |name: &str| pufa_server::config::parse_time_zone(name).unwrap();
+    for (name, time, footer_zh, footer_en) in [
+        (
+            "UTC",
+            "2020-07-01 00:00",
+            zh(T::TimesUtc).to_string(),
+            en(T::TimesUtc).to_string(),
+        ),
+        (
+            "Europe/Berlin",
+            "2020-07-01 02:00",
+            "所有时间均为 Europe/Berlin 时间（现为 UTC+02:00，随夏令时变化）。".to_string(),
+            "All times are Europe/Berlin time (now UTC+02:00; it changes with summer time)."
+                .to_string(),
+        ),
+        (
+            "Asia/Shanghai",
+            "2020-07-01 08:00",
+            zh(T::TimesBeijing).to_string(),
+            "All times are China Standard Time (Asia/Shanghai).".to_string(),
+        ),
+    ] {
+        let s = Server::configured(|c| c.time_zone = zone(name)).await;
+        s.import(&small_tree()).await;
+        let f = s.issue("field", "s1").await;
+        let coord = s.issue("coordinator", "d").await;
+        let bad = lecture(&f, &new_id(), "zz", "2020-06-01", 1);
+        assert_rejected(&s.push_one(&f, &bad).await, &bad, "unknown_org_unit");
+
+        let got = get(&s, "/rejections", &coord).await;
+        let body = got.expect(200);
+        assert!(body.contains(time), "{name}: {body}");
+        assert!(
+            body.contains(&format!("<footer class=\"muted\">{footer_zh}</footer>")),
+            "{name}: {body}"
+        );
+        let got = get(&s, "/devices?lang=en", &coord).await;
+        assert!(got.expect(200).contains(&footer_en), "{name}: {}", got.body);
+        // Pages without a session say it too.
+        let login = send(&s, Method::GET, "/login", None, &[], None).await;
+        assert!(
+            login.expect(200).contains(&footer_zh),
+            "{name}: {}",
+            login.body
+        );
+        let error = get(&s, "/?from=nonsense", &coord).await;
+        assert!(
+            error.expect(400).contains(&footer_zh),
+            "{name}: {}",
+            error.body
+        );
+    }
 }
 
 #[tokio::test]
@@ -790,7 +849,7 @@ async fn the_devices_page_marks_devices_silent_for_two_weeks() {
         "15 days: {q}"
     );
     assert!(
-        q.contains(">1.4.2<") && q.contains(">7<") && q.contains("2020-06-30 23:00"),
+        q.contains(">1.4.2<") && q.contains(">7<") && q.contains("2020-07-01 07:00"),
         "{q}"
     );
     assert!(q.contains("5 秒"), "clock skew: {q}");

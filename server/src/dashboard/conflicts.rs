@@ -17,7 +17,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::i18n::T;
-use super::page::{notice, page, time_text, url, value_text, Page, PageError};
+use super::page::{notice, page, url, value_text, Page, PageError};
 use super::session::{Ctx, SignedForm};
 use super::{device_labels, Section};
 use crate::store::ResolveOutcome;
@@ -37,12 +37,12 @@ struct Problem {
 /// `GET /conflicts?org=`.
 pub async fn list(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
     let done = ctx.param("resolved").is_some();
-    let top = done.then(|| notice(ctx.lang, true, T::Resolved, None));
+    let top = done.then(|| notice(ctx.lang(), true, T::Resolved, None));
     Ok(Page::ok(render(&s, &ctx, top).await?))
 }
 
 async fn render(s: &AppState, ctx: &Ctx, top: Option<Markup>) -> Result<Markup, PageError> {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let scope = ctx.scope(&s.store.org_tree())?;
     let list = s.store.conflicts(scope, LIST_LIMIT_DEFAULT).await?;
     let ids: Vec<Uuid> = list
@@ -72,7 +72,7 @@ async fn render(s: &AppState, ctx: &Ctx, top: Option<Markup>) -> Result<Markup, 
 }
 
 fn conflict(ctx: &Ctx, c: &ConflictView, labels: &HashMap<Uuid, String>) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let action = format!("/conflicts/{}/resolve", c.id);
     // Typed text stays text where the field holds text, so "2020" for a
     // title is not read as a number.
@@ -108,7 +108,7 @@ fn conflict(ctx: &Ctx, c: &ConflictView, labels: &HashMap<Uuid, String>) -> Mark
 }
 
 fn choice(ctx: &Ctx, which: T, value: &Value, hlc: &Hlc, labels: &HashMap<Uuid, String>) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let device = labels
         .get(&hlc.node)
         .cloned()
@@ -121,7 +121,7 @@ fn choice(ctx: &Ctx, which: T, value: &Value, hlc: &Hlc, labels: &HashMap<Uuid, 
             br;
             span.muted {
                 (T::Device.get(lang)) ": " (device)
-                " · " (T::Time.get(lang)) ": " (time_text(hlc.ms))
+                " · " (T::Time.get(lang)) ": " (ctx.locale.time(hlc.ms))
             }
         }
     }
@@ -165,7 +165,7 @@ pub async fn resolve(
     if let Some(org) = &org {
         ctx.query.insert("org".into(), org.clone());
     }
-    let again = |ctx: &Ctx, p: Problem| notice(ctx.lang, false, p.text, p.detail.as_deref());
+    let again = |ctx: &Ctx, p: Problem| notice(ctx.lang(), false, p.text, p.detail.as_deref());
     // An id that is not a UUID names nothing, as in the API.
     let Ok(id) = Uuid::parse_str(&id) else {
         let top = again(

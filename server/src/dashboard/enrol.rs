@@ -13,7 +13,7 @@ use pufa_core::wire::{CodeIssued, CodeRequest, Role, LIST_LIMIT_DEFAULT};
 use uuid::Uuid;
 
 use super::i18n::T;
-use super::page::{notice, page, role_text, time_text, Page, PageError};
+use super::page::{notice, page, role_text, Page, PageError};
 use super::session::{Ctx, SignedForm};
 use super::Section;
 use crate::enrol::{self, CODE_TTL_SECS_DEFAULT};
@@ -43,7 +43,7 @@ struct NewCode<'a> {
 pub async fn enrol_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
     let top = ctx
         .param("withdrawn")
-        .map(|_| notice(ctx.lang, true, T::EnrolWithdrawn, None));
+        .map(|_| notice(ctx.lang(), true, T::EnrolWithdrawn, None));
     Ok(Page::ok(render(&s, &ctx, top, None).await?))
 }
 
@@ -53,7 +53,7 @@ async fn render(
     top: Option<Markup>,
     made: Option<NewCode<'_>>,
 ) -> Result<Markup, PageError> {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let tree = s.store.org_tree();
     let open = enrol::list(s, &ctx.device, None, LIST_LIMIT_DEFAULT)
         .await
@@ -79,7 +79,7 @@ async fn render(
                 p.muted {
                     (unit_text(&tree, &c.org_unit)) " · " (role_text(c.role).get(lang))
                     @if !c.label.is_empty() { " · " (c.label) }
-                    " · " (T::EnrolExpires.get(lang)) ": " (time_text(c.expires_ms))
+                    " · " (T::EnrolExpires.get(lang)) ": " (ctx.locale.time(c.expires_ms))
                 }
             }
         }
@@ -142,7 +142,7 @@ async fn render(
                                 td { (unit_text(&tree, &c.org_unit)) }
                                 td { (role_text(c.role).get(lang)) }
                                 td { (c.label) }
-                                td { (time_text(c.expires_ms)) }
+                                td { (ctx.locale.time(c.expires_ms)) }
                                 td { (c.created_by) }
                                 td {
                                     form method="post" action=(format!("/enrol/{}/withdraw", c.id)) {
@@ -218,7 +218,7 @@ pub async fn create(
         label: field("label").map(str::to_string),
         ttl_secs: Some(hours.saturating_mul(3600)),
     };
-    let again = |t: T| Some(notice(ctx.lang, false, t, None));
+    let again = |t: T| Some(notice(ctx.lang(), false, t, None));
     match enrol::create(&s, &ctx.device, req).await {
         Ok(made) => {
             let new = NewCode {
@@ -254,7 +254,7 @@ pub async fn withdraw(
 ) -> Result<Response, PageError> {
     ctx.path = "/enrol".to_string();
     ctx.query.clear();
-    let gone = |ctx: &Ctx| Some(notice(ctx.lang, false, T::EnrolGone, None));
+    let gone = |ctx: &Ctx| Some(notice(ctx.lang(), false, T::EnrolGone, None));
     let Ok(id) = Uuid::parse_str(&id) else {
         return Ok(Page::not_found(render(&s, &ctx, gone(&ctx), None).await?).into_response());
     };

@@ -9,7 +9,6 @@
 use axum::extract::{Path, State};
 use axum::response::Response;
 use maud::{html, Markup, PreEscaped};
-use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, MonthFigure, YearFigures};
 use pufa_core::schema::Kind;
@@ -92,7 +91,7 @@ async fn figures_for(s: &AppState, ctx: &Ctx, org: &str) -> Result<YearFigures, 
         let year = api::year_param(&params(ctx)).map_err(|e| page_error(e, ctx))?;
         return year_of(s, org, year).await;
     }
-    let now_year = Date::from_unix_ms(s.config.clock.now_ms()).year();
+    let now_year = ctx.locale.today().year();
     let current = year_of(s, org, now_year).await?;
     match default_year(&current.years, now_year) {
         y if y == now_year => Ok(current),
@@ -115,7 +114,7 @@ fn month_labels(lang: Lang) -> Vec<String> {
 /// Lectures per month of a year, as a bar chart with the numbers in a
 /// table beneath (the chart's text alternative).
 pub fn month_chart(ctx: &Ctx, year: i32, months: &[MonthFigure]) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let labels = month_labels(lang);
     let caption = format!("{} · {year}", T::LecturesPerMonth.get(lang));
     let svg = chart::month_bars(months, &labels, &caption, |l, a| {
@@ -152,8 +151,8 @@ pub fn month_chart(ctx: &Ctx, year: i32, months: &[MonthFigure]) -> Markup {
 
 fn year_links(ctx: &Ctx, path: &str, org: &str, years: &[i32], current: i32) -> Markup {
     html! {
-        nav.years aria-label=(T::Year.get(ctx.lang)) {
-            span.muted { (T::Year.get(ctx.lang)) ": " }
+        nav.years aria-label=(T::Year.get(ctx.lang())) {
+            span.muted { (T::Year.get(ctx.lang())) ": " }
             @for y in years {
                 @if *y == current {
                     strong aria-current="page" { (y) }
@@ -164,8 +163,8 @@ fn year_links(ctx: &Ctx, path: &str, org: &str, years: &[i32], current: i32) -> 
             }
             form method="get" action=(path) {
                 input type="hidden" name="org" value=(org);
-                input type="number" name="year" min="2000" max="2100" value=(current) aria-label=(T::Year.get(ctx.lang));
-                button type="submit" { (T::Apply.get(ctx.lang)) }
+                input type="number" name="year" min="2000" max="2100" value=(current) aria-label=(T::Year.get(ctx.lang()));
+                button type="submit" { (T::Apply.get(ctx.lang())) }
             }
         }
     }
@@ -173,7 +172,7 @@ fn year_links(ctx: &Ctx, path: &str, org: &str, years: &[i32], current: i32) -> 
 
 /// Download links for a unit and a period (`from`/`to` may be empty).
 pub fn downloads(ctx: &Ctx, org: &str, from: &str, to: &str) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let files = [
         ("totals", T::TotalsTable, true, ""),
         ("lecture", T::Lectures, true, "lectures"),
@@ -226,7 +225,7 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
     let org = page_org(&ctx, &tree)?;
     let f = figures_for(&s, &ctx, &org).await?;
     let r = report::annual_report(&f);
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let year = f.year.to_string();
     let (from, to) = (format!("{year}-01-01"), format!("{year}-12-31"));
     let lectures = |extra: &[(&str, &str)]| {
@@ -348,8 +347,8 @@ pub async fn coverage_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, 
     let tree = s.store.org_tree();
     let org = page_org(&ctx, &tree)?;
     let f = figures_for(&s, &ctx, &org).await?;
-    let lang = ctx.lang;
-    let now = Date::from_unix_ms(s.config.clock.now_ms());
+    let lang = ctx.lang();
+    let now = ctx.locale.today();
     let quarter: usize = match ctx.param("quarter").filter(|q| !q.is_empty()) {
         Some(q) => q
             .parse()
@@ -497,7 +496,7 @@ pub async fn records_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, P
             limit: RECORDS_PAGE,
         })
         .await?;
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let unit_name = |r: &RecordView| {
         r.fields
             .get("org_unit")

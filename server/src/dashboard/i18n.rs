@@ -208,6 +208,9 @@ texts! {
     Days => "{n} 天", "{n} d";
 
     TimesUtc => "所有时间均为 UTC（协调世界时）。", "All times are UTC.";
+    TimesBeijing => "所有时间均为北京时间。", "All times are China Standard Time (Asia/Shanghai).";
+    TimesInZone => "所有时间均为 {zone} 时间（UTC{offset}）。", "All times are {zone} time (UTC{offset}).";
+    TimesInZoneNow => "所有时间均为 {zone} 时间（现为 UTC{offset}，随夏令时变化）。", "All times are {zone} time (now UTC{offset}; it changes with summer time).";
     ShowingNewest => "仅显示最新的 {n} 条。", "Showing the newest {n} only.";
 
     ErrBadRequest => "请求有误", "Bad request";
@@ -323,11 +326,13 @@ mod tests {
                 assert!(!t.get(lang).trim().is_empty(), "{t:?} in {lang:?}");
             }
             // Placeholders must match, or one language would show "{n}".
-            assert_eq!(
-                t.get(Lang::Zh).contains("{n}"),
-                t.get(Lang::En).contains("{n}"),
-                "{t:?}"
-            );
+            for placeholder in ["{n}", "{zone}", "{offset}"] {
+                assert_eq!(
+                    t.get(Lang::Zh).contains(placeholder),
+                    t.get(Lang::En).contains(placeholder),
+                    "{t:?} {placeholder}"
+                );
+            }
         }
     }
 

@@ -8,9 +8,7 @@ use pufa_core::org::OrgTree;
 use pufa_core::wire::{DeviceView, LIST_LIMIT_DEFAULT};
 
 use super::i18n::{Lang, T};
-use super::page::{
-    duration_text, maybe_time_text, page, role_text, time_text, value_text, Page, PageError,
-};
+use super::page::{duration_text, page, role_text, value_text, Locale, Page, PageError};
 use super::session::Ctx;
 use super::{device_labels, Section};
 use crate::AppState;
@@ -22,7 +20,7 @@ pub const SILENT_AFTER_MS: u64 = 14 * DAY_MS;
 
 /// `GET /rejections?org=`.
 pub async fn rejections(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let scope = ctx.scope(&s.store.org_tree())?;
     let list = s.store.rejections(scope, LIST_LIMIT_DEFAULT).await?;
     let ids: Vec<_> = list.iter().map(|r| r.device_id).collect();
@@ -49,7 +47,7 @@ pub async fn rejections(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pag
                     tbody {
                         @for r in &list {
                             tr {
-                                td { (time_text(r.received_ms)) }
+                                td { (ctx.locale.time(r.received_ms)) }
                                 td { (labels.get(&r.device_id).cloned().unwrap_or_default()) }
                                 td { code { (r.error.code) } }
                                 td { @if let Some(f) = &r.error.field { code { (f) } } }
@@ -101,7 +99,7 @@ pub fn silence(d: &DeviceView, now_ms: u64) -> Silence {
 
 /// `GET /devices?org=`.
 pub async fn devices(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let tree = s.store.org_tree();
     let scope = ctx.scope(&tree)?;
     let list = s.store.devices(scope, LIST_LIMIT_DEFAULT).await?;
@@ -131,7 +129,7 @@ pub async fn devices(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageEr
                     }
                     tbody {
                         @for d in &list {
-                            (device_row(lang, &tree, d, silence(d, now), skew_max_ms))
+                            (device_row(&ctx.locale, &tree, d, silence(d, now), skew_max_ms))
                         }
                     }
                 }
@@ -147,12 +145,13 @@ pub async fn devices(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageEr
 }
 
 fn device_row(
-    lang: Lang,
+    locale: &Locale,
     tree: &OrgTree,
     d: &DeviceView,
     quiet: Silence,
     skew_max_ms: i64,
 ) -> Markup {
+    let lang = locale.lang;
     // A revoked token cannot sync any more; flagging it would only hide
     // the devices that still can.
     let flagged = !d.revoked && quiet != Silence::Recent;
@@ -185,10 +184,10 @@ fn device_row(
             }
             td { (role_text(d.role).get(lang)) }
             td { (unit) }
-            td { (maybe_time_text(lang, d.last_push_ms)) }
-            td { (maybe_time_text(lang, d.last_pull_ms)) }
+            td { (locale.maybe_time(d.last_push_ms)) }
+            td { (locale.maybe_time(d.last_pull_ms)) }
             td.num { @if let Some(n) = d.outbox_len { (n) } }
-            td { @if let Some(t) = d.oldest_pending_ms { (time_text(t)) } }
+            td { @if let Some(t) = d.oldest_pending_ms { (locale.time(t)) } }
             td.num { @if let Some(s) = d.clock_skew_ms { (duration_text(lang, s)) } }
             td { @if let Some(v) = &d.app_version { (v) } }
         }

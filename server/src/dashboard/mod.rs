@@ -100,7 +100,7 @@ pub const NAV: &[NavItem] = &[
 
 /// The dashboard's routes, merged into [`crate::router`]. Every route runs
 /// inside the language layer, which also renders error pages.
-pub fn routes() -> Router<AppState> {
+pub fn routes(state: &AppState) -> Router<AppState> {
     Router::new()
         .route("/", get(overview::overview))
         .route("/login", get(session::login_page).post(session::login))
@@ -116,7 +116,10 @@ pub fn routes() -> Router<AppState> {
         .route("/enrol", get(enrol::enrol_page).post(enrol::create))
         .route("/enrol/{id}/withdraw", post(enrol::withdraw))
         .route(page::STYLESHEET_PATH, get(page::stylesheet))
-        .route_layer(middleware::from_fn(session::with_lang))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            session::with_lang,
+        ))
 }
 
 /// Labels of the devices `ids` name, each looked up once. A device that is

@@ -24,14 +24,15 @@ struct Period {
 }
 
 impl Period {
-    /// No `from` and no `to`: the current year by the server's clock (the
-    /// page moves it to the latest year with data if this one has none).
+    /// No `from` and no `to`: the current year by the server's clock, in
+    /// its time zone (the page moves it to the latest year with data if
+    /// this one has none).
     /// Otherwise each is a date, or empty for an open bound, so that the
     /// form (which always sends both) can ask for "no limit".
-    fn from_query(ctx: &Ctx, now_ms: u64) -> Result<Period, PageError> {
+    fn from_query(ctx: &Ctx) -> Result<Period, PageError> {
         let (from, to) = (ctx.param("from"), ctx.param("to"));
         if from.is_none() && to.is_none() {
-            let year = Date::from_unix_ms(now_ms).year();
+            let year = ctx.locale.today().year();
             return Ok(Period {
                 from: Date::from_ymd(year, 1, 1),
                 to: Date::from_ymd(year, 12, 31),
@@ -79,8 +80,8 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
             roots => return Ok(Page::ok(choose_root(&ctx, roots))),
         },
     };
-    let now_year = Date::from_unix_ms(s.config.clock.now_ms()).year();
-    let mut period = Period::from_query(&ctx, s.config.clock.now_ms())?;
+    let now_year = ctx.locale.today().year();
+    let mut period = Period::from_query(&ctx)?;
     // This year's figures: the years with data (one-click periods) and,
     // often, the chart too.
     let current = year_of(&s, &org, now_year).await?;
@@ -104,7 +105,7 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
         _ => None,
     };
     let (from_text, to_text) = period.texts();
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     // Sections in page order. A monthly chart or a coverage table slots in
     // here as one more function of (ctx, tree, period, org).
     let body = html! {
@@ -122,7 +123,7 @@ pub async fn overview(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageE
 }
 
 fn choose_root(ctx: &Ctx, roots: &[&OrgUnit]) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let body = html! {
         div.box {
             @if roots.is_empty() {
@@ -151,7 +152,7 @@ fn breadcrumbs(ctx: &Ctx, tree: &OrgTree, period: &Period, org: &str) -> Markup 
         .collect();
     chain.reverse();
     html! {
-        nav.crumbs aria-label=(T::Breadcrumbs.get(ctx.lang)) {
+        nav.crumbs aria-label=(T::Breadcrumbs.get(ctx.lang())) {
             ol {
                 @for (i, u) in chain.iter().enumerate() {
                     li {
@@ -168,7 +169,7 @@ fn breadcrumbs(ctx: &Ctx, tree: &OrgTree, period: &Period, org: &str) -> Markup 
 }
 
 fn period_form(ctx: &Ctx, period: &Period, org: &str, years: &[i32]) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let (from, to) = period.texts();
     html! {
         @if !years.is_empty() {
@@ -193,7 +194,7 @@ fn period_form(ctx: &Ctx, period: &Period, org: &str, years: &[i32]) -> Markup {
 /// point at.
 fn figure(id: &str, label: T, ctx: &Ctx, value: impl std::fmt::Display) -> Markup {
     html! {
-        dt { (label.get(ctx.lang)) }
+        dt { (label.get(ctx.lang())) }
         dd id=(id) { (value) }
     }
 }
@@ -201,13 +202,13 @@ fn figure(id: &str, label: T, ctx: &Ctx, value: impl std::fmt::Display) -> Marku
 /// A figure whose number links to the records behind it.
 fn linked(id: &str, label: T, ctx: &Ctx, value: impl std::fmt::Display, href: &str) -> Markup {
     html! {
-        dt { (label.get(ctx.lang)) }
+        dt { (label.get(ctx.lang())) }
         dd { a id=(id) href=(href) { (value) } }
     }
 }
 
 fn figures(ctx: &Ctx, t: &TotalsResponse, period: &Period) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let (l, c, d) = (&t.lectures, &t.library_corners, &t.demo_sites);
     let (from, to) = period.texts();
     let records = |figure: &str, extra: &[(&str, &str)]| {
@@ -263,7 +264,7 @@ fn figures(ctx: &Ctx, t: &TotalsResponse, period: &Period) -> Markup {
 }
 
 fn children(ctx: &Ctx, tree: &OrgTree, period: &Period, rows: &[ChildTotals]) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     html! {
         section {
             h2 { (T::SubUnits.get(lang)) }

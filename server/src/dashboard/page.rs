@@ -17,6 +17,7 @@ use serde_json::Value;
 use super::i18n::{Lang, T};
 use super::session::{clear_session_cookie, Ctx};
 use super::{Section, NAV};
+use crate::config::TimeZone;
 use crate::store::StoreError;
 
 /// Where the stylesheet is served; the version in the query makes a new
@@ -238,8 +239,9 @@ impl PageError {
         }
     }
 
-    /// The error page in `lang`.
-    pub fn render(&self, lang: Lang) -> Response {
+    /// The error page for `locale`'s reader.
+    pub fn render(&self, locale: &Locale) -> Response {
+        let lang = locale.lang;
         let (title, text) = match self {
             PageError::SignIn => return self.clone().into_response(),
             PageError::BadQuery { why, .. } => (T::ErrBadRequest, *why),
@@ -260,7 +262,7 @@ impl PageError {
                 p { a href="/" { (T::BackHome.get(lang)) } }
             }
         };
-        let markup = shell(lang, title.get(lang), html! {}, body);
+        let markup = shell(locale, title.get(lang), html! {}, body);
         let mut resp = Page {
             status: self.status(),
             markup,
@@ -313,7 +315,8 @@ impl From<StoreError> for PageError {
 }
 
 /// The document around a page's content.
-pub fn shell(lang: Lang, title: &str, header: Markup, body: Markup) -> Markup {
+pub fn shell(locale: &Locale, title: &str, header: Markup, body: Markup) -> Markup {
+    let lang = locale.lang;
     html! {
         (DOCTYPE)
         html lang=(lang.html_tag()) {
@@ -332,7 +335,7 @@ pub fn shell(lang: Lang, title: &str, header: Markup, body: Markup) -> Markup {
                     h1 { (title) }
                     (body)
                 }
-                footer.muted { (T::TimesUtc.get(lang)) }
+                footer.muted { (locale.times_note()) }
             }
         }
     }
@@ -341,7 +344,7 @@ pub fn shell(lang: Lang, title: &str, header: Markup, body: Markup) -> Markup {
 /// A signed-in page: the shell with the menu, who is signed in, the
 /// language switch and the sign-out button.
 pub fn page(ctx: &Ctx, current: Section, title: &str, body: Markup) -> Markup {
-    let lang = ctx.lang;
+    let lang = ctx.lang();
     let switch = ctx.here_with(&[("lang", lang.other().param())]);
     let header = html! {
         nav.menu aria-label=(T::MainMenu.get(lang)) {
@@ -366,7 +369,7 @@ pub fn page(ctx: &Ctx, current: Section, title: &str, body: Markup) -> Markup {
             }
         }
     };
-    shell(lang, title, header, body)
+    shell(&ctx.locale, title, header, body)
 }
 
 /// A notice above a page's content: a success or a problem.
@@ -401,15 +404,62 @@ pub fn unit_type_text(t: UnitType) -> T {
     }
 }
 
-/// `2020-07-01 08:05` (UTC, said once in the footer).
-pub fn time_text(ms: u64) -> String {
-    let day = Date::from_unix_ms(ms);
-    let minutes = (ms % DAY_MS) / 60_000;
-    format!("{day} {:02}:{:02}", minutes / 60, minutes % 60)
+/// How pages speak to their reader: the language the language layer
+/// chose, and the server's time zone (`--time-zone`) that every time is
+/// shown in. The wire keeps Unix milliseconds; only pages convert.
+#[derive(Clone, Debug)]
+pub struct Locale {
+    pub lang: Lang,
+    pub zone: TimeZone,
+    /// When the page is made: the footer gives the zone's offset then.
+    pub now_ms: u64,
 }
 
-pub fn maybe_time_text(lang: Lang, ms: Option<u64>) -> String {
-    ms.map_or_else(|| T::Never.get(lang).to_string(), time_text)
+impl Locale {
+    /// `2020-07-01 08:05` on the zone's wall clock (the footer names the
+    /// zone). An instant past the year 9999 is shown as its milliseconds.
+    pub fn time(&self, ms: u64) -> String {
+        i64::try_from(ms)
+            .ok()
+            .and_then(|ms| self.zone.wall_clock(ms))
+            .map_or_else(
+                || format!("{ms} ms"),
+                |t| t.strftime("%Y-%m-%d %H:%M").to_string(),
+            )
+    }
+
+    /// Today on the zone's wall clock: what "this year" and "this
+    /// quarter" of the pages mean.
+    pub fn today(&self) -> Date {
+        i64::try_from(self.now_ms)
+            .ok()
+            .and_then(|ms| self.zone.wall_clock(ms))
+            .and_then(|t| {
+                let (m, d) = (t.month().unsigned_abs(), t.day().unsigned_abs());
+                Date::from_ymd(i32::from(t.year()), u32::from(m), u32::from(d))
+            })
+            .unwrap_or_else(|| Date::from_unix_ms(self.now_ms))
+    }
+
+    pub fn maybe_time(&self, ms: Option<u64>) -> String {
+        ms.map_or_else(|| T::Never.get(self.lang).to_string(), |ms| self.time(ms))
+    }
+
+    /// The footer's sentence naming the zone of the page's times: Beijing
+    /// time for `Asia/Shanghai`, else the IANA name and its UTC offset.
+    pub fn times_note(&self) -> String {
+        let lang = self.lang;
+        let now = i64::try_from(self.now_ms).unwrap_or(i64::MAX);
+        let text = match self.zone.name() {
+            "Asia/Shanghai" => return T::TimesBeijing.get(lang).to_string(),
+            "UTC" => return T::TimesUtc.get(lang).to_string(),
+            _ if self.zone.offset_changes_within_a_year(now) => T::TimesInZoneNow,
+            _ => T::TimesInZone,
+        };
+        text.get(lang)
+            .replace("{zone}", self.zone.name())
+            .replace("{offset}", &self.zone.offset_text(now))
+    }
 }
 
 /// A signed span of time in the largest unit that keeps it readable.
@@ -479,12 +529,62 @@ mod tests {
         assert_eq!(url("/x", &[("org", "迎")]), "/x?org=%E8%BF%8E");
     }
 
+    fn locale(lang: Lang, zone: &str) -> Locale {
+        Locale {
+            lang,
+            zone: crate::config::parse_time_zone(zone).unwrap(),
+            // 2020-01-01 00:00 UTC: winter in Berlin.
+            now_ms: 1_577_836_800_000,
+        }
+    }
+
     #[test]
-    fn times_and_durations_read_plainly() {
+    fn times_read_in_the_server_s_zone() {
+        // 2020-07-01 00:05 UTC.
+        let ms = 1_593_561_600_000 + 5 * 60_000;
+        let beijing = locale(Lang::Zh, "Asia/Shanghai");
+        assert_eq!(beijing.time(ms), "2020-07-01 08:05");
+        assert_eq!(locale(Lang::En, "UTC").time(ms), "2020-07-01 00:05");
         assert_eq!(
-            time_text(1_593_561_600_000 + 8 * 3_600_000 + 5 * 60_000),
-            "2020-07-01 08:05"
+            locale(Lang::En, "America/New_York").time(ms),
+            "2020-06-30 20:05"
         );
+        assert_eq!(beijing.maybe_time(None), "从未");
+        // 2019-12-31 20:00 UTC is already 2020 in Beijing.
+        let new_year = Locale {
+            now_ms: 1_577_836_800_000 - 4 * 3_600_000,
+            ..beijing.clone()
+        };
+        assert_eq!(new_year.today(), Date::from_ymd(2020, 1, 1).unwrap());
+        let utc = Locale {
+            zone: crate::config::TimeZone::utc(),
+            ..new_year
+        };
+        assert_eq!(utc.today(), Date::from_ymd(2019, 12, 31).unwrap());
+        assert_eq!(beijing.time(u64::MAX), format!("{} ms", u64::MAX));
+
+        assert_eq!(beijing.times_note(), "所有时间均为北京时间。");
+        assert_eq!(
+            locale(Lang::En, "Asia/Shanghai").times_note(),
+            "All times are China Standard Time (Asia/Shanghai)."
+        );
+        assert_eq!(locale(Lang::En, "UTC").times_note(), "All times are UTC.");
+        assert_eq!(
+            locale(Lang::Zh, "Asia/Urumqi").times_note(),
+            "所有时间均为 Asia/Urumqi 时间（UTC+06:00）。"
+        );
+        assert_eq!(
+            locale(Lang::Zh, "Europe/Berlin").times_note(),
+            "所有时间均为 Europe/Berlin 时间（现为 UTC+01:00，随夏令时变化）。"
+        );
+        assert_eq!(
+            locale(Lang::En, "Europe/Berlin").times_note(),
+            "All times are Europe/Berlin time (now UTC+01:00; it changes with summer time)."
+        );
+    }
+
+    #[test]
+    fn durations_read_plainly() {
         assert_eq!(duration_text(Lang::En, 700), "700 ms");
         assert_eq!(duration_text(Lang::En, -700), "-700 ms");
         assert_eq!(duration_text(Lang::En, 90_000), "90 s");

@@ -32,7 +32,7 @@ use pufa_core::wire::Role;
 use sha2::{Digest, Sha256};
 
 use super::i18n::{Lang, T};
-use super::page::{notice, shell, Page, PageError};
+use super::page::{notice, shell, Locale, Page, PageError};
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::store::{Device, TokenHash};
@@ -126,8 +126,9 @@ fn query_map(uri: &Uri) -> Result<HashMap<String, String>, PageError> {
 
 /// The language layer around every dashboard route: picks the language
 /// (`?lang=`, else the `pufa_lang` cookie, else Chinese), remembers a
-/// `?lang=` choice in the cookie, and renders [`PageError`]s in it.
-pub async fn with_lang(mut req: Request, next: Next) -> Response {
+/// `?lang=` choice in the cookie, and renders [`PageError`]s in it (and
+/// in the server's time zone, which their footer names).
+pub async fn with_lang(State(s): State<AppState>, mut req: Request, next: Next) -> Response {
     let remembered = cookie(req.headers(), LANG_COOKIE)
         .and_then(Lang::parse)
         .unwrap_or_default();
@@ -137,13 +138,16 @@ pub async fn with_lang(mut req: Request, next: Next) -> Response {
         None => remembered,
         Some(text) => match Lang::parse(text) {
             Some(lang) => lang,
-            None => return PageError::bad_query("lang", text, T::BadLang).render(remembered),
+            None => {
+                return PageError::bad_query("lang", text, T::BadLang)
+                    .render(&Locale::of(&s, remembered))
+            }
         },
     };
     req.extensions_mut().insert(lang);
     let mut resp = next.run(req).await;
     if let Some(err) = resp.extensions_mut().remove::<PageError>() {
-        resp = err.render(lang);
+        resp = err.render(&Locale::of(&s, lang));
     }
     if asked.is_some() {
         let value = format!(
@@ -165,10 +169,35 @@ impl<S: Send + Sync> FromRequestParts<S> for Lang {
     }
 }
 
-/// A signed-in request: who, in which language, at which address.
+impl Locale {
+    /// The reader's language and this server's time zone, now.
+    pub fn of(state: &AppState, lang: Lang) -> Locale {
+        Locale {
+            lang,
+            zone: state.config.time_zone.clone(),
+            now_ms: state.config.clock.now_ms(),
+        }
+    }
+}
+
+/// The language the layer chose and the server's time zone.
+impl FromRequestParts<AppState> for Locale {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Locale, Self::Rejection> {
+        let lang = parts.extensions.get::<Lang>().copied().unwrap_or_default();
+        Ok(Locale::of(state, lang))
+    }
+}
+
+/// A signed-in request: who, reading in which language and time zone, at
+/// which address.
 pub struct Ctx {
     pub device: Device,
-    pub lang: Lang,
+    pub locale: Locale,
     /// The page's path, for links back to it (the language switch).
     pub path: String,
     pub query: HashMap<String, String>,
@@ -204,7 +233,7 @@ impl FromRequestParts<AppState> for Ctx {
         Ok(Ctx {
             csrf: csrf_token(token),
             device,
-            lang,
+            locale: Locale::of(state, lang),
             path: parts.uri.path().to_string(),
             query,
             session,
@@ -214,6 +243,10 @@ impl FromRequestParts<AppState> for Ctx {
 }
 
 impl Ctx {
+    pub fn lang(&self) -> Lang {
+        self.locale.lang
+    }
+
     /// A query parameter; an empty value counts as absent only where a
     /// page says so.
     pub fn param(&self, key: &str) -> Option<&str> {
@@ -290,8 +323,8 @@ async fn read_form(req: Request, state: &AppState) -> Result<HashMap<String, Str
 }
 
 /// `GET /login`.
-pub async fn login_page(lang: Lang) -> Page {
-    Page::ok(login_markup(lang, None, ""))
+pub async fn login_page(locale: Locale) -> Page {
+    Page::ok(login_markup(&locale, None, ""))
 }
 
 /// A problem shown above the sign-in forms.
@@ -299,7 +332,8 @@ fn problem(lang: Lang, text: T) -> maud::Markup {
     notice(lang, false, text, None)
 }
 
-fn login_markup(lang: Lang, problem: Option<maud::Markup>, username: &str) -> maud::Markup {
+fn login_markup(locale: &Locale, problem: Option<maud::Markup>, username: &str) -> maud::Markup {
+    let lang = locale.lang;
     let switch = super::page::url("/login", &[("lang", lang.other().param())]);
     let header = html! {
         a href=(switch) lang=(lang.other().html_tag()) { (T::SwitchLang.get(lang)) }
@@ -336,7 +370,7 @@ fn login_markup(lang: Lang, problem: Option<maud::Markup>, username: &str) -> ma
             }
         }
     };
-    shell(lang, T::SignIn.get(lang), header, body)
+    shell(locale, T::SignIn.get(lang), header, body)
 }
 
 fn signed_in(token: &str, secure: bool) -> Response {
@@ -349,7 +383,8 @@ fn signed_in(token: &str, secure: bool) -> Response {
 
 /// `POST /login`: a username and password, or a coordinator's or admin's
 /// token, becomes the session cookie.
-pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Response {
+pub async fn login(State(s): State<AppState>, locale: Locale, req: Request) -> Response {
+    let lang = locale.lang;
     if !same_origin(req.headers(), req.uri()) {
         return PageError::Forbidden(T::CrossOrigin).into_response();
     }
@@ -359,12 +394,16 @@ pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Respo
     };
     if let Some(username) = fields.get("username") {
         let password = fields.get("password").cloned().unwrap_or_default();
-        return password_login(&s, lang, username.trim(), password).await;
+        return password_login(&s, &locale, username.trim(), password).await;
     }
     let token = fields.get("token").map_or("", |t| t.trim());
     if token.is_empty() {
-        return Page::invalid(login_markup(lang, Some(problem(lang, T::LoginEmpty)), ""))
-            .into_response();
+        return Page::invalid(login_markup(
+            &locale,
+            Some(problem(lang, T::LoginEmpty)),
+            "",
+        ))
+        .into_response();
     }
     let device = if cookie_safe(token) {
         match s.store.authenticate(auth::hash_token(token)).await {
@@ -379,30 +418,40 @@ pub async fn login(State(s): State<AppState>, lang: Lang, req: Request) -> Respo
             signed_in(token, s.config.tls.is_some())
         }
         Some(_) => Page::forbidden(login_markup(
-            lang,
+            &locale,
             Some(problem(lang, T::LoginFieldToken)),
             "",
         ))
         .into_response(),
-        None => Page::unauthorized(login_markup(lang, Some(problem(lang, T::LoginUnknown)), ""))
-            .into_response(),
+        None => Page::unauthorized(login_markup(
+            &locale,
+            Some(problem(lang, T::LoginUnknown)),
+            "",
+        ))
+        .into_response(),
     }
 }
 
 /// The username-and-password form: `people::sign_in`, its lockout
 /// included, and the session token into the cookie.
-async fn password_login(s: &AppState, lang: Lang, username: &str, password: String) -> Response {
+async fn password_login(
+    s: &AppState,
+    locale: &Locale,
+    username: &str,
+    password: String,
+) -> Response {
+    let lang = locale.lang;
     if username.is_empty() || password.is_empty() {
-        let markup = login_markup(lang, Some(problem(lang, T::LoginPasswordEmpty)), username);
+        let markup = login_markup(locale, Some(problem(lang, T::LoginPasswordEmpty)), username);
         return Page::invalid(markup).into_response();
     }
-    let again = |text: T| login_markup(lang, Some(problem(lang, text)), username);
+    let again = |text: T| login_markup(locale, Some(problem(lang, text)), username);
     match people::sign_in(s, username, password).await {
         Ok(issued) => signed_in(&issued.token, s.config.tls.is_some()),
         Err(ApiError::SignInLocked(secs)) => {
             let text = T::LoginLocked.with_n(lang, secs.div_ceil(60));
             let markup = login_markup(
-                lang,
+                locale,
                 Some(html! { p.notice.problem role="alert" { (text) } }),
                 username,
             );
