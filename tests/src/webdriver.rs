@@ -384,6 +384,39 @@ impl Browser {
         .map(|_| ())
     }
 
+    /// Chromium's network emulation with DevTools' full set of knobs:
+    /// `latency_ms` added to every request, throughputs in bytes per
+    /// second (`-1.0`: not limited), as DevTools' presets ("Fast 3G", …)
+    /// give them.
+    pub async fn emulate_network(
+        &self,
+        latency_ms: f64,
+        download_bytes_per_s: f64,
+        upload_bytes_per_s: f64,
+    ) -> Result<(), String> {
+        self.cmd(
+            "POST",
+            "/chromium/network_conditions",
+            json!({"network_conditions": {"offline": false, "latency": latency_ms,
+                   "download_throughput": download_bytes_per_s,
+                   "upload_throughput": upload_bytes_per_s}}),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Runs one Chrome DevTools Protocol command on the current page
+    /// (e.g. `Page.addScriptToEvaluateOnNewDocument`, `Profiler.stop`)
+    /// and returns its result.
+    pub async fn cdp(&self, command: &str, params: Value) -> Result<Value, String> {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            json!({"cmd": command, "params": params}),
+        )
+        .await
+    }
+
     pub async fn screenshot(&self, to: &Path) -> Result<(), String> {
         let b64 = self.cmd("GET", "/screenshot", Value::Null).await?;
         let bytes = decode_base64(b64.as_str().unwrap_or_default())?;
