@@ -198,6 +198,18 @@ pub fn judge(
             format!("unknown kind {:?}", m.kind),
         ));
     };
+    // A record the pusher cannot read is refused before anything is said
+    // of it: not its kind (kind_mismatch), nor its unit, nor what its fields
+    // hold (§6 rule 2), so the message names nothing of the record.
+    if let Some(current) = existing.and_then(RecordState::org_unit) {
+        if !tree.in_scope(current, scope) {
+            return Err(Rejection::new(
+                RejectCode::OutOfScope,
+                Some("org_unit"),
+                "this record is outside this device's scope",
+            ));
+        }
+    }
     if let Some(rec) = existing {
         if rec.kind != kind {
             return Err(Rejection::new(
@@ -233,8 +245,7 @@ pub fn judge(
             ));
         }
     }
-    let current_unit = existing.and_then(RecordState::org_unit);
-    for code in new_unit.into_iter().chain(current_unit) {
+    if let Some(code) = new_unit {
         if !tree.in_scope(code, scope) {
             return Err(Rejection::new(
                 RejectCode::OutOfScope,

@@ -1520,6 +1520,28 @@ fn judge_checks_in_the_contracts_order() {
         Err((UnknownKind, "kind")),
     );
 
+    // out_of_scope for an existing record outside the scope right after
+    // unknown_kind: before kind_mismatch, field errors and unit checks
+    // (§6 rule 2, amended), and its message names nothing of the record.
+    for m in [
+        mutation("demo_site", me, 1, json!({"title": "x"})),
+        mutation("lecture", me, 1, json!({"attendees": -1, "colour": "red"})),
+        mutation("lecture", me, 1, json!({"org_unit": "nope", "title": null})),
+        mutation("library_corner", me, 1, json!({"org_unit": "c11"})),
+    ] {
+        check(&m, Some(&outside), &s1, Err((OutOfScope, "org_unit")));
+        let r = judge(&m, me, Some(&outside), &tree(), &s1, today()).unwrap_err();
+        for secret in ["c21", "lecture", &outside.id.to_string()] {
+            assert!(!r.message.contains(secret), "{secret} in {:?}", r.message);
+        }
+    }
+    check(
+        &mutation("seminar", me, 1, json!({})),
+        Some(&outside),
+        &s1,
+        Err((UnknownKind, "kind")),
+    );
+
     // kind_mismatch before field errors.
     check(
         &mutation(

@@ -10,12 +10,22 @@
 //!
 //! Guessing: after [`LOGIN_FAILURES_MAX`] failed sign-ins for a username
 //! within [`LOGIN_WINDOW_MS`], that username is refused (`429`) without
-//! the password being checked until the window has passed. An unknown
-//! username fails exactly like a wrong password, after the same argon2 work
-//! against a dummy hash, so neither the answer nor its timing tells them
-//! apart.
+//! the password being checked until the window has passed. Each attempt
+//! is counted as a failure *before* its password is checked (and forgotten
+//! only if it succeeds), so sign-ins sent all at once get no more guesses
+//! than sign-ins sent one by one. An unknown username fails exactly like a
+//! wrong password, after the same argon2 work against a dummy hash, so
+//! neither the answer nor its timing tells them apart; a name that cannot
+//! be a username fails at once, without that work.
+//!
+//! Password hashing has [`PASSWORD_HASHES_CONCURRENT_MAX`] slots, taken
+//! in arrival order, and at most [`PASSWORD_HASH_QUEUE_MAX`] attempts hold
+//! or wait for one: past that, `429` with `Retry-After` at once, so a
+//! flood of sign-ins is told to come back instead of making everyone wait
+//! for the request timeout.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, OnceLock};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -55,6 +65,13 @@ pub const LOGIN_TRACKED_MAX: usize = 100_000;
 /// Password hashes computed at once: argon2id with its default parameters
 /// takes 19 MiB and tens of milliseconds of one core each.
 pub const PASSWORD_HASHES_CONCURRENT_MAX: usize = 2;
+/// Password checks and hashes in progress or waiting for a slot, at most;
+/// one more is refused (`429`, `Retry-After:`
+/// [`PASSWORD_HASH_RETRY_SECS`]). 32 × ≈ 50 ms over 2 slots: under a
+/// second of waiting.
+pub const PASSWORD_HASH_QUEUE_MAX: usize = 32;
+/// Seconds a sign-in refused for a full hashing queue is told to wait.
+pub const PASSWORD_HASH_RETRY_SECS: u64 = 1;
 
 /// In-memory guards of sign-in and enrolment (kept in
 /// [`crate::limits::Limiters`]). A restart forgets them; that only gives a
@@ -65,6 +82,8 @@ pub struct Guards {
     /// most [`LOGIN_FAILURES_MAX`], oldest first.
     sign_in_failures: Mutex<HashMap<String, Vec<u64>>>,
     hashing: Semaphore,
+    /// Attempts holding or waiting for a `hashing` slot.
+    hashing_queued: AtomicUsize,
     /// Failed `/v1/enroll` attempts, server-wide.
     pub enrol_failures: Buckets<()>,
 }
@@ -74,6 +93,7 @@ impl Guards {
         Guards {
             sign_in_failures: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(PASSWORD_HASHES_CONCURRENT_MAX),
+            hashing_queued: AtomicUsize::new(0),
             enrol_failures: Buckets::new(enrol_failures),
         }
     }
@@ -84,37 +104,66 @@ impl Guards {
             .unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `Err(seconds to wait)` while `username` is locked out.
-    pub fn check_sign_in(&self, username: &str, now_ms: u64) -> Result<(), u64> {
+    /// Counts an attempt for `username` as a failure, in the same lock
+    /// as the check, so that concurrent attempts cannot all pass the check
+    /// before any failure is recorded. `Err(seconds to wait)` while
+    /// `username` is locked out (then nothing is counted).
+    pub fn reserve_sign_in(&self, username: &str, now_ms: u64) -> Result<(), u64> {
         let mut map = self.failures();
-        if let Some(times) = map.get_mut(username) {
-            times.retain(|t| t + LOGIN_WINDOW_MS > now_ms);
-            if times.len() >= LOGIN_FAILURES_MAX {
-                // Free again when the oldest failure leaves the window.
-                let free_at = times[0] + LOGIN_WINDOW_MS;
-                return Err((free_at - now_ms).div_ceil(1000).max(1));
-            }
-            return Ok(());
-        }
-        if map.len() >= LOGIN_TRACKED_MAX {
+        if !map.contains_key(username) && map.len() >= LOGIN_TRACKED_MAX {
             map.retain(|_, times| times.iter().any(|t| t + LOGIN_WINDOW_MS > now_ms));
             if map.len() >= LOGIN_TRACKED_MAX {
                 return Err(60);
             }
         }
+        let times = map.entry(username.to_string()).or_default();
+        times.retain(|t| t + LOGIN_WINDOW_MS > now_ms);
+        if times.len() >= LOGIN_FAILURES_MAX {
+            // Free again when the oldest failure leaves the window.
+            let free_at = times[0] + LOGIN_WINDOW_MS;
+            return Err((free_at - now_ms).div_ceil(1000).max(1));
+        }
+        times.push(now_ms);
         Ok(())
     }
 
-    pub fn sign_in_failed(&self, username: &str, now_ms: u64) {
-        let mut map = self.failures();
-        let times = map.entry(username.to_string()).or_default();
-        times.push(now_ms);
-        let excess = times.len().saturating_sub(LOGIN_FAILURES_MAX);
-        times.drain(..excess);
-    }
-
+    /// Forgets `username`'s failures, the reserved attempt included.
     pub fn sign_in_succeeded(&self, username: &str) {
         self.failures().remove(username);
+    }
+
+    /// A place in the password-hashing queue, or `Err(seconds to wait)`
+    /// when [`PASSWORD_HASH_QUEUE_MAX`] attempts already hold one.
+    fn join_hashing(&self) -> Result<HashingTicket<'_>, u64> {
+        let before = self.hashing_queued.fetch_add(1, Ordering::SeqCst);
+        let ticket = HashingTicket { guards: self };
+        if before >= PASSWORD_HASH_QUEUE_MAX {
+            return Err(PASSWORD_HASH_RETRY_SECS);
+        }
+        Ok(ticket)
+    }
+}
+
+/// A place in the password-hashing queue; leaving it (drop) frees it.
+struct HashingTicket<'a> {
+    guards: &'a Guards,
+}
+
+impl HashingTicket<'_> {
+    /// Waits for a hashing slot (tokio's semaphore serves waiters in
+    /// arrival order).
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        self.guards
+            .hashing
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))
+    }
+}
+
+impl Drop for HashingTicket<'_> {
+    fn drop(&mut self) {
+        self.guards.hashing_queued.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -198,22 +247,20 @@ fn hasher() -> Argon2<'static> {
     Argon2::default()
 }
 
-/// One of the [`PASSWORD_HASHES_CONCURRENT_MAX`] argon2 slots, held while
-/// hashing or checking.
-async fn hashing_turn(state: &AppState) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+/// A place in the hashing queue (`rate_limited` when it is full).
+fn hashing_ticket(state: &AppState) -> Result<HashingTicket<'_>, ApiError> {
     state
         .limits
         .people
-        .hashing
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
+        .join_hashing()
+        .map_err(ApiError::RateLimited)
 }
 
 /// Hashes `password` off the async threads, at most
 /// [`PASSWORD_HASHES_CONCURRENT_MAX`] at a time.
 async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
-    let _permit = hashing_turn(state).await?;
+    let ticket = hashing_ticket(state)?;
+    let _permit = ticket.turn().await?;
     let mut salt = [0u8; 16];
     salt.copy_from_slice(&state.config.ids.secret()[..16]);
     tokio::task::spawn_blocking(move || {
@@ -244,11 +291,11 @@ fn dummy_hash() -> &'static str {
 /// Whether `password` matches `phc` (or, for `None`, the dummy hash: always
 /// false, after the same work).
 async fn verify_password(
-    state: &AppState,
+    ticket: &HashingTicket<'_>,
     password: String,
     phc: Option<String>,
 ) -> Result<bool, ApiError> {
-    let _permit = hashing_turn(state).await?;
+    let _permit = ticket.turn().await?;
     tokio::task::spawn_blocking(move || {
         let known = phc.is_some();
         let text = phc.unwrap_or_else(|| dummy_hash().to_string());
@@ -416,30 +463,22 @@ pub async fn sign_in(
     let username = typed_username(username);
     let now = state.config.clock.now_ms();
     let guards = &state.limits.people;
-    // A name that cannot be an account is not remembered (it could be
-    // huge), but it takes the same path otherwise.
-    let tracked = valid_username(&username);
-    if tracked {
-        guards
-            .check_sign_in(&username, now)
-            .map_err(ApiError::SignInLocked)?;
+    let refused = || ApiError::Unauthorized("unknown username or wrong password".into());
+    // No account has such a name (`add_account` refuses it), so nothing
+    // is revealed by answering at once, and no hashing is spent on it.
+    if !valid_username(&username) {
+        return Err(refused());
     }
-    let account = match tracked {
-        true => state.store.account(&username).await?,
-        false => None,
-    };
+    let ticket = hashing_ticket(state)?;
+    guards
+        .reserve_sign_in(&username, now)
+        .map_err(ApiError::SignInLocked)?;
+    let account = state.store.account(&username).await?;
     let phc = account.as_ref().map(|a| a.password_hash.clone());
-    let matches = verify_password(state, password, phc).await?;
-    let account = match account {
-        Some(a) if matches => a,
-        _ => {
-            if tracked {
-                guards.sign_in_failed(&username, now);
-            }
-            return Err(ApiError::Unauthorized(
-                "unknown username or wrong password".into(),
-            ));
-        }
+    let matches = verify_password(&ticket, password, phc).await?;
+    drop(ticket);
+    let Some(account) = account.filter(|_| matches) else {
+        return Err(refused());
     };
     guards.sign_in_succeeded(&username);
     if account.disabled {
@@ -547,17 +586,36 @@ mod tests {
             burst: 1.0,
         });
         let t0 = 1_000_000;
+        // Each reservation counts, whether or not its check has ended.
         for i in 0..LOGIN_FAILURES_MAX as u64 {
-            assert_eq!(g.check_sign_in("wang", t0 + i), Ok(()));
-            g.sign_in_failed("wang", t0 + i);
+            assert_eq!(g.reserve_sign_in("wang", t0 + i), Ok(()));
         }
-        let wait = g.check_sign_in("wang", t0 + 10).unwrap_err();
+        let wait = g.reserve_sign_in("wang", t0 + 10).unwrap_err();
         assert_eq!(wait, LOGIN_WINDOW_MS.div_ceil(1000));
-        assert_eq!(g.check_sign_in("li", t0 + 10), Ok(()), "per username");
-        // The oldest failure leaves the window: one more try.
-        assert_eq!(g.check_sign_in("wang", t0 + LOGIN_WINDOW_MS), Ok(()));
+        assert_eq!(g.reserve_sign_in("li", t0 + 10), Ok(()), "per username");
+        // The oldest failure leaves the window: one more try, and only one.
+        assert_eq!(g.reserve_sign_in("wang", t0 + LOGIN_WINDOW_MS), Ok(()));
+        assert!(g.reserve_sign_in("wang", t0 + LOGIN_WINDOW_MS).is_err());
         g.sign_in_succeeded("wang");
-        assert_eq!(g.check_sign_in("wang", t0 + 11), Ok(()));
+        assert_eq!(g.reserve_sign_in("wang", t0 + 11), Ok(()));
+    }
+
+    #[test]
+    fn the_hashing_queue_is_bounded() {
+        let g = Guards::new(RateLimit {
+            per_sec: 1.0,
+            burst: 1.0,
+        });
+        let held: Vec<_> = (0..PASSWORD_HASH_QUEUE_MAX)
+            .map(|_| g.join_hashing().unwrap())
+            .collect();
+        assert_eq!(
+            g.join_hashing().err(),
+            Some(PASSWORD_HASH_RETRY_SECS),
+            "one past the queue"
+        );
+        drop(held);
+        assert!(g.join_hashing().is_ok(), "places are given back");
     }
 
     #[test]

@@ -355,6 +355,73 @@ async fn lockout_after_failures_refuses_even_the_right_password_until_the_window
     sign_in(&s, "wang").await;
 }
 
+/// Sign-ins released together get no more guesses than sign-ins sent one
+/// by one: every attempt is counted before its password is checked, so of
+/// 20 wrong passwords in flight at once only the first
+/// `LOGIN_FAILURES_MAX` are checked, and the right password sent with
+/// them, last, is refused like the rest.
+#[tokio::test]
+async fn sign_ins_sent_at_once_get_no_more_guesses_than_sign_ins_one_by_one() {
+    let s = Server::new().await;
+    account(&s, "wang", "coordinator", Some("s1")).await;
+    let mut passwords = vec!["wrong password!"; 20];
+    passwords.push(PASSWORD);
+    let answers = futures_util::future::join_all(
+        passwords.iter().map(|p| sign_in_retry_after(&s, "wang", p)),
+    )
+    .await;
+    let checked = answers.iter().filter(|(status, _)| *status == 401).count();
+    assert_eq!(checked, LOGIN_FAILURES_MAX, "{answers:?}");
+    assert!(
+        answers
+            .iter()
+            .all(|(status, retry)| *status == 401 || (*status == 429 && retry.is_some())),
+        "{answers:?}"
+    );
+    assert_eq!(
+        answers.last().unwrap().0,
+        429,
+        "the right password got through"
+    );
+    // And it stays locked for the right password afterwards.
+    assert_eq!(sign_in_retry_after(&s, "wang", PASSWORD).await.0, 429);
+}
+
+/// More sign-ins than the hashing queue holds: those past it are told at
+/// once to come back (`429`, `Retry-After`), not made to wait; and a name
+/// that cannot be a username costs no hashing at all (all 200 answered
+/// 401 with the queue never full).
+#[tokio::test]
+async fn a_flood_of_sign_ins_is_told_to_come_back_instead_of_queueing() {
+    use pufa_server::people::{PASSWORD_HASH_QUEUE_MAX, PASSWORD_HASH_RETRY_SECS};
+    let s = Server::new().await;
+    account(&s, "wang", "coordinator", Some("s1")).await;
+    let names: Vec<String> = (0..PASSWORD_HASH_QUEUE_MAX * 2)
+        .map(|i| format!("guess{i}"))
+        .collect();
+    let answers = futures_util::future::join_all(
+        names
+            .iter()
+            .map(|n| sign_in_retry_after(&s, n, "wrong password!")),
+    )
+    .await;
+    let busy = answers
+        .iter()
+        .filter(|a| **a == (429, Some(PASSWORD_HASH_RETRY_SECS)))
+        .count();
+    let checked = answers.iter().filter(|a| a.0 == 401).count();
+    assert_eq!(busy + checked, answers.len(), "{answers:?}");
+    assert!(busy >= PASSWORD_HASH_QUEUE_MAX / 2, "{answers:?}");
+    assert!(checked >= PASSWORD_HASH_QUEUE_MAX, "{answers:?}");
+    // Names no account can have are refused before the queue.
+    let bad: Vec<String> = (0..200).map(|i| format!("无效 {i}")).collect();
+    let answers =
+        futures_util::future::join_all(bad.iter().map(|n| sign_in_retry_after(&s, n, "x"))).await;
+    assert!(answers.iter().all(|a| *a == (401, None)), "{answers:?}");
+    // The queue empties: the real person signs in.
+    sign_in(&s, "wang").await;
+}
+
 #[tokio::test]
 async fn an_unknown_username_fails_exactly_like_a_wrong_password() {
     let s = Server::new().await;

@@ -175,6 +175,34 @@ async fn signed_in(s: &Server, username: &str) -> String {
     token
 }
 
+/// The dashboard's sign-in form shares the API's lockout, concurrency
+/// included: 20 wrong passwords and the right one posted at once give at
+/// most `LOGIN_FAILURES_MAX` checked answers and no session.
+#[tokio::test]
+async fn sign_in_forms_posted_at_once_get_no_more_guesses() {
+    use pufa_server::people::LOGIN_FAILURES_MAX;
+    let s = Server::new().await;
+    account(&s, "wang", "coordinator", Some("s1")).await;
+    let mut passwords = vec!["wrong password!"; 20];
+    passwords.push(PASSWORD);
+    let answers =
+        futures_util::future::join_all(passwords.iter().map(|p| login(&s, "wang", p))).await;
+    let statuses: Vec<u16> = answers.iter().map(|g| g.status).collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 401).count(),
+        LOGIN_FAILURES_MAX,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        passwords.len() - LOGIN_FAILURES_MAX,
+        "{statuses:?}"
+    );
+    let last = answers.last().unwrap();
+    assert!(last.cookie("pufa_session").is_none());
+    assert!(last.body.contains("锁定"), "{}", last.body);
+}
+
 #[tokio::test]
 async fn a_person_signs_in_with_username_and_password_and_out_again() {
     let s = Server::new().await;

@@ -13,7 +13,7 @@
 mod support;
 
 use axum::http::{header, Method};
-use serde_json::json;
+use serde_json::{json, Value};
 use support::*;
 
 /// What belongs to street s2 and must never reach s1's tokens.
@@ -267,6 +267,75 @@ async fn a_field_token_reads_only_its_records_and_no_coordinator_views() {
     // The checksum counts only its own street's three records.
     let sum = w.s.get("/v1/sync/checksum", &w.f1).await.expect(200);
     assert_eq!(sum["count"], 3);
+}
+
+/// §6 rule 2 (amended): an edit of another street's record is
+/// `out_of_scope` before its kind and fields are judged, and neither the
+/// answer nor the listed rejection says anything of that record (its kind,
+/// unit, fields or devices), whatever else is wrong with the edit.
+#[tokio::test]
+async fn a_rejection_reveals_nothing_of_a_record_outside_the_scope() {
+    let w = world().await;
+    let s2_record =
+        w.s.get("/v1/records?figure=lectures&org=s2", &w.c2)
+            .await
+            .expect(200)["records"][0]["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+    let edits = [
+        // Was kind_mismatch "record … is a lecture".
+        ("demo_site", json!({"year": 2020})),
+        ("library_corner", json!({"books": 3})),
+        // Was invalid_field / unknown_field.
+        ("lecture", json!({"attendees": -1})),
+        ("lecture", json!({"colour": "red"})),
+        // Was out_of_scope naming the record's unit "v3".
+        ("lecture", json!({"org_unit": "c1"})),
+        ("lecture", json!({"title": null})),
+    ];
+    let mut pushed = vec![];
+    for (i, (kind, set)) in edits.into_iter().enumerate() {
+        let m = mutation(&w.f1, &s2_record, kind, 0, T0 + 60 + i as u64, set);
+        let got = w.s.push_one(&w.f1, &m).await;
+        let err = assert_rejected(&got, &m, "out_of_scope");
+        assert_eq!(err["field"], "org_unit", "{got}");
+        let text = got.to_string();
+        for secret in [
+            "\"v3\"",
+            "郝庄村",
+            "庙前街道",
+            "lecture",
+            "机密标题XJ",
+            &w.f2.id,
+        ] {
+            assert!(
+                !text.contains(secret),
+                "{kind}: the answer names {secret}: {text}"
+            );
+        }
+        pushed.push(m["id"].as_str().unwrap().to_string());
+    }
+    // Listed for s1's coordinator: the edits as pushed, nothing more.
+    let listed = w.s.get("/v1/rejections", &w.c1).await.expect(200);
+    let ours: Vec<&Value> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| pushed.iter().any(|id| r.to_string().contains(id.as_str())))
+        .collect();
+    assert_eq!(ours.len(), pushed.len(), "{listed}");
+    for r in ours {
+        assert_eq!(r["error"]["code"], "out_of_scope", "{r}");
+        let text = r.to_string();
+        for secret in ["\"v3\"", "郝庄村", "庙前街道", "机密标题XJ", &w.f2.id] {
+            assert!(!text.contains(secret), "the listing names {secret}: {text}");
+        }
+        assert!(
+            !r["error"]["message"].as_str().unwrap().contains("lecture"),
+            "{r}"
+        );
+    }
 }
 
 #[tokio::test]

@@ -280,6 +280,7 @@ texts! {
     Password => "密码", "Password";
     SignInWithToken => "或使用令牌登录", "Or sign in with a token";
     LoginPasswordEmpty => "请输入用户名和密码。", "Enter your username and password.";
+    LoginBusy => "现在登录的人较多，请 {n} 秒后再试。", "Many sign-ins at once; try again in {n} s.";
     LoginWrongPassword => "用户名或密码不正确。", "Wrong username or password.";
     LoginLocked => "该用户名登录失败次数过多，已暂时锁定。请 {n} 分钟后再试，或请管理员重设密码。",
         "Too many failed sign-ins for this username: it is locked for now. Try again in {n} minutes, or ask an admin to reset the password.";

@@ -457,6 +457,15 @@ async fn password_login(
             );
             Page::too_many(markup, secs).into_response()
         }
+        Err(ApiError::RateLimited(secs)) => {
+            let text = T::LoginBusy.with_n(lang, secs);
+            let markup = login_markup(
+                locale,
+                Some(html! { p.notice.problem role="alert" { (text) } }),
+                username,
+            );
+            Page::too_many(markup, secs).into_response()
+        }
         Err(ApiError::Unauthorized(_)) => {
             Page::unauthorized(again(T::LoginWrongPassword)).into_response()
         }
