@@ -191,6 +191,77 @@ async fn history_is_for_coordinators_of_a_scope_the_record_is_or_was_in() {
     );
 }
 
+/// Access to a record's history ends where access to the record ended:
+/// once it has left a coordinator's scope (its unit changed, or its unit
+/// re-parented), that coordinator reads the entries up to the one that
+/// took it out, and nothing written after (not what changed, nor who).
+#[tokio::test]
+async fn history_after_a_record_leaves_the_scope_is_not_readable() {
+    let s = Server::new().await;
+    let fa = s.issue("field", "s1").await;
+    let district = s.issue("field", "d").await;
+    let fb = s.issue("field", "s2").await;
+    let c_s1 = s.issue("coordinator", "s1").await;
+    let c_s2 = s.issue("coordinator", "s2").await;
+
+    // Street A creates it; the district moves it to street B; B edits it.
+    let rec = new_id();
+    let m = lecture(&fa, &rec, "c1", "2020-06-01", 10);
+    let seq = assert_applied(&s.push_one(&fa, &m).await, &m);
+    let moved = mutation(
+        &district,
+        &rec,
+        "lecture",
+        seq,
+        T0 + 1,
+        json!({"org_unit": "v3"}),
+    );
+    let seq = assert_applied(&s.push_one(&district, &moved).await, &moved);
+    let secret =
+        json!({"title": "乙街道标题QX", "notes": "乙街道备注QX", "speaker": "乙街道讲师QX"});
+    let edit = mutation(&fb, &rec, "lecture", seq, T0 + 2, secret);
+    assert_applied(&s.push_one(&fb, &edit).await, &edit);
+
+    let seen = history(&s, &c_s1, &rec).await;
+    assert_eq!(causes(&seen), ["push", "push"], "{seen:?}");
+    assert_eq!(
+        change(&seen[1], "org_unit"),
+        Some((json!("c1"), json!("v3")))
+    );
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(!text.contains("QX") && !text.contains(&fb.id), "{text}");
+    // Paging past the move: nothing more.
+    let n = seen[1]["n"].as_u64().unwrap();
+    let more = s
+        .get(&format!("/v1/records/{rec}/history?after={n}"), &c_s1)
+        .await
+        .expect(200);
+    assert_eq!(more, json!([]));
+    // Street B, and the district, read it all.
+    assert_eq!(history(&s, &c_s2, &rec).await.len(), 3);
+    assert_eq!(history(&s, &s.admin, &rec).await.len(), 3);
+
+    // Re-parenting: c2 moves from s1 to s2, then B edits a record in it.
+    let other = new_id();
+    let m = lecture(&fa, &other, "c2", "2020-06-02", 10);
+    let seq = assert_applied(&s.push_one(&fa, &m).await, &m);
+    s.import(&json!([{"code": "c2", "name": "柳巷第02社区", "type": "community", "parent": "s2"}]))
+        .await;
+    let edit = mutation(
+        &fb,
+        &other,
+        "lecture",
+        seq + 1,
+        T0 + 3,
+        json!({"title": "乙街道QY"}),
+    );
+    assert_applied(&s.push_one(&fb, &edit).await, &edit);
+    let seen = history(&s, &c_s1, &other).await;
+    assert_eq!(causes(&seen), ["push", "move"], "{seen:?}");
+    assert!(!serde_json::to_string(&seen).unwrap().contains("QY"));
+    assert_eq!(history(&s, &c_s2, &other).await.len(), 3);
+}
+
 #[tokio::test]
 async fn history_pages_with_after_and_a_named_limit() {
     let s = Server::new().await;

@@ -525,8 +525,9 @@ pub trait Store: Send + Sync + 'static {
     /// Makes every acknowledged write durable (shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
 
-    /// A record's audit entries after `after`, oldest first; `None` when
-    /// the record is unknown or was never in `scope`.
+    /// A record's audit entries after `after`, oldest first, as far as
+    /// `scope` may read them ([`readable_history`]); `None` when the record
+    /// is unknown or was never in `scope`.
     async fn history(
         &self,
         scope: Scope,
@@ -550,3 +551,46 @@ pub type BackupChunks = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>
 
 /// The shared handle handlers use.
 pub type DynStore = Arc<dyn Store>;
+
+/// Of a record's audit entries `newest_first` (as far back as a history
+/// page reads), those a caller with `scope` may read: all of them while
+/// the record is in the scope; once it has left, the entries up to and
+/// including the one that took it out, none after (access to history ends
+/// where access to the record ended, as a pull answers `in_scope: false`).
+///
+/// Walking back from the record's current place (`current_unit` in
+/// `tree`), the place before each entry is the `from` of a re-parenting's
+/// path, or for a change of `org_unit` that unit's place in today's tree
+/// (the tree as it was is not kept; when it differs, fewer entries are
+/// shown, never more).
+pub(crate) fn readable_history(
+    mut newest_first: Vec<codec::StoredAudit>,
+    tree: &OrgTree,
+    scope: &Scope,
+    current_unit: Option<&str>,
+) -> Vec<codec::StoredAudit> {
+    let Scope::Unit(root) = scope else {
+        return newest_first;
+    };
+    let mut chain: Vec<String> = current_unit.map(|u| tree.chain(u)).unwrap_or_default();
+    if chain.contains(root) {
+        return newest_first;
+    }
+    let cut = newest_first.iter().position(|e| {
+        for c in &e.body.changes {
+            if c.field == pufa_core::audit::PATH_FIELD {
+                chain = serde_json::from_value(c.from.clone()).unwrap_or_default();
+            } else if c.field == "org_unit" {
+                chain = c.from.as_str().map(|u| tree.chain(u)).unwrap_or_default();
+            }
+        }
+        chain.contains(root)
+    });
+    match cut {
+        Some(i) => {
+            newest_first.drain(..i);
+            newest_first
+        }
+        None => Vec::new(),
+    }
+}

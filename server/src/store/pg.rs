@@ -1750,7 +1750,7 @@ impl Store for PgStore {
             newer.push(entry);
         }
         Ok(Some(
-            newer
+            super::readable_history(newer, &tree, &scope, rec.org_unit())
                 .into_iter()
                 .rev()
                 .take(limit)

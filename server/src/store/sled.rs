@@ -882,7 +882,7 @@ impl Inner {
             newer.push(entry);
         }
         Ok(Some(
-            newer
+            super::readable_history(newer, &tree, scope, rec.org_unit())
                 .into_iter()
                 .rev()
                 .take(limit)
