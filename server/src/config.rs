@@ -25,6 +25,24 @@ pub const REQUEST_TIMEOUT_SECS_DEFAULT: u64 = 30;
 /// dropped as new ones arrive, so a device pushing garbage in a loop cannot
 /// fill the disk.
 pub const REJECTIONS_KEPT: u64 = 100_000;
+/// Rejected mutations kept per device (its newest): a device's flood of
+/// junk evicts its own rejections, not other devices' (other streets').
+pub const REJECTIONS_PER_DEVICE_KEPT: u64 = 1_000;
+/// Longest value of a rejected mutation kept as pushed, in bytes of its
+/// JSON text (the longest any field allows, 2,000 CJK characters, is
+/// about 6,000): a longer one is kept as `{"omitted_bytes": N}`.
+pub const REJECTION_VALUE_BYTES_MAX: usize = 8 * 1024;
+/// Longest rejected mutation kept, in bytes of its JSON text, once its
+/// values are bounded: past it the whole `set` is kept as
+/// `{"omitted_bytes": N}`.
+pub const REJECTION_MUTATION_BYTES_MAX: usize = 32 * 1024;
+/// Longest rejection message or field name kept, in characters.
+pub const REJECTION_TEXT_CHARS_MAX: usize = 300;
+/// Most bytes of rejections (as stored) one listing answers
+/// (`GET /v1/rejections`, the dashboard's page): past it the list ends
+/// early, as it does at its count limit. 8 MiB: at least 256 rejections
+/// of the largest kept size, thousands of ordinary ones.
+pub const REJECTIONS_LIST_BYTES_MAX: usize = 8 * 1024 * 1024;
 /// How long shutdown waits for in-flight requests before it stops waiting.
 pub const SHUTDOWN_DRAIN_SECS: u64 = 10;
 /// Connections one instance keeps to PostgreSQL, when it uses it.
@@ -162,8 +180,11 @@ pub struct Config {
     /// sled's page cache, in bytes.
     pub cache_bytes: u64,
     pub request_timeout: Duration,
-    /// How many rejected mutations to keep.
+    /// How many rejected mutations to keep ([`REJECTIONS_KEPT`]).
     pub rejections_kept: u64,
+    /// How many of one device's rejected mutations to keep
+    /// ([`REJECTIONS_PER_DEVICE_KEPT`]).
+    pub rejections_per_device_kept: u64,
     /// Failed `/v1/enroll` attempts, server-wide.
     pub enrol_failures: crate::limits::RateLimit,
     /// Per bearer token; `None`: off.
@@ -211,6 +232,7 @@ impl Config {
             cache_bytes: CACHE_MB_DEFAULT * 1024 * 1024,
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS_DEFAULT),
             rejections_kept: REJECTIONS_KEPT,
+            rejections_per_device_kept: REJECTIONS_PER_DEVICE_KEPT,
             enrol_failures: crate::limits::RateLimit {
                 per_sec: crate::limits::ENROLL_FAILURES_PER_SEC_DEFAULT,
                 burst: crate::limits::ENROLL_FAILURES_BURST_DEFAULT,
@@ -327,6 +349,23 @@ impl Default for TimeZone {
 impl fmt::Debug for TimeZone {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.name)
+    }
+}
+
+/// How many rejected mutations a store keeps: the newest `total`, and of
+/// those at most the newest `per_device` of each device (at least 1 each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RejectionsKept {
+    pub total: u64,
+    pub per_device: u64,
+}
+
+impl Config {
+    pub fn rejections_limits(&self) -> RejectionsKept {
+        RejectionsKept {
+            total: self.rejections_kept.max(1),
+            per_device: self.rejections_per_device_kept.max(1),
+        }
     }
 }
 

@@ -220,8 +220,19 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
 
 /// Text a spreadsheet would run as a formula (`=HYPERLINK(…)` typed as a
 /// lecture title) gets a leading apostrophe, which Excel shows as text.
+/// That is text starting with `= + - @`, their fullwidth forms `＝ ＋ －
+/// ＠` (a Chinese IME types those, and spreadsheets in CJK locales read
+/// them as formulas too), or a tab or carriage return; or such a character
+/// after leading whitespace (ASCII or the ideographic space), which
+/// spreadsheets skip.
 fn defuse(text: &str) -> std::borrow::Cow<'_, str> {
-    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    const STARTS: [char; 8] = ['=', '+', '-', '@', '＝', '＋', '－', '＠'];
+    let first = text
+        .trim_start_matches([' ', '\u{3000}', '\n', '\t', '\r'])
+        .chars()
+        .next();
+    let risky = text.starts_with(['\t', '\r']) || first.is_some_and(|c| STARTS.contains(&c));
+    if risky {
         format!("'{text}").into()
     } else {
         text.into()
@@ -511,6 +522,22 @@ mod tests {
             &[Cell::Text("=HYPERLINK(\"x\")".into()), Cell::Int(-3)],
         );
         assert_eq!(out, "\"'=HYPERLINK(\"\"x\"\")\",-3\r\n");
+        for risky in [
+            "＝HYPERLINK(\"x\")",
+            "＋1",
+            "－1",
+            "＠SUM(A1)",
+            "  =1+1",
+            "\u{3000}＝1",
+            "\n=1",
+            "\t=1",
+            " \t@x",
+        ] {
+            assert_eq!(defuse(risky), format!("'{risky}"), "{risky:?}");
+        }
+        for plain in ["民法典进社区", "a=b", "1-2", "  讲座", ""] {
+            assert_eq!(defuse(plain), plain, "{plain:?}");
+        }
         let h = content_disposition("迎泽区-lecture.csv");
         assert!(h.is_ascii(), "{h}");
         assert!(h.contains("filename=\"___-lecture.csv\""), "{h}");

@@ -52,6 +52,9 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::StoreError;
+use crate::config::{
+    REJECTION_MUTATION_BYTES_MAX, REJECTION_TEXT_CHARS_MAX, REJECTION_VALUE_BYTES_MAX,
+};
 
 /// The first byte of every value: bump when the encoding changes.
 const VALUE_FORMAT: u8 = 1;
@@ -410,15 +413,75 @@ impl StoredRejection {
         raw: Option<&str>,
         r: &pufa_core::schema::Rejection,
     ) -> StoredRejection {
+        let text = raw.map_or_else(
+            || serde_json::to_string(m).unwrap_or_default(),
+            str::to_string,
+        );
+        let mut error = r.to_error();
+        error.message = cut_text(&error.message);
+        error.field = error.field.as_deref().map(cut_text);
         StoredRejection {
             device_id,
             received_ms,
-            mutation: raw.map_or_else(
-                || serde_json::to_string(m).unwrap_or_default(),
-                str::to_string,
-            ),
-            error: r.to_error(),
+            mutation: bounded_mutation(text),
+            error,
         }
+    }
+}
+
+/// What a stored rejection of `stored` bytes counts towards a listing's
+/// [`crate::config::REJECTIONS_LIST_BYTES_MAX`]: its size as listed, which
+/// [`bounded_mutation`] caps (entries stored before it may be larger).
+pub fn rejection_listed_bytes(stored: usize) -> usize {
+    stored.min(REJECTION_MUTATION_BYTES_MAX + 1024)
+}
+
+/// At most [`REJECTION_TEXT_CHARS_MAX`] characters of `text`, with `…`
+/// where it was cut (a message may echo a huge kind or field name).
+fn cut_text(text: &str) -> String {
+    match text.char_indices().nth(REJECTION_TEXT_CHARS_MAX) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
+}
+
+/// What a rejected mutation keeps of `text` (its JSON as pushed): every
+/// value whose JSON is longer than [`REJECTION_VALUE_BYTES_MAX`], at the
+/// top level or in `set`, becomes `{"omitted_bytes": N}`; if the whole is
+/// still longer than [`REJECTION_MUTATION_BYTES_MAX`], so does `set`. A
+/// rejection then costs the disk at most about that much, whatever the
+/// pusher sent (up to `--max-body-bytes` per push).
+pub fn bounded_mutation(text: String) -> String {
+    if text.len() <= REJECTION_VALUE_BYTES_MAX {
+        return text;
+    }
+    let omitted = |bytes: usize| serde_json::json!({ "omitted_bytes": bytes });
+    let Ok(serde_json::Value::Object(mut m)) = serde_json::from_str(&text) else {
+        return omitted(text.len()).to_string();
+    };
+    let size = |v: &serde_json::Value| serde_json::to_string(v).map_or(usize::MAX, |t| t.len());
+    let bound = |map: &mut serde_json::Map<String, serde_json::Value>| {
+        for v in map.values_mut() {
+            let n = size(v);
+            if n > REJECTION_VALUE_BYTES_MAX {
+                *v = omitted(n);
+            }
+        }
+    };
+    if let Some(serde_json::Value::Object(set)) = m.get_mut("set") {
+        bound(set);
+    }
+    bound(&mut m);
+    let mut out = serde_json::Value::Object(m);
+    if size(&out) > REJECTION_MUTATION_BYTES_MAX {
+        if let Some(set) = out.get_mut("set") {
+            *set = omitted(size(set));
+        }
+    }
+    // Many long keys at the top level: only the size is kept.
+    match serde_json::to_string(&out) {
+        Ok(t) if t.len() <= REJECTION_MUTATION_BYTES_MAX => t,
+        _ => omitted(text.len()).to_string(),
     }
 }
 
@@ -428,13 +491,18 @@ impl StoredRejection {
     /// # Errors
     /// [`StoreError::Corrupt`] when the stored mutation text is not JSON.
     pub fn view(self) -> Result<pufa_core::wire::RejectionView, StoreError> {
-        let mutation = serde_json::from_str(&self.mutation)
+        // Entries stored before rejections were bounded are bounded here.
+        let mutation = serde_json::from_str(&bounded_mutation(self.mutation))
             .map_err(|e| StoreError::Corrupt(format!("stored rejection: {e}")))?;
         Ok(pufa_core::wire::RejectionView {
             device_id: self.device_id,
             received_ms: self.received_ms,
             mutation,
-            error: self.error,
+            error: ErrorObject {
+                message: cut_text(&self.error.message),
+                field: self.error.field.as_deref().map(cut_text),
+                code: self.error.code,
+            },
         })
     }
 }

@@ -68,7 +68,7 @@ use super::{
     RecordQuery, Redemption, ResolveOutcome, ScopeChecksum, Session, Store, StoreError, TokenHash,
     LIST_SCAN_MAX, PULL_SCAN_MAX, RECORDS_SCAN_MAX,
 };
-use crate::config::{Config, IdSource};
+use crate::config::{Config, IdSource, RejectionsKept, REJECTIONS_LIST_BYTES_MAX};
 
 /// Longest wait for a pooled connection, in seconds, before a request is
 /// answered 503 (retryable): the database is down or every connection busy.
@@ -155,7 +155,7 @@ struct Inner {
     warnings: Vec<String>,
     store_id: Uuid,
     ids: Arc<dyn IdSource>,
-    rejections_kept: u64,
+    rejections_kept: RejectionsKept,
     /// This instance's HLC (merged with the stored one in every write).
     hlc: Mutex<HlcClock>,
     org: RwLock<(i64, Arc<OrgTree>)>,
@@ -265,7 +265,7 @@ impl PgStore {
             warnings,
             store_id,
             ids: config.ids.clone(),
-            rejections_kept: config.rejections_kept,
+            rejections_kept: config.rejections_limits(),
             hlc: Mutex::new(HlcClock::default()),
             org: RwLock::new((-1, Arc::new(OrgTree::from_units(Vec::new())))),
             agg: RwLock::new(AggCache {
@@ -450,7 +450,7 @@ impl Inner {
 /// What one write has loaded and staged, for [`apply`]'s logic.
 struct PgStaging {
     state: State,
-    rejections_kept: u64,
+    rejections_kept: RejectionsKept,
     /// Loaded before the logic runs (`None`: no such record), then kept at
     /// their staged state, with their newest audit entry.
     records: HashMap<Uuid, Option<(RecordState, u64)>>,
@@ -467,7 +467,7 @@ struct PgStaging {
 }
 
 impl PgStaging {
-    fn new(state: State, rejections_kept: u64) -> PgStaging {
+    fn new(state: State, rejections_kept: RejectionsKept) -> PgStaging {
         PgStaging {
             state,
             rejections_kept,
@@ -830,14 +830,32 @@ impl Inner {
             tx.execute(&s, &[&ns, &devices, &bodies])
                 .await
                 .map_err(pg_err)?;
-            // Keep the newest REJECTIONS_KEPT: a device pushing garbage in
-            // a loop must not fill the disk.
-            let keep_from = big(st
-                .state
-                .rejections
-                .saturating_sub(st.rejections_kept.max(1)));
-            let s = exec("DELETE FROM pufa_rejections WHERE n <= $1").await?;
-            tx.execute(&s, &[&keep_from]).await.map_err(pg_err)?;
+            // Keep each device's newest REJECTIONS_PER_DEVICE_KEPT, so that
+            // one device's flood evicts only its own, and then the store's
+            // newest REJECTIONS_KEPT, so that many devices cannot fill
+            // the disk either.
+            let mut devices = devices;
+            devices.sort_unstable();
+            devices.dedup();
+            let s = exec(
+                "DELETE FROM pufa_rejections WHERE device_id = $1 AND n <= (
+                     SELECT n FROM pufa_rejections WHERE device_id = $1
+                     ORDER BY n DESC OFFSET $2 LIMIT 1)",
+            )
+            .await?;
+            for d in &devices {
+                tx.execute(&s, &[d, &big(st.rejections_kept.per_device)])
+                    .await
+                    .map_err(pg_err)?;
+            }
+            let s = exec(
+                "DELETE FROM pufa_rejections WHERE n <= (
+                     SELECT n FROM pufa_rejections ORDER BY n DESC OFFSET $1 LIMIT 1)",
+            )
+            .await?;
+            tx.execute(&s, &[&big(st.rejections_kept.total)])
+                .await
+                .map_err(pg_err)?;
         }
         if !st.audit.is_empty() {
             let ns: Vec<i64> = st.audit.iter().map(|(n, _)| big(*n)).collect();
@@ -1466,17 +1484,29 @@ impl Store for PgStore {
             let d: Device = decode(row.get(0))?;
             visible.insert(d.id, d.visible_in(&tree, &scope));
         }
+        // Streamed, so that no more than one body at a time is held
+        // beyond what the answer keeps.
         let rows = client
-            .query(
+            .query_raw(
                 "SELECT body FROM pufa_rejections ORDER BY n DESC LIMIT $1",
-                &[&big(LIST_SCAN_MAX as u64)],
+                [big(LIST_SCAN_MAX as u64)],
             )
             .await
             .map_err(pg_err)?;
+        futures_util::pin_mut!(rows);
         let mut out = Vec::new();
-        for row in rows {
-            let r: StoredRejection = decode(row.get(0))?;
+        let mut bytes = 0;
+        while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
+            .await
+            .map_err(pg_err)?
+        {
+            let body: &[u8] = row.get(0);
+            let r: StoredRejection = decode(body)?;
             if visible.get(&r.device_id).copied().unwrap_or(false) {
+                bytes += codec::rejection_listed_bytes(body.len());
+                if bytes > REJECTIONS_LIST_BYTES_MAX && !out.is_empty() {
+                    break;
+                }
                 out.push(r.view()?);
                 if out.len() >= limit {
                     break;

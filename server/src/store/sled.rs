@@ -34,7 +34,7 @@
 //! Last-pull times (`p/`), written outside the writer, are copied as the
 //! copy finds them.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 
@@ -63,7 +63,7 @@ use super::{
     BackupChunks, Device, PullPage, PushInput, RecordPage, RecordQuery, ResolveOutcome,
     ScopeChecksum, Store, StoreError, TokenHash,
 };
-use crate::config::{Config, IdSource};
+use crate::config::{Config, IdSource, RejectionsKept, REJECTIONS_LIST_BYTES_MAX};
 
 mod people;
 
@@ -119,7 +119,7 @@ struct Inner {
     store_id: Uuid,
     ids: Arc<dyn IdSource>,
     /// [`crate::config::REJECTIONS_KEPT`] unless configured.
-    rejections_kept: u64,
+    rejections_kept: RejectionsKept,
     writer: Mutex<Writer>,
     committed_seq: AtomicU64,
     agg: RwLock<Aggregates>,
@@ -263,6 +263,8 @@ struct Writer {
     seq: u64,
     hlc: HlcClock,
     rejections: u64,
+    /// The rejections on disk, by number and by device.
+    rejection_index: RejectionIndex,
     /// The last audit entry's `n` and hash.
     audit: (u64, codec::Hash),
 }
@@ -366,6 +368,7 @@ impl SledStore {
             .map(|v| codec::u64_of(&v))
             .transpose()?
             .unwrap_or(0);
+        let rejection_index = RejectionIndex::load(&db)?;
         let hlc = match db.get(codec::META_HLC)? {
             Some(v) => {
                 let (ms, c): (u64, u32) = decode(&v)?;
@@ -398,11 +401,12 @@ impl SledStore {
             files,
             store_id,
             ids: config.ids.clone(),
-            rejections_kept: config.rejections_kept,
+            rejections_kept: config.rejections_limits(),
             writer: Mutex::new(Writer {
                 seq,
                 hlc,
                 rejections,
+                rejection_index,
                 audit,
             }),
             committed_seq: AtomicU64::new(seq),
@@ -1026,6 +1030,7 @@ impl Inner {
             seq: w.seq,
             hlc: w.hlc,
             rejections: w.rejections,
+            rejection_index_changed: false,
             audit: w.audit,
             last_entry: HashMap::new(),
             w,
@@ -1270,6 +1275,7 @@ impl Inner {
         let tree = self.tree();
         let mut devices: HashMap<Uuid, bool> = HashMap::new();
         let mut out = Vec::new();
+        let mut bytes = 0;
         for kv in self
             .db
             .scan_prefix(codec::REJECTION)
@@ -1289,6 +1295,10 @@ impl Inner {
                 }
             };
             if visible {
+                bytes += codec::rejection_listed_bytes(v.len());
+                if bytes > REJECTIONS_LIST_BYTES_MAX && !out.is_empty() {
+                    break;
+                }
                 out.push(r.view()?);
                 if out.len() >= limit {
                     break;
@@ -1296,6 +1306,70 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+}
+
+/// Which rejections are on disk (by number, and each device's), so that
+/// a new one evicts first its own device's oldest past
+/// [`RejectionsKept::per_device`], and only then the store's oldest past
+/// [`RejectionsKept::total`]: one device's flood evicts only its own.
+#[derive(Debug, Default)]
+struct RejectionIndex {
+    all: BTreeMap<u64, Uuid>,
+    by_device: HashMap<Uuid, VecDeque<u64>>,
+}
+
+impl RejectionIndex {
+    fn load(db: &sled::Db) -> Result<RejectionIndex, StoreError> {
+        let mut index = RejectionIndex::default();
+        for kv in db.scan_prefix(codec::REJECTION) {
+            let (k, v) = kv?;
+            let n = codec::u64_of(&k[codec::REJECTION.len()..])?;
+            let r: StoredRejection = decode(&v)?;
+            index.all.insert(n, r.device_id);
+            index.by_device.entry(r.device_id).or_default().push_back(n);
+        }
+        Ok(index)
+    }
+
+    /// Notes rejection `n` of `device`; returns the numbers to remove.
+    fn add(&mut self, n: u64, device: Uuid, kept: RejectionsKept) -> Vec<u64> {
+        let mut gone = Vec::new();
+        self.all.insert(n, device);
+        let mine = self.by_device.entry(device).or_default();
+        mine.push_back(n);
+        while mine.len() as u64 > kept.per_device {
+            if let Some(old) = mine.pop_front() {
+                self.all.remove(&old);
+                gone.push(old);
+            }
+        }
+        while self.all.len() as u64 > kept.total {
+            let Some((old, owner)) = self.all.pop_first() else {
+                break;
+            };
+            // The store's oldest is its device's oldest.
+            if let Some(theirs) = self.by_device.get_mut(&owner) {
+                theirs.retain(|m| *m != old);
+                if theirs.is_empty() {
+                    self.by_device.remove(&owner);
+                }
+            }
+            gone.push(old);
+        }
+        gone
+    }
+}
+
+impl Drop for Tx<'_> {
+    /// A batch that was not applied leaves the index as the disk has it.
+    fn drop(&mut self) {
+        if self.rejection_index_changed {
+            match RejectionIndex::load(&self.inner.db) {
+                Ok(index) => self.w.rejection_index = index,
+                Err(e) => tracing::error!(error = %e, "could not reload the rejection index"),
+            }
+        }
     }
 }
 
@@ -1307,6 +1381,10 @@ struct Tx<'a> {
     seq: u64,
     hlc: HlcClock,
     rejections: u64,
+    /// Whether this batch changed `w.rejection_index`, which then holds
+    /// what the batch will leave on disk: reloaded from disk unless the
+    /// batch is applied.
+    rejection_index_changed: bool,
     audit: (u64, codec::Hash),
     /// The last audit entry staged for each record in this batch.
     last_entry: HashMap<Uuid, u64>,
@@ -1366,12 +1444,13 @@ impl apply::Staging for Tx<'_> {
         let stored = StoredRejection::new(device, now_ms, m, raw, r);
         self.batch
             .insert(codec::rejection_key(self.rejections), encode(&stored));
-        // Keep the newest REJECTIONS_KEPT: a device pushing garbage in a loop
-        // must not fill the disk.
-        let kept = self.inner.rejections_kept.max(1);
-        if self.rejections > kept {
-            self.batch
-                .remove(codec::rejection_key(self.rejections - kept));
+        self.rejection_index_changed = true;
+        for old in self
+            .w
+            .rejection_index
+            .add(self.rejections, device, self.inner.rejections_kept)
+        {
+            self.batch.remove(codec::rejection_key(old));
         }
         Ok(())
     }
@@ -1525,6 +1604,7 @@ impl Tx<'_> {
         self.w.seq = self.seq;
         self.w.hlc = self.hlc;
         self.w.rejections = self.rejections;
+        self.rejection_index_changed = false;
         self.w.audit = self.audit;
         if let Some(tree) = tree {
             *inner.org.write().unwrap_or_else(|e| e.into_inner()) = tree;

@@ -1517,10 +1517,22 @@ async fn rejection_checks_run_in_the_contracts_order() {
             }),
             "missing_field",
         ),
+        // §6 rule 2 (amended): an existing record outside the scope is
+        // out_of_scope right after unknown_kind, before kind and fields.
         (
-            "clearing a required field before out_of_scope",
+            "out_of_scope of the record before clearing a required field",
             mutation(&f, &v, "lecture", 0, T0, json!({"title": null})),
-            "missing_field",
+            "out_of_scope",
+        ),
+        (
+            "out_of_scope of the record before kind_mismatch",
+            mutation(&f, &v, "demo_site", 0, T0, json!({"colour": "red"})),
+            "out_of_scope",
+        ),
+        (
+            "unknown_kind before out_of_scope of the record",
+            mutation(&f, &v, "seminar", 0, T0, json!({})),
+            "unknown_kind",
         ),
     ];
     for (name, m, code) in cases {
@@ -2765,4 +2777,113 @@ async fn rejections_keep_the_mutation_exactly_as_pushed() {
     assert_rejected(&s.push_one(&f, &m).await, &m, "unknown_org_unit");
     let list = s.get("/v1/rejections", &s.admin).await.expect(200);
     assert_eq!(list[0]["mutation"], m, "the mutation as pushed");
+}
+
+/// A rejected mutation is kept within named bounds, whatever was pushed:
+/// a value past `REJECTION_VALUE_BYTES_MAX` is kept as its length, a
+/// message or field name past `REJECTION_TEXT_CHARS_MAX` is cut, so a
+/// field token cannot turn pushes into megabytes of stored rejections
+/// and listings. Values within the bounds stay exactly as pushed.
+#[tokio::test]
+async fn rejections_keep_at_most_a_named_size_of_what_was_pushed() {
+    use pufa_server::config::{
+        REJECTION_MUTATION_BYTES_MAX, REJECTION_TEXT_CHARS_MAX, REJECTION_VALUE_BYTES_MAX,
+    };
+    skip_without_store!();
+    let s = Server::new().await;
+    let f = s.issue("field", "c1").await;
+    let huge = "法".repeat(1024 * 1024); // 3 MiB of text
+    let mut notes = lecture(&f, &new_id(), "c1", "2020-06-01", 1);
+    notes["set"]["notes"] = json!(huge);
+    let mut kind = lecture(&f, &new_id(), "c1", "2020-06-01", 1);
+    kind["kind"] = json!("k".repeat(200_000));
+    let mut fields = lecture(&f, &new_id(), "c1", "2020-06-01", 1);
+    for i in 0..2000 {
+        fields["set"][format!("{}{i}", "x".repeat(40))] = json!("y".repeat(40));
+    }
+    let results = s
+        .push(&f, &[notes.clone(), kind.clone(), fields.clone()])
+        .await;
+    assert_rejected(&results["results"][0], &notes, "invalid_field");
+    assert_rejected(&results["results"][1], &kind, "unknown_kind");
+    assert_rejected(&results["results"][2], &fields, "unknown_field");
+
+    let got = s.get("/v1/rejections", &s.admin).await;
+    assert_eq!(got.status, 200);
+    assert!(
+        got.body.len() < 3 * (REJECTION_MUTATION_BYTES_MAX + 2 * REJECTION_TEXT_CHARS_MAX * 4),
+        "{} bytes listed",
+        got.body.len()
+    );
+    let list = got.expect(200);
+    let by_id = |m: &Value| {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["mutation"]["id"] == m["id"])
+            .unwrap_or_else(|| panic!("{} not listed", m["id"]))
+            .clone()
+    };
+    let r = by_id(&notes);
+    let n = serde_json::to_string(&json!(huge)).unwrap().len();
+    assert_eq!(r["mutation"]["set"]["notes"], json!({"omitted_bytes": n}));
+    assert_eq!(
+        r["mutation"]["set"]["title"], notes["set"]["title"],
+        "the rest as pushed"
+    );
+    assert_eq!(r["mutation"]["hlc"], notes["hlc"]);
+    let r = by_id(&kind);
+    assert_eq!(r["mutation"]["kind"]["omitted_bytes"], 200_002);
+    let message = r["error"]["message"].as_str().unwrap();
+    assert!(
+        message.chars().count() <= REJECTION_TEXT_CHARS_MAX + 1,
+        "{message}"
+    );
+    let r = by_id(&fields);
+    assert!(
+        r["mutation"]["set"]["omitted_bytes"].as_u64().unwrap()
+            > REJECTION_MUTATION_BYTES_MAX as u64
+    );
+    assert!(REJECTION_VALUE_BYTES_MAX < n);
+}
+
+/// Rejections are kept per device: one device's flood of junk evicts its
+/// own oldest rejections, never another device's (another street's
+/// coordinator keeps seeing theirs).
+#[tokio::test]
+async fn one_device_s_flood_of_rejections_evicts_only_its_own() {
+    skip_without_store!();
+    let s = Server::configured(|c| {
+        c.rejections_kept = 100;
+        c.rejections_per_device_kept = 10;
+    })
+    .await;
+    s.import(&small_tree()).await;
+    let a = s.issue("field", "s1").await;
+    let b = s.issue("field", "s2").await;
+    let coord_b = s.issue("coordinator", "s2").await;
+    let mine = lecture(&b, &new_id(), "nowhere", "2020-06-01", 1);
+    assert_rejected(&s.push_one(&b, &mine).await, &mine, "unknown_org_unit");
+    for round in 0..3 {
+        let junk: Vec<Value> = (0..100)
+            .map(|i| {
+                let mut m = lecture(&a, &new_id(), "c1", "2020-06-01", 1);
+                m["set"]["colour"] = json!(format!("{round}-{i}"));
+                m
+            })
+            .collect();
+        s.push(&a, &junk).await;
+    }
+    let seen = s.get("/v1/rejections", &coord_b).await.expect(200);
+    assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
+    assert_eq!(seen[0]["mutation"], mine);
+    let all = s
+        .get("/v1/rejections?limit=5000", &s.admin)
+        .await
+        .expect(200);
+    let all = all.as_array().unwrap();
+    assert_eq!(all.len(), 11, "10 of a's, 1 of b's");
+    // a's newest ten, newest first.
+    assert_eq!(all[0]["mutation"]["set"]["colour"], "2-99");
+    assert_eq!(all[9]["mutation"]["set"]["colour"], "2-90");
 }

@@ -143,6 +143,13 @@ COMMENT ON COLUMN pufa_records.body IS
     'codec::encode_record: compact (first byte 2) or positional (first byte 1) MessagePack';
 "#,
     ),
+    (
+        3,
+        "rejections are kept per device: an index to find a device's oldest",
+        r#"
+CREATE INDEX pufa_rejections_device ON pufa_rejections (device_id, n);
+"#,
+    ),
 ];
 
 /// The newest migration this server knows.
