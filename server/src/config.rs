@@ -28,6 +28,10 @@ pub const REJECTIONS_KEPT: u64 = 100_000;
 /// Rejected mutations kept per device (its newest): a device's flood of
 /// junk evicts its own rejections, not other devices' (other streets').
 pub const REJECTIONS_PER_DEVICE_KEPT: u64 = 1_000;
+/// Rejected mutations kept of the devices enrolled at one org unit (their
+/// newest): many devices of one street flooding together evict only that
+/// street's rejections.
+pub const REJECTIONS_PER_UNIT_KEPT: u64 = 10_000;
 /// Longest value of a rejected mutation kept as pushed, in bytes of its
 /// JSON text (the longest any field allows, 2,000 CJK characters, is
 /// about 6,000): a longer one is kept as `{"omitted_bytes": N}`.
@@ -185,6 +189,9 @@ pub struct Config {
     /// How many of one device's rejected mutations to keep
     /// ([`REJECTIONS_PER_DEVICE_KEPT`]).
     pub rejections_per_device_kept: u64,
+    /// How many rejected mutations of the devices of one org unit to keep
+    /// ([`REJECTIONS_PER_UNIT_KEPT`]).
+    pub rejections_per_unit_kept: u64,
     /// Failed `/v1/enroll` attempts, server-wide.
     pub enrol_failures: crate::limits::RateLimit,
     /// Per bearer token; `None`: off.
@@ -233,6 +240,7 @@ impl Config {
             request_timeout: Duration::from_secs(REQUEST_TIMEOUT_SECS_DEFAULT),
             rejections_kept: REJECTIONS_KEPT,
             rejections_per_device_kept: REJECTIONS_PER_DEVICE_KEPT,
+            rejections_per_unit_kept: REJECTIONS_PER_UNIT_KEPT,
             enrol_failures: crate::limits::RateLimit {
                 per_sec: crate::limits::ENROLL_FAILURES_PER_SEC_DEFAULT,
                 burst: crate::limits::ENROLL_FAILURES_BURST_DEFAULT,
@@ -353,10 +361,13 @@ impl fmt::Debug for TimeZone {
 }
 
 /// How many rejected mutations a store keeps: the newest `total`, and of
-/// those at most the newest `per_device` of each device (at least 1 each).
+/// those at most the newest `per_unit` of the devices whose token names
+/// one org unit, and the newest `per_device` of each device (at least 1
+/// each).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RejectionsKept {
     pub total: u64,
+    pub per_unit: u64,
     pub per_device: u64,
 }
 
@@ -364,6 +375,7 @@ impl Config {
     pub fn rejections_limits(&self) -> RejectionsKept {
         RejectionsKept {
             total: self.rejections_kept.max(1),
+            per_unit: self.rejections_per_unit_kept.max(1),
             per_device: self.rejections_per_device_kept.max(1),
         }
     }

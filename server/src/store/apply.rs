@@ -37,7 +37,7 @@ pub(crate) trait Staging {
     /// Keeps a rejected mutation (`raw`: its JSON as pushed).
     fn reject(
         &mut self,
-        device: Uuid,
+        device: &Device,
         now_ms: u64,
         m: &Mutation,
         raw: Option<&str>,
@@ -110,7 +110,7 @@ pub(crate) fn push(
                     Some("id"),
                     "this mutation id was already applied with different content",
                 );
-                st.reject(device.id, input.now_ms, m, raw, &r)?;
+                st.reject(device, input.now_ms, m, raw, &r)?;
                 results.push(rejected(r));
             }
             continue;
@@ -119,7 +119,7 @@ pub(crate) fn push(
         let kind = match judge(m, device.id, existing.as_ref(), tree, &scope, today) {
             Ok(kind) => kind,
             Err(r) => {
-                st.reject(device.id, input.now_ms, m, raw, &r)?;
+                st.reject(device, input.now_ms, m, raw, &r)?;
                 results.push(rejected(r));
                 continue;
             }

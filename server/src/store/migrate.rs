@@ -348,17 +348,31 @@ async fn copy(db: &sled::Db, tx: &tokio_postgres::Transaction<'_>) -> Result<Mig
     b.send(tx).await?;
     out.conflicts = b.total;
 
+    // Rejections are kept per unit of the pushing device's token.
+    let mut units = std::collections::HashMap::new();
+    for kv in db.scan_prefix(codec::DEVICE) {
+        let (_, v) = kv?;
+        let d: Device = decode(&v)?;
+        units.insert(d.id, d.org_unit.unwrap_or_default());
+    }
     let mut b = Batch::new(
-        "INSERT INTO pufa_rejections (n, device_id, body)
-         SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::bytea[])",
-        vec![Col::Big(vec![]), Col::Uuid(vec![]), Col::Bytes(vec![])],
+        "INSERT INTO pufa_rejections (n, device_id, org_unit, body)
+         SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::bytea[])",
+        vec![
+            Col::Big(vec![]),
+            Col::Uuid(vec![]),
+            Col::Text(vec![]),
+            Col::Bytes(vec![]),
+        ],
     );
     for kv in db.scan_prefix(codec::REJECTION) {
         let (k, v) = kv?;
         let r: StoredRejection = decode(&v)?;
         push!(b, 0, Big, big(codec::u64_of(&k[codec::REJECTION.len()..])?));
         push!(b, 1, Uuid, r.device_id);
-        push!(b, 2, Bytes, Some(v.to_vec()));
+        let unit = units.get(&r.device_id).cloned().unwrap_or_default();
+        push!(b, 2, Text, Some(unit));
+        push!(b, 3, Bytes, Some(v.to_vec()));
         b.row_done(tx).await?;
     }
     b.send(tx).await?;

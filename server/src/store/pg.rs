@@ -460,7 +460,8 @@ struct PgStaging {
     put_records: Vec<Uuid>,
     new_applied: Vec<(Uuid, Uuid, Applied)>,
     conflicts: Vec<(Uuid, StoredConflict)>,
-    rejections: Vec<(u64, StoredRejection)>,
+    /// Number, the pushing device's org unit, what is kept.
+    rejections: Vec<(u64, String, StoredRejection)>,
     audit: Vec<(u64, Vec<u8>)>,
     put_devices: Vec<Uuid>,
     changes: Vec<(Option<RecordState>, RecordState)>,
@@ -603,7 +604,7 @@ impl Staging for PgStaging {
 
     fn reject(
         &mut self,
-        device: Uuid,
+        device: &Device,
         now_ms: u64,
         m: &Mutation,
         raw: Option<&str>,
@@ -612,7 +613,8 @@ impl Staging for PgStaging {
         self.state.rejections += 1;
         self.rejections.push((
             self.state.rejections,
-            StoredRejection::new(device, now_ms, m, raw, r),
+            device.org_unit.clone().unwrap_or_default(),
+            StoredRejection::new(device.id, now_ms, m, raw, r),
         ));
         Ok(())
     }
@@ -819,21 +821,23 @@ impl Inner {
                 .map_err(pg_err)?;
         }
         if !st.rejections.is_empty() {
-            let ns: Vec<i64> = st.rejections.iter().map(|(n, _)| big(*n)).collect();
-            let devices: Vec<Uuid> = st.rejections.iter().map(|(_, r)| r.device_id).collect();
-            let bodies: Vec<Vec<u8>> = st.rejections.iter().map(|(_, r)| encode(r)).collect();
+            let ns: Vec<i64> = st.rejections.iter().map(|(n, ..)| big(*n)).collect();
+            let devices: Vec<Uuid> = st.rejections.iter().map(|(.., r)| r.device_id).collect();
+            let units: Vec<&str> = st.rejections.iter().map(|(_, u, _)| u.as_str()).collect();
+            let bodies: Vec<Vec<u8>> = st.rejections.iter().map(|(.., r)| encode(r)).collect();
             let s = exec(
-                "INSERT INTO pufa_rejections (n, device_id, body)
-                 SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::bytea[])",
+                "INSERT INTO pufa_rejections (n, device_id, org_unit, body)
+                 SELECT * FROM UNNEST($1::int8[], $2::uuid[], $3::text[], $4::bytea[])",
             )
             .await?;
-            tx.execute(&s, &[&ns, &devices, &bodies])
+            tx.execute(&s, &[&ns, &devices, &units, &bodies])
                 .await
                 .map_err(pg_err)?;
-            // Keep each device's newest REJECTIONS_PER_DEVICE_KEPT, so that
-            // one device's flood evicts only its own, and then the store's
-            // newest REJECTIONS_KEPT, so that many devices cannot fill
-            // the disk either.
+            // Keep each device's newest REJECTIONS_PER_DEVICE_KEPT and each
+            // unit's newest REJECTIONS_PER_UNIT_KEPT, so that a flood evicts
+            // only its own device's and street's, and then the store's
+            // newest REJECTIONS_KEPT, so that many devices cannot fill the
+            // disk either.
             let mut devices = devices;
             devices.sort_unstable();
             devices.dedup();
@@ -845,6 +849,20 @@ impl Inner {
             .await?;
             for d in &devices {
                 tx.execute(&s, &[d, &big(st.rejections_kept.per_device)])
+                    .await
+                    .map_err(pg_err)?;
+            }
+            let mut units = units;
+            units.sort_unstable();
+            units.dedup();
+            let s = exec(
+                "DELETE FROM pufa_rejections WHERE org_unit = $1 AND n <= (
+                     SELECT n FROM pufa_rejections WHERE org_unit = $1
+                     ORDER BY n DESC OFFSET $2 LIMIT 1)",
+            )
+            .await?;
+            for u in &units {
+                tx.execute(&s, &[u, &big(st.rejections_kept.per_unit)])
                     .await
                     .map_err(pg_err)?;
             }

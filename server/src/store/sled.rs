@@ -368,7 +368,6 @@ impl SledStore {
             .map(|v| codec::u64_of(&v))
             .transpose()?
             .unwrap_or(0);
-        let rejection_index = RejectionIndex::load(&db)?;
         let hlc = match db.get(codec::META_HLC)? {
             Some(v) => {
                 let (ms, c): (u64, u32) = decode(&v)?;
@@ -384,6 +383,7 @@ impl SledStore {
         }
         let agg = load_aggregates(&db, seq)?;
         let devices = Devices::load(&db)?;
+        let rejection_index = RejectionIndex::load(&db, &devices)?;
         // What the upgrades and the new store's id wrote, before anything
         // is served.
         flush_durably(&db, files.as_ref())?;
@@ -1309,52 +1309,91 @@ impl Inner {
     }
 }
 
-/// Which rejections are on disk (by number, and each device's), so that
-/// a new one evicts first its own device's oldest past
-/// [`RejectionsKept::per_device`], and only then the store's oldest past
-/// [`RejectionsKept::total`]: one device's flood evicts only its own.
+/// Which rejections are on disk: by number, by device, and by the org
+/// unit of the device's token. A new one evicts first its device's oldest
+/// past [`RejectionsKept::per_device`], then its unit's oldest past
+/// [`RejectionsKept::per_unit`], and only then the store's oldest past
+/// [`RejectionsKept::total`]: one device's (or one street's) flood evicts
+/// only its own.
 #[derive(Debug, Default)]
 struct RejectionIndex {
-    all: BTreeMap<u64, Uuid>,
+    all: BTreeMap<u64, (Uuid, String)>,
     by_device: HashMap<Uuid, VecDeque<u64>>,
+    by_unit: HashMap<String, VecDeque<u64>>,
 }
 
 impl RejectionIndex {
-    fn load(db: &sled::Db) -> Result<RejectionIndex, StoreError> {
+    fn load(db: &sled::Db, devices: &Devices) -> Result<RejectionIndex, StoreError> {
         let mut index = RejectionIndex::default();
         for kv in db.scan_prefix(codec::REJECTION) {
             let (k, v) = kv?;
             let n = codec::u64_of(&k[codec::REJECTION.len()..])?;
             let r: StoredRejection = decode(&v)?;
-            index.all.insert(n, r.device_id);
-            index.by_device.entry(r.device_id).or_default().push_back(n);
+            let unit = devices
+                .by_id
+                .get(&r.device_id)
+                .and_then(|d| d.org_unit.clone())
+                .unwrap_or_default();
+            index.insert(n, r.device_id, unit);
         }
         Ok(index)
     }
 
-    /// Notes rejection `n` of `device`; returns the numbers to remove.
-    fn add(&mut self, n: u64, device: Uuid, kept: RejectionsKept) -> Vec<u64> {
-        let mut gone = Vec::new();
-        self.all.insert(n, device);
-        let mine = self.by_device.entry(device).or_default();
-        mine.push_back(n);
-        while mine.len() as u64 > kept.per_device {
-            if let Some(old) = mine.pop_front() {
-                self.all.remove(&old);
-                gone.push(old);
+    fn insert(&mut self, n: u64, device: Uuid, unit: String) {
+        self.by_device.entry(device).or_default().push_back(n);
+        self.by_unit.entry(unit.clone()).or_default().push_back(n);
+        self.all.insert(n, (device, unit));
+    }
+
+    /// Forgets `n` everywhere.
+    fn forget(&mut self, n: u64) {
+        let Some((device, unit)) = self.all.remove(&n) else {
+            return;
+        };
+        // Evictions take the oldest: usually the front, found at once.
+        let drop_n = |q: &mut VecDeque<u64>| {
+            if q.front() == Some(&n) {
+                q.pop_front();
+            } else {
+                q.retain(|m| *m != n);
+            }
+        };
+        if let Some(q) = self.by_device.get_mut(&device) {
+            drop_n(q);
+            if q.is_empty() {
+                self.by_device.remove(&device);
             }
         }
+        if let Some(q) = self.by_unit.get_mut(&unit) {
+            drop_n(q);
+            if q.is_empty() {
+                self.by_unit.remove(&unit);
+            }
+        }
+    }
+
+    /// Notes rejection `n` of `device` (whose token names `unit`);
+    /// returns the numbers to remove from the store.
+    fn add(&mut self, n: u64, device: Uuid, unit: &str, kept: RejectionsKept) -> Vec<u64> {
+        let mut gone = Vec::new();
+        self.insert(n, device, unit.to_string());
+        let oldest = |q: Option<&VecDeque<u64>>, max: u64| {
+            q.filter(|q| q.len() as u64 > max)
+                .and_then(|q| q.front().copied())
+        };
+        while let Some(old) = oldest(self.by_device.get(&device), kept.per_device) {
+            self.forget(old);
+            gone.push(old);
+        }
+        while let Some(old) = oldest(self.by_unit.get(unit), kept.per_unit) {
+            self.forget(old);
+            gone.push(old);
+        }
         while self.all.len() as u64 > kept.total {
-            let Some((old, owner)) = self.all.pop_first() else {
+            let Some(old) = self.all.keys().next().copied() else {
                 break;
             };
-            // The store's oldest is its device's oldest.
-            if let Some(theirs) = self.by_device.get_mut(&owner) {
-                theirs.retain(|m| *m != old);
-                if theirs.is_empty() {
-                    self.by_device.remove(&owner);
-                }
-            }
+            self.forget(old);
             gone.push(old);
         }
         gone
@@ -1365,7 +1404,8 @@ impl Drop for Tx<'_> {
     /// A batch that was not applied leaves the index as the disk has it.
     fn drop(&mut self) {
         if self.rejection_index_changed {
-            match RejectionIndex::load(&self.inner.db) {
+            let devices = self.inner.devices.read().unwrap_or_else(|e| e.into_inner());
+            match RejectionIndex::load(&self.inner.db, &devices) {
                 Ok(index) => self.w.rejection_index = index,
                 Err(e) => tracing::error!(error = %e, "could not reload the rejection index"),
             }
@@ -1434,21 +1474,22 @@ impl apply::Staging for Tx<'_> {
 
     fn reject(
         &mut self,
-        device: Uuid,
+        device: &Device,
         now_ms: u64,
         m: &pufa_core::wire::Mutation,
         raw: Option<&str>,
         r: &Rejection,
     ) -> Result<(), StoreError> {
         self.rejections += 1;
-        let stored = StoredRejection::new(device, now_ms, m, raw, r);
+        let stored = StoredRejection::new(device.id, now_ms, m, raw, r);
         self.batch
             .insert(codec::rejection_key(self.rejections), encode(&stored));
         self.rejection_index_changed = true;
-        for old in self
-            .w
-            .rejection_index
-            .add(self.rejections, device, self.inner.rejections_kept)
+        let unit = device.org_unit.as_deref().unwrap_or_default();
+        for old in
+            self.w
+                .rejection_index
+                .add(self.rejections, device.id, unit, self.inner.rejections_kept)
         {
             self.batch.remove(codec::rejection_key(old));
         }

@@ -2847,32 +2847,37 @@ async fn rejections_keep_at_most_a_named_size_of_what_was_pushed() {
     assert!(REJECTION_VALUE_BYTES_MAX < n);
 }
 
-/// Rejections are kept per device: one device's flood of junk evicts its
-/// own oldest rejections, never another device's (another street's
-/// coordinator keeps seeing theirs).
+/// Rejections are kept per device and per unit: one device's flood of
+/// junk evicts its own oldest rejections, several devices of one street
+/// flooding together evict only that street's, never another street's
+/// (whose coordinator keeps seeing them).
 #[tokio::test]
-async fn one_device_s_flood_of_rejections_evicts_only_its_own() {
+async fn a_flood_of_rejections_evicts_only_its_own_device_s_and_street_s() {
     skip_without_store!();
     let s = Server::configured(|c| {
         c.rejections_kept = 100;
+        c.rejections_per_unit_kept = 15;
         c.rejections_per_device_kept = 10;
     })
     .await;
     s.import(&small_tree()).await;
-    let a = s.issue("field", "s1").await;
+    let a1 = s.issue("field", "s1").await;
+    let a2 = s.issue("field", "s1").await;
     let b = s.issue("field", "s2").await;
     let coord_b = s.issue("coordinator", "s2").await;
     let mine = lecture(&b, &new_id(), "nowhere", "2020-06-01", 1);
     assert_rejected(&s.push_one(&b, &mine).await, &mine, "unknown_org_unit");
     for round in 0..3 {
-        let junk: Vec<Value> = (0..100)
-            .map(|i| {
-                let mut m = lecture(&a, &new_id(), "c1", "2020-06-01", 1);
-                m["set"]["colour"] = json!(format!("{round}-{i}"));
-                m
-            })
-            .collect();
-        s.push(&a, &junk).await;
+        for (name, a) in [("a1", &a1), ("a2", &a2)] {
+            let junk: Vec<Value> = (0..100)
+                .map(|i| {
+                    let mut m = lecture(a, &new_id(), "c1", "2020-06-01", 1);
+                    m["set"]["colour"] = json!(format!("{name} {round}-{i}"));
+                    m
+                })
+                .collect();
+            s.push(a, &junk).await;
+        }
     }
     let seen = s.get("/v1/rejections", &coord_b).await.expect(200);
     assert_eq!(seen.as_array().unwrap().len(), 1, "{seen}");
@@ -2881,9 +2886,17 @@ async fn one_device_s_flood_of_rejections_evicts_only_its_own() {
         .get("/v1/rejections?limit=5000", &s.admin)
         .await
         .expect(200);
-    let all = all.as_array().unwrap();
-    assert_eq!(all.len(), 11, "10 of a's, 1 of b's");
-    // a's newest ten, newest first.
-    assert_eq!(all[0]["mutation"]["set"]["colour"], "2-99");
-    assert_eq!(all[9]["mutation"]["set"]["colour"], "2-90");
+    let colours: Vec<&str> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["mutation"]["set"]["colour"].as_str())
+        .collect();
+    // s1 keeps 15: a2's newest 10 and a1's newest 5, newest first.
+    assert_eq!(colours.len(), 15, "{colours:?}");
+    assert_eq!(colours[0], "a2 2-99");
+    assert_eq!(colours[9], "a2 2-90");
+    assert_eq!(colours[10], "a1 2-99");
+    assert_eq!(colours[14], "a1 2-95");
+    assert_eq!(all.as_array().unwrap().len(), 16, "and b's one");
 }

@@ -145,9 +145,13 @@ COMMENT ON COLUMN pufa_records.body IS
     ),
     (
         3,
-        "rejections are kept per device: an index to find a device's oldest",
+        "rejections are kept per device and per org unit: the unit of the pushing device's token, and indexes to find a device's or a unit's oldest",
         r#"
+-- Rows from before this version have '' (their devices' units are in
+-- MessagePack bodies): they count as one unit of their own until evicted.
+ALTER TABLE pufa_rejections ADD COLUMN org_unit text NOT NULL DEFAULT '';
 CREATE INDEX pufa_rejections_device ON pufa_rejections (device_id, n);
+CREATE INDEX pufa_rejections_unit ON pufa_rejections (org_unit, n);
 "#,
     ),
 ];
