@@ -26,7 +26,7 @@ use crate::auth;
 use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::export;
-use crate::extract::{parse_at, ApiJson, Caller, DeviceCaller, Params, Signed};
+use crate::extract::{parse_at, ApiJson, Caller, ClientIp, DeviceCaller, Params, Signed};
 use crate::store::{Device, PushInput, RecordQuery, ResolveOutcome};
 use crate::AppState;
 use crate::{enrol, people};
@@ -673,9 +673,10 @@ pub async fn withdraw_code(
 
 pub async fn enroll(
     State(s): State<AppState>,
+    ClientIp(ip): ClientIp,
     ApiJson(req): ApiJson<EnrollRequest>,
 ) -> ApiResult<Created<TokenIssued>> {
-    Ok(Created(enrol::redeem(&s, req).await?))
+    Ok(Created(enrol::redeem(&s, ip, req).await?))
 }
 
 /// `GET /v1/records/{id}/history?after=<n>&limit=<n>` (addition): the

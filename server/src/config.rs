@@ -55,6 +55,31 @@ pub const PG_POOL_SIZE_DEFAULT: usize = 16;
 /// Further connections wait in the kernel's accept queue (they are not
 /// refused) until one closes.
 pub const CONNECTIONS_MAX_DEFAULT: usize = 1024;
+/// Default `--max-connections-per-ip`: connections one client address
+/// may hold at once (an IPv6 client counts by its /64). 128 rather than
+/// 64: phones in China often share an address through their carrier's or a
+/// village's NAT, and 30 phones syncing (1–2 connections each) plus a few
+/// browsers (up to 6 each) stay well below it; one address still holds at
+/// most an eighth of the default [`CONNECTIONS_MAX_DEFAULT`]. Off with
+/// `--trust-proxy`, where every connection comes from the proxy.
+pub const CONNECTIONS_PER_IP_MAX_DEFAULT: usize = 128;
+/// One slot in this many of `--max-connections` is reserved: once the
+/// others are all taken, a reserved slot goes only to a client address that
+/// holds no other connection (a health probe, a device syncing), so that a
+/// few addresses holding their per-address cap cannot lock everyone out.
+pub const CONNECTIONS_RESERVED_DIVISOR: usize = 8;
+/// Default `--body-timeout-secs`: once a handler starts reading a request
+/// body, the client has this long to deliver it, plus one second for every
+/// [`BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT`] bytes it has delivered; a body
+/// slower than that is answered `408 body_timeout` and the connection
+/// closed. Shorter than the request timeout, so a client trickling a body
+/// holds its slot for seconds, not for the whole request timeout.
+pub const BODY_TIMEOUT_SECS_DEFAULT: u64 = 10;
+/// Default `--body-min-bytes-per-sec` (16 KiB/s): the rate a body must keep
+/// up to earn time beyond `--body-timeout-secs`. A 2G phone sends several
+/// times that; a client holding a slot with a trickle must spend real
+/// bandwidth on it. 0: no extension.
+pub const BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT: u64 = 16 * 1024;
 /// The listen backlog the binary asks for: connections beyond
 /// `--max-connections` wait in it (the kernel caps it at `somaxconn`).
 /// Past it, the kernel drops new connection attempts and clients retry them.
@@ -194,6 +219,10 @@ pub struct Config {
     pub rejections_per_unit_kept: u64,
     /// Failed `/v1/enroll` attempts, server-wide.
     pub enrol_failures: crate::limits::RateLimit,
+    /// Failed `/v1/enroll` attempts per client address (an IPv6 client
+    /// counts by its /64), below the server-wide ceiling so that one source
+    /// cannot use it all up.
+    pub enrol_failures_per_ip: crate::limits::RateLimit,
     /// Per bearer token; `None`: off.
     pub token_rate: Option<crate::limits::RateLimit>,
     /// Per client IP; off unless configured.
@@ -202,8 +231,17 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Most client connections served at once ([`CONNECTIONS_MAX_DEFAULT`]).
     pub max_connections: usize,
+    /// Most connections one client address holds at once
+    /// ([`CONNECTIONS_PER_IP_MAX_DEFAULT`]); `None`: no per-address cap.
+    /// Not applied with `trust_proxy`.
+    pub max_connections_per_ip: Option<usize>,
     /// Time allowed for a request's head ([`HEADER_TIMEOUT_SECS_DEFAULT`]).
     pub header_timeout: Duration,
+    /// Time allowed for a request's body ([`BODY_TIMEOUT_SECS_DEFAULT`]),
+    /// extended by `body_rate_min_bytes_per_sec`.
+    pub body_timeout: Duration,
+    /// [`BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT`]; 0: no extension.
+    pub body_rate_min_bytes_per_sec: u64,
     /// Serve HTTPS with this config (`--tls-cert`, `--tls-key`); plain HTTP
     /// when `None`.
     pub tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
@@ -245,6 +283,10 @@ impl Config {
                 per_sec: crate::limits::ENROLL_FAILURES_PER_SEC_DEFAULT,
                 burst: crate::limits::ENROLL_FAILURES_BURST_DEFAULT,
             },
+            enrol_failures_per_ip: crate::limits::RateLimit {
+                per_sec: crate::limits::ENROLL_FAILURES_PER_IP_PER_SEC_DEFAULT,
+                burst: crate::limits::ENROLL_FAILURES_PER_IP_BURST_DEFAULT,
+            },
             token_rate: Some(crate::limits::RateLimit {
                 per_sec: crate::limits::TOKEN_RATE_PER_SEC_DEFAULT,
                 burst: crate::limits::TOKEN_BURST_DEFAULT,
@@ -252,7 +294,10 @@ impl Config {
             ip_rate: None,
             trust_proxy: false,
             max_connections: CONNECTIONS_MAX_DEFAULT,
+            max_connections_per_ip: Some(CONNECTIONS_PER_IP_MAX_DEFAULT),
             header_timeout: Duration::from_secs(HEADER_TIMEOUT_SECS_DEFAULT),
+            body_timeout: Duration::from_secs(BODY_TIMEOUT_SECS_DEFAULT),
+            body_rate_min_bytes_per_sec: BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT,
             tls: None,
             time_zone: TimeZone::default(),
             public_url: None,
@@ -282,7 +327,9 @@ impl fmt::Debug for Config {
             .field("cache_bytes", &self.cache_bytes)
             .field("request_timeout", &self.request_timeout)
             .field("max_connections", &self.max_connections)
+            .field("max_connections_per_ip", &self.max_connections_per_ip)
             .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
             .field("tls", &self.tls.is_some())
             .field("time_zone", &self.time_zone.name())
             .field("public_url", &self.public_url)

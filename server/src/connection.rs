@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
-use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::sync::watch;
 use tower::ServiceExt as _;
 
 /// What [`serve`] needs of the accept loop.
@@ -22,7 +22,7 @@ pub(crate) struct Conn {
     pub stream: TcpStream,
     pub peer: SocketAddr,
     /// Returned when this connection ends.
-    pub slot: OwnedSemaphorePermit,
+    pub slot: crate::limits::Slot,
     pub tls: Option<tokio_rustls::TlsAcceptor>,
     pub header_timeout: Duration,
     /// Becomes `true` when the server stops: finish the request in flight,

@@ -13,6 +13,7 @@
 //! Coordinators make codes for field devices inside their scope; admins
 //! for field or coordinator devices anywhere.
 
+use std::net::IpAddr;
 use std::time::Instant;
 
 use pufa_core::schema::{RejectCode, Rejection};
@@ -227,16 +228,32 @@ pub async fn withdraw(state: &AppState, caller: &Device, id: Uuid) -> Result<(),
 }
 
 /// `POST /v1/enroll` (no token): a code becomes a device and its token,
-/// answered like `POST /v1/admin/tokens`.
+/// answered like `POST /v1/admin/tokens`. `ip` is the client's address
+/// ([`crate::extract::ClientIp`]).
+///
+/// Failed attempts are counted twice: in the client address's own bucket
+/// and in the server-wide one. An address that has used up its own bucket
+/// is refused before it can touch the server-wide one, so one source cannot
+/// empty the server-wide bucket for everyone else; the server-wide bucket
+/// still bounds guessing from many addresses.
 ///
 /// # Errors
-/// `rate_limited` while failed attempts have emptied the bucket;
-/// `unauthorized` for a code that is unknown, used, withdrawn, expired or
-/// malformed (one answer for all); `bad_json` for an overlong label.
-pub async fn redeem(state: &AppState, req: EnrollRequest) -> Result<TokenIssued, ApiError> {
-    let bucket = &state.limits.people.enrol_failures;
-    bucket
-        .check((), Instant::now())
+/// `rate_limited` while failed attempts have emptied the client's or the
+/// server-wide bucket; `unauthorized` for a code that is unknown, used,
+/// withdrawn, expired or malformed (one answer for all); `bad_json` for an
+/// overlong label.
+pub async fn redeem(
+    state: &AppState,
+    ip: Option<IpAddr>,
+    req: EnrollRequest,
+) -> Result<TokenIssued, ApiError> {
+    let guards = &state.limits.people;
+    let source = ip.map(crate::limits::client_key);
+    let now = Instant::now();
+    guards
+        .enrol_failures_per_ip
+        .check(source, now)
+        .and_then(|()| guards.enrol_failures.check((), now))
         .map_err(|wait| ApiError::RateLimited(wait.as_secs() + 1))?;
     check_label(req.label.as_deref())?;
     let secret = auth::new_secret(state.config.ids.as_ref());
@@ -256,9 +273,11 @@ pub async fn redeem(state: &AppState, req: EnrollRequest) -> Result<TokenIssued,
         None => None,
     };
     let Some(device) = device else {
-        // The bucket counts failures only, so a room of phones enrolling
-        // with good codes never meets it.
-        let _ = bucket.take((), Instant::now());
+        // The buckets count failures only, so a room of phones enrolling
+        // with good codes never meets them.
+        let now = Instant::now();
+        let _ = guards.enrol_failures_per_ip.take(source, now);
+        let _ = guards.enrol_failures.take((), now);
         return Err(ApiError::Unauthorized(INVALID_CODE.into()));
     };
     Ok(device.issued(secret))

@@ -52,6 +52,10 @@ pub enum ApiError {
     RateLimited(u64),
     #[error("the request took longer than {0} s")]
     Timeout(u64),
+    /// The client sent its request body too slowly (`--body-timeout-secs`
+    /// and `--body-min-bytes-per-sec`).
+    #[error("the request body did not arrive in time ({0} s, plus 1 s for every --body-min-bytes-per-sec bytes received); send it again")]
+    BodyTimeout(u64),
     /// Storage cannot take writes now (disk full, IO error): retry later.
     #[error("{0}")]
     Unavailable(String),
@@ -122,6 +126,7 @@ impl ApiError {
             MethodNotAllowed => (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None),
             RateLimited(_) => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             Timeout(_) => (StatusCode::SERVICE_UNAVAILABLE, "timeout", None),
+            BodyTimeout(_) => (StatusCode::REQUEST_TIMEOUT, "body_timeout", None),
             Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
             NotImplemented(_) => (StatusCode::NOT_IMPLEMENTED, "not_implemented", None),

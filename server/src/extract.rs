@@ -138,6 +138,26 @@ impl FromRequestParts<AppState> for DeviceCaller {
     }
 }
 
+/// The client's address as the limits see it ([`crate::limits::client_ip`]):
+/// the socket's peer, or behind `--trust-proxy` the last `X-Forwarded-For`
+/// hop. `None` only for a request that did not come over a socket.
+pub struct ClientIp(pub Option<std::net::IpAddr>);
+
+impl FromRequestParts<AppState> for ClientIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, std::convert::Infallible> {
+        Ok(ClientIp(crate::limits::client_ip(
+            &parts.headers,
+            &parts.extensions,
+            state.config.trust_proxy,
+        )))
+    }
+}
+
 /// Query parameters as text; each endpoint parses its own.
 pub struct Params(pub HashMap<String, String>);
 

@@ -33,6 +33,7 @@ pub mod field_app;
 pub mod limits;
 pub mod people;
 pub mod store;
+mod timeouts;
 pub mod tls;
 
 use std::future::Future;
@@ -40,9 +41,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::IntoResponse;
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use pufa_core::wire::Role;
@@ -125,7 +126,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            request_timeout,
+            timeouts::enforce,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -137,15 +138,6 @@ pub fn router(state: AppState) -> Router {
         .layer(encoding::compression())
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-/// Bounds every request's time (`--request-timeout-secs`).
-async fn request_timeout(State(s): State<AppState>, req: Request, next: Next) -> Response {
-    let limit = s.config.request_timeout;
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => ApiError::Timeout(limit.as_secs()).into_response(),
-    }
 }
 
 /// Checks the data dir, opens the store, and on first start creates the
@@ -173,7 +165,7 @@ pub async fn open(config: Config) -> Result<AppState, RunError> {
         tokens: config.token_rate.map(limits::Buckets::new),
         ips: config.ip_rate.map(limits::Buckets::new),
         trust_proxy: config.trust_proxy,
-        people: people::Guards::new(config.enrol_failures),
+        people: people::Guards::new(config.enrol_failures, config.enrol_failures_per_ip),
     });
     let state = AppState {
         store,
@@ -300,8 +292,13 @@ pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result
 /// that it does not offer (`docs/operations.md`, "Connections"):
 ///
 /// - at most `config.max_connections` connections are served at once; the
-///   loop takes a slot *before* it accepts, so further connections wait in
-///   the kernel's accept queue (they are not refused) until a slot frees;
+///   loop waits for a free slot *before* it accepts, so further connections
+///   wait in the kernel's accept queue (they are not refused) until a slot
+///   frees;
+/// - at most `config.max_connections_per_ip` of them from one client
+///   address, and the last eighth of the slots only for addresses holding
+///   no other connection ([`limits::ConnectionSlots`]); a connection past
+///   these is closed as soon as it is accepted (not with `trust_proxy`);
 /// - every connection must deliver each request's head within
 ///   `config.header_timeout` of being opened (TLS handshake included) or of
 ///   its previous answer, so a client that trickles bytes, or idles on a
@@ -371,21 +368,22 @@ async fn serve_until(
     trigger: impl Future<Output = ()>,
 ) -> Stopped {
     let tls = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
-    // `acquire_many` takes a u32; nobody serves 4 billion sockets.
-    let slots = config.max_connections.clamp(1, u32::MAX as usize);
-    let connections = Arc::new(tokio::sync::Semaphore::new(slots));
+    let slots = limits::ConnectionSlots::new(
+        config.max_connections,
+        config.max_connections_per_ip,
+        config.trust_proxy,
+    );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut trigger = std::pin::pin!(trigger);
     let stopped = loop {
-        let slot = tokio::select! {
+        // Accept only with a slot free, so that connections beyond the cap
+        // wait in the kernel's queue rather than in ours.
+        tokio::select! {
             biased;
             () = shutdown.as_mut() => break Stopped::Shutdown,
             () = &mut trigger => break Stopped::Trigger,
-            slot = connections.clone().acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break Stopped::Shutdown, // never closed
-            },
-        };
+            () = slots.any_free() => {}
+        }
         let (stream, peer) = tokio::select! {
             biased;
             () = shutdown.as_mut() => break Stopped::Shutdown,
@@ -397,6 +395,16 @@ async fn serve_until(
                     continue;
                 }
             },
+        };
+        let slot = match slots.take(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                // Closed at once: held in the queue instead, a flood from
+                // one address would keep everyone behind it waiting.
+                tracing::debug!(%peer, ?why, "connection shed");
+                drop(stream);
+                continue;
+            }
         };
         tokio::spawn(connection::serve(
             connection::Conn {
@@ -415,10 +423,7 @@ async fn serve_until(
     // Every connection gives its slot back when it ends: all slots back
     // means every in-flight request has been answered.
     let drain = Duration::from_secs(config::SHUTDOWN_DRAIN_SECS);
-    if tokio::time::timeout(drain, connections.acquire_many(slots as u32))
-        .await
-        .is_err()
-    {
+    if tokio::time::timeout(drain, slots.all_free()).await.is_err() {
         tracing::warn!("in-flight requests did not finish in time; stopping anyway");
     }
     stopped

@@ -58,6 +58,28 @@ struct Args {
     /// accept queue until one closes.
     #[arg(long, default_value_t = config::CONNECTIONS_MAX_DEFAULT, global = true)]
     max_connections: usize,
+    /// Most connections one client address may hold at once (an IPv6
+    /// client counts by its /64); more are closed as soon as they are
+    /// accepted. 0: no cap. Not applied with --trust-proxy.
+    #[arg(long, env = "PUFA_MAX_CONNECTIONS_PER_IP",
+          default_value_t = config::CONNECTIONS_PER_IP_MAX_DEFAULT, global = true)]
+    max_connections_per_ip: usize,
+    /// Seconds a client has to deliver a request's body once the server
+    /// reads it, plus one second for every --body-min-bytes-per-sec bytes
+    /// delivered; a slower body gets 408 body_timeout.
+    #[arg(long, default_value_t = config::BODY_TIMEOUT_SECS_DEFAULT, global = true)]
+    body_timeout_secs: u64,
+    /// Bytes per second of a body that earn it time beyond
+    /// --body-timeout-secs (0: none).
+    #[arg(long, default_value_t = config::BODY_RATE_MIN_BYTES_PER_SEC_DEFAULT, global = true)]
+    body_min_bytes_per_sec: u64,
+    /// Failed enrolments (bad codes) allowed per client address per second,
+    /// sustained; the server-wide limit (10/s) applies as well.
+    #[arg(long, default_value_t = pufa_server::limits::ENROLL_FAILURES_PER_IP_PER_SEC_DEFAULT, global = true)]
+    enrol_failures_per_ip_per_sec: f64,
+    /// Failed enrolments a client address may make in a burst.
+    #[arg(long, default_value_t = pufa_server::limits::ENROLL_FAILURES_PER_IP_BURST_DEFAULT, global = true)]
+    enrol_failures_per_ip_burst: f64,
     /// Seconds a connection has to send a request's headers (and, with TLS,
     /// to finish the handshake) before it is closed; also how long an idle
     /// kept-alive connection stays open.
@@ -218,6 +240,16 @@ async fn serve_main() -> ExitCode {
     config.trust_proxy = args.trust_proxy;
     config.max_connections = args.max_connections.max(1);
     config.header_timeout = Duration::from_secs(args.header_timeout_secs.max(1));
+    config.max_connections_per_ip =
+        (args.max_connections_per_ip > 0).then_some(args.max_connections_per_ip);
+    config.body_timeout = Duration::from_secs(args.body_timeout_secs.max(1));
+    config.body_rate_min_bytes_per_sec = args.body_min_bytes_per_sec;
+    // A rate of 0 or less (or NaN) would never refill: the least is one
+    // failure an hour.
+    config.enrol_failures_per_ip = pufa_server::limits::RateLimit {
+        per_sec: args.enrol_failures_per_ip_per_sec.max(1.0 / 3600.0),
+        burst: args.enrol_failures_per_ip_burst.max(1.0),
+    };
     config.database_url = args.database_url.clone();
     config.pg_pool_size = args.pg_pool_size.max(1);
     config.time_zone = args.time_zone.clone();

@@ -86,15 +86,19 @@ pub struct Guards {
     hashing_queued: AtomicUsize,
     /// Failed `/v1/enroll` attempts, server-wide.
     pub enrol_failures: Buckets<()>,
+    /// Failed `/v1/enroll` attempts per client address
+    /// ([`crate::limits::client_key`]; `None`: not over a socket).
+    pub enrol_failures_per_ip: Buckets<Option<std::net::IpAddr>>,
 }
 
 impl Guards {
-    pub fn new(enrol_failures: RateLimit) -> Guards {
+    pub fn new(enrol_failures: RateLimit, enrol_failures_per_ip: RateLimit) -> Guards {
         Guards {
             sign_in_failures: Mutex::new(HashMap::new()),
             hashing: Semaphore::new(PASSWORD_HASHES_CONCURRENT_MAX),
             hashing_queued: AtomicUsize::new(0),
             enrol_failures: Buckets::new(enrol_failures),
+            enrol_failures_per_ip: Buckets::new(enrol_failures_per_ip),
         }
     }
 
@@ -581,10 +585,11 @@ mod tests {
 
     #[test]
     fn lockout_counts_failures_inside_the_window() {
-        let g = Guards::new(RateLimit {
+        let one = RateLimit {
             per_sec: 1.0,
             burst: 1.0,
-        });
+        };
+        let g = Guards::new(one, one);
         let t0 = 1_000_000;
         // Each reservation counts, whether or not its check has ended.
         for i in 0..LOGIN_FAILURES_MAX as u64 {
@@ -602,10 +607,11 @@ mod tests {
 
     #[test]
     fn the_hashing_queue_is_bounded() {
-        let g = Guards::new(RateLimit {
+        let one = RateLimit {
             per_sec: 1.0,
             burst: 1.0,
-        });
+        };
+        let g = Guards::new(one, one);
         let held: Vec<_> = (0..PASSWORD_HASH_QUEUE_MAX)
             .map(|_| g.join_hashing().unwrap())
             .collect();

@@ -1,8 +1,12 @@
 //! The server's own accept loop over real sockets: TLS with a self-signed
 //! certificate (reqwest and the SDK's `HttpTransport`), clear startup errors
 //! for bad TLS files, the connection cap (connections beyond it wait for a
-//! slot), and the header-read timeout that closes idle and slowloris
-//! connections.
+//! slot), the header-read timeout that closes idle and slowloris
+//! connections, the per-address cap and the reserve that keep one client
+//! from holding every slot, and the body timeout.
+//!
+//! Distinct clients are simulated by binding to other loopback addresses
+//! (127.0.0.2, …): Linux routes all of 127/8 to `lo`.
 //!
 //! Where a test waits for the server to close a socket, that close is the
 //! behaviour under test; the generous outer bound only keeps a broken
@@ -106,9 +110,16 @@ async fn closed_by_server(s: &mut TcpStream) -> bool {
 /// A whole HTTP/1.1 answer read off a raw socket (the server closes after
 /// it: `Connection: close`).
 async fn raw_get(s: &mut TcpStream, path: &str) -> String {
-    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
+    raw_get_with(s, path, "").await
+}
+
+/// [`raw_get`] with more header lines (each ending in `\r\n`).
+async fn raw_get_with(s: &mut TcpStream, path: &str, headers: &str) -> String {
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\n{headers}Connection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut out = Vec::new();
     tokio::time::timeout(HANG_GUARD, s.read_to_end(&mut out))
         .await
@@ -456,4 +467,194 @@ async fn shutdown_closes_idle_connections() {
     assert_eq!(resp.status(), 200);
     server.stop().await;
     assert!(closed_by_server(&mut idle).await);
+}
+
+/// A connection from the loopback address `127.0.0.{host}`: another client
+/// as far as the server can tell.
+async fn connect_from(host: u8, to: std::net::SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket
+        .bind(std::net::SocketAddr::from(([127, 0, 0, host], 0)))
+        .unwrap();
+    socket.connect(to).await.unwrap()
+}
+
+/// Whether the server has closed `s` (without waiting): its end of the
+/// connection is readable with EOF or a reset.
+#[track_caller]
+fn still_open(s: &TcpStream) -> bool {
+    let mut b = [0u8; 64];
+    match s.try_read(&mut b) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => true,
+        Ok(0) | Err(_) => false,
+        Ok(_) => panic!("the server answered half a request line"),
+    }
+}
+
+/// Finding 5 of the security review, at small scale: slowloris clients
+/// (half a request line, then nothing) from three addresses, each opening
+/// more connections than there are slots. Before, they took every slot and
+/// everyone else waited in the accept queue until the header timeout
+/// closed them. Now each address holds at most its cap, the connections
+/// beyond it are closed as soon as they are accepted, and the reserved
+/// slots answer a health probe and a device while every attacker still
+/// holds its connections.
+///
+/// The header timeout is far longer than the test: while it runs, only the
+/// server's shedding can close a connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_clients_cannot_take_every_slot_and_health_is_answered_meanwhile() {
+    let server = TestServer::start(|c| {
+        c.max_connections = 20; // the last 20 / 8 = 2 reserved
+        c.max_connections_per_ip = Some(6);
+        c.header_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    // 3 × 8 = 24 connections for 20 slots, each sending half a request line.
+    let mut held = Vec::new();
+    let mut beyond_cap = Vec::new();
+    for host in 2..=4 {
+        for i in 0..8 {
+            let mut s = connect_from(host, server.addr).await;
+            // A connection already shed refuses the write; that is fine.
+            let _ = s.write_all(b"GET /v1/hea").await;
+            if i < 6 {
+                held.push(s);
+            } else {
+                beyond_cap.push(s);
+            }
+        }
+    }
+    // The server accepts in order, so each address's first 6 were given
+    // slots and its 7th and 8th are closed.
+    for s in &mut beyond_cap {
+        assert!(
+            closed_by_server(s).await,
+            "a connection beyond its address's cap was held"
+        );
+    }
+    // 18 slots are held; the 2 reserved ones answer clients holding no
+    // other connection: a health probe, an authenticated request.
+    let mut probe = connect_from(1, server.addr).await;
+    let answer = raw_get(&mut probe, "/v1/health").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let mut device = connect_from(5, server.addr).await;
+    let auth = format!("Authorization: Bearer {}\r\n", server.admin);
+    let answer = raw_get_with(&mut device, "/v1/whoami", &auth).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A reserved slot is not for an address that already holds one: a
+    // kept-alive connection from 127.0.0.6 is served, its second is closed.
+    let mut kept = connect_from(6, server.addr).await;
+    kept.write_all(b"GET /v1/health HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    while !answer.ends_with(b"}") {
+        let mut buf = [0u8; 1024];
+        let n = tokio::time::timeout(HANG_GUARD, kept.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    assert!(answer.starts_with(b"HTTP/1.1 200"));
+    let mut second = connect_from(6, server.addr).await;
+    assert!(
+        closed_by_server(&mut second).await,
+        "a second connection from an address holding one took a reserved slot"
+    );
+    // All the while, every attacker's connection was held, not timed out.
+    for s in &held {
+        assert!(still_open(s), "an attacker's connection was closed");
+    }
+    assert!(still_open(&kept));
+    // (That an address's slots are its own again once its connections end
+    // is checked in `limits.rs`: here the moment the server notices a
+    // client's close is not observable.)
+    drop(held);
+    drop(kept);
+    server.stop().await;
+}
+
+/// Behind a trusted proxy every connection comes from the proxy, so the
+/// per-address cap does not apply: one address may hold every slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_per_address_cap_does_not_apply() {
+    let server = TestServer::start(|c| {
+        c.max_connections = 8;
+        c.max_connections_per_ip = Some(2);
+        c.trust_proxy = true;
+        c.header_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let mut proxied = Vec::new();
+    for _ in 0..7 {
+        let mut s = connect_from(7, server.addr).await;
+        s.write_all(b"GET /v1/hea").await.unwrap();
+        proxied.push(s);
+    }
+    // The eighth is served: the seven before it were accepted, not closed.
+    let mut last = connect_from(7, server.addr).await;
+    let answer = raw_get(&mut last, "/v1/health").await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    for s in &proxied {
+        assert!(still_open(s), "a proxied connection was shed");
+    }
+    drop(proxied);
+    server.stop().await;
+}
+
+/// A client with a valid token that trickles its request body used to hold
+/// its slot for the whole request timeout; the body timeout now answers it
+/// `408 body_timeout` and closes the connection long before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_trickled_too_slowly_is_answered_408_and_closed() {
+    let server = TestServer::start(|c| {
+        c.body_timeout = Duration::from_secs(1);
+        // Far longer than the test: only the body timeout can answer.
+        c.request_timeout = Duration::from_secs(3600);
+    })
+    .await;
+    let stream = TcpStream::connect(server.addr).await.unwrap();
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "PUT /v1/admin/org-units HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n[",
+        server.admin
+    );
+    write.write_all(head.as_bytes()).await.unwrap();
+    // A byte every 50 ms: 20 bytes/s, far below --body-min-bytes-per-sec.
+    // (The pauses pace the attacker; nothing waits on them.)
+    let trickler = tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+        }
+    });
+    let mut answer = Vec::new();
+    tokio::time::timeout(HANG_GUARD, read.read_to_end(&mut answer))
+        .await
+        .expect("the server answers and closes")
+        .ok();
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.contains(r#""code":"body_timeout""#), "{answer}");
+    tokio::time::timeout(HANG_GUARD, trickler)
+        .await
+        .expect("the trickler's writes fail once the server has closed")
+        .unwrap();
+
+    // A body that arrives whole is not affected.
+    let resp = reqwest::Client::new()
+        .put(format!("http://{}/v1/admin/org-units", server.addr))
+        .bearer_auth(&server.admin)
+        .json(&serde_json::json!([{"code": "d", "name": "District", "type": "district", "parent": null}]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200, "{}", resp.text().await.unwrap());
+    server.stop().await;
 }

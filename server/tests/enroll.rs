@@ -379,3 +379,132 @@ async fn good_codes_do_not_drain_the_throttle() {
         enroll(&s, json!({"code": code["code"]})).await.expect(201);
     }
 }
+
+/// `POST /v1/enroll` with a body, as if from `peer` (the socket's address),
+/// perhaps through a proxy that added `X-Forwarded-For: forwarded`.
+async fn enroll_from(s: &Server, peer: &str, forwarded: Option<&str>, body: Value) -> Resp {
+    let peer: std::net::IpAddr = peer.parse().unwrap();
+    let mut req = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/enroll")
+        .header(header::CONTENT_TYPE, "application/json");
+    if let Some(f) = forwarded {
+        req = req.header("x-forwarded-for", f);
+    }
+    let mut req = req.body(Body::from(body.to_string())).unwrap();
+    req.extensions_mut()
+        .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
+            peer, 40000,
+        ))));
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    Resp {
+        status,
+        body,
+        headers,
+    }
+}
+
+/// Finding 7 of the security review: one address sending bad codes used to
+/// empty the server-wide bucket and hold every enrolment at `429`. Each
+/// address now has its own, smaller bucket, refused before it reaches the
+/// server-wide one; the server-wide ceiling still holds across addresses.
+#[tokio::test]
+async fn one_address_guessing_codes_does_not_block_enrolment_from_another() {
+    let s = Server::configured(|c| {
+        c.enrol_failures = RateLimit {
+            per_sec: 0.001,
+            burst: 10.0,
+        };
+        c.enrol_failures_per_ip = RateLimit {
+            per_sec: 0.001,
+            burst: 3.0,
+        };
+    })
+    .await;
+    s.import(&small_tree()).await;
+    let coord = s.issue("coordinator", "s1").await;
+    let good = code_for(&s, &coord, "c1").await;
+    let bad = json!({"code": "2345-6789"});
+    let attacker = "203.0.113.7";
+    let mut statuses = Vec::new();
+    for _ in 0..30 {
+        let r = enroll_from(&s, attacker, None, bad.clone()).await;
+        if r.status == 429 {
+            assert!(r.headers.contains_key(header::RETRY_AFTER));
+        }
+        statuses.push(r.status.as_u16());
+    }
+    // Phones elsewhere still enrol, after a typo of their own.
+    let village = "198.51.100.20";
+    assert_invalid_code(&enroll_from(&s, village, None, bad.clone()).await);
+    let issued = enroll_from(&s, village, None, json!({"code": good["code"]}))
+        .await
+        .expect(201);
+    assert_eq!(issued["role"], "field");
+    // The attacker's codes were looked at while its own bucket lasted;
+    // past it, it is refused without its code being looked at (a good one
+    // included), and without spending the server-wide bucket.
+    let mut wanted = vec![401; 3];
+    wanted.resize(30, 429);
+    assert_eq!(statuses, wanted);
+    let next = code_for(&s, &coord, "c1").await;
+    let r = enroll_from(&s, attacker, None, json!({"code": next["code"]})).await;
+    assert_error(&r, 429, "rate_limited");
+    // An IPv6 client counts by its /64: other addresses in it share its
+    // bucket, the next /64 has its own.
+    for i in 1..=3 {
+        let r = enroll_from(&s, &format!("2001:db8:1:2::{i}"), None, bad.clone()).await;
+        assert_invalid_code(&r);
+    }
+    let r = enroll_from(&s, "2001:db8:1:2:ffff::9", None, bad.clone()).await;
+    assert_error(&r, 429, "rate_limited");
+    // The server-wide ceiling: 3 + 1 + 3 failures so far; three more from
+    // fresh addresses empty it, and then everyone waits.
+    for ip in ["192.0.2.1", "192.0.2.2", "192.0.2.3"] {
+        assert_invalid_code(&enroll_from(&s, ip, None, bad.clone()).await);
+    }
+    let r = enroll_from(&s, "192.0.2.4", None, json!({"code": next["code"]})).await;
+    assert_error(&r, 429, "rate_limited");
+}
+
+/// Behind a trusted proxy every request comes from the proxy's address:
+/// the client's address is then the last `X-Forwarded-For` hop, so clients
+/// of one proxy do not share a bucket. Without `trust_proxy` the header is
+/// ignored, so a client cannot pick a fresh bucket per request.
+#[tokio::test]
+async fn enrolment_failures_count_per_forwarded_address_only_behind_a_trusted_proxy() {
+    let per_ip = RateLimit {
+        per_sec: 0.001,
+        burst: 2.0,
+    };
+    let proxy = "127.0.0.1";
+    let bad = json!({"code": "2345-6789"});
+    for trust_proxy in [true, false] {
+        let s = Server::configured(|c| {
+            c.enrol_failures_per_ip = per_ip;
+            c.trust_proxy = trust_proxy;
+        })
+        .await;
+        for i in 0..2 {
+            let f = format!("198.51.100.{i}, 203.0.113.1");
+            assert_invalid_code(&enroll_from(&s, proxy, Some(&f), bad.clone()).await);
+        }
+        let r = enroll_from(&s, proxy, Some("203.0.113.1"), bad.clone()).await;
+        assert_error(&r, 429, "rate_limited");
+        let r = enroll_from(&s, proxy, Some("203.0.113.2"), bad.clone()).await;
+        if trust_proxy {
+            assert_invalid_code(&r);
+        } else {
+            assert_error(&r, 429, "rate_limited");
+        }
+    }
+}

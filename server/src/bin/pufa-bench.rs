@@ -304,6 +304,10 @@ fn spawn_server(
         dir.path().to_str().context("utf-8 temp dir")?,
         "--listen",
         "127.0.0.1:0",
+        // Every simulated device connects from 127.0.0.1: the per-address
+        // cap would shed the 200-device burst.
+        "--max-connections-per-ip",
+        "0",
     ]);
     if let Some(db) = database_url {
         cmd.args(["--database-url", db]);
