@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::store::Device;
+use crate::strict_json::Strict;
 use crate::AppState;
 
 /// A JSON body. Read as JSON whatever the `Content-Type` says (§0), so that
@@ -31,8 +32,15 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
             }
         })?;
         let de = &mut serde_json::Deserializer::from_slice(&bytes);
-        match serde_path_to_error::deserialize(de) {
-            Ok(v) => Ok(ApiJson(v)),
+        match serde_path_to_error::deserialize(Strict(&mut *de)) {
+            // The whole body is one JSON value: `{…}}}` is bad_json too.
+            Ok(v) => match de.end() {
+                Ok(()) => Ok(ApiJson(v)),
+                Err(e) => Err(ApiError::BadJson {
+                    message: e.to_string(),
+                    field: None,
+                }),
+            },
             Err(e) => {
                 let path = e.path().to_string();
                 let field = (path != ".").then(|| path.clone());
@@ -54,11 +62,14 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for ApiJson<T> {
 pub fn parse_at<T: DeserializeOwned>(prefix: &str, text: &str) -> Result<T, ApiError> {
     // Tracking the path costs about a fifth of parsing a push; only a body
     // that fails needs it, so that one is parsed again to name the place.
-    if let Ok(v) = serde_json::from_str(text) {
-        return Ok(v);
+    let de = &mut serde_json::Deserializer::from_str(text);
+    if let Ok(v) = crate::strict_json::deserialize(&mut *de) {
+        if de.end().is_ok() {
+            return Ok(v);
+        }
     }
     let de = &mut serde_json::Deserializer::from_str(text);
-    serde_path_to_error::deserialize(de).map_err(|e| {
+    let v = serde_path_to_error::deserialize(Strict(&mut *de)).map_err(|e| {
         let inner = e.path().to_string();
         let path = if inner == "." {
             prefix.to_string()
@@ -69,7 +80,14 @@ pub fn parse_at<T: DeserializeOwned>(prefix: &str, text: &str) -> Result<T, ApiE
             message: format!("{path}: {}", e.inner()),
             field: Some(path),
         }
-    })
+    })?;
+    // `parse_at` reads values cut out of a larger body (RawValue), where
+    // nothing can follow; the check keeps it honest for any other caller.
+    de.end().map_err(|e| ApiError::BadJson {
+        message: format!("{prefix}: {e}"),
+        field: Some(prefix.to_string()),
+    })?;
+    Ok(v)
 }
 
 /// The bearer token of a request.

@@ -33,6 +33,7 @@ pub mod field_app;
 pub mod limits;
 pub mod people;
 pub mod store;
+mod strict_json;
 mod timeouts;
 pub mod tls;
 

@@ -112,11 +112,13 @@ impl Device {
         }
     }
 
-    /// Whether a caller with `scope` sees this device (the bootstrap
-    /// admin, which has no unit, only an unscoped caller does).
+    /// Whether a caller with `scope` sees this device. An admin's scope is
+    /// everything whatever unit its token names, so only an unscoped caller
+    /// sees an admin (as it sees the bootstrap admin, which has no unit).
     pub fn visible_in(&self, tree: &OrgTree, scope: &Scope) -> bool {
         match (scope, &self.org_unit) {
             (Scope::All, _) => true,
+            _ if self.role == Role::Admin => false,
             (Scope::Unit(_), None) => false,
             (scope, Some(u)) => tree.in_scope(u, scope),
         }
