@@ -415,6 +415,14 @@ pub struct ResolveRequest {
     pub value: Value,
 }
 
+/// `GET /v1/records` (addition): one page of the records behind a figure.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RecordsResponse {
+    pub records: Vec<RecordView>,
+    /// Pass as `after=` for the next page; `null` at the end.
+    pub next: Option<Uuid>,
+}
+
 /// A device as listed by `GET /v1/devices`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct DeviceView {

@@ -15,9 +15,9 @@ use pufa_core::wire::{
 };
 use pufa_core::wire::{
     ChecksumResponse, ConflictView, DeviceView, Health, Mutation, OrgUnit, PullResponse, PushBody,
-    PushResponse, RecordView, RejectionView, ResolveRequest, TokenIssued, TokenRequest,
-    TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, PULL_LIMIT_DEFAULT,
-    PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
+    PushResponse, RecordView, RecordsResponse, RejectionView, ResolveRequest, TokenIssued,
+    TokenRequest, TotalsResponse, Upserted, WhoAmI, LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX,
+    PULL_LIMIT_DEFAULT, PULL_LIMIT_MAX, PUSH_MUTATIONS_MAX,
 };
 use pufa_core::wire::{HistoryEntry, HISTORY_LIMIT_DEFAULT, HISTORY_LIMIT_MAX};
 use uuid::Uuid;
@@ -445,13 +445,6 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> 
 }
 
 /// `GET /v1/records` (addition): one page of the records behind a figure.
-#[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct RecordsResponse {
-    pub records: Vec<RecordView>,
-    /// Pass as `after=` for the next page; `null` at the end.
-    pub next: Option<Uuid>,
-}
-
 pub async fn records(
     State(s): State<AppState>,
     Caller(d): Caller,

@@ -67,8 +67,8 @@ pub const STORE_FORMAT_4: u64 = 4;
 /// The format before the audit log; opening such a store logs a baseline
 /// entry for every record (see `SledStore::open`).
 pub const STORE_FORMAT_3: u64 = 3;
-/// The previous format, which lacked the per-topic aggregates; opening such
-/// a store adds them (see `SledStore::open`).
+/// The format before per-topic aggregates; opening such a store adds them
+/// (see `SledStore::open`).
 pub const STORE_FORMAT_2: u64 = 2;
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {

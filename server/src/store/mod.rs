@@ -1,6 +1,7 @@
 //! The store boundary: one narrow trait of domain operations. Handlers call
 //! these and never see bytes, keys or transactions. `sled` is the embedded
-//! implementation; a PostgreSQL one can sit behind the same trait.
+//! implementation, `pg` the PostgreSQL one for deployments that outgrow a
+//! machine.
 //!
 //! Judging and merging live in `pufa-core`; a store loads what a mutation
 //! touches, calls core, and writes the result atomically.

@@ -1,5 +1,5 @@
-//! `pufa-field-bench`: the field app's performance figures (issue 15,
-//! "Performance"; `docs/performance.md`, "Field app").
+//! `pufa-field-bench`: the field app's performance figures against its
+//! targets (`docs/performance.md`, "Field app").
 //!
 //! Starts the `pufa-server` binary that sits beside this one (or
 //! `--server PATH`) on a fresh temp data dir at `127.0.0.1:0`, puts a
@@ -81,7 +81,7 @@ const FAST_3G: (f64, f64, f64) = (
     750.0 * 1000.0 / 8.0 * 0.9,
 );
 
-/// Targets of issue 15.
+/// The field app's performance targets (`docs/performance.md`).
 const SHELL_BYTES_MAX: f64 = 150.0 * 1024.0;
 const FIRST_LOAD_MS_MAX: f64 = 3000.0;
 const OFFLINE_RELOAD_MS_MAX: f64 = 1000.0;
