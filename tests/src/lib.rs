@@ -396,7 +396,7 @@ pub fn bin_dir() -> &'static std::path::Path {
         let started = std::time::Instant::now();
         let mut cmd = std::process::Command::new(env!("CARGO"));
         cmd.args(["build", "-p", "pufa-server", "--bin", "pufa-server"])
-            .args(["-p", "pufa-client", "--bin", "pufa"])
+            .args(["-p", "pufa-cli", "--bin", "pufa"])
             .arg("--target-dir")
             .arg(target_dir)
             .current_dir(env!("CARGO_MANIFEST_DIR"));

@@ -17,7 +17,7 @@
 //!    refusal to re-enrol a device with unsent edits without `--force`).
 //!
 //! The binaries are built once per test run with
-//! `cargo build -p pufa-server --bin pufa-server -p pufa-client --bin pufa`
+//! `cargo build -p pufa-server --bin pufa-server -p pufa-cli --bin pufa`
 //! (a no-op when fresh) into the target dir this test runs from.
 
 use std::io::{BufRead, BufReader};
