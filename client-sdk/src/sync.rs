@@ -79,6 +79,9 @@ pub fn store_changed(known: Option<Uuid>, seen: Uuid) -> bool {
 const RETRY_AFTER_MAX_SECS: u64 = 300;
 
 impl Inner {
+    // Not a backoff crate: this is a dozen lines, and it has to honour the
+    // server's Retry-After and draw jitter from the seeded RNG simulations
+    // replay.
     fn backoff(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
         let p = &self.retry;
         let exp = p

@@ -3,6 +3,10 @@
 //! The contract names real calendar days only, so parsing checks month lengths
 //! and leap years. Dates are stored as days since 1970-01-01 so that ranges and
 //! "today + 366 days" are integer arithmetic.
+//!
+//! Not chrono, time or jiff: core stays pure and small, and whole days with
+//! no time of day or zone fit in one short module. (The server formats times
+//! people read with jiff.)
 
 use std::fmt;
 

@@ -513,20 +513,6 @@ fn write_canonical_object(
     out.write_all(b"}")
 }
 
-/// Feeds what is written into a hash.
-struct HashWriter<'a>(&'a mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The idempotency fingerprint of a mutation: everything but `id` and
 /// `base_seq`, compared as parsed JSON (key order does not matter).
 pub fn content_hash(m: &Mutation) -> [u8; 16] {
@@ -538,7 +524,7 @@ pub fn content_hash(m: &Mutation) -> [u8; 16] {
     h.update(m.hlc.ms.to_be_bytes());
     h.update(m.hlc.c.to_be_bytes());
     h.update(m.hlc.node.as_bytes());
-    write_canonical_object(&m.set, &mut HashWriter(&mut h)).expect("hashing cannot fail");
+    write_canonical_object(&m.set, &mut h).expect("hashing cannot fail");
     h.update([match m.delete {
         None => 0,
         Some(false) => 1,

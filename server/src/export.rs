@@ -8,11 +8,10 @@
 //! page by page and has no size limit; XLSX is built in memory and capped
 //! at [`XLSX_ROWS_MAX`] rows.
 
-use std::fmt::Write as _;
-
 use axum::body::Body;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pufa_core::org::OrgTree;
 use pufa_core::schema::{FieldSpec, Kind};
 use pufa_core::wire::{
@@ -267,35 +266,49 @@ fn totals_row(
     ]
 }
 
-fn csv_field(out: &mut String, text: &str) {
-    let text = &*defuse(text);
-    if text.contains([',', '"', '\n', '\r']) {
-        out.push('"');
-        out.push_str(&text.replace('"', "\"\""));
-        out.push('"');
-    } else {
-        out.push_str(text);
+/// CSV as Excel reads it: the BOM, then RFC 4180 lines (CRLF, quotes only
+/// around fields that hold a comma, quote or line break), every text cell
+/// [`defuse`]d. Bytes are taken out in chunks as they are written.
+struct CsvOut(csv::Writer<Vec<u8>>);
+
+impl CsvOut {
+    fn new() -> Self {
+        CsvOut(csv_writer(BOM.as_bytes().to_vec()))
+    }
+
+    fn row<'a>(&mut self, cells: impl IntoIterator<Item = &'a Cell>) -> &mut Self {
+        // The only errors csv reports are IO (a Vec cannot fail) and rows
+        // of unequal length (allowed by `csv_writer`).
+        const INFALLIBLE: &str = "writing CSV into memory cannot fail";
+        for c in cells {
+            match c {
+                Cell::Text(t) => self.0.write_field(defuse(t).as_bytes()),
+                Cell::Int(n) => self.0.write_field(n.to_string()),
+                // f64's Display: the shortest digits that read back the
+                // same, never an exponent.
+                Cell::Num(x) => self.0.write_field(x.to_string()),
+                Cell::Empty => self.0.write_field(""),
+            }
+            .expect(INFALLIBLE);
+        }
+        self.0.write_record(None::<&[u8]>).expect(INFALLIBLE);
+        self
+    }
+
+    /// Everything written since the last take.
+    fn take(&mut self) -> Vec<u8> {
+        let done = std::mem::replace(&mut self.0, csv_writer(Vec::new()));
+        done.into_inner().expect("flushing into a Vec cannot fail")
     }
 }
 
-/// Appends one CSV line (RFC 4180, CRLF).
-pub fn csv_line<'a>(out: &mut String, cells: impl IntoIterator<Item = &'a Cell>) {
-    for (i, c) in cells.into_iter().enumerate() {
-        if i > 0 {
-            out.push(',');
-        }
-        match c {
-            Cell::Text(t) => csv_field(out, t),
-            Cell::Int(n) => {
-                let _ = write!(out, "{n}");
-            }
-            Cell::Num(x) => {
-                let _ = write!(out, "{x}");
-            }
-            Cell::Empty => {}
-        }
-    }
-    out.push_str("\r\n");
+fn csv_writer(start: Vec<u8>) -> csv::Writer<Vec<u8>> {
+    csv::WriterBuilder::new()
+        .terminator(csv::Terminator::CRLF)
+        // Rows match their headers by construction; should one not, the
+        // file still carries every cell rather than failing.
+        .flexible(true)
+        .from_writer(start)
 }
 
 fn header_cells(headers: &[String]) -> Vec<Cell> {
@@ -304,12 +317,12 @@ fn header_cells(headers: &[String]) -> Vec<Cell> {
 
 /// The table as CSV bytes, BOM first.
 pub fn table_csv(t: &Table) -> Vec<u8> {
-    let mut out = String::from(BOM);
-    csv_line(&mut out, &header_cells(&t.headers));
+    let mut out = CsvOut::new();
+    out.row(&header_cells(&t.headers));
     for r in &t.rows {
-        csv_line(&mut out, r);
+        out.row(r);
     }
-    out.into_bytes()
+    out.take()
 }
 
 /// The table as an XLSX workbook of one sheet.
@@ -369,6 +382,10 @@ pub fn download(bytes: Vec<u8>, filename: &str, format: Format) -> Response {
         .into_response()
 }
 
+/// Bytes a `filename*` carries as they are: the ones the ASCII fallback
+/// keeps (a subset of RFC 5987's `attr-char`); every other byte is `%XX`.
+const FILENAME_KEEP: &AsciiSet = &NON_ALPHANUMERIC.remove(b'.').remove(b'_').remove(b'-');
+
 /// `attachment` with an ASCII fallback name and the real one in RFC 5987
 /// form: org codes may be Chinese or hold quotes, which a plain quoted
 /// `filename` cannot carry.
@@ -383,14 +400,7 @@ fn content_disposition(filename: &str) -> String {
             }
         })
         .collect();
-    let mut encoded = String::new();
-    for b in filename.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-') {
-            encoded.push(b as char);
-        } else {
-            let _ = write!(encoded, "%{b:02X}");
-        }
-    }
+    let encoded = utf8_percent_encode(filename, FILENAME_KEEP);
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
@@ -449,16 +459,16 @@ pub async fn records(
             Ok(download(bytes, filename, format))
         }
         Format::Csv => {
-            let (tx, rx) = tokio::sync::mpsc::channel::<Result<String, std::io::Error>>(4);
+            let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(4);
             tokio::spawn(async move {
-                let mut chunk = String::from(BOM);
-                csv_line(&mut chunk, &header_cells(&headers));
+                let mut out = CsvOut::new();
+                out.row(&header_cells(&headers));
                 let mut page = first;
                 loop {
                     for r in &page.records {
-                        csv_line(&mut chunk, &record_row(r, kind, &tree, depth));
+                        out.row(&record_row(r, kind, &tree, depth));
                     }
-                    if tx.send(Ok(std::mem::take(&mut chunk))).await.is_err() {
+                    if tx.send(Ok(out.take())).await.is_err() {
                         return; // the client went away
                     }
                     let Some(after) = page.next else { return };
@@ -497,30 +507,29 @@ pub async fn records(
 mod tests {
     use super::*;
 
+    /// One CSV line as text, without the BOM.
+    fn csv_line(cells: &[Cell]) -> String {
+        let bytes = CsvOut::new().row(cells).take();
+        let text = String::from_utf8(bytes).unwrap();
+        text.strip_prefix(BOM).unwrap().to_string()
+    }
+
     #[test]
     fn csv_quotes_only_what_needs_quoting() {
-        let mut out = String::new();
-        csv_line(
-            &mut out,
-            &[
-                Cell::Text("民法典".into()),
-                Cell::Text("a,b".into()),
-                Cell::Text("say \"hi\"".into()),
-                Cell::Int(-3),
-                Cell::Empty,
-                Cell::Num(0.5),
-            ],
-        );
+        let out = csv_line(&[
+            Cell::Text("民法典".into()),
+            Cell::Text("a,b".into()),
+            Cell::Text("say \"hi\"".into()),
+            Cell::Int(-3),
+            Cell::Empty,
+            Cell::Num(0.5),
+        ]);
         assert_eq!(out, "民法典,\"a,b\",\"say \"\"hi\"\"\",-3,,0.5\r\n");
     }
 
     #[test]
     fn formulas_are_defused_and_filenames_survive_any_org_code() {
-        let mut out = String::new();
-        csv_line(
-            &mut out,
-            &[Cell::Text("=HYPERLINK(\"x\")".into()), Cell::Int(-3)],
-        );
+        let out = csv_line(&[Cell::Text("=HYPERLINK(\"x\")".into()), Cell::Int(-3)]);
         assert_eq!(out, "\"'=HYPERLINK(\"\"x\"\")\",-3\r\n");
         for risky in [
             "＝HYPERLINK(\"x\")",

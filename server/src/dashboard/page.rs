@@ -10,6 +10,7 @@ use std::fmt::Write as _;
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{html, Markup, DOCTYPE};
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pufa_core::date::{Date, DAY_MS};
 use pufa_core::wire::{Role, UnitType};
 use serde_json::Value;
@@ -493,26 +494,25 @@ pub fn value_text(v: &Value) -> String {
     }
 }
 
+/// Bytes a query part keeps as they are: RFC 3986's unreserved characters.
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
 /// `path?k=v&…`, each part percent-encoded.
 pub fn url(path: &str, params: &[(&str, &str)]) -> String {
     let mut out = path.to_string();
     for (i, (k, v)) in params.iter().enumerate() {
-        out.push(if i == 0 { '?' } else { '&' });
-        encode_into(&mut out, k);
-        out.push('=');
-        encode_into(&mut out, v);
+        let sep = if i == 0 { '?' } else { '&' };
+        let (k, v) = (
+            utf8_percent_encode(k, UNRESERVED),
+            utf8_percent_encode(v, UNRESERVED),
+        );
+        let _ = write!(out, "{sep}{k}={v}");
     }
     out
-}
-
-fn encode_into(out: &mut String, text: &str) {
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            let _ = write!(out, "%{b:02X}");
-        }
-    }
 }
 
 #[cfg(test)]

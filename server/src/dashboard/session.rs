@@ -26,10 +26,12 @@ use axum::http::{header, HeaderMap, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
+use axum_extra::extract::cookie::Cookie;
 use maud::html;
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::wire::Role;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use super::i18n::{Lang, T};
 use super::page::{notice, shell, Locale, Page, PageError};
@@ -54,16 +56,21 @@ pub fn csrf_token(session_token: &str) -> String {
     ))
 }
 
-/// A cookie's value from the request's `Cookie` headers.
+/// A cookie's value from the request's `Cookie` headers: the first of that
+/// name, as sent, less surrounding quotes. Not axum-extra's `CookieJar`,
+/// which percent-decodes values (a hand-written `admin.token` may hold a
+/// `%`) and keeps the last cookie of a name.
 pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
-        .map(|(_, v)| v.trim_matches('"'))
+        .flat_map(Cookie::split_parse)
+        .filter_map(Result::ok)
+        .find(|c| c.name() == name)
+        // Always there: split_parse borrows, not decodes.
+        .and_then(|c| c.value_raw())
+        .map(|v| v.trim_matches('"'))
 }
 
 /// The session cookie; `Secure` when this server itself speaks HTTPS
@@ -92,11 +99,7 @@ fn cookie_safe(token: &str) -> bool {
 /// Equal strings, compared in time that does not depend on where they
 /// differ (the CSRF token is a secret of the page).
 fn same_secret(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    a.as_bytes().ct_eq(b.as_bytes()).into()
 }
 
 /// False when an `Origin` header is present and names another host than
