@@ -58,6 +58,7 @@ use pufa_core::wire::{
     ConflictView, DeviceView, HistoryEntry, Mutation, MutationResult, OrgUnit, RecordView,
     RejectionView, TotalsResponse,
 };
+use tokio_postgres::types::ToSql;
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 use uuid::Uuid;
 
@@ -838,33 +839,20 @@ impl Inner {
             // only its own device's and street's, and then the store's
             // newest REJECTIONS_KEPT, so that many devices cannot fill the
             // disk either.
-            let mut devices = devices;
-            devices.sort_unstable();
-            devices.dedup();
-            let s = exec(
-                "DELETE FROM pufa_rejections WHERE device_id = $1 AND n <= (
-                     SELECT n FROM pufa_rejections WHERE device_id = $1
-                     ORDER BY n DESC OFFSET $2 LIMIT 1)",
-            )
-            .await?;
-            for d in &devices {
-                tx.execute(&s, &[d, &big(st.rejections_kept.per_device)])
-                    .await
-                    .map_err(pg_err)?;
-            }
-            let mut units = units;
-            units.sort_unstable();
-            units.dedup();
-            let s = exec(
-                "DELETE FROM pufa_rejections WHERE org_unit = $1 AND n <= (
-                     SELECT n FROM pufa_rejections WHERE org_unit = $1
-                     ORDER BY n DESC OFFSET $2 LIMIT 1)",
-            )
-            .await?;
-            for u in &units {
-                tx.execute(&s, &[u, &big(st.rejections_kept.per_unit)])
-                    .await
-                    .map_err(pg_err)?;
+            let by: [(&str, &(dyn ToSql + Sync), u64); 2] = [
+                ("device_id", &devices, st.rejections_kept.per_device),
+                ("org_unit", &units, st.rejections_kept.per_unit),
+            ];
+            for (column, keys, keep) in by {
+                let sql = format!(
+                    "DELETE FROM pufa_rejections WHERE n IN (
+                         SELECT n FROM (
+                             SELECT n, row_number() OVER (PARTITION BY {column} ORDER BY n DESC) AS k
+                             FROM pufa_rejections WHERE {column} = ANY($1)) newest
+                         WHERE k > $2)"
+                );
+                let s = tx.prepare_cached(&sql).await.map_err(pg_err)?;
+                tx.execute(&s, &[keys, &big(keep)]).await.map_err(pg_err)?;
             }
             let s = exec(
                 "DELETE FROM pufa_rejections WHERE n <= (
