@@ -262,6 +262,7 @@ fn messages() -> BTreeMap<String, Localized> {
         ("unsupported_encoding", "服务器无法读取这种压缩格式，将不压缩重试", "The server cannot read this compression; sent again uncompressed"),
         ("rate_limited", "请求过于频繁，稍后自动重试", "Too many requests; retrying shortly"),
         ("timeout", "服务器处理超时，稍后自动重试", "The server took too long; retrying shortly"),
+        ("body_timeout", "网络太慢，数据未能及时送达，稍后自动重试", "The network is too slow to deliver the data in time; retrying shortly"),
         ("unavailable", "服务器暂不可用，稍后自动重试", "The server is unavailable for now; retrying shortly"),
         ("internal", "服务器出错，稍后自动重试", "Server error; retrying shortly"),
     ]
