@@ -257,6 +257,8 @@ fn messages() -> BTreeMap<String, Localized> {
         ("forbidden", "本设备无权进行此操作", "This device may not do that"),
         ("device_mismatch", "设备信息不一致，请重新登记", "The device does not match its enrolment; enrol it again"),
         ("not_found", "服务器上没有找到", "Not found on the server"),
+        ("method_not_allowed", "应用发出的请求服务器不支持，请更新应用", "The server does not accept this request from the app; update the app"),
+        ("invalid_query", "应用发送的请求参数有误，请更新应用", "The app sent a request the server cannot read; update the app"),
         ("batch_too_large", "一次提交的记录过多，将分批重试", "Too many edits in one go; they are sent again in smaller batches"),
         ("body_too_large", "一次提交的数据过大，将分批重试", "Too much data in one go; it is sent again in smaller batches"),
         ("unsupported_encoding", "服务器无法读取这种压缩格式，将不压缩重试", "The server cannot read this compression; sent again uncompressed"),

@@ -184,6 +184,48 @@ async fn the_schema_is_cores_with_this_servers_limits_and_zone() {
     assert!(schema["messages"]["unauthorized"]["zh-CN"].is_string());
 }
 
+/// Every request-level error code of the contract's table
+/// (`docs/protocol.md` §2) that a field device can meet has a message in
+/// `/v1/schema`, so a phone never shows a bare code; a code added to the
+/// table without one fails here.
+#[tokio::test]
+async fn the_schema_explains_every_error_a_field_device_can_meet() {
+    // Codes only admin and coordinator calls answer.
+    const NOT_FOR_DEVICES: [&str; 3] = ["already_exists", "invalid_org_tree", "unknown_org_unit"];
+    let s = Server::new().await;
+    let field = s.issue("field", "c1").await;
+    let schema = s.get("/v1/schema", &field).await.expect(200);
+    let protocol = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/protocol.md"),
+    )
+    .unwrap();
+    // Rows like "| `bad_json` | 400 | …" or "| `a`, `b` | 400 | …".
+    let codes: Vec<&str> = protocol
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once("` | "))
+        .filter(|(_, rest)| rest.starts_with(|c: char| c.is_ascii_digit()))
+        .flat_map(|(cell, _)| cell.split("`, `"))
+        .collect();
+    assert!(
+        codes.len() > 10 && codes.contains(&"body_timeout"),
+        "{codes:?}"
+    );
+    for code in codes.into_iter().filter(|c| !NOT_FOR_DEVICES.contains(c)) {
+        // A rejection code is explained where rejections are.
+        let m = match &schema["rejections"][code] {
+            Value::Null => &schema["messages"][code],
+            rejection => rejection,
+        };
+        assert!(
+            m["zh-CN"].as_str().is_some_and(|t| !t.is_empty())
+                && m["en"].as_str().is_some_and(|t| !t.is_empty()),
+            "no message for {code}: {}",
+            schema["messages"]
+        );
+    }
+}
+
 #[tokio::test]
 async fn the_schema_needs_a_token_of_any_role() {
     let s = Server::new().await;
