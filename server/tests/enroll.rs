@@ -396,21 +396,7 @@ async fn enroll_from(s: &Server, peer: &str, forwarded: Option<&str>, body: Valu
         .insert(axum::extract::ConnectInfo(std::net::SocketAddr::from((
             peer, 40000,
         ))));
-    let resp = s.app.clone().oneshot(req).await.unwrap();
-    let status = resp.status();
-    let headers = resp.headers().clone();
-    let body = resp
-        .into_body()
-        .collect()
-        .await
-        .unwrap()
-        .to_bytes()
-        .to_vec();
-    Resp {
-        status,
-        body,
-        headers,
-    }
+    s.request(req).await
 }
 
 /// Finding 7 of the security review: one address sending bad codes used to

@@ -349,7 +349,13 @@ impl Server {
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
         }
-        let req = req.body(Body::from(body)).expect("request");
+        self.request(req.body(Body::from(body)).expect("request"))
+            .await
+    }
+
+    /// Sends a request built by the caller (headers, extensions) through
+    /// the router and reads the whole answer.
+    pub async fn request(&self, req: Request<Body>) -> Resp {
         let resp = self.app.clone().oneshot(req).await.expect("infallible");
         let status = resp.status();
         let headers = resp.headers().clone();

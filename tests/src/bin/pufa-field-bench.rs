@@ -637,6 +637,25 @@ async fn open_app(b: &Browser, url: &str) -> Result<Value> {
         .map_err(|e| anyhow!(e))
 }
 
+/// Reopens the app with the network cut (the browser is already offline),
+/// after stopping its service worker when `stop_worker`; fails unless the
+/// worker served it.
+async fn offline_reload(b: &Browser, url: &str, stop_worker: bool) -> Result<Value> {
+    if stop_worker {
+        b.cdp("ServiceWorker.enable", json!({}))
+            .await
+            .map_err(|e| anyhow!(e))?;
+        b.cdp("ServiceWorker.stopAllWorkers", json!({}))
+            .await
+            .map_err(|e| anyhow!(e))?;
+    }
+    let v = open_app(b, url).await?;
+    if v["under_service_worker"] != true {
+        bail!("an offline reload not served by the service worker");
+    }
+    Ok(v)
+}
+
 async fn profiler_start(b: &Browser) -> Result<()> {
     for (cmd, params) in [
         ("Profiler.enable", json!({})),
@@ -952,18 +971,7 @@ async fn first_loads(args: &Args, proxy: &Proxy, scratch: &std::path::Path) -> R
         b.set_offline(true).await.map_err(|e| anyhow!(e))?;
         for i in 0..args.repeats.min(5) * 2 {
             let stop = i % 2 == 1;
-            if stop {
-                b.cdp("ServiceWorker.enable", json!({}))
-                    .await
-                    .map_err(|e| anyhow!(e))?;
-                b.cdp("ServiceWorker.stopAllWorkers", json!({}))
-                    .await
-                    .map_err(|e| anyhow!(e))?;
-            }
-            let again = open_app(&b, &url).await?;
-            if again["under_service_worker"] != true {
-                bail!("an offline reload not served by the service worker");
-            }
+            let again = offline_reload(&b, &url, stop).await?;
             let t = again["ready"].as_f64().context("ready")?;
             if stop {
                 stopped.push(t);
@@ -1173,18 +1181,7 @@ async fn run(args: &Args, server: &ServerChild) -> Result<()> {
     let (mut warm, mut stopped) = (vec![], vec![]);
     for i in 0..args.repeats * 2 {
         let stop = i % 2 == 1;
-        if stop {
-            b.cdp("ServiceWorker.enable", json!({}))
-                .await
-                .map_err(|e| anyhow!(e))?;
-            b.cdp("ServiceWorker.stopAllWorkers", json!({}))
-                .await
-                .map_err(|e| anyhow!(e))?;
-        }
-        let v = open_app(&b, &url).await?;
-        if v["under_service_worker"] != true {
-            bail!("an offline reload not served by the service worker");
-        }
+        let v = offline_reload(&b, &url, stop).await?;
         let rows = b
             .execute(
                 "return document.querySelectorAll('a.record').length",
