@@ -26,9 +26,11 @@
 //! | `l/<n:8>` | audit entry n: format byte, `prev` (32), `hash` (32), [`AuditBody`] |
 //! | `m/audit` | `(n, hash)` of the last audit entry |
 //!
-//! Values are positional MessagePack (rmp-serde) behind one format byte;
-//! encoded types therefore never skip fields. Records have a second,
-//! compact layout behind their own byte ([`encode_record`]); both are read.
+//! Values are positional MessagePack (rmp-serde) of their disk types
+//! ([`super::disk`], never a wire or core type) behind one format byte;
+//! [`encode`] and [`decode`] take only types with a disk twin
+//! ([`Persist`]). Records have a second, compact layout behind their own
+//! byte ([`encode_record`]); both are read.
 //!
 //! The audit log is a hash chain: entry n stores `prev`, the hash of entry
 //! n−1 (zeros for n = 1), and `hash` = SHA-256(`prev` ‖ the entry's
@@ -46,11 +48,11 @@ use pufa_core::merge::{Conflict, RecordState, Register};
 use pufa_core::schema::Kind;
 use pufa_core::totals::{AggKey, AggValue, UnitAgg};
 use pufa_core::wire::{AuditCause, AuditConflict, ConflictReport, ErrorObject, HistoryEntry};
-use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::disk::{self, Persist};
 use super::StoreError;
 use crate::config::{
     REJECTION_MUTATION_BYTES_MAX, REJECTION_TEXT_CHARS_MAX, REJECTION_VALUE_BYTES_MAX,
@@ -59,10 +61,16 @@ use crate::config::{
 /// The first byte of every value: bump when the encoding changes.
 const VALUE_FORMAT: u8 = 1;
 /// Written to `m/format`; a store with another is refused at open.
-pub const STORE_FORMAT: u64 = 5;
+/// Format 6: every value is written from its own disk type
+/// ([`super::disk`]), and records only in the compact layout.
+pub const STORE_FORMAT: u64 = 6;
+/// The format before the disk types: the same bytes, written from domain
+/// and wire types, and records possibly in the positional layout. Opening
+/// such a store checks that every value reads as its disk type and
+/// rewrites positional records compact ([`super::upgrade`]).
+pub const STORE_FORMAT_5: u64 = 5;
 /// The format before compact records: every record in the positional
-/// layout. Both layouts are read, so opening such a store only marks it 5
-/// (which keeps older servers, which cannot read compact records, out).
+/// layout. Opening such a store upgrades it as a format-5 one.
 pub const STORE_FORMAT_4: u64 = 4;
 /// The format before the audit log; opening such a store logs a baseline
 /// entry for every record (see `SledStore::open`).
@@ -71,19 +79,22 @@ pub const STORE_FORMAT_3: u64 = 3;
 /// (see `SledStore::open`).
 pub const STORE_FORMAT_2: u64 = 2;
 
-pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+/// `v` as stored: its disk type ([`Persist`]) behind [`VALUE_FORMAT`].
+pub fn encode<T: Persist>(v: &T) -> Vec<u8> {
     let mut out = vec![VALUE_FORMAT];
     // Serializing plain data to a Vec cannot fail.
-    rmp_serde::encode::write(&mut out, v).expect("msgpack encoding of store values");
+    rmp_serde::encode::write(&mut out, &v.to_disk()).expect("msgpack encoding of store values");
     out
 }
 
 /// # Errors
 /// [`StoreError::Corrupt`] for bytes this version did not write.
-pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, StoreError> {
+pub fn decode<T: Persist>(bytes: &[u8]) -> Result<T, StoreError> {
     match bytes.split_first() {
-        Some((&VALUE_FORMAT, rest)) => rmp_serde::from_slice(rest)
-            .map_err(|e| StoreError::Corrupt(format!("undecodable value: {e}"))),
+        Some((&VALUE_FORMAT, rest)) => T::from_disk(
+            rmp_serde::from_slice(rest)
+                .map_err(|e| StoreError::Corrupt(format!("undecodable value: {e}")))?,
+        ),
         _ => Err(StoreError::Corrupt("value with unknown format byte".into())),
     }
 }
@@ -99,9 +110,9 @@ const RECORD_COMPACT: u8 = 2;
 #[derive(Serialize)]
 struct CompactRecordOut<'a> {
     id: Uuid,
-    kind: Kind,
+    kind: disk::Kind,
     seq: u64,
-    stamps: Vec<(Hlc, u64)>,
+    stamps: Vec<(disk::Hlc, u64)>,
     /// Name, value, index into `stamps`; in name order.
     fields: Vec<(&'a str, &'a serde_json::Value, u32)>,
     deleted: Option<(&'a serde_json::Value, u32)>,
@@ -112,9 +123,9 @@ struct CompactRecordOut<'a> {
 #[derive(Deserialize)]
 struct CompactRecordIn {
     id: Uuid,
-    kind: Kind,
+    kind: disk::Kind,
     seq: u64,
-    stamps: Vec<(Hlc, u64)>,
+    stamps: Vec<(disk::Hlc, u64)>,
     fields: Vec<(String, serde_json::Value, u32)>,
     deleted: Option<(serde_json::Value, u32)>,
     open_conflicts: u32,
@@ -123,13 +134,14 @@ struct CompactRecordIn {
 
 /// Encodes a record (`r/` in sled, `pufa_records.body` in PostgreSQL).
 pub fn encode_record(r: &RecordState) -> Vec<u8> {
-    let mut stamps: Vec<(Hlc, u64)> = Vec::with_capacity(2);
+    let mut stamps: Vec<(disk::Hlc, u64)> = Vec::with_capacity(2);
     let mut stamp = |reg: &Register| -> u32 {
+        let hlc = disk::Hlc::from(reg.hlc);
         let at = stamps
             .iter()
-            .position(|&(hlc, seq)| hlc == reg.hlc && seq == reg.seq)
+            .position(|&(h, seq)| h == hlc && seq == reg.seq)
             .unwrap_or_else(|| {
-                stamps.push((reg.hlc, reg.seq));
+                stamps.push((hlc, reg.seq));
                 stamps.len() - 1
             });
         // A record has a few dozen fields at most.
@@ -143,7 +155,7 @@ pub fn encode_record(r: &RecordState) -> Vec<u8> {
     let deleted = r.deleted.as_ref().map(|reg| (&reg.value, stamp(reg)));
     let compact = CompactRecordOut {
         id: r.id,
-        kind: r.kind,
+        kind: r.kind.into(),
         seq: r.seq,
         stamps,
         fields,
@@ -164,7 +176,7 @@ pub fn encode_record(r: &RecordState) -> Vec<u8> {
 /// [`StoreError::Corrupt`] for bytes that are not a record.
 pub fn decode_record(bytes: &[u8]) -> Result<RecordState, StoreError> {
     let Some((&RECORD_COMPACT, rest)) = bytes.split_first() else {
-        return decode(bytes);
+        return decode::<RecordState>(bytes);
     };
     let c: CompactRecordIn = rmp_serde::from_slice(rest)
         .map_err(|e| StoreError::Corrupt(format!("undecodable record: {e}")))?;
@@ -173,7 +185,11 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordState, StoreError> {
             .stamps
             .get(at as usize)
             .ok_or_else(|| StoreError::Corrupt("record register without its stamp".into()))?;
-        Ok::<_, StoreError>(Register { value, hlc, seq })
+        Ok::<_, StoreError>(Register {
+            value,
+            hlc: hlc.into(),
+            seq,
+        })
     };
     let mut fields = std::collections::BTreeMap::new();
     for (name, value, at) in c.fields {
@@ -185,7 +201,7 @@ pub fn decode_record(bytes: &[u8]) -> Result<RecordState, StoreError> {
     };
     Ok(RecordState {
         id: c.id,
-        kind: c.kind,
+        kind: c.kind.into(),
         seq: c.seq,
         fields,
         deleted,
@@ -376,7 +392,7 @@ pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> 
 
 /// What the idempotency index remembers of an applied mutation: enough to
 /// repeat its first result.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Applied {
     pub content: [u8; 16],
     pub seq: u64,
@@ -385,7 +401,7 @@ pub struct Applied {
     pub conflicts: Vec<ConflictReport>,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StoredConflict {
     pub record_id: Uuid,
     pub conflict: Conflict,
@@ -394,7 +410,7 @@ pub struct StoredConflict {
     pub open: bool,
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct StoredRejection {
     pub device_id: Uuid,
     pub received_ms: u64,
@@ -514,7 +530,7 @@ pub const GENESIS: Hash = [0; 32];
 
 /// One audit entry's content (the `hash` covers its encoding). Entries are
 /// written in the batch of the record write they describe, never changed.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct AuditBody {
     pub n: u64,
     pub server_ms: u64,
@@ -564,7 +580,7 @@ pub fn encode_audit(prev: &Hash, body: &AuditBody) -> (Vec<u8>, Hash) {
     out.push(VALUE_FORMAT);
     out.extend_from_slice(prev);
     out.extend_from_slice(&GENESIS);
-    rmp_serde::encode::write(&mut out, body).expect("msgpack encoding of audit entries");
+    rmp_serde::encode::write(&mut out, &body.to_disk()).expect("msgpack encoding of audit entries");
     let hash = audit_hash(prev, &out[AUDIT_HEADER..]);
     out[33..AUDIT_HEADER].copy_from_slice(&hash);
     (out, hash)
@@ -578,8 +594,10 @@ pub fn decode_audit(bytes: &[u8]) -> Result<StoredAudit, StoreError> {
     }
     let prev: Hash = bytes[1..33].try_into().expect("32 bytes");
     let hash: Hash = bytes[33..AUDIT_HEADER].try_into().expect("32 bytes");
-    let body = rmp_serde::from_slice(&bytes[AUDIT_HEADER..])
-        .map_err(|e| StoreError::Corrupt(format!("undecodable audit entry: {e}")))?;
+    let body = AuditBody::from_disk(
+        rmp_serde::from_slice(&bytes[AUDIT_HEADER..])
+            .map_err(|e| StoreError::Corrupt(format!("undecodable audit entry: {e}")))?,
+    )?;
     Ok(StoredAudit {
         hash_ok: audit_hash(&prev, &bytes[AUDIT_HEADER..]) == hash,
         prev,
@@ -705,7 +723,7 @@ mod tests {
         let one = json!(1);
         let compact = CompactRecordOut {
             id: r.id,
-            kind: r.kind,
+            kind: r.kind.into(),
             seq: r.seq,
             stamps: Vec::new(),
             fields: vec![("attendees", &one, 0)],

@@ -9,6 +9,7 @@
 pub(crate) mod apply;
 pub mod backup;
 pub mod codec;
+pub mod disk;
 pub mod migrate;
 pub mod pg;
 pub mod sled;
@@ -26,7 +27,6 @@ use pufa_core::wire::{
     MutationResult, OrgUnit, PullEntry, RecordView, RejectionView, Role, TokenIssued,
     TotalsResponse,
 };
-use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 /// Most feed entries one pull examines (in scope or not) before it answers
@@ -87,7 +87,7 @@ impl From<::sled::Error> for StoreError {
 }
 
 /// A device and its token, as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Device {
     pub id: Uuid,
     pub role: Role,
@@ -202,7 +202,7 @@ pub struct RecordPage {
 
 /// A person who signs in with a password (a coordinator or an admin), as
 /// stored. Not a device: it never syncs.
-#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq)]
 pub struct Account {
     /// Stands for the person where an id is needed (the HLC node of a
     /// resolution made in a session, `whoami`'s `device_id`).
@@ -283,7 +283,7 @@ pub struct AccountChange {
 }
 
 /// A person's sign-in session, stored under the hash of its token.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Session {
     pub username: String,
     /// The account's epoch when it began (see [`Account::epoch`]).
@@ -293,7 +293,7 @@ pub struct Session {
 }
 
 /// An enrolment code, stored under its id and (for redeeming) its hash.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EnrolmentCode {
     pub id: Uuid,
     pub code_hash: TokenHash,
