@@ -700,3 +700,90 @@ async fn a_store_from_before_the_audit_log_gets_one_baseline_entry_per_record() 
     let dir = stop(s);
     assert_eq!(verify_dir(dir.path()).broken, None);
 }
+
+/// Store format 6 writes every value from the store's own disk types. A
+/// format-5 store (records still in the positional layout, as formats
+/// before 5 wrote them) is upgraded at open: every value is read as its
+/// disk type, records are rewritten compact, and the store serves and
+/// verifies as before. A value the disk types cannot read stops the
+/// upgrade, naming it, and leaves the store at format 5.
+#[tokio::test]
+async fn a_format_5_store_is_upgraded_to_format_6_and_verifies() {
+    let s = Server::new().await;
+    busy(&s).await;
+    s.json(
+        Method::POST,
+        "/v1/admin/accounts",
+        &s.admin,
+        &json!({"username": "zhang", "password": "correct horse battery", "role": "coordinator",
+                "org_unit": "d", "display_name": "张伟"}),
+    )
+    .await
+    .expect(201);
+    let (records, next) = s.pull_all(&s.admin, 0).await;
+    let rejections = s.get("/v1/rejections", &s.admin).await.expect(200);
+    let admin = s.admin.clone();
+    let dir = stop(s);
+    let report = verify_dir(dir.path());
+    assert_eq!(report.broken, None, "{report}");
+
+    let format =
+        |db: &sled::Db| codec::u64_of(&db.get(codec::META_FORMAT).unwrap().unwrap()).unwrap();
+    let mut positional = 0;
+    tamper(dir.path(), |db| {
+        assert_eq!(format(db), codec::STORE_FORMAT);
+        for kv in db.scan_prefix(codec::RECORD) {
+            let (k, v) = kv.unwrap();
+            let r = codec::decode_record(&v).unwrap();
+            db.insert(k, codec::encode(&r)).unwrap();
+            positional += 1;
+        }
+        db.insert(codec::META_FORMAT, &codec::STORE_FORMAT_5.to_be_bytes())
+            .unwrap();
+    });
+    assert!(positional >= 200, "{positional} records");
+    assert_eq!(verify_dir(dir.path()), report, "format 5 verifies alike");
+    let pristine = tempfile::tempdir().unwrap();
+    copy_dir(&dir.path().join("store"), &pristine.path().join("store"));
+
+    let s = reopen(dir, admin.clone()).await;
+    assert_eq!(s.pull_all(&s.admin, 0).await, (records, next));
+    assert_eq!(
+        s.get("/v1/rejections", &s.admin).await.expect(200),
+        rejections
+    );
+    let dir = stop(s);
+    tamper(dir.path(), |db| {
+        assert_eq!(format(db), 6);
+        for kv in db.scan_prefix(codec::RECORD) {
+            assert_eq!(kv.unwrap().1[0], 2, "every record compact");
+        }
+    });
+    assert_eq!(
+        verify_dir(dir.path()),
+        report,
+        "the same records, entries and head"
+    );
+
+    // A device the disk types cannot read: refused, named, still format 5.
+    let broken = tempfile::tempdir().unwrap();
+    copy_dir(&pristine.path().join("store"), &broken.path().join("store"));
+    tamper(broken.path(), |db| {
+        let (k, mut v) = db.scan_prefix(codec::DEVICE).next().unwrap().unwrap();
+        let mut bytes = v.to_vec();
+        bytes[1] = 0x93; // an array of 3 where the device has 10 fields
+        v = bytes.into();
+        db.insert(k, v).unwrap();
+    });
+    let e = pufa_server::open(Config::new(broken.path()))
+        .await
+        .err()
+        .expect("an unreadable device stops the upgrade");
+    let e = format!("{e}");
+    assert!(e.contains("format 6") && e.contains("Device"), "{e}");
+    tamper(broken.path(), |db| {
+        assert_eq!(format(db), codec::STORE_FORMAT_5);
+        let (_, v) = db.scan_prefix(codec::RECORD).next().unwrap().unwrap();
+        assert_eq!(v[0], 1, "stopped at the device, before the records");
+    });
+}

@@ -222,3 +222,165 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
         "{report}"
     );
 }
+
+/// Store format 6 on PostgreSQL is schema migration 4: a database from
+/// before it (record bodies in the positional layout, as sled stores
+/// before format 5 and migrations from them left them) is upgraded when a
+/// server starts on it, in the migration's transaction: every value read as
+/// its disk type, record bodies rewritten compact; it then serves and
+/// verifies as before. A value the disk types cannot read rolls the whole
+/// migration back, naming it.
+#[tokio::test]
+async fn a_database_from_before_store_format_6_is_upgraded_and_verifies() {
+    let Some(base) = support::pg::base_url() else {
+        return;
+    };
+    let url = support::pg::fresh_schema(&base).await;
+    let mut s = Server::configured(|c| c.database_url = Some(url.clone())).await;
+    s.database = Some(support::pg::SchemaGuard::new(url.clone()));
+    s.import(&small_tree()).await;
+    let street = s.issue("coordinator", "s1").await;
+    let a = s.issue("field", "s1").await;
+    let b = s.issue("field", "s1").await;
+    let mut ms = Vec::new();
+    for i in 0..30u64 {
+        let org = ["c1", "c2", "s1"][i as usize % 3];
+        ms.push(lecture(
+            &a,
+            &new_id(),
+            org,
+            &format!("2020-{:02}-03", 1 + i % 12),
+            i,
+        ));
+    }
+    ms.push(corner(&a, &new_id(), "c1", "active"));
+    s.push(&a, &ms).await;
+    let rec = new_id();
+    let m = lecture(&a, &rec, "c1", "2020-05-05", 50);
+    assert_applied(&s.push_one(&a, &m).await, &m);
+    let m = mutation(&b, &rec, "lecture", 0, T0 + 10, json!({"attendees": 70}));
+    assert_eq!(s.push_one(&b, &m).await["status"], "applied");
+    let bad = lecture(&b, &new_id(), "v3", "2020-01-01", 5);
+    assert_rejected(&s.push_one(&b, &bad).await, &bad, "out_of_scope");
+    s.json(
+        Method::POST,
+        "/v1/admin/accounts",
+        &s.admin,
+        &json!({"username": "zhang", "password": "correct horse battery", "role": "coordinator", "org_unit": "d"}),
+    )
+    .await
+    .expect(201);
+    let before = everything(&s, &street, &a, &rec).await;
+
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    // As before migration 4: positional record bodies.
+    let first_bytes = |rows: Vec<tokio_postgres::Row>| -> Vec<u8> {
+        rows.iter().map(|r| r.get::<_, &[u8]>(0)[0]).collect()
+    };
+    let rows = db
+        .query("SELECT id, body FROM pufa_records", &[])
+        .await
+        .unwrap();
+    assert!(rows.len() > 30);
+    for row in &rows {
+        let r = pufa_server::store::codec::decode_record(row.get(1)).unwrap();
+        let id: uuid::Uuid = row.get(0);
+        let positional = pufa_server::store::codec::encode(&r);
+        db.execute(
+            "UPDATE pufa_records SET body = $2 WHERE id = $1",
+            &[&id, &positional],
+        )
+        .await
+        .unwrap();
+    }
+    db.execute("DELETE FROM pufa_migrations WHERE version = 4", &[])
+        .await
+        .unwrap();
+    let positional = db
+        .query("SELECT body FROM pufa_records", &[])
+        .await
+        .unwrap();
+    assert!(first_bytes(positional).iter().all(|&b| b == 1));
+
+    let s = s.restart().await;
+    assert_eq!(everything(&s, &street, &a, &rec).await, before);
+    let compact = db
+        .query("SELECT body FROM pufa_records", &[])
+        .await
+        .unwrap();
+    assert!(
+        first_bytes(compact).iter().all(|&b| b == 2),
+        "every body compact"
+    );
+    let have: i32 = db
+        .query_one("SELECT max(version) FROM pufa_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(have, 4);
+    let mut config = Config::new(s.dir.path());
+    config.database_url = Some(url.clone());
+    let report = pufa_server::store::verify::verify_pg(&config)
+        .await
+        .expect("verify");
+    assert!(report.broken.is_none(), "{report}");
+
+    // An unreadable device: the upgrade stops, naming it, and nothing of
+    // migration 4 stays (its bodies, its row).
+    db.execute("DELETE FROM pufa_migrations WHERE version = 4", &[])
+        .await
+        .unwrap();
+    db.execute(
+        "UPDATE pufa_records SET body = $1 WHERE id = $2",
+        &[
+            &pufa_server::store::codec::encode(
+                &pufa_server::store::codec::decode_record(
+                    db.query_one(
+                        "SELECT body FROM pufa_records WHERE id = $1",
+                        &[&rec.parse::<uuid::Uuid>().unwrap()],
+                    )
+                    .await
+                    .unwrap()
+                    .get(0),
+                )
+                .unwrap(),
+            ),
+            &rec.parse::<uuid::Uuid>().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
+    db.execute(
+        "UPDATE pufa_devices SET body = overlay(body placing '\\x93'::bytea from 2 for 1) WHERE id = $1",
+        &[&a.id.parse::<uuid::Uuid>().unwrap()],
+    )
+    .await
+    .unwrap();
+    let e = pufa_server::open(config)
+        .await
+        .err()
+        .expect("an unreadable device");
+    let e = format!("{e}");
+    assert!(
+        e.contains("format 6") && e.contains("Device") && e.contains(&a.id),
+        "{e}"
+    );
+    let have: i32 = db
+        .query_one("SELECT max(version) FROM pufa_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(have, 3, "migration 4 rolled back");
+    let body: Vec<u8> = db
+        .query_one(
+            "SELECT body FROM pufa_records WHERE id = $1",
+            &[&rec.parse::<uuid::Uuid>().unwrap()],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(body[0], 1, "the record's body as it was");
+}

@@ -295,8 +295,15 @@ fn read_header(r: &mut impl BufRead, sha: &mut Sha256) -> Result<BackupHeader, R
     }
     let header: BackupHeader = serde_json::from_str(parts.next().unwrap_or(""))
         .map_err(|e| RestoreError::Invalid(format!("malformed header: {e}")))?;
-    // A format-4 backup loads as is: the server marks it 5 when it opens it.
-    if header.store_format != codec::STORE_FORMAT && header.store_format != codec::STORE_FORMAT_4 {
+    // A format 4 or 5 backup loads as is: the server upgrades it when it
+    // opens it.
+    if ![
+        codec::STORE_FORMAT,
+        codec::STORE_FORMAT_5,
+        codec::STORE_FORMAT_4,
+    ]
+    .contains(&header.store_format)
+    {
         return Err(RestoreError::Invalid(format!(
             "store format {}, this server reads {}: restore with the server version that made it",
             header.store_format,

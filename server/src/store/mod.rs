@@ -13,6 +13,7 @@ pub mod disk;
 pub mod migrate;
 pub mod pg;
 pub mod sled;
+pub mod upgrade;
 pub mod verify;
 
 use std::sync::Arc;

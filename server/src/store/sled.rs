@@ -349,9 +349,10 @@ impl SledStore {
         }
         if format == Some(codec::STORE_FORMAT_3) {
             upgrade_from_format_3(&db, config.clock.now_ms())?;
-        } else if format == Some(codec::STORE_FORMAT_4) {
-            db.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes())?;
-            db.flush()?;
+            format = Some(codec::STORE_FORMAT_5);
+        }
+        if format == Some(codec::STORE_FORMAT_4) || format == Some(codec::STORE_FORMAT_5) {
+            super::upgrade::sled_to_format_6(&db)?;
         } else if format != Some(codec::STORE_FORMAT) {
             return Err(StoreError::Corrupt(format!(
                 "store format {format:?}, this server reads {}",
@@ -692,7 +693,7 @@ fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), StoreError> {
         logged += in_batch as u64;
         let done = in_batch < UPGRADE_RECORDS_PER_BATCH;
         if done {
-            b.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+            b.insert(codec::META_FORMAT, &codec::STORE_FORMAT_5.to_be_bytes());
         }
         db.apply_batch(b)?;
         if done {

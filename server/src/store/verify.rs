@@ -127,8 +127,15 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
         broken: None,
     };
     let format = meta_u64(codec::META_FORMAT)?;
-    // Format 4 differs only in lacking compact records, which are read alike.
-    if format != codec::STORE_FORMAT && format != codec::STORE_FORMAT_4 {
+    // Formats 4 and 5 hold the same values as 6 (positional records, read
+    // alike); the server upgrades them at start.
+    if ![
+        codec::STORE_FORMAT,
+        codec::STORE_FORMAT_5,
+        codec::STORE_FORMAT_4,
+    ]
+    .contains(&format)
+    {
         report.broken = Some(Broken::Store(format!(
             "store format {format}, this version verifies {} (start the server once to upgrade)",
             codec::STORE_FORMAT

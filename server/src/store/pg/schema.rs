@@ -14,7 +14,7 @@
 use tokio_postgres::GenericClient;
 
 use super::pg_err;
-use crate::store::StoreError;
+use crate::store::{upgrade, StoreError};
 
 /// First key of the advisory lock migrations take (ASCII "pufa"); the
 /// second is `hashtext(current_schema())`, so deployments in separate
@@ -154,7 +154,23 @@ CREATE INDEX pufa_rejections_device ON pufa_rejections (device_id, n);
 CREATE INDEX pufa_rejections_unit ON pufa_rejections (org_unit, n);
 "#,
     ),
+    (
+        4,
+        "store format 6: every value is written from the store's own disk types, record bodies only compact",
+        r#"
+-- No table changes: pufa-server checks in this transaction that every
+-- stored value reads as its disk type and rewrites positional record
+-- bodies compact (store/upgrade.rs), then keeps servers that wrote values
+-- from wire types off the database.
+COMMENT ON COLUMN pufa_records.body IS
+    'codec::encode_record: compact (first byte 2) MessagePack of the disk types in store/disk.rs';
+"#,
+    ),
 ];
+
+/// The schema version from which values are written from the disk types
+/// (store format 6); applying it runs [`upgrade::pg_to_format_6`].
+const DISK_TYPES: i32 = 4;
 
 /// The newest migration this server knows.
 pub fn latest() -> i32 {
@@ -201,6 +217,9 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Store
     let mut applied = 0;
     for (version, name, sql) in MIGRATIONS.iter().filter(|m| m.0 > have) {
         tx.batch_execute(sql).await.map_err(pg_err)?;
+        if *version == DISK_TYPES {
+            upgrade::pg_to_format_6(&tx).await?;
+        }
         tx.execute(
             "INSERT INTO pufa_migrations (version, name) VALUES ($1, $2)",
             &[version, name],
