@@ -27,6 +27,7 @@ use crate::auth::Principal;
 use crate::error::ApiError;
 use crate::export;
 use crate::extract::{parse_at, ApiJson, Caller, ClientIp, DeviceCaller, Params, Signed};
+use crate::service_error::ServiceError;
 use crate::store::{Device, PushInput, RecordQuery, ResolveOutcome};
 use crate::AppState;
 use crate::{enrol, people};
@@ -35,6 +36,8 @@ use crate::{enrol, people};
 pub const APP_VERSION_CHARS_MAX: usize = 100;
 
 type ApiResult<T> = Result<T, ApiError>;
+/// What the helpers the dashboard shares answer with.
+type ServiceResult<T> = Result<T, ServiceError>;
 
 /// `201 Created` with a JSON body.
 pub struct Created<T>(pub T);
@@ -227,12 +230,13 @@ pub async fn checksum(
     }))
 }
 
-fn date_param(q: &Params, key: &str) -> ApiResult<Option<Date>> {
+fn date_param(q: &Params, key: &'static str) -> ServiceResult<Option<Date>> {
     q.get(key)
         .map(|v| {
             Date::parse(v).ok_or_else(|| {
-                ApiError::invalid_query(
+                ServiceError::bad_query(
                     key,
+                    Some(v),
                     format!("{key} must be a real date YYYY-MM-DD, got {v:?}"),
                 )
             })
@@ -242,29 +246,32 @@ fn date_param(q: &Params, key: &str) -> ApiResult<Option<Date>> {
 
 /// The unit a figure is asked for: `org=` if in the caller's scope, else
 /// the caller's own unit; an admin without `org=` gets the tree's one root.
-pub(crate) fn figure_org(d: &Device, tree: &OrgTree, org: Option<&str>) -> ApiResult<String> {
+pub(crate) fn figure_org(d: &Device, tree: &OrgTree, org: Option<&str>) -> ServiceResult<String> {
     match auth::narrow(d, tree, org)? {
         Scope::Unit(code) => Ok(code),
         Scope::All => match tree.roots().as_slice() {
             [root] => Ok(root.code.clone()),
-            [] => Err(ApiError::invalid_query(
+            [] => Err(ServiceError::bad_query(
                 "org",
+                org,
                 "no org units have been imported yet",
             )),
-            _ => Err(ApiError::invalid_query(
+            _ => Err(ServiceError::bad_query(
                 "org",
+                org,
                 "there are several root units: name one with org=",
             )),
         },
     }
 }
 
-fn date_range(q: &Params) -> ApiResult<(Option<Date>, Option<Date>)> {
+fn date_range(q: &Params) -> ServiceResult<(Option<Date>, Option<Date>)> {
     let (from, to) = (date_param(q, "from")?, date_param(q, "to")?);
     if let (Some(f), Some(t)) = (from, to) {
         if f > t {
-            return Err(ApiError::invalid_query(
+            return Err(ServiceError::bad_query(
                 "from",
+                q.get("from"),
                 format!("from {f} is after to {t}"),
             ));
         }
@@ -289,10 +296,11 @@ pub async fn totals(
 /// Years a report or figures request may name.
 pub const REPORT_YEARS: std::ops::RangeInclusive<i32> = 2000..=2100;
 
-pub(crate) fn year_param(q: &Params) -> ApiResult<i32> {
+pub(crate) fn year_param(q: &Params) -> ServiceResult<i32> {
     let Some(text) = q.get("year") else {
-        return Err(ApiError::invalid_query(
+        return Err(ServiceError::bad_query(
             "year",
+            None,
             "year is required, e.g. year=2020",
         ));
     };
@@ -300,8 +308,9 @@ pub(crate) fn year_param(q: &Params) -> ApiResult<i32> {
         .ok()
         .filter(|y| REPORT_YEARS.contains(y))
         .ok_or_else(|| {
-            ApiError::invalid_query(
+            ServiceError::bad_query(
                 "year",
+                Some(text),
                 format!(
                     "year must be a year from {} to {}, got {text:?}",
                     REPORT_YEARS.start(),
@@ -368,12 +377,13 @@ pub async fn annual_report(
     }
 }
 
-pub(crate) fn kind_param(q: &Params) -> ApiResult<Option<Kind>> {
+pub(crate) fn kind_param(q: &Params) -> ServiceResult<Option<Kind>> {
     q.get("kind")
         .map(|k| {
             Kind::parse(k).ok_or_else(|| {
-                ApiError::invalid_query(
+                ServiceError::bad_query(
                     "kind",
+                    Some(k),
                     format!("kind must be lecture, library_corner or demo_site, got {k:?}"),
                 )
             })
@@ -382,7 +392,7 @@ pub(crate) fn kind_param(q: &Params) -> ApiResult<Option<Kind>> {
 }
 
 /// Which figure's records a drill-down or export asks for (`figure=`).
-pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> {
+pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ServiceResult<Behind> {
     let (from, to) = date_range(q)?;
     let behind = match q.get("figure").unwrap_or("records") {
         "lectures" => Behind::Lectures {
@@ -398,8 +408,9 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> 
                 .get("level")
                 .map(|l| {
                     Behind::level(l).ok_or_else(|| {
-                        ApiError::invalid_query(
+                        ServiceError::bad_query(
                             "level",
+                            Some(l),
                             "level must be national, provincial, municipal or district",
                         )
                     })
@@ -408,22 +419,28 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> 
         },
         "records" => Behind::All {
             kind: kind.ok_or_else(|| {
-                ApiError::invalid_query("kind", "kind is required with figure=records")
+                ServiceError::bad_query(
+                    "kind",
+                    q.get("kind"),
+                    "kind is required with figure=records",
+                )
             })?,
             include_deleted: match q.get("include_deleted") {
                 None | Some("false") => false,
                 Some("true") => true,
-                Some(_) => {
-                    return Err(ApiError::invalid_query(
+                other => {
+                    return Err(ServiceError::bad_query(
                         "include_deleted",
+                        other,
                         "include_deleted must be true or false",
                     ))
                 }
             },
         },
         other => {
-            return Err(ApiError::invalid_query(
+            return Err(ServiceError::bad_query(
                 "figure",
+                Some(other),
                 format!(
                 "figure must be lectures, corners_active, sites_awarded or records, got {other:?}"
             ),
@@ -431,8 +448,9 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ApiResult<Behind> 
         }
     };
     if let Some(k) = kind.filter(|k| *k != behind.kind()) {
-        return Err(ApiError::invalid_query(
+        return Err(ServiceError::bad_query(
             "kind",
+            q.get("kind"),
             format!(
                 "figure {} counts {} records, not {}",
                 q.get("figure").unwrap_or("records"),
@@ -486,7 +504,7 @@ pub async fn export(
     q: Params,
 ) -> ApiResult<Response> {
     d.require_coordinator()?;
-    export_file(&s, &d, &file, &q).await
+    Ok(export_file(&s, &d, &file, &q).await?)
 }
 
 /// An export for a coordinator or admin `d` (the API and the dashboard's
@@ -496,11 +514,9 @@ pub(crate) async fn export_file(
     d: &Device,
     file: &str,
     q: &Params,
-) -> ApiResult<Response> {
-    let bad_file = || {
-        ApiError::NotFound(format!(
-            "no export {file:?}: use <lecture|library_corner|demo_site|totals>.<csv|xlsx>"
-        ))
+) -> ServiceResult<Response> {
+    let bad_file = || ServiceError::NoSuchExport {
+        file: file.to_string(),
     };
     let (stem, ext) = file.rsplit_once('.').ok_or_else(bad_file)?;
     let format = match ext {
@@ -509,7 +525,7 @@ pub(crate) async fn export_file(
         _ => return Err(bad_file()),
     };
     let lang = export::Lang::parse(q.get("lang"))
-        .ok_or_else(|| ApiError::invalid_query("lang", "lang must be zh or en"))?;
+        .ok_or_else(|| ServiceError::bad_query("lang", q.get("lang"), "lang must be zh or en"))?;
     let tree = s.store.org_tree();
     let org = figure_org(d, &tree, q.get("org"))?;
     let filename = format!("{org}-{stem}.{ext}");
@@ -519,7 +535,7 @@ pub(crate) async fn export_file(
             .store
             .totals(&org, from, to)
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))?;
+            .ok_or_else(|| ServiceError::NoSuchUnit { unit: org.clone() })?;
         let table = export::totals_table(&totals, lang);
         let bytes = match format {
             export::Format::Csv => export::table_csv(&table),

@@ -11,7 +11,7 @@ use pufa_core::wire::{Role, TokenIssued, TokenRequest};
 use sha2::{Digest, Sha256};
 
 use crate::config::IdSource;
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 use crate::store::{Device, TokenHash};
 use crate::AppState;
 
@@ -77,6 +77,18 @@ pub fn hash_token(secret: &str) -> TokenHash {
     Sha256::digest(secret.as_bytes()).into()
 }
 
+/// # Errors
+/// `BadInput` for a device label over [`LABEL_CHARS_MAX`] characters.
+pub fn check_label(label: Option<&str>) -> Result<(), ServiceError> {
+    match label {
+        Some(l) if l.chars().count() > LABEL_CHARS_MAX => Err(ServiceError::BadInput {
+            field: "label",
+            message: format!("label is longer than {LABEL_CHARS_MAX} characters"),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// A new secret: `pufa_` and 64 hex digits (256 random bits).
 pub fn new_secret(ids: &dyn IdSource) -> String {
     format!("pufa_{}", hex::encode(ids.secret()))
@@ -84,22 +96,20 @@ pub fn new_secret(ids: &dyn IdSource) -> String {
 
 impl Device {
     /// # Errors
-    /// `forbidden` unless the device is an admin.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
+    /// `NeedsAdmin` unless the device is an admin.
+    pub fn require_admin(&self) -> Result<(), ServiceError> {
         match self.role {
             Role::Admin => Ok(()),
-            _ => Err(ApiError::Forbidden("this needs an admin token".into())),
+            _ => Err(ServiceError::NeedsAdmin),
         }
     }
 
     /// # Errors
-    /// `forbidden` for field devices.
-    pub fn require_coordinator(&self) -> Result<(), ApiError> {
+    /// `NeedsCoordinator` for field devices.
+    pub fn require_coordinator(&self) -> Result<(), ServiceError> {
         match self.role {
             Role::Admin | Role::Coordinator => Ok(()),
-            Role::Field => Err(ApiError::Forbidden(
-                "this needs a coordinator or admin token".into(),
-            )),
+            Role::Field => Err(ServiceError::NeedsCoordinator),
         }
     }
 }
@@ -107,57 +117,50 @@ impl Device {
 /// The scope named by an `org` parameter, or the caller's own.
 ///
 /// # Errors
-/// `forbidden` for a unit outside the caller's scope, and for a unit that
-/// does not exist unless the caller is an admin (then `not_found`), so a
+/// `OutOfScope` for a unit outside the caller's scope, and for a unit that
+/// does not exist unless the caller is an admin (then `NoSuchUnit`), so a
 /// scoped caller cannot probe the tree (§2).
-pub fn narrow(caller: &Device, tree: &OrgTree, org: Option<&str>) -> Result<Scope, ApiError> {
+pub fn narrow(caller: &Device, tree: &OrgTree, org: Option<&str>) -> Result<Scope, ServiceError> {
     let Some(code) = org else {
         return Ok(caller.scope());
     };
+    let unit = code.to_string();
     if !tree.contains(code) {
         return Err(match caller.role {
-            Role::Admin => ApiError::NotFound(format!("no org unit {code:?}")),
-            _ => ApiError::Forbidden(format!("org unit {code:?} is outside your scope")),
+            Role::Admin => ServiceError::NoSuchUnit { unit },
+            _ => ServiceError::OutOfScope { unit },
         });
     }
     if !tree.in_scope(code, &caller.scope()) {
-        return Err(ApiError::Forbidden(format!(
-            "org unit {code:?} is outside your scope"
-        )));
+        return Err(ServiceError::OutOfScope { unit });
     }
-    Ok(Scope::Unit(code.to_string()))
+    Ok(Scope::Unit(unit))
 }
 
 /// `POST /v1/admin/tokens`: a new device, or a new secret for a known one.
 ///
 /// # Errors
-/// `forbidden` for non-admins; `bad_json` for a missing `org_unit` or an
-/// overlong label; `unknown_org_unit`; `not_found` for re-enrolling an
-/// unknown device.
+/// `NeedsAdmin` for non-admins; `BadInput` for a missing `org_unit` or an
+/// overlong label; `unknown_org_unit`; `NoDeviceToReenrol`.
 pub async fn issue_token(
     state: &AppState,
     caller: &Device,
     req: TokenRequest,
-) -> Result<TokenIssued, ApiError> {
+) -> Result<TokenIssued, ServiceError> {
     caller.require_admin()?;
     let label = req.label.unwrap_or_default();
-    if label.chars().count() > LABEL_CHARS_MAX {
-        return Err(ApiError::BadJson {
-            message: format!("label is longer than {LABEL_CHARS_MAX} characters"),
-            field: Some("label".into()),
-        });
-    }
+    check_label(Some(&label))?;
     let tree = state.store.org_tree();
     match (&req.role, &req.org_unit) {
         (Role::Admin, None) => {}
         (_, None) => {
-            return Err(ApiError::BadJson {
+            return Err(ServiceError::BadInput {
+                field: "org_unit",
                 message: "org_unit is required for field and coordinator tokens".into(),
-                field: Some("org_unit".into()),
             })
         }
         (_, Some(code)) if !tree.contains(code) => {
-            return Err(ApiError::Rejected(Rejection::new(
+            return Err(ServiceError::Rejected(Rejection::new(
                 RejectCode::UnknownOrgUnit,
                 Some("org_unit"),
                 format!("no org unit {code:?}"),
@@ -171,7 +174,7 @@ pub async fn issue_token(
     let device = match req.device_id {
         Some(id) => {
             let Some(old) = state.store.device(id).await? else {
-                return Err(ApiError::NotFound(format!("no device {id} to re-enrol")));
+                return Err(ServiceError::NoDeviceToReenrol { id });
             };
             Device {
                 role: req.role,

@@ -21,9 +21,9 @@ use pufa_core::wire::{CodeIssued, CodeRequest, CodeView, EnrollRequest, Role, To
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::{self, LABEL_CHARS_MAX};
+use crate::auth::{self, check_label};
 use crate::config::IdSource;
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 use crate::store::{Device, EnrolmentCode, Redemption, TokenHash};
 use crate::AppState;
 
@@ -39,8 +39,9 @@ pub const CODE_TTL_SECS_MAX: u64 = 7 * 24 * 3600;
 /// Most codes open (unused, unexpired) at once, server-wide: each is a
 /// stored secret, and listing scans them all.
 pub const CODES_OPEN_MAX: usize = 10_000;
-
-const INVALID_CODE: &str = "invalid or expired enrolment code";
+/// Seconds a coordinator is told to wait when [`CODES_OPEN_MAX`] codes are
+/// open: codes expire within [`CODE_TTL_SECS_MAX`], most within a day.
+pub const CODES_FULL_RETRY_SECS: u64 = 3600;
 
 /// A new code, [`CODE_CHARS`] characters of [`CODE_ALPHABET`], uniformly
 /// drawn (bytes ≥ 248 are skipped so that no symbol is likelier).
@@ -78,68 +79,52 @@ pub fn code_hash(code: &str) -> TokenHash {
     Sha256::digest(format!("pufa-enrol:{code}").as_bytes()).into()
 }
 
-fn check_label(label: Option<&str>) -> Result<(), ApiError> {
-    match label {
-        Some(l) if l.chars().count() > LABEL_CHARS_MAX => Err(ApiError::BadJson {
-            message: format!("label is longer than {LABEL_CHARS_MAX} characters"),
-            field: Some("label".into()),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// `POST /v1/enrollment-codes`.
 ///
 /// # Errors
-/// `forbidden` for field devices, for a coordinator asking for anything but
-/// a field device, and for a unit outside the caller's scope (or unknown,
-/// for a non-admin); `unknown_org_unit` (admins); `bad_json` for a label
-/// over [`LABEL_CHARS_MAX`], a `ttl_secs` of 0 or over
-/// [`CODE_TTL_SECS_MAX`], or an admin code; `rate_limited` past
-/// [`CODES_OPEN_MAX`] open codes.
+/// `NeedsCoordinator` for field devices; `FieldCodesOnly` for a
+/// coordinator asking for anything but a field device; `OutOfScope` for a
+/// unit outside the caller's scope (or unknown, for a non-admin);
+/// `unknown_org_unit` (admins); `BadInput` for a label over
+/// [`auth::LABEL_CHARS_MAX`], a `ttl_secs` of 0 or over [`CODE_TTL_SECS_MAX`], or
+/// an admin code; `TooManyOpenCodes` past [`CODES_OPEN_MAX`] open codes.
 pub async fn create(
     state: &AppState,
     caller: &Device,
     req: CodeRequest,
-) -> Result<CodeIssued, ApiError> {
+) -> Result<CodeIssued, ServiceError> {
     caller.require_coordinator()?;
     match (caller.role, req.role) {
         (_, Role::Field) | (Role::Admin, Role::Coordinator) => {}
         (Role::Admin, Role::Admin) => {
-            return Err(ApiError::BadJson {
+            return Err(ServiceError::BadInput {
+                field: "role",
                 message: "an enrolment code makes a field or coordinator device".into(),
-                field: Some("role".into()),
             })
         }
-        _ => {
-            return Err(ApiError::Forbidden(
-                "a coordinator makes enrolment codes for field devices only".into(),
-            ))
-        }
+        _ => return Err(ServiceError::FieldCodesOnly),
     }
     let tree = state.store.org_tree();
     let unit = &req.org_unit;
     if !tree.contains(unit) {
         return Err(match caller.role {
-            Role::Admin => ApiError::Rejected(Rejection::new(
+            Role::Admin => ServiceError::Rejected(Rejection::new(
                 RejectCode::UnknownOrgUnit,
                 Some("org_unit"),
                 format!("no org unit {unit:?}"),
             )),
-            _ => ApiError::Forbidden(format!("org unit {unit:?} is outside your scope")),
+            _ => ServiceError::OutOfScope { unit: unit.clone() },
         });
     }
     if !tree.in_scope(unit, &caller.scope()) {
-        return Err(ApiError::Forbidden(format!(
-            "org unit {unit:?} is outside your scope"
-        )));
+        return Err(ServiceError::OutOfScope { unit: unit.clone() });
     }
     check_label(req.label.as_deref())?;
     let ttl_secs = req.ttl_secs.unwrap_or(CODE_TTL_SECS_DEFAULT);
     if !(1..=CODE_TTL_SECS_MAX).contains(&ttl_secs) {
-        return Err(ApiError::BadJson {
+        return Err(ServiceError::BadInput {
+            field: "ttl_secs",
             message: format!("ttl_secs must be 1 to {CODE_TTL_SECS_MAX} (7 days)"),
-            field: Some("ttl_secs".into()),
         });
     }
     let now = state.config.clock.now_ms();
@@ -151,7 +136,9 @@ pub async fn create(
         .filter(|c| c.expires_ms > now)
         .count();
     if open >= CODES_OPEN_MAX {
-        return Err(ApiError::RateLimited(3600));
+        return Err(ServiceError::TooManyOpenCodes {
+            secs: CODES_FULL_RETRY_SECS,
+        });
     }
     let code = new_code(state.config.ids.as_ref());
     let stored = EnrolmentCode {
@@ -179,13 +166,13 @@ pub async fn create(
 /// `GET /v1/enrollment-codes?org=&limit=`: open codes in scope, newest first.
 ///
 /// # Errors
-/// `forbidden` for field devices; `org` as everywhere (§2).
+/// `NeedsCoordinator` for field devices; `org` as everywhere (§2).
 pub async fn list(
     state: &AppState,
     caller: &Device,
     org: Option<&str>,
     limit: usize,
-) -> Result<Vec<CodeView>, ApiError> {
+) -> Result<Vec<CodeView>, ServiceError> {
     caller.require_coordinator()?;
     let tree = state.store.org_tree();
     let scope = auth::narrow(caller, &tree, org)?;
@@ -206,9 +193,9 @@ pub async fn list(
 /// `DELETE /v1/enrollment-codes/{id}`.
 ///
 /// # Errors
-/// `forbidden` for field devices; `not_found` for a code that is unknown,
-/// used, or outside the caller's scope.
-pub async fn withdraw(state: &AppState, caller: &Device, id: Uuid) -> Result<(), ApiError> {
+/// `NeedsCoordinator` for field devices; `NoSuchCode` for a code that is
+/// unknown, used, or outside the caller's scope.
+pub async fn withdraw(state: &AppState, caller: &Device, id: Uuid) -> Result<(), ServiceError> {
     caller.require_coordinator()?;
     let tree = state.store.org_tree();
     let scope = caller.scope();
@@ -221,9 +208,7 @@ pub async fn withdraw(state: &AppState, caller: &Device, id: Uuid) -> Result<(),
     if visible && state.store.withdraw_code(id).await? {
         Ok(())
     } else {
-        Err(ApiError::NotFound(format!(
-            "no open enrolment code {id} in your scope"
-        )))
+        Err(ServiceError::NoSuchCode { id })
     }
 }
 
@@ -238,15 +223,15 @@ pub async fn withdraw(state: &AppState, caller: &Device, id: Uuid) -> Result<(),
 /// still bounds guessing from many addresses.
 ///
 /// # Errors
-/// `rate_limited` while failed attempts have emptied the client's or the
-/// server-wide bucket; `unauthorized` for a code that is unknown, used,
-/// withdrawn, expired or malformed (one answer for all); `bad_json` for an
-/// overlong label.
+/// `TooManyFailedEnrolments` while failed attempts have emptied the
+/// client's or the server-wide bucket; `InvalidCode` for a code that is
+/// unknown, used, withdrawn, expired or malformed (one answer for all);
+/// `BadInput` for an overlong label.
 pub async fn redeem(
     state: &AppState,
     ip: Option<IpAddr>,
     req: EnrollRequest,
-) -> Result<TokenIssued, ApiError> {
+) -> Result<TokenIssued, ServiceError> {
     let guards = &state.limits.people;
     let source = ip.map(crate::limits::client_key);
     let now = Instant::now();
@@ -254,7 +239,9 @@ pub async fn redeem(
         .enrol_failures_per_ip
         .check(source, now)
         .and_then(|()| guards.enrol_failures.check((), now))
-        .map_err(|wait| ApiError::RateLimited(wait.as_secs() + 1))?;
+        .map_err(|wait| ServiceError::TooManyFailedEnrolments {
+            secs: wait.as_secs() + 1,
+        })?;
     check_label(req.label.as_deref())?;
     let secret = auth::new_secret(state.config.ids.as_ref());
     let device = match normalize(&req.code) {
@@ -278,7 +265,7 @@ pub async fn redeem(
         let now = Instant::now();
         let _ = guards.enrol_failures_per_ip.take(source, now);
         let _ = guards.enrol_failures.take((), now);
-        return Err(ApiError::Unauthorized(INVALID_CODE.into()));
+        return Err(ServiceError::InvalidCode);
     };
     Ok(device.issued(secret))
 }

@@ -1,5 +1,6 @@
 //! `ApiError`: the one place that turns failures into status codes and the
-//! contract's `{"error":{"code","message","field"}}` body (§2).
+//! contract's `{"error":{"code","message","field"}}` body (§2). Services
+//! answer with a [`ServiceError`], turned into an `ApiError` here, once.
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -7,6 +8,7 @@ use axum::Json;
 use pufa_core::schema::Rejection;
 use pufa_core::wire::{ErrorBody, ErrorObject, PUSH_MUTATIONS_MAX};
 
+use crate::service_error::ServiceError;
 use crate::store::StoreError;
 
 /// A request that cannot be answered with 2xx.
@@ -148,6 +150,44 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> ApiError {
+        use ServiceError::*;
+        let message = e.to_string();
+        match e {
+            NeedsAdmin
+            | NeedsCoordinator
+            | OutOfScope { .. }
+            | FieldCodesOnly
+            | AccountDisabled
+            | NotASession => ApiError::Forbidden(message),
+            BadCredentials | InvalidCode => ApiError::Unauthorized(message),
+            NoSuchUnit { .. }
+            | NoSuchAccount { .. }
+            | NoDeviceToReenrol { .. }
+            | NoSuchCode { .. }
+            | NoSuchExport { .. } => ApiError::NotFound(message),
+            BadInput { field, message } => ApiError::BadJson {
+                message,
+                field: Some(field.to_string()),
+            },
+            Rejected(r) => ApiError::Rejected(r),
+            BadQuery { param, message, .. } => ApiError::invalid_query(param, message),
+            AccountExists { .. } => ApiError::AlreadyExists {
+                message,
+                field: Some("username".into()),
+            },
+            ExportTooLarge { rows, max } => ApiError::ExportTooLarge { rows, max },
+            SignInLocked { secs } => ApiError::SignInLocked(secs),
+            Busy { secs } | TooManyFailedEnrolments { secs } | TooManyOpenCodes { secs } => {
+                ApiError::RateLimited(secs)
+            }
+            Store(e) => e.into(),
+            Internal(m) => ApiError::Internal(m),
+        }
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = self.parts();
@@ -181,5 +221,85 @@ impl IntoResponse for ApiError {
             );
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::to_bytes;
+    use pufa_core::schema::{RejectCode, Rejection};
+
+    use super::*;
+    use crate::service_error::tests::{assert_every_variant, id, unknown_unit};
+
+    /// What the JSON API answers for a service's error.
+    struct Answer {
+        status: StatusCode,
+        retry_after: Option<u64>,
+        body: serde_json::Value,
+    }
+
+    async fn answer(e: ServiceError) -> Answer {
+        let resp = ApiError::from(e).into_response();
+        let retry_after = resp
+            .headers()
+            .get(axum::http::header::RETRY_AFTER)
+            .map(|v| v.to_str().unwrap().parse().unwrap());
+        let status = resp.status();
+        let bytes = to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        Answer {
+            status,
+            retry_after,
+            body: serde_json::from_slice(&bytes).unwrap(),
+        }
+    }
+
+    fn body(code: &str, message: &str, field: Option<&str>) -> serde_json::Value {
+        serde_json::json!({ "error": { "code": code, "message": message, "field": field } })
+    }
+
+    #[tokio::test]
+    async fn every_service_error_has_its_status_code_and_message() {
+        use ServiceError::*;
+        let s = |t: &str| t.to_string();
+        let cases: Vec<(ServiceError, StatusCode, Option<u64>, serde_json::Value)> = vec![
+            (NeedsAdmin, StatusCode::FORBIDDEN, None, body("forbidden", "this needs an admin token", None)),
+            (NeedsCoordinator, StatusCode::FORBIDDEN, None, body("forbidden", "this needs a coordinator or admin token", None)),
+            (OutOfScope { unit: s("y1") }, StatusCode::FORBIDDEN, None, body("forbidden", "org unit \"y1\" is outside your scope", None)),
+            (FieldCodesOnly, StatusCode::FORBIDDEN, None, body("forbidden", "a coordinator makes enrolment codes for field devices only", None)),
+            (AccountDisabled, StatusCode::FORBIDDEN, None, body("forbidden", "this account is disabled; ask an admin to enable it", None)),
+            (NotASession, StatusCode::FORBIDDEN, None, body("forbidden", "this is a device token; only a sign-in session signs out (revoke a device with DELETE /v1/admin/tokens/{device_id})", None)),
+            (BadCredentials, StatusCode::UNAUTHORIZED, None, body("unauthorized", "unknown username or wrong password", None)),
+            (InvalidCode, StatusCode::UNAUTHORIZED, None, body("unauthorized", "invalid or expired enrolment code", None)),
+            (NoSuchUnit { unit: s("y1") }, StatusCode::NOT_FOUND, None, body("not_found", "no org unit \"y1\"", None)),
+            (NoSuchAccount { username: s("wang") }, StatusCode::NOT_FOUND, None, body("not_found", "no account \"wang\"", None)),
+            (NoDeviceToReenrol { id: id() }, StatusCode::NOT_FOUND, None, body("not_found", &format!("no device {} to re-enrol", id()), None)),
+            (NoSuchCode { id: id() }, StatusCode::NOT_FOUND, None, body("not_found", &format!("no open enrolment code {} in your scope", id()), None)),
+            (NoSuchExport { file: s("x.pdf") }, StatusCode::NOT_FOUND, None, body("not_found", "no export \"x.pdf\": use <lecture|library_corner|demo_site|totals>.<csv|xlsx>", None)),
+            (BadInput { field: "label", message: s("label is too long") }, StatusCode::BAD_REQUEST, None, body("bad_json", "label is too long", Some("label"))),
+            (unknown_unit(), StatusCode::BAD_REQUEST, None, body("unknown_org_unit", "no org unit \"x\"", Some("org_unit"))),
+            (Rejected(Rejection::new(RejectCode::MissingField, Some("org_unit"), "org_unit is required")), StatusCode::BAD_REQUEST, None, body("missing_field", "org_unit is required", Some("org_unit"))),
+            (ServiceError::bad_query("year", Some("20x"), "year must be a year"), StatusCode::BAD_REQUEST, None, body("invalid_query", "year must be a year", Some("year"))),
+            (AccountExists { username: s("wang") }, StatusCode::CONFLICT, None, body("already_exists", "there is already an account \"wang\"", Some("username"))),
+            (ExportTooLarge { rows: 7, max: 5 }, StatusCode::PAYLOAD_TOO_LARGE, None, body("export_too_large", "this export has 7 rows, more than the 5 an XLSX export holds; download CSV instead", None)),
+            (SignInLocked { secs: 61 }, StatusCode::TOO_MANY_REQUESTS, Some(61), body("rate_limited", "too many failed sign-ins for this username; try again in 2 min", None)),
+            (Busy { secs: 1 }, StatusCode::TOO_MANY_REQUESTS, Some(1), body("rate_limited", "too many requests; retry in 1 s", None)),
+            (TooManyFailedEnrolments { secs: 9 }, StatusCode::TOO_MANY_REQUESTS, Some(9), body("rate_limited", "too many requests; retry in 9 s", None)),
+            (TooManyOpenCodes { secs: 3600 }, StatusCode::TOO_MANY_REQUESTS, Some(3600), body("rate_limited", "too many requests; retry in 3600 s", None)),
+            (Store(StoreError::Unavailable(s("disk full"))), StatusCode::SERVICE_UNAVAILABLE, Some(1), body("unavailable", "disk full", None)),
+            (Store(StoreError::Unsupported(s("no backup here"))), StatusCode::NOT_IMPLEMENTED, None, body("not_implemented", "no backup here", None)),
+            (Store(StoreError::Other(s("broken"))), StatusCode::INTERNAL_SERVER_ERROR, None, body("internal", "internal error: storage error: broken", None)),
+            (Internal(s("xlsx: oops")), StatusCode::INTERNAL_SERVER_ERROR, None, body("internal", "internal error: xlsx: oops", None)),
+        ];
+        assert_every_variant(cases.iter().map(|c| &c.0));
+        for (e, status, retry_after, expected) in cases {
+            let shown = format!("{e:?}");
+            let got = answer(e).await;
+            assert_eq!(
+                (got.status, got.retry_after, &got.body),
+                (status, retry_after, &expected),
+                "{shown}"
+            );
+        }
     }
 }

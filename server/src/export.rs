@@ -19,7 +19,7 @@ use pufa_core::wire::{
 };
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 use crate::store::{DynStore, RecordQuery};
 
 /// Most data rows an XLSX export holds (the workbook is built in memory);
@@ -328,16 +328,16 @@ pub fn table_csv(t: &Table) -> Vec<u8> {
 /// The table as an XLSX workbook of one sheet.
 ///
 /// # Errors
-/// [`ApiError::ExportTooLarge`] over [`XLSX_ROWS_MAX`] rows; `Internal` if
-/// the writer fails.
-pub fn table_xlsx(t: &Table, sheet: &str) -> Result<Vec<u8>, ApiError> {
+/// [`ServiceError::ExportTooLarge`] over [`XLSX_ROWS_MAX`] rows;
+/// `Internal` if the writer fails.
+pub fn table_xlsx(t: &Table, sheet: &str) -> Result<Vec<u8>, ServiceError> {
     if t.rows.len() > XLSX_ROWS_MAX {
-        return Err(ApiError::ExportTooLarge {
+        return Err(ServiceError::ExportTooLarge {
             rows: t.rows.len(),
             max: XLSX_ROWS_MAX,
         });
     }
-    let internal = |e: rust_xlsxwriter::XlsxError| ApiError::Internal(format!("xlsx: {e}"));
+    let internal = |e: rust_xlsxwriter::XlsxError| ServiceError::Internal(format!("xlsx: {e}"));
     let mut book = rust_xlsxwriter::Workbook::new();
     let ws = book.add_worksheet();
     ws.set_name(sheet).map_err(internal)?;
@@ -408,14 +408,14 @@ fn content_disposition(filename: &str) -> String {
 /// CSV streams; XLSX is collected first and refused past [`XLSX_ROWS_MAX`].
 ///
 /// # Errors
-/// Store errors (before the first byte), [`ApiError::ExportTooLarge`].
+/// Store errors (before the first byte), [`ServiceError::ExportTooLarge`].
 pub async fn records(
     store: DynStore,
     query: RecordQuery,
     lang: Lang,
     format: Format,
     filename: &str,
-) -> Result<Response, ApiError> {
+) -> Result<Response, ServiceError> {
     let kind = query.behind.kind();
     let tree = store.org_tree();
     let depth = tree_depth(&tree);
@@ -441,7 +441,7 @@ pub async fn records(
                         .map(|r| record_row(r, kind, &tree, depth)),
                 );
                 if table.rows.len() > XLSX_ROWS_MAX {
-                    return Err(ApiError::ExportTooLarge {
+                    return Err(ServiceError::ExportTooLarge {
                         rows: table.rows.len(),
                         max: XLSX_ROWS_MAX,
                     });
@@ -584,7 +584,7 @@ mod tests {
         };
         assert!(matches!(
             table_xlsx(&big, "s"),
-            Err(ApiError::ExportTooLarge { .. })
+            Err(ServiceError::ExportTooLarge { .. })
         ));
     }
 }

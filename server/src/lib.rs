@@ -8,6 +8,7 @@
 //!
 //! - [`api`]: handlers. [`auth`]: tokens, roles, scopes. [`extract`]:
 //!   extractors with contract errors. [`error`]: `ApiError`.
+//!   [`service_error`]: `ServiceError`, what the services answer instead.
 //! - [`people`]: coordinators' and admins' accounts and sign-in sessions.
 //!   [`enrol`]: enrolment codes for field devices.
 //! - [`store`]: the storage trait and its sled implementation.
@@ -32,6 +33,7 @@ pub mod extract;
 pub mod field_app;
 pub mod limits;
 pub mod people;
+pub mod service_error;
 pub mod store;
 mod strict_json;
 mod timeouts;

@@ -37,6 +37,7 @@ use tokio::sync::Semaphore;
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
 use crate::limits::{Buckets, RateLimit};
+use crate::service_error::ServiceError;
 use crate::store::{Account, AccountChange, Device, Session, TokenHash};
 use crate::AppState;
 
@@ -156,12 +157,12 @@ struct HashingTicket<'a> {
 impl HashingTicket<'_> {
     /// Waits for a hashing slot (tokio's semaphore serves waiters in
     /// arrival order).
-    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+    async fn turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ServiceError> {
         self.guards
             .hashing
             .acquire()
             .await
-            .map_err(|e| ApiError::Internal(e.to_string()))
+            .map_err(|e| ServiceError::Internal(e.to_string()))
     }
 }
 
@@ -185,15 +186,15 @@ fn typed_username(text: &str) -> String {
     text.trim().to_lowercase()
 }
 
-fn invalid(field: &str, message: String) -> ApiError {
-    ApiError::Rejected(Rejection::new(
+fn invalid(field: &str, message: String) -> ServiceError {
+    ServiceError::Rejected(Rejection::new(
         RejectCode::InvalidField,
         Some(field),
         message,
     ))
 }
 
-fn check_password(password: &str) -> Result<(), ApiError> {
+fn check_password(password: &str) -> Result<(), ServiceError> {
     let n = password.chars().count();
     if !(PASSWORD_CHARS_MIN..=PASSWORD_CHARS_MAX).contains(&n) {
         return Err(invalid(
@@ -206,7 +207,7 @@ fn check_password(password: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn check_display_name(name: Option<&str>) -> Result<(), ApiError> {
+fn check_display_name(name: Option<&str>) -> Result<(), ServiceError> {
     match name {
         Some(n) if n.chars().count() > DISPLAY_NAME_CHARS_MAX => Err(invalid(
             "display_name",
@@ -223,19 +224,19 @@ fn check_role_unit(
     role: Role,
     org_unit: Option<&str>,
     given_unit: bool,
-) -> Result<(), ApiError> {
+) -> Result<(), ServiceError> {
     match (role, org_unit) {
         (Role::Field, _) => Err(invalid(
             "role",
             "accounts are for coordinators and admins; field devices enrol with a token or an enrolment code".into(),
         )),
-        (Role::Coordinator, None) => Err(ApiError::Rejected(Rejection::new(
+        (Role::Coordinator, None) => Err(ServiceError::Rejected(Rejection::new(
             RejectCode::MissingField,
             Some("org_unit"),
             "org_unit is required for a coordinator",
         ))),
         (_, Some(code)) if given_unit && !state.store.org_tree().contains(code) => {
-            Err(ApiError::Rejected(Rejection::new(
+            Err(ServiceError::Rejected(Rejection::new(
                 RejectCode::UnknownOrgUnit,
                 Some("org_unit"),
                 format!("no org unit {code:?}"),
@@ -251,18 +252,18 @@ fn hasher() -> Argon2<'static> {
     Argon2::default()
 }
 
-/// A place in the hashing queue (`rate_limited` when it is full).
-fn hashing_ticket(state: &AppState) -> Result<HashingTicket<'_>, ApiError> {
+/// A place in the hashing queue (`Busy` when it is full).
+fn hashing_ticket(state: &AppState) -> Result<HashingTicket<'_>, ServiceError> {
     state
         .limits
         .people
         .join_hashing()
-        .map_err(ApiError::RateLimited)
+        .map_err(|secs| ServiceError::Busy { secs })
 }
 
 /// Hashes `password` off the async threads, at most
 /// [`PASSWORD_HASHES_CONCURRENT_MAX`] at a time.
-async fn hash_password(state: &AppState, password: String) -> Result<String, ApiError> {
+async fn hash_password(state: &AppState, password: String) -> Result<String, ServiceError> {
     let ticket = hashing_ticket(state)?;
     let _permit = ticket.turn().await?;
     let mut salt = [0u8; 16];
@@ -275,8 +276,9 @@ async fn hash_password(state: &AppState, password: String) -> Result<String, Api
             .map_err(|e| e.to_string())
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))?
-    .map_err(|e| ApiError::Internal(format!("password hashing failed: {e}")))
+    .map_err(|e| e.to_string())
+    .and_then(|hashed| hashed)
+    .map_err(|e| ServiceError::Internal(format!("password hashing failed: {e}")))
 }
 
 /// A hash of a password nobody has, with the real parameters: checking
@@ -298,7 +300,7 @@ async fn verify_password(
     ticket: &HashingTicket<'_>,
     password: String,
     phc: Option<String>,
-) -> Result<bool, ApiError> {
+) -> Result<bool, ServiceError> {
     let _permit = ticket.turn().await?;
     tokio::task::spawn_blocking(move || {
         let known = phc.is_some();
@@ -308,20 +310,20 @@ async fn verify_password(
         known && ok
     })
     .await
-    .map_err(|e| ApiError::Internal(format!("password check failed: {e}")))
+    .map_err(|e| ServiceError::Internal(format!("password check failed: {e}")))
 }
 
 /// `POST /v1/admin/accounts`, and `pufa-server add-account`.
 ///
 /// # Errors
-/// `forbidden` for non-admins; `invalid_field` for a bad username,
+/// `NeedsAdmin` for non-admins; `invalid_field` for a bad username,
 /// password, role or display name; `missing_field` / `unknown_org_unit`
-/// for a coordinator's unit; `already_exists` for a taken username.
+/// for a coordinator's unit; `AccountExists` for a taken username.
 pub async fn create_account(
     state: &AppState,
     caller: &Device,
     req: AccountRequest,
-) -> Result<AccountView, ApiError> {
+) -> Result<AccountView, ServiceError> {
     caller.require_admin()?;
     add_account(state, req).await
 }
@@ -330,8 +332,11 @@ pub async fn create_account(
 /// run by whoever can stop the server and open its data dir.
 ///
 /// # Errors
-/// As [`create_account`], except `forbidden`.
-pub async fn add_account(state: &AppState, req: AccountRequest) -> Result<AccountView, ApiError> {
+/// As [`create_account`], except `NeedsAdmin`.
+pub async fn add_account(
+    state: &AppState,
+    req: AccountRequest,
+) -> Result<AccountView, ServiceError> {
     if !valid_username(&req.username) {
         return Err(invalid(
             "username",
@@ -356,9 +361,8 @@ pub async fn add_account(state: &AppState, req: AccountRequest) -> Result<Accoun
     };
     let view = account.view();
     if !state.store.create_account(account).await? {
-        return Err(ApiError::AlreadyExists {
-            message: format!("there is already an account {:?}", view.username),
-            field: Some("username".into()),
+        return Err(ServiceError::AccountExists {
+            username: view.username,
         });
     }
     Ok(view)
@@ -369,8 +373,15 @@ pub async fn add_account(state: &AppState, req: AccountRequest) -> Result<Accoun
 pub enum AddAccountError {
     #[error(transparent)]
     Open(#[from] crate::RunError),
+    /// In the words `POST /v1/admin/accounts` would answer with.
     #[error("{0}")]
-    Refused(#[from] ApiError),
+    Refused(ApiError),
+}
+
+impl From<ServiceError> for AddAccountError {
+    fn from(e: ServiceError) -> AddAccountError {
+        AddAccountError::Refused(e.into())
+    }
 }
 
 /// `pufa-server add-account`: opens the data dir (as a start would: the
@@ -385,23 +396,19 @@ pub async fn add_account_offline(
 ) -> Result<AccountView, AddAccountError> {
     let state = crate::open(config).await?;
     let view = add_account(&state, req).await?;
-    state
-        .store
-        .flush()
-        .await
-        .map_err(|e| AddAccountError::Refused(e.into()))?;
+    state.store.flush().await.map_err(ServiceError::from)?;
     Ok(view)
 }
 
 /// `GET /v1/admin/accounts`.
 ///
 /// # Errors
-/// `forbidden` for non-admins.
+/// `NeedsAdmin` for non-admins.
 pub async fn accounts(
     state: &AppState,
     caller: &Device,
     limit: usize,
-) -> Result<Vec<AccountView>, ApiError> {
+) -> Result<Vec<AccountView>, ServiceError> {
     caller.require_admin()?;
     Ok(state
         .store
@@ -416,16 +423,18 @@ pub async fn accounts(
 /// ends the person's sessions.
 ///
 /// # Errors
-/// `forbidden` for non-admins; `not_found`; the checks of account creation
-/// for what is changed.
+/// `NeedsAdmin` for non-admins; `NoSuchAccount`; the checks of account
+/// creation for what is changed.
 pub async fn change_account(
     state: &AppState,
     caller: &Device,
     username: &str,
     patch: AccountPatch,
-) -> Result<AccountView, ApiError> {
+) -> Result<AccountView, ServiceError> {
     caller.require_admin()?;
-    let not_found = || ApiError::NotFound(format!("no account {username:?}"));
+    let not_found = || ServiceError::NoSuchAccount {
+        username: username.to_string(),
+    };
     let current = state.store.account(username).await?.ok_or_else(not_found)?;
     if let Some(p) = &patch.password {
         check_password(p)?;
@@ -456,18 +465,19 @@ pub async fn change_account(
 /// `POST /v1/sessions`: a username and password become a session token.
 ///
 /// # Errors
-/// `rate_limited` (with `Retry-After`) while the username is locked out;
-/// `unauthorized` for an unknown username or a wrong password (the same
-/// answer); `forbidden` for a disabled account with the right password.
+/// `SignInLocked` while the username is locked out; `Busy` while the
+/// hashing queue is full; `BadCredentials` for an unknown username or a
+/// wrong password (the same answer); `AccountDisabled` for a disabled
+/// account with the right password.
 pub async fn sign_in(
     state: &AppState,
     username: &str,
     password: String,
-) -> Result<SessionIssued, ApiError> {
+) -> Result<SessionIssued, ServiceError> {
     let username = typed_username(username);
     let now = state.config.clock.now_ms();
     let guards = &state.limits.people;
-    let refused = || ApiError::Unauthorized("unknown username or wrong password".into());
+    let refused = || ServiceError::BadCredentials;
     // No account has such a name (`add_account` refuses it), so nothing
     // is revealed by answering at once, and no hashing is spent on it.
     if !valid_username(&username) {
@@ -476,7 +486,7 @@ pub async fn sign_in(
     let ticket = hashing_ticket(state)?;
     guards
         .reserve_sign_in(&username, now)
-        .map_err(ApiError::SignInLocked)?;
+        .map_err(|secs| ServiceError::SignInLocked { secs })?;
     let account = state.store.account(&username).await?;
     let phc = account.as_ref().map(|a| a.password_hash.clone());
     let matches = verify_password(&ticket, password, phc).await?;
@@ -486,9 +496,7 @@ pub async fn sign_in(
     };
     guards.sign_in_succeeded(&username);
     if account.disabled {
-        return Err(ApiError::Forbidden(
-            "this account is disabled; ask an admin to enable it".into(),
-        ));
+        return Err(ServiceError::AccountDisabled);
     }
     let token = auth::new_secret(state.config.ids.as_ref());
     let session = Session {
@@ -514,16 +522,14 @@ pub async fn sign_in(
 /// `DELETE /v1/sessions/current`.
 ///
 /// # Errors
-/// `forbidden` for a device token: only a session signs out.
-pub async fn sign_out(state: &AppState, who: &Principal) -> Result<(), ApiError> {
+/// `NotASession` for a device token: only a session signs out.
+pub async fn sign_out(state: &AppState, who: &Principal) -> Result<(), ServiceError> {
     match who {
         Principal::Session { hash, .. } => {
             state.store.end_session(*hash).await?;
             Ok(())
         }
-        Principal::Device(_) => Err(ApiError::Forbidden(
-            "this is a device token; only a sign-in session signs out (revoke a device with DELETE /v1/admin/tokens/{device_id})".into(),
-        )),
+        Principal::Device(_) => Err(ServiceError::NotASession),
     }
 }
 

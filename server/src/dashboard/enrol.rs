@@ -17,7 +17,7 @@ use super::page::{notice, page, role_text, Page, PageError};
 use super::session::{Ctx, SignedForm};
 use super::Section;
 use crate::enrol::{self, CODE_TTL_SECS_DEFAULT};
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 use crate::AppState;
 
 /// The lifetimes the form offers (the default first): hours, and how to
@@ -55,9 +55,7 @@ async fn render(
 ) -> Result<Markup, PageError> {
     let lang = ctx.lang();
     let tree = s.store.org_tree();
-    let open = enrol::list(s, &ctx.device, None, LIST_LIMIT_DEFAULT)
-        .await
-        .map_err(page_error)?;
+    let open = enrol::list(s, &ctx.device, None, LIST_LIMIT_DEFAULT).await?;
     let units = tree.in_scope_units(&ctx.device.scope());
     let body = html! {
         @if let Some(t) = top { (t) }
@@ -182,16 +180,6 @@ fn unit_text(tree: &OrgTree, code: &str) -> String {
     }
 }
 
-/// An API refusal as the page's own words, where there are some.
-fn page_error(e: ApiError) -> PageError {
-    match e {
-        ApiError::Forbidden(_) => PageError::Forbidden(T::OutOfScope),
-        ApiError::NotFound(_) => PageError::NotFound(T::NoSuchUnit),
-        ApiError::Unavailable(m) => PageError::Unavailable(m),
-        other => PageError::Internal(other.to_string()),
-    }
-}
-
 /// `POST /enrol`: makes a code and shows it, with the list below.
 pub async fn create(
     State(s): State<AppState>,
@@ -227,22 +215,20 @@ pub async fn create(
             };
             Ok(Page::ok(render(&s, &ctx, None, Some(new)).await?).into_response())
         }
-        Err(ApiError::Forbidden(_)) if role != Role::Field => {
+        // The form again, with what was wrong above it.
+        Err(ServiceError::FieldCodesOnly) => {
             let top = again(T::EnrolCoordinatorOnly);
             Ok(Page::forbidden(render(&s, &ctx, top, None).await?).into_response())
         }
-        Err(ApiError::Forbidden(_)) => {
+        Err(ServiceError::OutOfScope { .. }) => {
             let top = again(T::OutOfScope);
             Ok(Page::forbidden(render(&s, &ctx, top, None).await?).into_response())
         }
-        Err(ApiError::BadJson { field, .. }) if field.as_deref() == Some("label") => {
+        Err(ServiceError::BadInput { field: "label", .. }) => {
             let top = again(T::EnrolLabelTooLong);
             Ok(Page::invalid(render(&s, &ctx, top, None).await?).into_response())
         }
-        Err(ApiError::Rejected(_) | ApiError::BadJson { .. }) => {
-            Err(PageError::BadRequest(T::BadForm))
-        }
-        Err(e) => Err(page_error(e)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -260,9 +246,9 @@ pub async fn withdraw(
     };
     match enrol::withdraw(&s, &ctx.device, id).await {
         Ok(()) => Ok(Redirect::to("/enrol?withdrawn=1").into_response()),
-        Err(ApiError::NotFound(_)) => {
+        Err(ServiceError::NoSuchCode { .. }) => {
             Ok(Page::not_found(render(&s, &ctx, gone(&ctx), None).await?).into_response())
         }
-        Err(e) => Err(page_error(e)),
+        Err(e) => Err(e.into()),
     }
 }

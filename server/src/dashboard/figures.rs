@@ -21,28 +21,12 @@ use super::page::{page, percent_text, url, value_text, Page, PageError};
 use super::session::Ctx;
 use super::Section;
 use crate::api;
-use crate::error::ApiError;
 use crate::extract::Params;
 use crate::store::RecordQuery;
 use crate::AppState;
 
 /// Records per page of the drill-down list.
 pub const RECORDS_PAGE: usize = 100;
-
-/// An API-side refusal of a query, as a dashboard error page.
-fn page_error(e: ApiError, ctx: &Ctx) -> PageError {
-    match e {
-        ApiError::InvalidQuery { field, .. } => {
-            let field = field.unwrap_or_default();
-            let value = ctx.param(&field).unwrap_or_default().to_string();
-            PageError::bad_query(&field, &value, T::BadParam)
-        }
-        ApiError::Forbidden(_) => PageError::Forbidden(T::OutOfScope),
-        ApiError::NotFound(_) => PageError::NotFound(T::NoSuchUnit),
-        ApiError::Unavailable(m) => PageError::Unavailable(m),
-        other => PageError::Internal(other.to_string()),
-    }
-}
 
 fn params(ctx: &Ctx) -> Params {
     // The form always sends every field; an empty one means "not given".
@@ -59,7 +43,7 @@ fn params(ctx: &Ctx) -> Params {
 /// reader's own unit / the root.
 fn page_org(ctx: &Ctx, tree: &OrgTree) -> Result<String, PageError> {
     ctx.scope(tree)?;
-    api::figure_org(&ctx.device, tree, ctx.org_param()).map_err(|e| page_error(e, ctx))
+    Ok(api::figure_org(&ctx.device, tree, ctx.org_param())?)
 }
 
 /// The year a page opens on when none is asked for: this year, or, when
@@ -88,7 +72,7 @@ pub async fn year_of(s: &AppState, org: &str, year: i32) -> Result<YearFigures, 
 /// `year=` if given, else [`default_year`].
 async fn figures_for(s: &AppState, ctx: &Ctx, org: &str) -> Result<YearFigures, PageError> {
     if ctx.param("year").is_some_and(|y| !y.is_empty()) {
-        let year = api::year_param(&params(ctx)).map_err(|e| page_error(e, ctx))?;
+        let year = api::year_param(&params(ctx))?;
         return year_of(s, org, year).await;
     }
     let now_year = ctx.locale.today().year();
@@ -478,8 +462,8 @@ pub async fn records_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, P
     let tree = s.store.org_tree();
     let org = page_org(&ctx, &tree)?;
     let q = params(&ctx);
-    let kind = api::kind_param(&q).map_err(|e| page_error(e, &ctx))?;
-    let behind: Behind = api::behind_param(&q, kind).map_err(|e| page_error(e, &ctx))?;
+    let kind = api::kind_param(&q)?;
+    let behind: Behind = api::behind_param(&q, kind)?;
     let kind = behind.kind();
     let after = match ctx.param("after").filter(|a| !a.is_empty()) {
         Some(a) => {
@@ -559,11 +543,5 @@ pub async fn export(
 ) -> Result<Response, PageError> {
     let tree = s.store.org_tree();
     ctx.scope(&tree)?;
-    api::export_file(&s, &ctx.device, &file, &params(&ctx))
-        .await
-        .map_err(|e| match e {
-            ApiError::NotFound(_) => PageError::NotFound(T::NoSuchPage),
-            ApiError::ExportTooLarge { .. } => PageError::BadRequest(T::ExportTooLarge),
-            other => page_error(other, &ctx),
-        })
+    Ok(api::export_file(&s, &ctx.device, &file, &params(&ctx)).await?)
 }

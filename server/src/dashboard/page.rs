@@ -3,7 +3,9 @@
 //!
 //! Handlers return [`Page`] or [`PageError`]; this module alone picks
 //! status codes and security headers for the dashboard, as `ApiError` does
-//! for the JSON API.
+//! for the JSON API. A service's `ServiceError` becomes a `PageError` here,
+//! once; a page that answers some refusal in its own way (the sign-in form,
+//! the enrolment form) matches those variants and converts the rest.
 
 use std::fmt::Write as _;
 
@@ -19,6 +21,7 @@ use super::i18n::{Lang, T};
 use super::session::{clear_session_cookie, Ctx};
 use super::{Section, NAV};
 use crate::config::TimeZone;
+use crate::service_error::ServiceError;
 use crate::store::StoreError;
 
 /// Where the stylesheet is served; the version in the query makes a new
@@ -202,7 +205,7 @@ impl IntoResponse for Page {
 /// Its response carries the error itself; the language layer
 /// ([`super::session::with_lang`]) renders it in the reader's language,
 /// so handlers can use `?` without knowing the language.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PageError {
     /// Not signed in, or the session's token no longer works.
     SignIn,
@@ -311,6 +314,39 @@ impl From<StoreError> for PageError {
         match e {
             StoreError::Unavailable(m) => PageError::Unavailable(m),
             other => PageError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl From<ServiceError> for PageError {
+    fn from(e: ServiceError) -> PageError {
+        use ServiceError::*;
+        match e {
+            NeedsAdmin | NeedsCoordinator | OutOfScope { .. } | NotASession => {
+                PageError::Forbidden(T::OutOfScope)
+            }
+            FieldCodesOnly => PageError::Forbidden(T::EnrolCoordinatorOnly),
+            AccountDisabled => PageError::Forbidden(T::LoginDisabled),
+            BadCredentials => PageError::SignIn,
+            NoSuchUnit { .. } => PageError::NotFound(T::NoSuchUnit),
+            NoSuchCode { .. } => PageError::NotFound(T::EnrolGone),
+            NoSuchAccount { .. } | NoDeviceToReenrol { .. } | NoSuchExport { .. } => {
+                PageError::NotFound(T::NoSuchPage)
+            }
+            BadQuery { param, value, .. } => PageError::bad_query(param, &value, T::BadParam),
+            BadInput { .. } | Rejected(_) | AccountExists { .. } | InvalidCode => {
+                PageError::BadRequest(T::BadForm)
+            }
+            ExportTooLarge { .. } => PageError::BadRequest(T::ExportTooLarge),
+            // No page but sign-in's (which answers these itself) tells the
+            // reader to come back later; elsewhere they are the server's
+            // trouble.
+            SignInLocked { .. }
+            | Busy { .. }
+            | TooManyFailedEnrolments { .. }
+            | TooManyOpenCodes { .. } => PageError::Internal(e.to_string()),
+            Store(e) => e.into(),
+            Internal(m) => PageError::Internal(m),
         }
     }
 }
@@ -518,6 +554,103 @@ pub fn url(path: &str, params: &[(&str, &str)]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service_error::tests::{assert_every_variant, id, unknown_unit};
+
+    #[test]
+    fn every_service_error_has_its_error_page() {
+        use ServiceError::*;
+        let s = |t: &str| t.to_string();
+        let cases = [
+            (NeedsAdmin, PageError::Forbidden(T::OutOfScope)),
+            (NeedsCoordinator, PageError::Forbidden(T::OutOfScope)),
+            (
+                OutOfScope { unit: s("y1") },
+                PageError::Forbidden(T::OutOfScope),
+            ),
+            (
+                FieldCodesOnly,
+                PageError::Forbidden(T::EnrolCoordinatorOnly),
+            ),
+            (AccountDisabled, PageError::Forbidden(T::LoginDisabled)),
+            (NotASession, PageError::Forbidden(T::OutOfScope)),
+            (BadCredentials, PageError::SignIn),
+            (InvalidCode, PageError::BadRequest(T::BadForm)),
+            (
+                NoSuchUnit { unit: s("y1") },
+                PageError::NotFound(T::NoSuchUnit),
+            ),
+            (
+                NoSuchAccount {
+                    username: s("wang"),
+                },
+                PageError::NotFound(T::NoSuchPage),
+            ),
+            (
+                NoDeviceToReenrol { id: id() },
+                PageError::NotFound(T::NoSuchPage),
+            ),
+            (NoSuchCode { id: id() }, PageError::NotFound(T::EnrolGone)),
+            (
+                NoSuchExport { file: s("x.pdf") },
+                PageError::NotFound(T::NoSuchPage),
+            ),
+            (
+                BadInput {
+                    field: "label",
+                    message: s("too long"),
+                },
+                PageError::BadRequest(T::BadForm),
+            ),
+            (unknown_unit(), PageError::BadRequest(T::BadForm)),
+            (
+                ServiceError::bad_query("year", Some("20x"), "year must be a year"),
+                PageError::bad_query("year", "20x", T::BadParam),
+            ),
+            (
+                AccountExists {
+                    username: s("wang"),
+                },
+                PageError::BadRequest(T::BadForm),
+            ),
+            (
+                ExportTooLarge { rows: 7, max: 5 },
+                PageError::BadRequest(T::ExportTooLarge),
+            ),
+            (
+                SignInLocked { secs: 61 },
+                PageError::Internal(s("sign-in locked for 61 s")),
+            ),
+            (
+                Busy { secs: 1 },
+                PageError::Internal(s("password hashing busy; retry in 1 s")),
+            ),
+            (
+                TooManyFailedEnrolments { secs: 9 },
+                PageError::Internal(s("too many failed enrolments; retry in 9 s")),
+            ),
+            (
+                TooManyOpenCodes { secs: 3600 },
+                PageError::Internal(s("too many open enrolment codes; retry in 3600 s")),
+            ),
+            (
+                Store(StoreError::Unavailable(s("disk full"))),
+                PageError::Unavailable(s("disk full")),
+            ),
+            (
+                Store(StoreError::Other(s("broken"))),
+                PageError::Internal(s("storage error: broken")),
+            ),
+            (
+                Internal(s("xlsx: oops")),
+                PageError::Internal(s("xlsx: oops")),
+            ),
+        ];
+        assert_every_variant(cases.iter().map(|c| &c.0));
+        for (e, expected) in cases {
+            let shown = format!("{e:?}");
+            assert_eq!(PageError::from(e), expected, "{shown}");
+        }
+    }
 
     #[test]
     fn urls_encode_every_part() {

@@ -36,7 +36,7 @@ use subtle::ConstantTimeEq;
 use super::i18n::{Lang, T};
 use super::page::{notice, shell, Locale, Page, PageError};
 use crate::auth::{self, Principal};
-use crate::error::ApiError;
+use crate::service_error::ServiceError;
 use crate::store::{Device, TokenHash};
 use crate::{people, AppState};
 
@@ -283,11 +283,7 @@ impl Ctx {
     /// (§2: outside the caller's scope is forbidden; an unknown unit is
     /// not found for an admin and forbidden for anyone else).
     pub fn scope(&self, tree: &OrgTree) -> Result<Scope, PageError> {
-        auth::narrow(&self.device, tree, self.org_param()).map_err(|e| match e {
-            ApiError::NotFound(_) => PageError::NotFound(T::NoSuchUnit),
-            ApiError::Forbidden(_) => PageError::Forbidden(T::OutOfScope),
-            other => PageError::Internal(other.to_string()),
-        })
+        Ok(auth::narrow(&self.device, tree, self.org_param())?)
     }
 }
 
@@ -451,7 +447,7 @@ async fn password_login(
     let again = |text: T| login_markup(locale, Some(problem(lang, text)), username);
     match people::sign_in(s, username, password).await {
         Ok(issued) => signed_in(&issued.token, s.config.tls.is_some()),
-        Err(ApiError::SignInLocked(secs)) => {
+        Err(ServiceError::SignInLocked { secs }) => {
             let text = T::LoginLocked.with_n(lang, secs.div_ceil(60));
             let markup = login_markup(
                 locale,
@@ -460,7 +456,7 @@ async fn password_login(
             );
             Page::too_many(markup, secs).into_response()
         }
-        Err(ApiError::RateLimited(secs)) => {
+        Err(ServiceError::Busy { secs }) => {
             let text = T::LoginBusy.with_n(lang, secs);
             let markup = login_markup(
                 locale,
@@ -469,11 +465,13 @@ async fn password_login(
             );
             Page::too_many(markup, secs).into_response()
         }
-        Err(ApiError::Unauthorized(_)) => {
+        Err(ServiceError::BadCredentials) => {
             Page::unauthorized(again(T::LoginWrongPassword)).into_response()
         }
-        Err(ApiError::Forbidden(_)) => Page::forbidden(again(T::LoginDisabled)).into_response(),
-        Err(e) => PageError::Internal(e.to_string()).into_response(),
+        Err(ServiceError::AccountDisabled) => {
+            Page::forbidden(again(T::LoginDisabled)).into_response()
+        }
+        Err(e) => PageError::from(e).into_response(),
     }
 }
 
