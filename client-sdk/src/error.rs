@@ -1,7 +1,12 @@
 //! `pufa_client::Error`: what can go wrong, in words that say how to fix it.
 
+use std::time::Duration;
+
 use pufa_core::schema::Rejection;
+use pufa_core::wire::ErrorBody;
 use uuid::Uuid;
+
+use crate::transport::Response;
 
 /// Failures of the SDK. Expected outcomes of a sync (rejections, conflicts,
 /// duplicates) are not errors: they are in the [`crate::SyncReport`] and in
@@ -27,6 +32,10 @@ pub enum Error {
         code: String,
         message: String,
     },
+    /// The server asked to be called less often (`429 rate_limited`): try
+    /// again after `retry_after`, when it said how long.
+    #[error("the server asks to be called less often (rate_limited){}", .retry_after.map(|d| format!(": try again in {} s", d.as_secs().max(1))).unwrap_or_default())]
+    RateLimited { retry_after: Option<Duration> },
     /// The server could not be reached (after retries).
     #[error("cannot reach the server: {0}; nothing was lost, sync again later")]
     Unreachable(String),
@@ -34,6 +43,26 @@ pub enum Error {
     WrongDevice { stored: Uuid, given: Uuid },
     #[error("local store: {0}")]
     Store(String),
+}
+
+impl Error {
+    /// What an error answer says: its status with the contract's error code
+    /// and message (`{"error":{…}}`), or the body as it is when it is not
+    /// one.
+    pub(crate) fn refused(r: &Response) -> Error {
+        let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
+            Ok(b) => (b.error.code, b.error.message),
+            Err(_) => (
+                "unknown".into(),
+                String::from_utf8_lossy(&r.body).into_owned(),
+            ),
+        };
+        Error::Server {
+            status: r.status,
+            code,
+            message,
+        }
+    }
 }
 
 impl From<sled::Error> for Error {

@@ -14,7 +14,10 @@
 //!
 //! - [`store`]: the local sled store. [`sync`]: plan and execute a sync.
 //! - [`transport`]: the HTTP seam. [`model`]: what the app sees.
+//! - [`admin`]: the calls outside sync (org units, tokens, enrolment codes,
+//!   figures, enrolment), typed: [`AdminClient`].
 
+pub mod admin;
 pub mod error;
 pub mod model;
 pub mod store;
@@ -34,6 +37,7 @@ use rand::SeedableRng;
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
+pub use admin::AdminClient;
 pub use error::{Error, Result};
 pub use model::{
     ConflictNotice, Filter, LocalRecord, Phase, Progress, RejectedEdit, SyncReport, SyncState,

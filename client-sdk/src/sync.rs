@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use pufa_core::merge::record_digest;
 use pufa_core::wire::{
-    ChecksumResponse, DeviceReport, ErrorBody, MutationStatus, OrgUnit, PullEntry, PullResponse,
-    PushRequest, PushResponse,
+    ChecksumResponse, DeviceReport, MutationStatus, OrgUnit, PullEntry, PullResponse, PushRequest,
+    PushResponse,
 };
 use rand::Rng;
 use serde::de::DeserializeOwned;
@@ -122,20 +122,13 @@ impl Inner {
                     retry_after = r.retry_after;
                 }
                 Ok(r) => {
-                    let (code, message) = match serde_json::from_slice::<ErrorBody>(&r.body) {
-                        Ok(b) => (b.error.code, b.error.message),
-                        Err(_) => (
-                            "unknown".into(),
-                            String::from_utf8_lossy(&r.body).into_owned(),
-                        ),
-                    };
-                    if r.status == 403 {
-                        return Err(Error::Forbidden(format!("{code}: {message}")));
-                    }
-                    return Err(Error::Server {
-                        status: r.status,
-                        code,
-                        message,
+                    return Err(match Error::refused(&r) {
+                        Error::Server {
+                            status: 403,
+                            code,
+                            message,
+                        } => Error::Forbidden(format!("{code}: {message}")),
+                        e => e,
                     });
                 }
                 Err(e) => last = e.0,
@@ -161,7 +154,8 @@ impl Inner {
     }
 }
 
-fn decode<T: DeserializeOwned>(r: &Response) -> Result<T> {
+/// The JSON of a successful answer.
+pub(crate) fn decode<T: DeserializeOwned>(r: &Response) -> Result<T> {
     serde_json::from_slice(&r.body).map_err(|e| Error::Server {
         status: r.status,
         code: "bad_response".into(),

@@ -27,6 +27,23 @@ pub struct Request {
 pub enum Method {
     Get,
     Post,
+    /// Administration only ([`crate::admin`]): sync uses GET and POST.
+    Put,
+    Patch,
+    Delete,
+}
+
+impl Method {
+    /// As it goes on the wire: `GET`, `POST`, …
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+        }
+    }
 }
 
 /// An HTTP answer (any status).
@@ -123,11 +140,14 @@ impl HttpTransport {
         body: Option<Body>,
     ) -> Result<Response, TransportError> {
         let url = format!("{}{}", self.base, req.path);
-        let mut b = match req.method {
-            Method::Get => self.client.get(url),
-            Method::Post => self.client.post(url),
-        }
-        .bearer_auth(&req.token);
+        let method = match req.method {
+            Method::Get => reqwest::Method::GET,
+            Method::Post => reqwest::Method::POST,
+            Method::Put => reqwest::Method::PUT,
+            Method::Patch => reqwest::Method::PATCH,
+            Method::Delete => reqwest::Method::DELETE,
+        };
+        let mut b = self.client.request(method, url).bearer_auth(&req.token);
         if let Some(body) = body {
             b = b.header("content-type", "application/json");
             if body.gzipped {

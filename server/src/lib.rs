@@ -16,15 +16,12 @@
 //! - [`dashboard`]: the coordinators' HTML pages at `/`.
 //! - [`field_app`]: the field app at `/field/` and `GET /v1/schema`.
 //!   [`encoding`]: compressed answers, gzip request bodies.
-//! - [`demo`]: `pufa-server demo`, a server filled with a year of data
-//!   through simulated field devices.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 mod connection;
 pub mod dashboard;
-pub mod demo;
 pub mod encoding;
 pub mod enrol;
 pub mod error;
@@ -179,9 +176,19 @@ pub async fn open(config: Config) -> Result<AppState, RunError> {
     Ok(state)
 }
 
+/// Where `pufa-server demo` (the `pufa-demo` crate) keeps its simulated
+/// devices' stores, beside the store in a data dir.
+pub const DEMO_DEVICES_DIR: &str = "demo-devices";
+/// The demo's coordinators' tokens, beside the store in a data dir.
+pub const DEMO_TOKENS_FILE: &str = "demo-tokens.txt";
+
 /// Refuses a dir that holds something other than a Pufa store, so that a
 /// mistyped `--data` never sprinkles sled files into someone's home.
-pub(crate) fn check_data_dir(dir: &Path) -> Result<(), RunError> {
+///
+/// # Errors
+/// [`RunError::DataDir`] naming the first stray entry, or why the dir
+/// cannot be read or made.
+pub fn check_data_dir(dir: &Path) -> Result<(), RunError> {
     let err = |reason: String| RunError::DataDir {
         dir: dir.to_path_buf(),
         reason,
@@ -195,7 +202,7 @@ pub(crate) fn check_data_dir(dir: &Path) -> Result<(), RunError> {
                 // store, so that the normal server can serve a demo too.
                 if !matches!(
                     name.as_ref(),
-                    "store" | "admin.token" | demo::DEVICES_DIR | demo::TOKENS_FILE
+                    "store" | "admin.token" | DEMO_DEVICES_DIR | DEMO_TOKENS_FILE
                 ) && !name.starts_with('.')
                 {
                     return Err(err(format!(

@@ -257,36 +257,6 @@ fn bad_tls_files_are_refused_with_a_clear_message() {
         &[&cert_a_s, &key_b_s, "is not the key of the certificate"],
     );
     assert!(pufa_server::tls::server_config(&cert_a, &key_a).is_ok());
-
-    // The binary refuses to start, naming the file, before touching --data.
-    let data = d.path().join("data");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pufa-server"))
-        .args(["--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
-        .arg(&cert_a)
-        .arg("--tls-key")
-        .arg(&key_b)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("TLS") && stderr.contains(&key_b_s),
-        "{stderr}"
-    );
-    assert!(
-        !data.exists(),
-        "the data dir was created by a server that did not start"
-    );
-    // --tls-cert without --tls-key is a usage error.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pufa-server"))
-        .args(["--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-        .arg("--tls-cert")
-        .arg(&cert_a)
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
 }
 
 /// With one slot, a second connection waits in the accept queue until the

@@ -869,38 +869,3 @@ fn the_enrolment_address_is_the_public_url_or_the_one_the_browser_used() {
         );
     }
 }
-
-/// A zone the bundled database lacks stops the binary before it touches
-/// `--data`, with clap's usage error (exit 2) naming the flag; the same
-/// for `PUFA_TIME_ZONE`.
-#[test]
-fn the_binary_refuses_an_unknown_time_zone() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let run = |flag: Option<&str>, env: Option<&str>| {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_pufa-server"));
-        cmd.args(["--data", data.to_str().unwrap(), "--listen", "127.0.0.1:0"])
-            .env_remove("PUFA_TIME_ZONE");
-        if let Some(zone) = flag {
-            cmd.args(["--time-zone", zone]);
-        }
-        if let Some(zone) = env {
-            cmd.env("PUFA_TIME_ZONE", zone);
-        }
-        cmd.output().unwrap()
-    };
-    for out in [run(Some("Foo/Bar"), None), run(None, Some("Foo/Bar"))] {
-        assert_eq!(out.status.code(), Some(2), "{out:?}");
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            stderr.contains("--time-zone")
-                && stderr.contains("Foo/Bar")
-                && stderr.contains("IANA time zone database"),
-            "{stderr}"
-        );
-    }
-    assert!(
-        !data.exists(),
-        "the data dir was created by a server that did not start"
-    );
-}

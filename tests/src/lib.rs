@@ -14,8 +14,9 @@ use async_trait::async_trait;
 use axum::body::Body;
 use axum::http::Request as HttpRequest;
 use http_body_util::BodyExt;
-use pufa_client::transport::{Method, Request, Response, Transport, TransportError};
-use pufa_client::{Client, ClientConfig, DeviceClock, RetryPolicy};
+use pufa_client::transport::{Request, Response, Transport, TransportError};
+use pufa_client::{AdminClient, Client, ClientConfig, DeviceClock, RetryPolicy};
+use pufa_core::wire::{OrgUnit, Role, TokenRequest};
 use pufa_server::config::{ManualClock, SeededIds};
 use pufa_server::AppState;
 use rand::{Rng, SeedableRng};
@@ -74,12 +75,8 @@ impl InProcess {
 
     async fn deliver(&self, req: &Request) -> Response {
         self.delivered.fetch_add(1, Ordering::SeqCst);
-        let method = match req.method {
-            Method::Get => "GET",
-            Method::Post => "POST",
-        };
         let http = HttpRequest::builder()
-            .method(method)
+            .method(req.method.as_str())
             .uri(&req.path)
             .header("authorization", format!("Bearer {}", req.token))
             .header("content-type", "application/json")
@@ -222,27 +219,32 @@ impl World {
             {"code":"c21","name":"二一村","type":"village","parent":"s2"},
             {"code":"c22","name":"二二村","type":"village","parent":"s2"},
         ]);
-        let (st, v) = self
-            .api("PUT", "/v1/admin/org-units", &self.admin, Some(units))
-            .await;
-        assert_eq!(st, 200, "{v}");
+        let units = serde_json::from_value::<Vec<OrgUnit>>(units).expect("org units");
+        self.admin_client()
+            .import_org_units(&units)
+            .await
+            .expect("the small tree is imported");
     }
 
     /// A token for `role` at `org`: `(device_id, token)`.
     pub async fn token(&self, role: &str, org: &str) -> (Uuid, String) {
-        let (st, v) = self
-            .api(
-                "POST",
-                "/v1/admin/tokens",
-                &self.admin,
-                Some(json!({"role": role, "org_unit": org, "label": format!("{role} {org}")})),
-            )
-            .await;
-        assert_eq!(st, 201, "{v}");
-        (
-            v["device_id"].as_str().unwrap().parse().unwrap(),
-            v["token"].as_str().unwrap().to_string(),
-        )
+        let t = self
+            .admin_client()
+            .issue_token(&TokenRequest {
+                role: serde_json::from_value(json!(role)).expect("a role"),
+                org_unit: Some(org.into()),
+                label: Some(format!("{role} {org}")),
+                device_id: None,
+            })
+            .await
+            .unwrap_or_else(|e| panic!("a {role} token at {org}: {e}"));
+        (t.device_id, t.token)
+    }
+
+    /// The admin's calls, straight to the router.
+    pub fn admin_client(&self) -> AdminClient {
+        let transport = InProcess::new(self.state.clone(), Faults::default(), 0);
+        AdminClient::new(Arc::new(transport), self.admin.clone())
     }
 
     /// A field device at `org` with its own store and transport.
@@ -631,15 +633,11 @@ pub fn street_tree(streets: usize) -> Value {
 /// # Panics
 /// On an answer other than 200.
 pub async fn import_street_tree(base: &str, admin: &str, streets: usize) {
-    let (st, v) = api(
-        base,
-        reqwest::Method::PUT,
-        "/v1/admin/org-units",
-        admin,
-        Some(street_tree(streets)),
-    )
-    .await;
-    assert_eq!(st, 200, "{base}: {v}");
+    let units: Vec<OrgUnit> = serde_json::from_value(street_tree(streets)).expect("org units");
+    admin_over_http(base, admin)
+        .import_org_units(&units)
+        .await
+        .unwrap_or_else(|e| panic!("{base}: {e}"));
 }
 
 /// A field device's token for street `s<street>` of [`street_tree`],
@@ -653,17 +651,23 @@ pub async fn field_token(
     street: usize,
     label: &str,
 ) -> pufa_core::wire::TokenIssued {
-    let body = json!({"role":"field","org_unit": format!("s{street}"), "label": label});
-    let (st, v) = api(
-        base,
-        reqwest::Method::POST,
-        "/v1/admin/tokens",
-        admin,
-        Some(body),
-    )
-    .await;
-    assert_eq!(st, 201, "{base}: {v}");
-    serde_json::from_value(v).expect("a token")
+    admin_over_http(base, admin)
+        .issue_token(&TokenRequest {
+            role: Role::Field,
+            org_unit: Some(format!("s{street}")),
+            label: Some(label.into()),
+            device_id: None,
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{base}: {e}"))
+}
+
+/// `admin`'s calls to the server at `base`.
+///
+/// # Panics
+/// When the HTTP client cannot be set up.
+pub fn admin_over_http(base: &str, admin: &str) -> AdminClient {
+    AdminClient::over_http(base, admin).expect("an HTTP client")
 }
 
 /// How [`random_local_round`] works a device's store.

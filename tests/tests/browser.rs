@@ -11,7 +11,7 @@
 
 use std::path::{Path, PathBuf};
 
-use pufa_server::demo;
+use pufa_demo as demo;
 use pufa_server::Config;
 use pufa_tests::webdriver::{Browser, Element};
 

@@ -2,6 +2,8 @@
 //! pending edits (a store with some is set aside only with `--force`).
 
 use super::*;
+use pufa_client::{AdminClient, Transport};
+use pufa_core::wire::EnrollRequest;
 
 /// How `pufa enroll` gets its token.
 pub(crate) enum Enrolment<'a> {
@@ -21,17 +23,23 @@ pub(crate) async fn enroll(dir: &Path, server: &str, how: Enrolment<'_>, lang: L
     let existing: Option<DeviceConfig> = std::fs::read_to_string(config_path(dir))
         .ok()
         .and_then(|t| serde_json::from_str(&t).ok());
-    let http = HttpTransport::new(server).map_err(|e| Fail::new(1, e.to_string()))?;
+    let http: Arc<dyn Transport> =
+        Arc::new(HttpTransport::new(server).map_err(|e| Fail::new(1, e.to_string()))?);
     let by_code = matches!(how, Enrolment::Code { .. });
     let (token, who) = match how {
-        Enrolment::Token(t) => (t.to_string(), whoami(&http, server, t, lang).await?),
+        Enrolment::Token(t) => {
+            let api = AdminClient::new(http, t);
+            (t.to_string(), whoami(&api, server, lang).await?)
+        }
         Enrolment::Code { code, label, force } => {
             // Checked before the code is spent: a refused re-enrolment
             // leaves the code usable.
             if let Some(old) = &existing {
                 check_replaceable(dir, old, force, lang)?;
             }
-            redeem_code(&http, server, code, label, lang).await?
+            // A code is all it takes: the request carries no token.
+            let api = AdminClient::new(http, "");
+            redeem_code(&api, server, code, label, lang).await?
         }
     };
     pufa_durable::create_dir_all(dir)
@@ -102,32 +110,17 @@ pub(crate) async fn enroll(dir: &Path, server: &str, how: Enrolment<'_>, lang: L
     Ok(())
 }
 
-/// Who a device token belongs to (`GET /v1/whoami`).
-pub(crate) async fn whoami(
-    http: &HttpTransport,
-    server: &str,
-    token: &str,
-    lang: Lang,
-) -> Out<WhoAmI> {
-    let resp = pufa_client::Transport::send(
-        http,
-        pufa_client::transport::Request {
-            method: pufa_client::transport::Method::Get,
-            path: "/v1/whoami".into(),
-            token: token.to_string(),
-            body: None,
-        },
-    )
-    .await
-    .map_err(|e| {
-        Fail::new(
-            3,
-            format!("{} {server}: {e}", lang.t("无法连接服务器", "cannot reach")),
-        )
-    })?;
-    match resp.status {
-        200 => {}
-        401 => {
+/// Who a device token belongs to (`GET /v1/whoami`, with `api`'s token).
+pub(crate) async fn whoami(api: &AdminClient, server: &str, lang: Lang) -> Out<WhoAmI> {
+    let who = match api.whoami().await {
+        Ok(who) => who,
+        Err(Error::Unreachable(e)) => {
+            return Err(Fail::new(
+                3,
+                format!("{} {server}: {e}", lang.t("无法连接服务器", "cannot reach")),
+            ))
+        }
+        Err(Error::Server { status: 401, .. }) => {
             return Err(Fail::new(
                 4,
                 lang.t(
@@ -136,10 +129,8 @@ pub(crate) async fn whoami(
                 ),
             ))
         }
-        s => return Err(Fail::new(6, format!("{server}/v1/whoami: HTTP {s}"))),
-    }
-    let who: WhoAmI = serde_json::from_slice(&resp.body)
-        .map_err(|e| Fail::new(6, format!("unreadable whoami: {e}")))?;
+        Err(e) => return Err(refused(server, "/v1/whoami", &e)),
+    };
     if who.username.is_some() {
         // A person's sign-in session acts as them but cannot sync.
         return Err(Fail::invalid(lang.t(
@@ -152,39 +143,32 @@ pub(crate) async fn whoami(
 
 /// Exchanges an enrolment code for a new device's token (`POST /v1/enroll`).
 pub(crate) async fn redeem_code(
-    http: &HttpTransport,
+    api: &AdminClient,
     server: &str,
     code: &str,
     label: Option<&str>,
     lang: Lang,
 ) -> Out<(String, WhoAmI)> {
-    let body = json!({"code": code, "label": label});
-    let resp = pufa_client::Transport::send(
-        http,
-        pufa_client::transport::Request {
-            method: pufa_client::transport::Method::Post,
-            path: "/v1/enroll".into(),
-            token: String::new(),
-            body: Some(body.to_string().into_bytes()),
-        },
-    )
-    .await
-    .map_err(|e| {
-        Fail::new(
-            3,
-            format!(
-                "{} {server}: {e} ({})",
-                lang.t("无法连接服务器", "cannot reach"),
-                lang.t(
-                    "若再次失败，登记码可能已被使用，请向协调员索取新码",
-                    "if it fails again, the code may have been used: ask for a new one"
-                )
-            ),
-        )
-    })?;
-    match resp.status {
-        201 => {}
-        401 => {
+    let req = EnrollRequest {
+        code: code.to_string(),
+        label: label.map(str::to_string),
+    };
+    let issued = match api.enroll(&req).await {
+        Ok(issued) => issued,
+        Err(Error::Unreachable(e)) => {
+            return Err(Fail::new(
+                3,
+                format!(
+                    "{} {server}: {e} ({})",
+                    lang.t("无法连接服务器", "cannot reach"),
+                    lang.t(
+                        "若再次失败，登记码可能已被使用，请向协调员索取新码",
+                        "if it fails again, the code may have been used: ask for a new one"
+                    )
+                ),
+            ))
+        }
+        Err(Error::Server { status: 401, .. }) => {
             return Err(Fail::new(
                 4,
                 lang.t(
@@ -193,8 +177,8 @@ pub(crate) async fn redeem_code(
                 ),
             ))
         }
-        429 => {
-            let wait = resp.retry_after.map_or(60, |d| d.as_secs().max(1));
+        Err(Error::RateLimited { retry_after }) => {
+            let wait = retry_after.map_or(60, |d| d.as_secs().max(1));
             return Err(Fail::new(
                 6,
                 format!(
@@ -206,17 +190,13 @@ pub(crate) async fn redeem_code(
                 ),
             ));
         }
-        400 => {
-            let why = serde_json::from_slice::<Value>(&resp.body)
-                .ok()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_default();
-            return Err(Fail::invalid(why));
-        }
-        s => return Err(Fail::new(6, format!("{server}/v1/enroll: HTTP {s}"))),
-    }
-    let issued: pufa_core::wire::TokenIssued = serde_json::from_slice(&resp.body)
-        .map_err(|e| Fail::new(6, format!("unreadable /v1/enroll answer: {e}")))?;
+        Err(Error::Server {
+            status: 400,
+            message,
+            ..
+        }) => return Err(Fail::invalid(message)),
+        Err(e) => return Err(refused(server, "/v1/enroll", &e)),
+    };
     let who = WhoAmI {
         device_id: issued.device_id,
         role: issued.role,
@@ -225,6 +205,19 @@ pub(crate) async fn redeem_code(
         username: None,
     };
     Ok((issued.token, who))
+}
+
+/// Exit code 6 for an answer the command has no better words for: its
+/// HTTP status, or why it could not be read.
+fn refused(server: &str, path: &str, e: &Error) -> Fail {
+    match e {
+        Error::Server { code, message, .. } if code == "bad_response" => {
+            Fail::new(6, format!("{server}{path}: {message}"))
+        }
+        Error::Server { status, .. } => Fail::new(6, format!("{server}{path}: HTTP {status}")),
+        Error::RateLimited { .. } => Fail::new(6, format!("{server}{path}: HTTP 429")),
+        other => Fail::new(6, format!("{server}{path}: {other}")),
+    }
 }
 
 /// Refuses to enrol an enrolled dir as a new device while its store holds

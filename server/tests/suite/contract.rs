@@ -2358,7 +2358,8 @@ async fn totals_count_lectures_corners_sites_and_conflicts() {
 async fn totals_of_the_yingze_fixture_cover_113_grassroots_units() {
     skip_without_store!();
     // The repo's copy of the shared fixture (the demo embeds it too).
-    let units: Value = serde_json::from_str(pufa_server::demo::ORG_UNITS_JSON).unwrap();
+    let units: Value =
+        serde_json::from_str(include_str!("../../demo/yingze-org-units.json")).unwrap();
     let s = Server::empty().await;
     let n = units.as_array().unwrap().len();
     assert_eq!(s.import(&units).await["upserted"], n);

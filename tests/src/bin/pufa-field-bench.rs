@@ -63,8 +63,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use pufa_client::transport::{Method as SdkMethod, Request as SdkRequest, Transport};
-use pufa_tests::api;
+use pufa_core::wire::{CodeRequest, OrgUnit, Role, TokenIssued, TokenRequest};
 use pufa_tests::webdriver::Browser;
+use pufa_tests::{admin_over_http, api};
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -758,30 +759,24 @@ fn full_lecture(device: &str, i: usize, hlc_ms: u64) -> Value {
     })
 }
 
-async fn admin_call(
-    s: &ServerChild,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> Result<Value> {
-    let (status, v) = api(&s.base, method, path, &s.admin, body).await;
-    if !(200..300).contains(&status) {
-        bail!("{path}: {status} {v}");
-    }
-    Ok(v)
+/// A field device's token in the street `s1`.
+async fn field_token(s: &ServerChild, label: &str) -> Result<TokenIssued> {
+    Ok(admin_over_http(&s.base, &s.admin)
+        .issue_token(&TokenRequest {
+            role: Role::Field,
+            org_unit: Some("s1".into()),
+            label: Some(label.into()),
+            device_id: None,
+        })
+        .await?)
 }
 
 /// `n` lectures in the street `s1`, pushed by a device of its own.
 async fn seed(s: &ServerChild, n: u64) -> Result<f64> {
-    let issued = admin_call(
-        s,
-        Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"role": "field", "org_unit": "s1", "label": "bench seeder"})),
-    )
-    .await?;
-    let token = issued["token"].as_str().context("a token")?;
-    let device = issued["device_id"].as_str().context("a device id")?;
+    let issued = field_token(s, "bench seeder").await?;
+    let token = issued.token.as_str();
+    let device = issued.device_id.to_string();
+    let device = device.as_str();
     let started = Instant::now();
     let first_ms = now_ms() - n;
     let n = usize::try_from(n)?;
@@ -858,14 +853,8 @@ async fn pull_through_sdk(proxy: &Proxy, token: &str) -> Result<(u64, u64)> {
 }
 
 async fn bytes_per_record(proxy: &Proxy, s: &ServerChild) -> Result<Value> {
-    let issued = admin_call(
-        s,
-        Method::POST,
-        "/v1/admin/tokens",
-        Some(json!({"role": "field", "org_unit": "s1", "label": "bench reader"})),
-    )
-    .await?;
-    let token = issued["token"].as_str().context("a token")?;
+    let issued = field_token(s, "bench reader").await?;
+    let token = issued.token.as_str();
     let plain = reqwest::Client::builder().no_gzip().no_brotli().build()?;
     let gzip = reqwest::Client::builder().no_brotli().build()?;
     let br = reqwest::Client::builder().no_gzip().build()?;
@@ -1000,8 +989,9 @@ async fn run(args: &Args, server: &ServerChild) -> Result<()> {
     let started = Instant::now();
     let target: SocketAddr = server.base.trim_start_matches("http://").parse()?;
     let proxy = Proxy::start(target).await?;
-    let units: Value = serde_json::from_str(ORG_UNITS)?;
-    admin_call(server, Method::PUT, "/v1/admin/org-units", Some(units)).await?;
+    let admin = admin_over_http(&server.base, &server.admin);
+    let units: Vec<OrgUnit> = serde_json::from_str(ORG_UNITS)?;
+    admin.import_org_units(&units).await?;
     let sw = reqwest::get(format!("{}/field/sw.js", server.base))
         .await?
         .text()
@@ -1024,16 +1014,15 @@ async fn run(args: &Args, server: &ServerChild) -> Result<()> {
 
     // A new phone opens the QR link and enrols.
     eprintln!("first sync of {} records…", args.records);
-    let code = admin_call(
-        server,
-        Method::POST,
-        "/v1/enrollment-codes",
-        Some(json!({"role": "field", "org_unit": "s1", "label": "bench phone"})),
-    )
-    .await?["code"]
-        .as_str()
-        .context("a code")?
-        .to_string();
+    let code = admin
+        .create_code(&CodeRequest {
+            role: Role::Field,
+            org_unit: "s1".into(),
+            label: Some("bench phone".into()),
+            ttl_secs: None,
+        })
+        .await?
+        .code;
     let b = phone(scratch.path()).await?;
     open_app(&b, &format!("{}/field/#code={code}", proxy.url)).await?;
     poll(

@@ -8,15 +8,16 @@ use std::collections::BTreeMap;
 use pufa_core::wire::{
     ChecksumResponse, OrgUnit, PullEntry, PullResponse, RejectionView, TotalsResponse, UnitType,
 };
-use pufa_server::demo::{self, DataDir, DemoError};
+use pufa_demo::{self as demo, DataDir, DemoError};
 use pufa_server::Config;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
-#[allow(dead_code)] // The harness is shared; this file uses its HTTP server.
-mod support;
+// The server's test harness: this file uses its HTTP server.
+#[path = "../../tests/support/http.rs"]
+mod http;
 
-use support::http::TestServer;
+use http::TestServer;
 
 const SEED: u64 = 2020;
 const TOTALS_2020: &str = "/v1/totals?org=140106&from=2020-01-01&to=2020-12-31";

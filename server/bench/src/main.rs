@@ -6,7 +6,7 @@
 //! pull, totals latency, the server's peak RSS and disk bytes per record.
 //!
 //! ```text
-//! cargo build --release -p pufa-server
+//! cargo build --release -p pufa-server -p pufa-bench
 //! ./target/release/pufa-bench --records 100000 --batch 500
 //! ```
 
@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pufa_client::AdminClient;
+use pufa_core::wire::{OrgUnit, Role, TokenRequest, UnitType};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -145,36 +147,25 @@ async fn device_main(
 
 /// Issues a token through the admin API: `(device_id, secret)`.
 async fn issue_token(
-    client: &reqwest::Client,
-    url: &str,
-    admin: &str,
-    role: &str,
+    admin: &AdminClient,
+    role: Role,
     org: &str,
     label: &str,
 ) -> Result<(Uuid, String)> {
-    let body = json!({"role": role, "org_unit": org, "label": label});
-    let t = send(
-        client,
-        reqwest::Method::POST,
-        format!("{url}/v1/admin/tokens"),
-        admin,
-        Some(serde_json::to_vec(&body)?),
-    )
-    .await?;
-    Ok((
-        t["device_id"].as_str().context("device_id")?.parse()?,
-        t["token"].as_str().context("token")?.to_string(),
-    ))
+    let t = admin
+        .issue_token(&TokenRequest {
+            role,
+            org_unit: Some(org.into()),
+            label: Some(label.into()),
+            device_id: None,
+        })
+        .await?;
+    Ok((t.device_id, t.token))
 }
 
 /// A coordinator token for a bench device: `(token, device_id)`.
-async fn device_token(
-    url: &str,
-    admin: &str,
-    client: &reqwest::Client,
-    org: &str,
-) -> Result<(String, String)> {
-    let (id, token) = issue_token(client, url, admin, "coordinator", org, "bench device").await?;
+async fn device_token(admin: &AdminClient, org: &str) -> Result<(String, String)> {
+    let (id, token) = issue_token(admin, Role::Coordinator, org, "bench device").await?;
     Ok((token, id.to_string()))
 }
 
@@ -218,16 +209,14 @@ fn run_device(
 async fn small_devices(
     client: &reqwest::Client,
     urls: &[String],
-    admin: &str,
+    admin: &AdminClient,
     devices: u64,
     rounds: u64,
     batch: u64,
 ) -> Result<(Vec<f64>, u64)> {
     let mut work = Vec::new();
-    let url = &urls[0];
     for d in 0..devices {
-        let (device, token) =
-            issue_token(client, url, admin, "field", "b", &format!("small {d}")).await?;
+        let (device, token) = issue_token(admin, Role::Field, "b", &format!("small {d}")).await?;
         let bodies: Vec<Vec<u8>> = (0..rounds)
             .map(|r| {
                 let muts: Vec<Value> = (0..batch)
@@ -293,7 +282,7 @@ fn spawn_server(
     let exe = std::env::current_exe()?.with_file_name("pufa-server");
     if !exe.exists() {
         bail!(
-            "{} not found: build it with `cargo build --release -p pufa-server`",
+            "{} not found: build it with `cargo build --release -p pufa-server -p pufa-bench`",
             exe.display()
         );
     }
@@ -432,15 +421,32 @@ async fn send(
 
 const UNITS: usize = 40;
 
-fn org_tree() -> Value {
-    let mut units = vec![json!({"code":"b","name":"基准区","type":"district","parent":null})];
+fn org_tree() -> Vec<OrgUnit> {
+    let unit = |code: String, name: String, unit_type, parent: Option<String>| OrgUnit {
+        code,
+        name,
+        unit_type,
+        parent,
+    };
+    let mut units = vec![unit("b".into(), "基准区".into(), UnitType::District, None)];
     for s in 0..4 {
-        units.push(json!({"code": format!("b{s}"), "name": format!("第{s}街道"), "type":"street", "parent":"b"}));
+        let street = format!("b{s}");
+        units.push(unit(
+            street.clone(),
+            format!("第{s}街道"),
+            UnitType::Street,
+            Some("b".into()),
+        ));
         for c in 0..UNITS / 4 {
-            units.push(json!({"code": format!("b{s}c{c:02}"), "name": format!("第{s}街道第{c}社区"), "type":"community", "parent": format!("b{s}")}));
+            units.push(unit(
+                format!("b{s}c{c:02}"),
+                format!("第{s}街道第{c}社区"),
+                UnitType::Community,
+                Some(street.clone()),
+            ));
         }
     }
-    Value::Array(units)
+    units
 }
 
 /// Lecture topics, a pair per lecture (so per-topic aggregates have work).
@@ -481,7 +487,7 @@ struct Phase {
 async fn push_phase(
     client: &reqwest::Client,
     urls: &[String],
-    admin: &str,
+    admin: &AdminClient,
     pushers: u64,
     records: u64,
     batch: u64,
@@ -490,17 +496,9 @@ async fn push_phase(
     // Devices and bodies are prepared before the clock starts: this measures
     // the server, not JSON building in the client.
     let mut work = Vec::new();
-    let url = &urls[0];
     for p in 0..pushers {
-        let (device, token) = issue_token(
-            client,
-            url,
-            admin,
-            "field",
-            "b",
-            &format!("bench {offset}-{p}"),
-        )
-        .await?;
+        let (device, token) =
+            issue_token(admin, Role::Field, "b", &format!("bench {offset}-{p}")).await?;
         let per = records / pushers;
         let mut bodies = Vec::new();
         let mut done = 0;
@@ -756,20 +754,16 @@ async fn bench(
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
         .build()?;
-    send(
-        &client,
-        reqwest::Method::PUT,
-        format!("{url}/v1/admin/org-units"),
-        &admin,
-        Some(serde_json::to_vec(&org_tree())?),
-    )
-    .await?;
+    // Setting up (org tree, tokens) through the SDK; what is measured goes
+    // through `send`, on the pool above.
+    let admin_api = AdminClient::over_http(&url, admin.as_str())?;
+    admin_api.import_org_units(&org_tree()).await?;
 
-    let one = push_phase(&client, urls, &admin, 1, args.records, args.batch, 0).await?;
+    let one = push_phase(&client, urls, &admin_api, 1, args.records, args.batch, 0).await?;
     let many = push_phase(
         &client,
         urls,
-        &admin,
+        &admin_api,
         args.pushers,
         args.records,
         args.batch,
@@ -783,7 +777,7 @@ async fn bench(
     let late = push_phase(
         &client,
         urls,
-        &admin,
+        &admin_api,
         1,
         GROWTH_WINDOW.min(args.records).max(1),
         args.batch,
@@ -859,14 +853,17 @@ async fn bench(
     let store = tempfile::tempdir()?;
     // Through the last instance: with two, it serves what the other took.
     let device_url = urls.last().unwrap_or(&url).clone();
-    let creds = device_token(&url, &admin, &client, "b").await?;
+    let creds = device_token(&admin_api, "b").await?;
     let first_sync = run_device(&device_url, &creds, 0, Some(store.path()))?;
     // 1% more records, then the same device syncs again.
     let changes = (stored / 100).max(1);
-    push_phase(&client, urls, &admin, 1, changes, args.batch, 20_000_000).await?;
+    push_phase(
+        &client, urls, &admin_api, 1, changes, args.batch, 20_000_000,
+    )
+    .await?;
     let incremental = run_device(&device_url, &creds, 0, Some(store.path()))?;
     let offline_push = if args.device_records > 0 {
-        let creds = device_token(&url, &admin, &client, "b0").await?;
+        let creds = device_token(&admin_api, "b0").await?;
         Some(run_device(&device_url, &creds, args.device_records, None)?)
     } else {
         None
@@ -874,7 +871,7 @@ async fn bench(
     let (small_ms, small_errors) = small_devices(
         &client,
         urls,
-        &admin,
+        &admin_api,
         args.small_devices,
         args.small_rounds,
         args.small_batch,

@@ -177,7 +177,7 @@ enum Cmd {
     /// that holds anything else is refused.
     Demo {
         /// Seed of the simulated year: the same seed gives the same records.
-        #[arg(long, default_value_t = pufa_server::demo::SEED_DEFAULT)]
+        #[arg(long, default_value_t = pufa_demo::SEED_DEFAULT)]
         seed: u64,
     },
 }
@@ -439,7 +439,7 @@ fn restore(config: &Config, from: &std::path::Path, keep_store_id: bool) -> Exit
 
 async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> ExitCode {
     let data = config.data_dir.clone();
-    let started = match pufa_server::demo::launch(config, listener, seed, shutdown_signal()).await {
+    let started = match pufa_demo::launch(config, listener, seed, shutdown_signal()).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("pufa-server demo: {e}");
@@ -450,7 +450,7 @@ async fn demo(config: Config, listener: tokio::net::TcpListener, seed: u64) -> E
         println!(
             "Filled {} with the demo year 2020 (seed {seed}); field devices' stores are in {}",
             data.display(),
-            data.join(pufa_server::demo::DEVICES_DIR).display()
+            data.join(pufa_demo::DEVICES_DIR).display()
         );
     }
     print!("{}", started.banner());
