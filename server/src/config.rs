@@ -426,6 +426,31 @@ impl Config {
             per_device: self.rejections_per_device_kept.max(1),
         }
     }
+
+    /// What the PostgreSQL store is opened with, when `--database-url` names
+    /// one.
+    pub(crate) fn pg_store(&self) -> Option<crate::store::pg::PgConfig> {
+        Some(crate::store::pg::PgConfig {
+            url: self.database_url.clone()?,
+            pool_size: self.pg_pool_size,
+            rejections_kept: self.rejections_limits(),
+            ids: self.ids.clone(),
+        })
+    }
+}
+
+/// What the sled store under `data_dir` is opened with.
+impl From<&Config> for crate::store::sled::SledConfig {
+    fn from(config: &Config) -> crate::store::sled::SledConfig {
+        crate::store::sled::SledConfig {
+            path: config.store_path(),
+            cache_bytes: config.cache_bytes,
+            fsync: config.fsync,
+            rejections_kept: config.rejections_limits(),
+            clock: config.clock.clone(),
+            ids: config.ids.clone(),
+        }
+    }
 }
 
 /// Reads `--time-zone`: a zone of the IANA time zone database, such as

@@ -149,18 +149,23 @@ pub fn router(state: AppState) -> Router {
 pub async fn open(config: Config) -> Result<AppState, RunError> {
     let dir = config.data_dir.clone();
     check_data_dir(&dir)?;
-    let store: DynStore = match &config.database_url {
-        Some(url) => Arc::new(store::pg::PgStore::open(&config).await.map_err(|source| {
-            RunError::Database {
-                url: store::pg::redacted(url),
-                source,
+    let store: DynStore =
+        match config.pg_store() {
+            Some(pg) => Arc::new(store::pg::PgStore::open(&pg).await.map_err(|source| {
+                RunError::Database {
+                    url: store::pg::redacted(&pg.url),
+                    source,
+                }
+            })?),
+            None => {
+                Arc::new(
+                    SledStore::open(&(&config).into()).map_err(|source| RunError::Store {
+                        dir: dir.clone(),
+                        source,
+                    })?,
+                )
             }
-        })?),
-        None => Arc::new(SledStore::open(&config).map_err(|source| RunError::Store {
-            dir: dir.clone(),
-            source,
-        })?),
-    };
+        };
     let limits = Arc::new(limits::Limiters {
         tokens: config.token_rate.map(limits::Buckets::new),
         ips: config.ip_rate.map(limits::Buckets::new),
@@ -317,7 +322,7 @@ pub(crate) fn write_private_file(path: &Path, contents: &str) -> std::io::Result
 ///
 /// **Storage failure.** sled refuses every write after its first IO error
 /// (a full disk, say) until the `Db` is reopened. When the store reports
-/// such a failure ([`store::Store::failure`]) the server keeps serving (reads
+/// such a failure ([`store::MaintenanceStore::failure`]) the server keeps serving (reads
 /// work; writes and `/v1/health` answer `503 unavailable`), checks the free
 /// space of the data dir every [`config::STORAGE_CHECK_SECS`], and once at
 /// least [`config::REOPEN_FREE_BYTES_MIN`] are free it drains, reopens the

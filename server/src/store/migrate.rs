@@ -15,7 +15,7 @@ use pufa_core::org::Scope;
 use super::codec::{self, decode, StoredConflict, StoredRejection};
 use super::pg::{self, pg_err, PgStore};
 use super::sled::SledStore;
-use super::{Account, Device, EnrolmentCode, Session, Store, StoreError};
+use super::{Account, Device, EnrolmentCode, Session, StoreError, SyncStore};
 use crate::config::Config;
 
 /// Rows sent per statement while copying.
@@ -155,10 +155,10 @@ fn big(v: u64) -> i64 {
 /// database is unreachable or not empty, or the check finds a difference
 /// (then the database holds the copy, for inspection; drop it and retry).
 pub async fn sled_to_pg(from: &Config, to: &Config) -> Result<Migrated, StoreError> {
-    let url = to
-        .database_url
-        .as_deref()
+    let target_config = to
+        .pg_store()
         .ok_or_else(|| StoreError::Other("no --to-database-url".into()))?;
+    let url = target_config.url.as_str();
     if !from.store_path().exists() {
         return Err(StoreError::Other(format!(
             "no sled store in {}",
@@ -167,7 +167,7 @@ pub async fn sled_to_pg(from: &Config, to: &Config) -> Result<Migrated, StoreErr
     }
     // Opened as the server opens it (format upgrades included), so what is
     // copied is what that server would serve.
-    let source = SledStore::open(from)?;
+    let source = SledStore::open(&from.into())?;
     let sled_sum = source.checksum(&Scope::All).await?;
     let db = source.db();
     let pool = pg::pool(url, 2)?;
@@ -194,7 +194,7 @@ pub async fn sled_to_pg(from: &Config, to: &Config) -> Result<Migrated, StoreErr
     drop(source);
 
     // Check: the database as a server opens it.
-    let target = PgStore::open(to).await?;
+    let target = PgStore::open(&target_config).await?;
     let pg_sum = target.checksum(&Scope::All).await?;
     if pg_sum != sled_sum {
         return Err(StoreError::Corrupt(format!(

@@ -1,19 +1,27 @@
-//! The store boundary: one narrow trait of domain operations. Handlers call
-//! these and never see bytes, keys or transactions. `sled` is the embedded
-//! implementation, `pg` the PostgreSQL one for deployments that outgrow a
-//! machine.
+//! The store boundary: narrow traits of domain operations, one per
+//! capability ([`SyncStore`], [`AdminStore`], [`ReadStore`],
+//! [`PeopleStore`], [`MaintenanceStore`]), which [`Store`] gathers. Handlers
+//! call these and never see bytes, keys or transactions. `sled` is the
+//! embedded implementation, `pg` the PostgreSQL one for deployments that
+//! outgrow a machine.
 //!
 //! Judging and merging live in `pufa-core`; a store loads what a mutation
-//! touches, calls core, and writes the result atomically.
+//! touches, calls core, and writes the result atomically. What both stores
+//! do alike is written once here: the write logic (`apply`), group commit
+//! (`commit`), the record pages of [`ReadStore::records`] (`paging`) and
+//! which sessions a sign-in ends (`sessions`).
 
 pub(crate) mod apply;
 pub mod backup;
 pub mod codec;
+pub(crate) mod commit;
 pub mod disk;
 pub mod migrate;
+pub(crate) mod paging;
 pub mod pg;
+pub(crate) mod sessions;
 pub mod sled;
-pub mod upgrade;
+pub(crate) mod upgrade;
 pub mod verify;
 
 use std::sync::Arc;
@@ -34,11 +42,18 @@ use uuid::Uuid;
 /// with `has_more`, so a narrow scope cannot make one request scan for ever.
 /// Both stores keep it.
 pub const PULL_SCAN_MAX: usize = 100_000;
-/// Most records one [`Store::records`] call examines before it answers with
+/// Most records one [`ReadStore::records`] call examines before it answers with
 /// a `next` to continue from, however few matched.
 pub const RECORDS_SCAN_MAX: usize = 200_000;
 /// Most rejections or conflicts one listing examines.
 pub const LIST_SCAN_MAX: usize = 200_000;
+
+/// Locks `m`, also after a panic while it was held: a write is applied whole
+/// or not at all (a sled batch, a PostgreSQL transaction), so what a
+/// poisoned lock guards is sound.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// SHA-256 of a token secret: the only form in which secrets are stored.
 pub type TokenHash = [u8; 32];
@@ -87,7 +102,7 @@ impl From<::sled::Error> for StoreError {
     }
 }
 
-/// A device and its token, as stored.
+/// A device and its token (stored as [`disk::DeviceV`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Device {
     pub id: Uuid,
@@ -355,34 +370,12 @@ pub enum ResolveOutcome {
     Invalid(Rejection),
 }
 
-/// The domain operations every store provides.
+/// What a device's sync uses: the store's identity and org tree, token checks,
+/// pushes, the change feed and the checksum.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait SyncStore: Send + Sync + 'static {
     /// Names this store; survives restarts (§7).
     fn store_id(&self) -> Uuid;
-
-    /// `Some(reason)` once the storage has failed so that the store takes no
-    /// more writes until it is reopened (sled stops writing after its first
-    /// IO error, e.g. a full disk, for the life of the `Db`). `serve` watches
-    /// it, and reopens the store once space is free again.
-    fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
-        // A store that never fails this way: the sender is gone, the value
-        // stays `None`.
-        tokio::sync::watch::channel(None).1
-    }
-
-    /// What, in how the store is set up, puts acknowledged writes at risk
-    /// (`/v1/health` lists it): PostgreSQL running with `fsync`,
-    /// `synchronous_commit` or `full_page_writes` off.
-    fn durability_warnings(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// Whether the store can serve now (`/v1/health`): PostgreSQL answers
-    /// within [`pg::READY_TIMEOUT_MS`]. The embedded store is always there.
-    async fn ready(&self) -> Result<(), StoreError> {
-        Ok(())
-    }
 
     /// The current org tree (a cheap snapshot).
     fn org_tree(&self) -> Arc<OrgTree>;
@@ -392,6 +385,23 @@ pub trait Store: Send + Sync + 'static {
 
     async fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError>;
 
+    /// Applies a push (§6) and returns one result per mutation, after all of
+    /// it is durable.
+    async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError>;
+
+    /// A page of records in `scope` changed after `since` (§7).
+    async fn pull(&self, scope: Scope, since: u64, limit: usize) -> Result<PullPage, StoreError>;
+
+    /// Remembers when a device last pulled (not an acknowledged write).
+    async fn note_pull(&self, device: Uuid, now_ms: u64) -> Result<(), StoreError>;
+
+    async fn checksum(&self, scope: &Scope) -> Result<ScopeChecksum, StoreError>;
+}
+
+/// Writes made by admins and coordinators rather than by pushes: devices and
+/// their tokens, the org tree, conflict resolutions.
+#[async_trait]
+pub trait AdminStore: Send + Sync + 'static {
     /// Whether the bootstrap admin exists (§1).
     async fn admin_bootstrapped(&self) -> Result<bool, StoreError>;
 
@@ -416,18 +426,23 @@ pub trait Store: Send + Sync + 'static {
         now_ms: u64,
     ) -> Result<Result<usize, OrgTreeError>, StoreError>;
 
-    /// Applies a push (§6) and returns one result per mutation, after all of
-    /// it is durable.
-    async fn push(&self, input: PushInput) -> Result<Vec<MutationResult>, StoreError>;
+    /// Writes a coordinator's decision and closes the conflict.
+    /// `person`: the username when a person's session resolves (the audit
+    /// entry names them instead of a device).
+    async fn resolve(
+        &self,
+        conflict: Uuid,
+        value: serde_json::Value,
+        by: &Device,
+        person: Option<String>,
+        now_ms: u64,
+    ) -> Result<ResolveOutcome, StoreError>;
+}
 
-    /// A page of records in `scope` changed after `since` (§7).
-    async fn pull(&self, scope: Scope, since: u64, limit: usize) -> Result<PullPage, StoreError>;
-
-    /// Remembers when a device last pulled (not an acknowledged write).
-    async fn note_pull(&self, device: Uuid, now_ms: u64) -> Result<(), StoreError>;
-
-    async fn checksum(&self, scope: &Scope) -> Result<ScopeChecksum, StoreError>;
-
+/// What coordinators read: figures (from the aggregates), the records behind
+/// them, conflicts, devices, rejections and a record's history.
+#[async_trait]
+pub trait ReadStore: Send + Sync + 'static {
     /// Totals for the subtree of `org` (an existing unit).
     async fn totals(
         &self,
@@ -451,18 +466,6 @@ pub trait Store: Send + Sync + 'static {
     /// Open conflicts on records in `scope`, newest first.
     async fn conflicts(&self, scope: Scope, limit: usize) -> Result<Vec<ConflictView>, StoreError>;
 
-    /// Writes a coordinator's decision and closes the conflict.
-    /// `person`: the username when a person's session resolves (the audit
-    /// entry names them instead of a device).
-    async fn resolve(
-        &self,
-        conflict: Uuid,
-        value: serde_json::Value,
-        by: &Device,
-        person: Option<String>,
-        now_ms: u64,
-    ) -> Result<ResolveOutcome, StoreError>;
-
     /// Devices whose scope lies inside `scope`.
     async fn devices(&self, scope: Scope, limit: usize) -> Result<Vec<DeviceView>, StoreError>;
 
@@ -473,8 +476,22 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<RejectionView>, StoreError>;
 
-    // People and enrolment codes -------------------------------------
+    /// A record's audit entries after `after`, oldest first, as far as
+    /// `scope` may read them ([`readable_history`]); `None` when the record
+    /// is unknown or was never in `scope`.
+    async fn history(
+        &self,
+        scope: Scope,
+        record: Uuid,
+        after: u64,
+        limit: usize,
+    ) -> Result<Option<Vec<HistoryEntry>>, StoreError>;
+}
 
+/// People and enrolment codes: accounts, sign-in sessions, codes that enrol
+/// a device.
+#[async_trait]
+pub trait PeopleStore: Send + Sync + 'static {
     async fn account(&self, username: &str) -> Result<Option<Account>, StoreError>;
 
     /// Every account, in username order, at most `limit`.
@@ -525,20 +542,36 @@ pub trait Store: Send + Sync + 'static {
         hash: TokenHash,
         redemption: Redemption,
     ) -> Result<Option<Device>, StoreError>;
+}
+
+/// Keeping the store running: health, shutdown and online backup.
+#[async_trait]
+pub trait MaintenanceStore: Send + Sync + 'static {
+    /// `Some(reason)` once the storage has failed so that the store takes no
+    /// more writes until it is reopened (sled stops writing after its first
+    /// IO error, e.g. a full disk, for the life of the `Db`). `serve` watches
+    /// it, and reopens the store once space is free again.
+    fn failure(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        // A store that never fails this way: the sender is gone, the value
+        // stays `None`.
+        tokio::sync::watch::channel(None).1
+    }
+
+    /// What, in how the store is set up, puts acknowledged writes at risk
+    /// (`/v1/health` lists it): PostgreSQL running with `fsync`,
+    /// `synchronous_commit` or `full_page_writes` off.
+    fn durability_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Whether the store can serve now (`/v1/health`): PostgreSQL answers
+    /// within `pg::READY_TIMEOUT_MS`. The embedded store is always there.
+    async fn ready(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Makes every acknowledged write durable (shutdown).
     async fn flush(&self) -> Result<(), StoreError>;
-
-    /// A record's audit entries after `after`, oldest first, as far as
-    /// `scope` may read them ([`readable_history`]); `None` when the record
-    /// is unknown or was never in `scope`.
-    async fn history(
-        &self,
-        scope: Scope,
-        record: Uuid,
-        after: u64,
-        limit: usize,
-    ) -> Result<Option<Vec<HistoryEntry>>, StoreError>;
 
     /// Starts an online backup: a consistent copy of the whole store as of
     /// now, in the format of [`backup`], delivered in chunks while writes
@@ -549,6 +582,12 @@ pub trait Store: Send + Sync + 'static {
     /// later on arrives as the last chunk (the copy is then unusable).
     async fn backup(&self, now_ms: u64) -> Result<BackupChunks, StoreError>;
 }
+
+/// The domain operations every store provides: every capability above. Handlers
+/// hold a [`DynStore`]; each backend implements the capabilities one by one.
+pub trait Store: SyncStore + AdminStore + ReadStore + PeopleStore + MaintenanceStore {}
+
+impl<T> Store for T where T: SyncStore + AdminStore + ReadStore + PeopleStore + MaintenanceStore {}
 
 /// The chunks of a backup in the making.
 pub type BackupChunks = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;

@@ -5,11 +5,15 @@
 //! redeemed once however many requests carry it, and two admins editing
 //! one account never undo each other's change.
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{codec, decode, encode, Inner};
+use super::{Inner, SledStore};
+use crate::store::codec::{self, decode, encode};
+use crate::store::sessions::{self, Held};
 use crate::store::{
-    Account, AccountChange, Device, EnrolmentCode, Redemption, Session, StoreError, TokenHash,
+    Account, AccountChange, Device, EnrolmentCode, PeopleStore, Redemption, Session, StoreError,
+    TokenHash,
 };
 
 impl Inner {
@@ -62,21 +66,19 @@ impl Inner {
     ) -> Result<((), u64), StoreError> {
         let mut tx = self.begin();
         // Sessions are few (people, not devices), so each sign-in sweeps
-        // them all: expired ones go, and so do the oldest of this person's
-        // beyond the limit, so that signing in in a loop cannot grow the store.
-        let mut own: Vec<(u64, Vec<u8>)> = Vec::new();
+        // them all.
+        let mut held = Vec::new();
         for kv in self.db.scan_prefix(codec::SESSION) {
             let (k, v) = kv?;
             let s: Session = decode(&v)?;
-            if s.expires_ms <= session.created_ms {
-                tx.batch.remove(k);
-            } else if s.username == session.username {
-                own.push((s.created_ms, k.to_vec()));
-            }
+            held.push(Held {
+                key: k.to_vec(),
+                username: s.username,
+                created_ms: s.created_ms,
+                expires_ms: s.expires_ms,
+            });
         }
-        own.sort();
-        let excess = (own.len() + 1).saturating_sub(per_account_max.max(1));
-        for (_, k) in own.into_iter().take(excess) {
+        for k in sessions::to_end(held, &session, per_account_max) {
             tx.batch.remove(k);
         }
         tx.batch.insert(codec::session_key(&hash), encode(&session));
@@ -166,5 +168,70 @@ impl Inner {
         tx.batch.remove(codec::code_hash_key(&hash));
         tx.stage_device(&device)?;
         Ok((Some(device), tx.commit(None)?))
+    }
+}
+
+#[async_trait]
+impl PeopleStore for SledStore {
+    async fn account(&self, username: &str) -> Result<Option<Account>, StoreError> {
+        let username = username.to_string();
+        self.blocking(move |inner| inner.account(&username)).await
+    }
+
+    async fn accounts(&self, limit: usize) -> Result<Vec<Account>, StoreError> {
+        self.blocking(move |inner| inner.accounts(limit)).await
+    }
+
+    async fn create_account(&self, account: Account) -> Result<bool, StoreError> {
+        self.write(move |inner| inner.create_account(account)).await
+    }
+
+    async fn change_account(
+        &self,
+        username: &str,
+        change: AccountChange,
+    ) -> Result<Option<Account>, StoreError> {
+        let username = username.to_string();
+        self.write(move |inner| inner.change_account(&username, change))
+            .await
+    }
+
+    async fn put_session(
+        &self,
+        hash: TokenHash,
+        session: Session,
+        per_account_max: usize,
+    ) -> Result<(), StoreError> {
+        self.write(move |inner| inner.put_session(hash, session, per_account_max))
+            .await
+    }
+
+    async fn session(&self, hash: TokenHash) -> Result<Option<Session>, StoreError> {
+        self.blocking(move |inner| inner.session(hash)).await
+    }
+
+    async fn end_session(&self, hash: TokenHash) -> Result<bool, StoreError> {
+        self.write(move |inner| inner.end_session(hash)).await
+    }
+
+    async fn put_code(&self, code: EnrolmentCode, now_ms: u64) -> Result<(), StoreError> {
+        self.write(move |inner| inner.put_code(code, now_ms)).await
+    }
+
+    async fn codes(&self) -> Result<Vec<EnrolmentCode>, StoreError> {
+        self.blocking(|inner| inner.codes()).await
+    }
+
+    async fn withdraw_code(&self, id: Uuid) -> Result<bool, StoreError> {
+        self.write(move |inner| inner.withdraw_code(id)).await
+    }
+
+    async fn redeem_code(
+        &self,
+        hash: TokenHash,
+        redemption: Redemption,
+    ) -> Result<Option<Device>, StoreError> {
+        self.write(move |inner| inner.redeem_code(hash, redemption))
+            .await
     }
 }
