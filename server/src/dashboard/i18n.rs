@@ -218,6 +218,9 @@ texts! {
     ErrNotFound => "未找到", "Not found";
     ErrUnavailable => "服务暂不可用", "Service unavailable";
     ErrInternal => "服务器出错", "Server error";
+    ErrTooMany => "请稍后再试", "Try again later";
+    TryAgainSeconds => "请求太频繁，请 {n} 秒后再试。", "Too many requests; try again in {n} s.";
+    TryAgainMinutes => "已达到上限，请 {n} 分钟后再试；如需立即处理，请联系管理员。", "A limit has been reached; try again in {n} min, or ask an admin if it cannot wait.";
     BadDate => "须为 YYYY-MM-DD 格式的真实日期", "must be a real date written YYYY-MM-DD";
     FromAfterTo => "开始日期晚于结束日期。", "The start date is after the end date.";
     BadLang => "不支持该语言，请使用 zh 或 en", "unknown language; use zh or en";

@@ -220,6 +220,10 @@ pub enum PageError {
     NotFound(T),
     /// Storage cannot answer now: retryable.
     Unavailable(String),
+    /// A limit that frees up with time: come back in `secs` seconds.
+    TooMany {
+        secs: u64,
+    },
     Internal(String),
 }
 
@@ -239,6 +243,7 @@ impl PageError {
             PageError::Forbidden(_) => StatusCode::FORBIDDEN,
             PageError::NotFound(_) => StatusCode::NOT_FOUND,
             PageError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            PageError::TooMany { .. } => StatusCode::TOO_MANY_REQUESTS,
             PageError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -248,12 +253,18 @@ impl PageError {
         let lang = locale.lang;
         let (title, text) = match self {
             PageError::SignIn => return self.clone().into_response(),
-            PageError::BadQuery { why, .. } => (T::ErrBadRequest, *why),
-            PageError::BadRequest(t) => (T::ErrBadRequest, *t),
-            PageError::Forbidden(t) => (T::ErrForbidden, *t),
-            PageError::NotFound(t) => (T::ErrNotFound, *t),
-            PageError::Unavailable(_) => (T::ErrUnavailable, T::StoreTrouble),
-            PageError::Internal(_) => (T::ErrInternal, T::InternalTrouble),
+            PageError::BadQuery { why, .. } => (T::ErrBadRequest, why.get(lang).to_string()),
+            PageError::BadRequest(t) => (T::ErrBadRequest, t.get(lang).to_string()),
+            PageError::Forbidden(t) => (T::ErrForbidden, t.get(lang).to_string()),
+            PageError::NotFound(t) => (T::ErrNotFound, t.get(lang).to_string()),
+            PageError::Unavailable(_) => (T::ErrUnavailable, T::StoreTrouble.get(lang).to_string()),
+            // Minutes past two of them: "3600 秒" reads worse than "60 分钟".
+            PageError::TooMany { secs } if *secs >= 120 => (
+                T::ErrTooMany,
+                T::TryAgainMinutes.with_n(lang, secs.div_ceil(60)),
+            ),
+            PageError::TooMany { secs } => (T::ErrTooMany, T::TryAgainSeconds.with_n(lang, secs)),
+            PageError::Internal(_) => (T::ErrInternal, T::InternalTrouble.get(lang).to_string()),
         };
         let body = html! {
             div.box {
@@ -261,7 +272,7 @@ impl PageError {
                     @if let PageError::BadQuery { param, value, .. } = self {
                         code { (param) "=" (format!("{value:?}")) } ": "
                     }
-                    (text.get(lang))
+                    (text)
                 }
                 p { a href="/" { (T::BackHome.get(lang)) } }
             }
@@ -272,9 +283,14 @@ impl PageError {
             markup,
         }
         .into_response();
-        if matches!(self, PageError::Unavailable(_)) {
+        let retry_after = match self {
+            PageError::Unavailable(_) => Some(1),
+            PageError::TooMany { secs } => Some(*secs),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(1));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
     }
@@ -338,13 +354,12 @@ impl From<ServiceError> for PageError {
                 PageError::BadRequest(T::BadForm)
             }
             ExportTooLarge { .. } => PageError::BadRequest(T::ExportTooLarge),
-            // No page but sign-in's (which answers these itself) tells the
-            // reader to come back later; elsewhere they are the server's
-            // trouble.
-            SignInLocked { .. }
-            | Busy { .. }
-            | TooManyFailedEnrolments { .. }
-            | TooManyOpenCodes { .. } => PageError::Internal(e.to_string()),
+            // Sign-in answers these on its own form; elsewhere a page says
+            // when to come back.
+            SignInLocked { secs }
+            | Busy { secs }
+            | TooManyFailedEnrolments { secs }
+            | TooManyOpenCodes { secs } => PageError::TooMany { secs },
             Store(e) => e.into(),
             Internal(m) => PageError::Internal(m),
         }
@@ -616,21 +631,15 @@ mod tests {
                 ExportTooLarge { rows: 7, max: 5 },
                 PageError::BadRequest(T::ExportTooLarge),
             ),
-            (
-                SignInLocked { secs: 61 },
-                PageError::Internal(s("sign-in locked for 61 s")),
-            ),
-            (
-                Busy { secs: 1 },
-                PageError::Internal(s("password hashing busy; retry in 1 s")),
-            ),
+            (SignInLocked { secs: 61 }, PageError::TooMany { secs: 61 }),
+            (Busy { secs: 1 }, PageError::TooMany { secs: 1 }),
             (
                 TooManyFailedEnrolments { secs: 9 },
-                PageError::Internal(s("too many failed enrolments; retry in 9 s")),
+                PageError::TooMany { secs: 9 },
             ),
             (
                 TooManyOpenCodes { secs: 3600 },
-                PageError::Internal(s("too many open enrolment codes; retry in 3600 s")),
+                PageError::TooMany { secs: 3600 },
             ),
             (
                 Store(StoreError::Unavailable(s("disk full"))),
@@ -668,6 +677,24 @@ mod tests {
             zone: crate::config::parse_time_zone(zone).unwrap(),
             // 2020-01-01 00:00 UTC: winter in Berlin.
             now_ms: 1_577_836_800_000,
+        }
+    }
+
+    /// A limit that frees up with time is a 429 page that says when, in
+    /// the reader's language, with `Retry-After`; never a server error.
+    #[tokio::test]
+    async fn a_limit_page_says_when_to_come_back() {
+        use http_body_util::BodyExt as _;
+        for (secs, zh) in [(9, "请 9 秒后再试"), (3600, "请 60 分钟后再试")] {
+            let resp = PageError::TooMany { secs }.render(&locale(Lang::Zh, "Asia/Shanghai"));
+            assert_eq!(resp.status(), StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(
+                resp.headers()[header::RETRY_AFTER],
+                secs.to_string().as_str()
+            );
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8(body.to_vec()).unwrap();
+            assert!(text.contains(zh) && text.contains("请稍后再试"), "{text}");
         }
     }
 
