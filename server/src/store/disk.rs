@@ -9,6 +9,10 @@
 //! entries or the audit chain's hashes: it stops at a conversion here,
 //! which then fails to compile or is changed on purpose.
 //!
+//! A disk type named `<Name>V` is the stored value of the domain type
+//! `<Name>` (`DeviceV` of `Device`); the smaller ones inside them (`Hlc`,
+//! `Kind`, `Conflict`…) share their domain twin's name.
+//!
 //! The rules a change here must keep (`disk/golden.rs` pins the bytes of
 //! each type and fails on any other change):
 //! - Positional encoding: fields are never skipped, reordered or removed.
