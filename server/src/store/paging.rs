@@ -4,12 +4,18 @@
 //! at `limit` records or after [`RECORDS_SCAN_MAX`] examined, with a `next`
 //! to continue from. The store only reads the records, in id order, and
 //! hands each one's stored bytes to [`RecordScan::offer`].
+//!
+//! Also the pages of [`ReadStore::rejections`](super::ReadStore::rejections)
+//! ([`RejectionPage`]): newest first, at most `limit` entries and
+//! [`REJECTIONS_LIST_BYTES_MAX`] bytes as listed (always at least one).
 
 use pufa_core::org::OrgTree;
-use pufa_core::wire::RecordView;
+use pufa_core::wire::{RecordView, RejectionView};
 use uuid::Uuid;
 
+use super::codec::StoredRejection;
 use super::{codec, RecordPage, RecordQuery, StoreError, RECORDS_SCAN_MAX};
+use crate::config::REJECTIONS_LIST_BYTES_MAX;
 
 /// One page of a [`RecordQuery`] in the making.
 pub(crate) struct RecordScan<'a> {
@@ -74,5 +80,42 @@ impl<'a> RecordScan<'a> {
             records: self.records,
             next: None,
         }
+    }
+}
+
+/// A listing of rejections in the making; the store offers the ones the
+/// caller may see, newest first.
+pub(crate) struct RejectionPage {
+    views: Vec<RejectionView>,
+    bytes: usize,
+    limit: usize,
+}
+
+impl RejectionPage {
+    pub(crate) fn new(limit: usize) -> RejectionPage {
+        RejectionPage {
+            views: Vec::new(),
+            bytes: 0,
+            limit,
+        }
+    }
+
+    /// Adds `r`, stored in `stored_bytes`; `false` once the page is full
+    /// (then `r` may not be on it).
+    pub(crate) fn offer(
+        &mut self,
+        r: StoredRejection,
+        stored_bytes: usize,
+    ) -> Result<bool, StoreError> {
+        self.bytes += codec::rejection_listed_bytes(stored_bytes);
+        if self.bytes > REJECTIONS_LIST_BYTES_MAX && !self.views.is_empty() {
+            return Ok(false);
+        }
+        self.views.push(r.view()?);
+        Ok(self.views.len() < self.limit)
+    }
+
+    pub(crate) fn end(self) -> Vec<RejectionView> {
+        self.views
     }
 }

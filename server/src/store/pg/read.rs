@@ -15,9 +15,9 @@ use pufa_core::wire::{
 use uuid::Uuid;
 
 use super::{big, pg_err, small, Inner, PgStore, SCAN_CHUNK};
-use crate::config::REJECTIONS_LIST_BYTES_MAX;
 use crate::store::codec::{self, decode, StoredConflict, StoredRejection};
 use crate::store::paging::RecordScan;
+use crate::store::paging::RejectionPage;
 use crate::store::{Device, ReadStore, RecordPage, RecordQuery, StoreError, LIST_SCAN_MAX};
 
 #[async_trait]
@@ -166,26 +166,18 @@ impl ReadStore for PgStore {
             .await
             .map_err(pg_err)?;
         futures_util::pin_mut!(rows);
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut page = RejectionPage::new(limit);
         while let Some(row) = futures_util::TryStreamExt::try_next(&mut rows)
             .await
             .map_err(pg_err)?
         {
             let body: &[u8] = row.get(0);
             let r: StoredRejection = decode(body)?;
-            if visible.get(&r.device_id).copied().unwrap_or(false) {
-                bytes += codec::rejection_listed_bytes(body.len());
-                if bytes > REJECTIONS_LIST_BYTES_MAX && !out.is_empty() {
-                    break;
-                }
-                out.push(r.view()?);
-                if out.len() >= limit {
-                    break;
-                }
+            if visible.get(&r.device_id).copied().unwrap_or(false) && !page.offer(r, body.len())? {
+                break;
             }
         }
-        Ok(out)
+        Ok(page.end())
     }
 
     async fn history(

@@ -17,9 +17,9 @@ use pufa_core::wire::{
 use uuid::Uuid;
 
 use super::{Inner, SledStore};
-use crate::config::REJECTIONS_LIST_BYTES_MAX;
 use crate::store::codec::{self, decode, StoredConflict, StoredRejection};
 use crate::store::paging::RecordScan;
+use crate::store::paging::RejectionPage;
 use crate::store::{
     Device, PullPage, ReadStore, RecordPage, RecordQuery, StoreError, LIST_SCAN_MAX, PULL_SCAN_MAX,
 };
@@ -214,8 +214,7 @@ impl Inner {
     ) -> Result<Vec<RejectionView>, StoreError> {
         let tree = self.tree();
         let mut devices: HashMap<Uuid, bool> = HashMap::new();
-        let mut out = Vec::new();
-        let mut bytes = 0;
+        let mut page = RejectionPage::new(limit);
         for kv in self
             .db
             .scan_prefix(codec::REJECTION)
@@ -234,18 +233,11 @@ impl Inner {
                     v
                 }
             };
-            if visible {
-                bytes += codec::rejection_listed_bytes(v.len());
-                if bytes > REJECTIONS_LIST_BYTES_MAX && !out.is_empty() {
-                    break;
-                }
-                out.push(r.view()?);
-                if out.len() >= limit {
-                    break;
-                }
+            if visible && !page.offer(r, v.len())? {
+                break;
             }
         }
-        Ok(out)
+        Ok(page.end())
     }
 }
 
