@@ -824,6 +824,60 @@ pub fn assert_device_holds_its_scope(
     }
 }
 
+/// Brings every device in `clients` level with the server after a run:
+/// first each syncs until its outbox is empty, then each syncs once more
+/// and must prove its copy with the checksum. One round is not enough: a
+/// later device's last push lands in the scope of a device that already
+/// finished. Each sync may fail as unreachable (a test's wire still
+/// flapping) up to `attempts` times.
+///
+/// # Panics
+/// When an outbox never empties, a sync fails otherwise, a sync rejects a
+/// mutation, or a checksum disagrees after the second round.
+pub async fn settle_devices(clients: &[&Client], attempts: usize) {
+    for (i, client) in clients.iter().enumerate() {
+        let mut emptied = false;
+        for _ in 0..attempts {
+            match client.sync().await {
+                Ok(r) => {
+                    assert!(r.rejected.is_empty(), "device {i}: {r:?}");
+                    if client.status().expect("status").pending == 0 {
+                        emptied = true;
+                        break;
+                    }
+                }
+                Err(pufa_client::Error::Unreachable(_)) => {}
+                Err(e) => panic!("device {i}: final sync failed: {e}"),
+            }
+        }
+        assert!(emptied, "device {i}: the outbox never emptied");
+    }
+    for (i, client) in clients.iter().enumerate() {
+        let mut last = None;
+        for _ in 0..attempts {
+            match client.sync().await {
+                Ok(r) => {
+                    let ok = r.checksum_ok;
+                    last = Some(r);
+                    if ok {
+                        break;
+                    }
+                }
+                Err(pufa_client::Error::Unreachable(_)) => {}
+                Err(e) => panic!("device {i}: last sync failed: {e}"),
+            }
+        }
+        let r = last.unwrap_or_else(|| panic!("device {i}: no last sync succeeded"));
+        assert!(r.checksum_ok, "device {i}: {r:?}");
+        assert!(r.rejected.is_empty(), "device {i}: {r:?}");
+        assert_eq!(
+            client.status().expect("status").pending,
+            0,
+            "device {i}: pending after the last sync"
+        );
+    }
+}
+
 /// One result a device received for a mutation: `(status, seq, stored hlc)`.
 pub type Answer = (
     pufa_core::wire::MutationStatus,

@@ -301,22 +301,8 @@ async fn acknowledged_pushes_survive_power_cuts() {
     }
 
     let base = run.server.base();
-    for (i, d) in run.devices.iter().enumerate() {
-        let mut last = None;
-        for _ in 0..FINAL_SYNC_ATTEMPTS {
-            match d.client.sync().await {
-                Ok(r) if r.checksum_ok && d.client.status().expect("status").pending == 0 => {
-                    last = Some(r);
-                    break;
-                }
-                Ok(r) => last = Some(r),
-                Err(pufa_client::Error::Unreachable(_)) => {}
-                Err(e) => panic!("device {i}: final sync failed: {e}"),
-            }
-        }
-        let r = last.unwrap_or_else(|| panic!("device {i}: no final sync succeeded"));
-        assert!(r.checksum_ok, "device {i}: {r:?}");
-    }
+    let clients: Vec<_> = run.devices.iter().map(|d| &d.client).collect();
+    pufa_tests::settle_devices(&clients, FINAL_SYNC_ATTEMPTS).await;
     let on_server = pull_all(&base, &run.admin).await;
     let sent = run.ledger.sent.lock().expect("ledger").clone();
     let answers = run.ledger.answers.lock().expect("ledger").clone();

@@ -186,26 +186,9 @@ async fn devices_survive_a_server_sigkilled_again_and_again() {
         }
     }
 
-    // Final syncs, one device at a time, until every outbox is empty and
-    // every checksum agrees.
-    for (i, d) in devices.iter().enumerate() {
-        let mut last = None;
-        for _ in 0..FINAL_SYNC_ATTEMPTS {
-            match d.client.sync().await {
-                Ok(r) if r.checksum_ok && d.client.status().unwrap().pending == 0 => {
-                    last = Some(r);
-                    break;
-                }
-                Ok(r) => last = Some(r),
-                Err(pufa_client::Error::Unreachable(_)) => {}
-                Err(e) => panic!("device {i}: final sync failed: {e}"),
-            }
-        }
-        let r = last.unwrap_or_else(|| panic!("device {i}: no final sync succeeded"));
-        assert!(r.checksum_ok, "device {i}: {r:?}");
-        assert!(r.rejected.is_empty(), "device {i}: {r:?}");
-        assert_eq!(d.client.status().unwrap().pending, 0, "device {i}");
-    }
+    // Final syncs until every outbox is empty and every checksum agrees.
+    let clients: Vec<_> = devices.iter().map(|d| &d.client).collect();
+    pufa_tests::settle_devices(&clients, FINAL_SYNC_ATTEMPTS).await;
 
     // 1. The server holds exactly the records the devices created; 2.
     // nothing applied twice, nothing rejected, every mutation answered; 3.
