@@ -10,6 +10,7 @@
 //! - [`merge`]: judging mutations, last-writer-wins merge, conflicts, checksums.
 //! - [`audit`]: what a write changed, and replaying it (the audit trail).
 //! - [`org`]: the org-unit tree and scopes.
+//! - [`period`]: reporting periods, their approval and the locks it makes.
 //! - [`totals`]: per-unit aggregates and the totals they answer.
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
@@ -30,6 +31,7 @@ pub mod hlc;
 pub mod kinds;
 pub mod merge;
 pub mod org;
+pub mod period;
 pub mod report;
 pub mod schema;
 pub mod totals;

@@ -31,13 +31,22 @@ pub enum OrgTreeError {
     Duplicate(String),
     #[error("unit {code}: {reason}")]
     Invalid { code: String, reason: String },
+    /// Moving the unit would move records of an approved, locked period.
+    #[error("unit {code}: moving it would change period {period} approved for {holder}; reopen that period first")]
+    Locked {
+        code: String,
+        period: String,
+        holder: String,
+    },
 }
 
 impl OrgTreeError {
     /// The unit the error is about.
     pub fn code(&self) -> &str {
         match self {
-            OrgTreeError::MissingParent { code, .. } | OrgTreeError::Invalid { code, .. } => code,
+            OrgTreeError::MissingParent { code, .. }
+            | OrgTreeError::Invalid { code, .. }
+            | OrgTreeError::Locked { code, .. } => code,
             OrgTreeError::Cycle(c) | OrgTreeError::Duplicate(c) => c,
         }
     }

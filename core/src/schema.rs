@@ -249,12 +249,15 @@ pub enum RejectCode {
     UnknownOrgUnit,
     OutOfScope,
     IdReused,
+    /// The write falls in an approved, locked reporting period (an
+    /// addition to the contract; see [`crate::period`]).
+    PeriodLocked,
 }
 
 impl RejectCode {
     /// Every code, in the order rule 2 checks them (`id_reused` is judged
     /// before rule 2, when the id is looked up).
-    pub const ALL: [RejectCode; 9] = [
+    pub const ALL: [RejectCode; 10] = [
         RejectCode::InvalidHlc,
         RejectCode::UnknownKind,
         RejectCode::KindMismatch,
@@ -264,6 +267,7 @@ impl RejectCode {
         RejectCode::UnknownOrgUnit,
         RejectCode::OutOfScope,
         RejectCode::IdReused,
+        RejectCode::PeriodLocked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -277,6 +281,7 @@ impl RejectCode {
             RejectCode::UnknownOrgUnit => "unknown_org_unit",
             RejectCode::OutOfScope => "out_of_scope",
             RejectCode::IdReused => "id_reused",
+            RejectCode::PeriodLocked => "period_locked",
         }
     }
 }
@@ -287,6 +292,8 @@ pub struct Rejection {
     pub code: RejectCode,
     pub field: Option<String>,
     pub message: String,
+    /// For `period_locked`: the approval that holds the lock.
+    pub lock: Option<crate::period::Approval>,
 }
 
 impl Rejection {
@@ -295,7 +302,13 @@ impl Rejection {
             code,
             field: field.map(str::to_string),
             message: message.into(),
+            lock: None,
         }
+    }
+
+    pub fn with_lock(mut self, lock: crate::period::Approval) -> Rejection {
+        self.lock = Some(lock);
+        self
     }
 
     pub fn to_error(&self) -> ErrorObject {
@@ -303,6 +316,7 @@ impl Rejection {
             code: self.code.as_str().to_string(),
             message: self.message.clone(),
             field: self.field.clone(),
+            locked: self.lock.clone(),
         }
     }
 }

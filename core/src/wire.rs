@@ -34,6 +34,10 @@ pub struct ErrorObject {
     pub code: String,
     pub message: String,
     pub field: Option<String>,
+    /// With `period_locked` (an addition): which approval locks the
+    /// period, so a device can say who to ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<crate::period::Approval>,
 }
 
 /// `GET /v1/health`.
@@ -600,6 +604,9 @@ pub enum AuditCause {
     /// The record as it stood when a store written before the audit trail
     /// existed was upgraded.
     Baseline,
+    /// A step on a reporting period (submit, return, approve, reopen):
+    /// about no record.
+    Period,
 }
 
 /// A conflict that a logged write opened.
@@ -853,4 +860,45 @@ mod tests {
         )
         .is_err());
     }
+}
+
+/// `POST /v1/periods/{submit|return|approve|reopen}` (an addition).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeriodStepRequest {
+    pub org_unit: String,
+    /// `2020`, `2020-Q1` or `2020-03`.
+    pub period: String,
+    /// Required to return or reopen; at most
+    /// [`crate::period::COMMENT_MAX_CHARS`] characters.
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+/// One unit's period as `GET /v1/periods` lists it and a step answers.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeriodView {
+    pub org_unit: String,
+    pub name: String,
+    pub period: crate::period::Period,
+    /// The unit's own state (`open` when no one acted on it).
+    pub state: crate::period::PeriodState,
+    /// Whether writes dated in it are refused: approved for this unit, or
+    /// for an ancestor or a period covering it (then `locked_by` says which).
+    pub locked: bool,
+    pub locked_by: Option<crate::period::Approval>,
+    /// The last step: who, when, its comment (absent for `open`).
+    pub by: Option<String>,
+    pub at_ms: Option<u64>,
+    pub comment: Option<String>,
+}
+
+/// `GET /v1/periods?org=&year=` (an addition): the subtree's periods of a
+/// year, units in tree order, each with its year and every quarter or
+/// month someone acted on or that is locked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeriodsResponse {
+    pub org: OrgRef,
+    pub year: i32,
+    pub periods: Vec<PeriodView>,
 }

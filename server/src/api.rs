@@ -738,3 +738,34 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
+
+/// `POST /v1/periods/{action}` (addition): submit, return, approve or
+/// reopen a unit's period.
+pub async fn period_step(
+    State(s): State<AppState>,
+    Signed(who): Signed,
+    Path(action): Path<String>,
+    ApiJson(req): ApiJson<pufa_core::wire::PeriodStepRequest>,
+) -> ApiResult<Json<pufa_core::wire::PeriodView>> {
+    let Some(action) = pufa_core::period::PeriodAction::parse(&action) else {
+        return Err(ApiError::NotFound(format!(
+            "no period action {action:?}: use submit, return, approve or reopen"
+        )));
+    };
+    let person = who.person().map(str::to_string);
+    let d = who.into_acting();
+    Ok(Json(
+        crate::periods::step(&s, &d, person.as_deref(), action, req).await?,
+    ))
+}
+
+/// `GET /v1/periods?org=&year=` (addition).
+pub async fn periods(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<pufa_core::wire::PeriodsResponse>> {
+    d.require_coordinator()?;
+    let year = year_param(&q)?;
+    Ok(Json(crate::periods::list(&s, &d, q.get("org"), year).await?))
+}

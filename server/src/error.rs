@@ -73,6 +73,10 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// A period step its period's state does not allow (`period_state`),
+    /// or one under an approved covering period (`period_locked`).
+    #[error("{message}")]
+    PeriodRefused { code: &'static str, message: String },
     /// Something this deployment does not offer (e.g. an online backup
     /// when the store is PostgreSQL).
     #[error("{0}")]
@@ -136,6 +140,7 @@ impl ApiError {
             AlreadyExists { field, .. } => {
                 (StatusCode::CONFLICT, "already_exists", field.as_deref())
             }
+            PeriodRefused { code, .. } => (StatusCode::CONFLICT, code, Some("period")),
         }
     }
 }
@@ -160,6 +165,7 @@ impl From<ServiceError> for ApiError {
             | OutOfScope { .. }
             | FieldCodesOnly
             | AccountDisabled
+            | NeedsApprover { .. }
             | NotASession => ApiError::Forbidden(message),
             BadCredentials | InvalidCode => ApiError::Unauthorized(message),
             NoSuchUnit { .. }
@@ -173,6 +179,7 @@ impl From<ServiceError> for ApiError {
             },
             Rejected(r) => ApiError::Rejected(r),
             BadQuery { param, message, .. } => ApiError::invalid_query(param, message),
+            PeriodRefused { code, message } => ApiError::PeriodRefused { code, message },
             AccountExists { .. } => ApiError::AlreadyExists {
                 message,
                 field: Some("username".into()),
@@ -199,6 +206,10 @@ impl IntoResponse for ApiError {
                 code: code.to_string(),
                 message: self.to_string(),
                 field: field.map(str::to_string),
+                locked: match &self {
+                    ApiError::Rejected(r) => r.lock.clone(),
+                    _ => None,
+                },
             },
         };
         let mut resp = (status, Json(body)).into_response();
@@ -281,6 +292,8 @@ mod tests {
             (Rejected(Rejection::new(RejectCode::MissingField, Some("org_unit"), "org_unit is required")), StatusCode::BAD_REQUEST, None, body("missing_field", "org_unit is required", Some("org_unit"))),
             (ServiceError::bad_query("year", Some("20x"), "year must be a year"), StatusCode::BAD_REQUEST, None, body("invalid_query", "year must be a year", Some("year"))),
             (AccountExists { username: s("wang") }, StatusCode::CONFLICT, None, body("already_exists", "there is already an account \"wang\"", Some("username"))),
+            (NeedsApprover { unit: s("x"), action: "approve" }, StatusCode::FORBIDDEN, None, body("forbidden", "only an admin or a coordinator above \"x\" may approve its periods", None)),
+            (PeriodRefused { code: "period_state", message: s("period 2020 of \"x\" is approved: it cannot be approved") }, StatusCode::CONFLICT, None, body("period_state", "period 2020 of \"x\" is approved: it cannot be approved", Some("period"))),
             (ExportTooLarge { rows: 7, max: 5 }, StatusCode::PAYLOAD_TOO_LARGE, None, body("export_too_large", "this export has 7 rows, more than the 5 an XLSX export holds; download CSV instead", None)),
             (SignInLocked { secs: 61 }, StatusCode::TOO_MANY_REQUESTS, Some(61), body("rate_limited", "too many failed sign-ins for this username; try again in 2 min", None)),
             (Busy { secs: 1 }, StatusCode::TOO_MANY_REQUESTS, Some(1), body("rate_limited", "too many requests; retry in 1 s", None)),

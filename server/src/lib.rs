@@ -30,6 +30,7 @@ pub mod extract;
 pub mod field_app;
 pub mod limits;
 pub mod people;
+pub mod periods;
 pub mod service_error;
 pub mod store;
 mod strict_json;
@@ -96,6 +97,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/rejections", get(api::rejections))
         .route("/v1/figures", get(api::year_figures))
         .route("/v1/reports/annual", get(api::annual_report))
+        .route("/v1/periods", get(api::periods))
+        .route("/v1/periods/{action}", post(api::period_step))
         .route("/v1/records", get(api::records))
         .route("/v1/exports/{file}", get(api::export))
         .route(

@@ -37,6 +37,9 @@ pub enum ServiceError {
     /// The right password of a disabled account.
     #[error("this account is disabled; ask an admin to enable it")]
     AccountDisabled,
+    /// A step on a period that only someone above the unit may take.
+    #[error("only an admin or a coordinator above {unit:?} may {action} its periods")]
+    NeedsApprover { unit: String, action: &'static str },
     /// Signing out with a device token.
     #[error("this is a device token; only a sign-in session signs out (revoke a device with DELETE /v1/admin/tokens/{{device_id}})")]
     NotASession,
@@ -86,6 +89,10 @@ pub enum ServiceError {
         value: String,
         message: String,
     },
+    /// A period step its period's state or a covering approval does not
+    /// allow (`code`: `period_state` or `period_locked`).
+    #[error("{message}")]
+    PeriodRefused { code: &'static str, message: String },
     #[error("there is already an account {username:?}")]
     AccountExists { username: String },
     /// An export too large for its format (XLSX is built in memory).
@@ -162,9 +169,11 @@ pub(crate) mod tests {
             TooManyOpenCodes { .. } => 21,
             Store(_) => 22,
             Internal(_) => 23,
+            NeedsApprover { .. } => 24,
+            PeriodRefused { .. } => 25,
         }
     }
-    const VARIANTS: usize = 24;
+    const VARIANTS: usize = 26;
 
     /// Fails unless `cases` hold at least one error of every variant.
     #[track_caller]

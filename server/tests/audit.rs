@@ -494,6 +494,7 @@ async fn verify_passes_a_busy_store_and_names_what_was_tampered_with() {
         let body = AuditBody {
             device_id: Some(Uuid::nil()),
             ..a.body
+            period: None,
         };
         db.insert(
             codec::audit_key(n_mid),

@@ -92,6 +92,10 @@ impl RejectCode {
                 "这条修改的编号已用于另一条内容不同的修改",
                 "This edit's id was already used for a different edit",
             ),
+            RejectCode::PeriodLocked => (
+                "该时段的数据已经审核锁定，不能再修改；如需修改，请联系区里重新开放",
+                "The figures of this period are approved and locked; ask the district to reopen it",
+            ),
         };
         Label { zh, en }
     }

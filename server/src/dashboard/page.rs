@@ -338,9 +338,11 @@ impl From<ServiceError> for PageError {
     fn from(e: ServiceError) -> PageError {
         use ServiceError::*;
         match e {
-            NeedsAdmin | NeedsCoordinator | OutOfScope { .. } | NotASession => {
-                PageError::Forbidden(T::OutOfScope)
-            }
+            NeedsAdmin
+            | NeedsCoordinator
+            | OutOfScope { .. }
+            | NeedsApprover { .. }
+            | NotASession => PageError::Forbidden(T::OutOfScope),
             FieldCodesOnly => PageError::Forbidden(T::EnrolCoordinatorOnly),
             AccountDisabled => PageError::Forbidden(T::LoginDisabled),
             BadCredentials => PageError::SignIn,
@@ -350,9 +352,11 @@ impl From<ServiceError> for PageError {
                 PageError::NotFound(T::NoSuchPage)
             }
             BadQuery { param, value, .. } => PageError::bad_query(param, &value, T::BadParam),
-            BadInput { .. } | Rejected(_) | AccountExists { .. } | InvalidCode => {
-                PageError::BadRequest(T::BadForm)
-            }
+            BadInput { .. }
+            | Rejected(_)
+            | AccountExists { .. }
+            | InvalidCode
+            | PeriodRefused { .. } => PageError::BadRequest(T::BadForm),
             ExportTooLarge { .. } => PageError::BadRequest(T::ExportTooLarge),
             // Sign-in answers these on its own form; elsewhere a page says
             // when to come back.
@@ -630,6 +634,20 @@ mod tests {
             (
                 ExportTooLarge { rows: 7, max: 5 },
                 PageError::BadRequest(T::ExportTooLarge),
+            ),
+            (
+                NeedsApprover {
+                    unit: s("x"),
+                    action: "approve",
+                },
+                PageError::Forbidden(T::OutOfScope),
+            ),
+            (
+                PeriodRefused {
+                    code: "period_state",
+                    message: s("no"),
+                },
+                PageError::BadRequest(T::BadForm),
             ),
             (SignInLocked { secs: 61 }, PageError::TooMany { secs: 61 }),
             (Busy { secs: 1 }, PageError::TooMany { secs: 1 }),

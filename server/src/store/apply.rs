@@ -14,12 +14,16 @@ use pufa_core::date::Date;
 use pufa_core::hlc::HlcClock;
 use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
 use pufa_core::org::OrgTree;
-use pufa_core::schema::{check_field, RejectCode, Rejection, Today};
+use pufa_core::period::{self, Locks};
+use pufa_core::period::PeriodState;
+use pufa_core::schema::{check_field, Kind, RejectCode, Rejection, Today};
 use pufa_core::wire::{AuditCause, Mutation, MutationResult, MutationStatus};
 use uuid::Uuid;
 
-use super::codec::{Applied, AuditBody, StoredConflict};
-use super::{Device, PushInput, ResolveOutcome, StoreError};
+use super::codec::{Applied, AuditBody, PeriodStep, StoredConflict};
+use super::{
+    Device, PeriodOutcome, PeriodStepInput, PushInput, ResolveOutcome, StoreError, StoredPeriod,
+};
 use crate::config::IdSource;
 
 /// One open write, as the shared logic sees it: reads see what this write
@@ -30,6 +34,8 @@ pub(crate) trait Staging {
     /// The idempotency entry of `(device, mutation)`, if applied before.
     fn applied(&mut self, device: Uuid, mutation: Uuid) -> Result<Option<Applied>, StoreError>;
     fn device(&mut self, id: Uuid) -> Result<Option<Device>, StoreError>;
+    /// The approved periods, as of this write.
+    fn locks(&self) -> &Locks;
     /// The store's seq counter: the last seq handed out.
     fn seq(&mut self) -> &mut u64;
     /// The server's HLC, past every HLC stored.
@@ -65,6 +71,8 @@ pub(crate) trait Staging {
     /// Stages a conflict, opened (`stored.open`) or closed.
     fn put_conflict(&mut self, id: Uuid, stored: &StoredConflict) -> Result<(), StoreError>;
     fn put_device(&mut self, device: &Device) -> Result<(), StoreError>;
+    /// Stages a period's new state (and the locks it makes or lifts).
+    fn put_period(&mut self, period: &StoredPeriod) -> Result<(), StoreError>;
 }
 
 /// Applies one push: per mutation, a duplicate's first result, or a
@@ -116,7 +124,17 @@ pub(crate) fn push(
             continue;
         }
         let existing = st.record(m.record_id)?;
-        let kind = match judge(m, device.id, existing.as_ref(), tree, &scope, today) {
+        let judged = judge(m, device.id, existing.as_ref(), tree, &scope, today).and_then(|kind| {
+            let mut set = m.set.clone();
+            if m.delete == Some(true) {
+                set.insert(DELETED_FIELD.into(), true.into());
+            }
+            match period::locked_write(st.locks(), tree, kind, existing.as_ref(), &set) {
+                Some(a) => Err(period::refusal(a)),
+                None => Ok(kind),
+            }
+        });
+        let kind = match judged {
             Ok(kind) => kind,
             Err(r) => {
                 st.reject(device, input.now_ms, m, raw, &r)?;
@@ -174,6 +192,7 @@ pub(crate) fn push(
                 pushed_hlc: restamped.then_some(m.hlc),
                 changes,
                 conflicts: opened,
+                period: None,
             },
             current_seq,
         )?;
@@ -280,6 +299,11 @@ pub(crate) fn resolve(
             }
         }
     }
+    let mut set = serde_json::Map::new();
+    set.insert(field.clone(), value.clone());
+    if let Some(a) = period::locked_write(st.locks(), tree, before.kind, Some(&before), &set) {
+        return Ok(ResolveOutcome::Invalid(period::refusal(a)));
+    }
     // The server's HLC is past every stored HLC (observing the record's is
     // a no-op then), so its next tick beats everything in the record.
     st.hlc().observe(&before.hlc());
@@ -311,6 +335,7 @@ pub(crate) fn resolve(
             pushed_hlc: None,
             changes: audit::changes(Some(&before), &after),
             conflicts: Vec::new(),
+            period: None,
         },
         Some(before.seq),
     )?;
@@ -354,8 +379,72 @@ pub(crate) fn move_record(
                 to: path(next),
             }],
             conflicts: Vec::new(),
+            period: None,
         },
         Some(before.seq),
     )?;
     st.put_record(Some(before), after, n)
+}
+
+/// Takes a step on a reporting period (`current`: as stored, read inside
+/// the write), logging it in the audit chain. Stages nothing unless the
+/// outcome is [`PeriodOutcome::Done`].
+pub(crate) fn period_step(
+    st: &mut impl Staging,
+    tree: &OrgTree,
+    current: Option<StoredPeriod>,
+    input: &PeriodStepInput,
+) -> Result<PeriodOutcome, StoreError> {
+    if let Some(a) = st.locks().covering(tree, &input.org_unit, input.period) {
+        return Ok(PeriodOutcome::Refused(
+            period::StepRefused::LockedAbove,
+            Some(a.clone()),
+        ));
+    }
+    let state = current.map_or(PeriodState::Open, |p| p.state);
+    let next = match period::step(state, input.action) {
+        Ok(next) => next,
+        Err(e) => return Ok(PeriodOutcome::Refused(e, None)),
+    };
+    let stored = StoredPeriod {
+        org_unit: input.org_unit.clone(),
+        period: input.period,
+        state: next,
+        by: input.by.clone(),
+        at_ms: input.now_ms,
+        comment: input.comment.clone(),
+    };
+    let hlc = st.hlc().next(input.now_ms, input.device_id);
+    let seq = *st.seq();
+    st.log(
+        AuditBody {
+            n: 0,
+            server_ms: input.now_ms,
+            seq,
+            // About no record: the kind is a placeholder the disk layout
+            // needs, never read for a period entry.
+            record_id: Uuid::nil(),
+            kind: Kind::Lecture,
+            cause: AuditCause::Period,
+            mutation_id: None,
+            conflict_id: None,
+            device_id: Some(input.device_id),
+            actor: Some(input.by.clone()),
+            record_prev: None,
+            hlc,
+            pushed_hlc: None,
+            changes: Vec::new(),
+            conflicts: Vec::new(),
+            period: Some(PeriodStep {
+                org_unit: input.org_unit.clone(),
+                period: input.period,
+                action: input.action,
+                state: next,
+                comment: input.comment.clone(),
+            }),
+        },
+        None,
+    )?;
+    st.put_period(&stored)?;
+    Ok(PeriodOutcome::Done(stored))
 }

@@ -272,6 +272,16 @@ pub fn code_hash_key(hash: &[u8; 32]) -> Vec<u8> {
     key(CODE_HASH, &[hash])
 }
 pub const AUDIT: &[u8] = b"l/";
+/// Reporting periods a coordinator acted on: `q/<unit>\0<period>`.
+pub const PERIOD: &[u8] = b"q/";
+
+pub fn period_key(unit: &str, period: pufa_core::period::Period) -> Vec<u8> {
+    let mut k = PERIOD.to_vec();
+    k.extend_from_slice(unit.as_bytes());
+    k.push(0);
+    k.extend_from_slice(period.to_string().as_bytes());
+    k
+}
 
 pub fn record_key(id: Uuid) -> Vec<u8> {
     key(RECORD, &[id.as_bytes()])
@@ -518,6 +528,7 @@ impl StoredRejection {
                 message: cut_text(&self.error.message),
                 field: self.error.field.as_deref().map(cut_text),
                 code: self.error.code,
+                locked: self.error.locked,
             },
         })
     }
@@ -553,6 +564,20 @@ pub struct AuditBody {
     pub changes: Vec<Change>,
     /// Conflicts the write opened, with their ids.
     pub conflicts: Vec<(Uuid, Conflict)>,
+    /// A step on a reporting period: then the entry is about no record
+    /// (`record_id` nil, `changes` empty) and `cause` is `Period`.
+    pub period: Option<PeriodStep>,
+}
+
+/// A period step as the audit chain logs it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodStep {
+    pub org_unit: String,
+    pub period: pufa_core::period::Period,
+    pub action: pufa_core::period::PeriodAction,
+    /// The state it led to.
+    pub state: pufa_core::period::PeriodState,
+    pub comment: String,
 }
 
 /// An audit entry as read back.

@@ -112,8 +112,78 @@ disk_enum!(
 );
 disk_enum!(
     #[serde(rename_all = "snake_case")]
-    AuditCause <=> pufa_core::wire::AuditCause { Push, Resolve, Move, Baseline }
+    AuditCause <=> pufa_core::wire::AuditCause { Push, Resolve, Move, Baseline, Period }
 );
+disk_enum!(
+    #[serde(rename_all = "snake_case")]
+    PeriodState <=> pufa_core::period::PeriodState { Open, Submitted, Returned, Approved }
+);
+disk_enum!(
+    #[serde(rename_all = "snake_case")]
+    PeriodAction <=> pufa_core::period::PeriodAction { Submit, Return, Approve, Reopen }
+);
+
+fn period_of(text: &str) -> Result<pufa_core::period::Period, StoreError> {
+    pufa_core::period::Period::parse(text)
+        .ok_or_else(|| StoreError::Corrupt(format!("stored period {text:?} does not read")))
+}
+
+/// `q/<unit>\0<period>`: a unit's reporting period, its state and last step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeriodV {
+    pub org_unit: String,
+    /// `2020`, `2020-Q1` or `2020-03`.
+    pub period: String,
+    pub state: PeriodState,
+    pub by: String,
+    pub at_ms: u64,
+    pub comment: String,
+}
+
+impl Persist for super::StoredPeriod {
+    type Disk = PeriodV;
+
+    fn to_disk(&self) -> PeriodV {
+        PeriodV {
+            org_unit: self.org_unit.clone(),
+            period: self.period.to_string(),
+            state: self.state.into(),
+            by: self.by.clone(),
+            at_ms: self.at_ms,
+            comment: self.comment.clone(),
+        }
+    }
+
+    fn from_disk(p: PeriodV) -> Result<super::StoredPeriod, StoreError> {
+        Ok(super::StoredPeriod {
+            period: period_of(&p.period)?,
+            org_unit: p.org_unit,
+            state: p.state.into(),
+            by: p.by,
+            at_ms: p.at_ms,
+            comment: p.comment,
+        })
+    }
+}
+
+/// A period step inside an audit entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PeriodStepV {
+    pub org_unit: String,
+    pub period: String,
+    pub action: PeriodAction,
+    pub state: PeriodState,
+    pub comment: String,
+}
+
+/// The approval that refused a `period_locked` rejection.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ApprovalV {
+    pub org_unit: String,
+    pub period: String,
+    pub approved_by: String,
+    pub approved_ms: u64,
+}
 
 /// An HLC timestamp.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -497,6 +567,10 @@ pub struct RejectionV {
     /// JSON text: the mutation as pushed, bounded.
     pub mutation: String,
     pub error: Error,
+    /// Absent unless the rejection is `period_locked` (older bytes end
+    /// before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locked: Option<ApprovalV>,
 }
 
 impl Persist for StoredRejection {
@@ -512,10 +586,25 @@ impl Persist for StoredRejection {
                 message: self.error.message.clone(),
                 field: self.error.field.clone(),
             },
+            locked: self.error.locked.as_ref().map(|a| ApprovalV {
+                org_unit: a.org_unit.clone(),
+                period: a.period.to_string(),
+                approved_by: a.approved_by.clone(),
+                approved_ms: a.approved_ms,
+            }),
         }
     }
 
     fn from_disk(r: RejectionV) -> Result<StoredRejection, StoreError> {
+        let locked = match r.locked {
+            Some(a) => Some(pufa_core::period::Approval {
+                period: period_of(&a.period)?,
+                org_unit: a.org_unit,
+                approved_by: a.approved_by,
+                approved_ms: a.approved_ms,
+            }),
+            None => None,
+        };
         Ok(StoredRejection {
             device_id: r.device_id,
             received_ms: r.received_ms,
@@ -524,6 +613,7 @@ impl Persist for StoredRejection {
                 code: r.error.code,
                 message: r.error.message,
                 field: r.error.field,
+                locked,
             },
         })
     }
@@ -590,6 +680,10 @@ pub struct AuditV {
     pub pushed_hlc: Option<Hlc>,
     pub changes: Vec<Change>,
     pub conflicts: Vec<(Uuid, Conflict)>,
+    /// Only on a period step's entry (record entries end before it, so
+    /// their bytes and hashes are as they were).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<PeriodStepV>,
 }
 
 impl Persist for AuditBody {
@@ -624,11 +718,29 @@ impl Persist for AuditBody {
                 .iter()
                 .map(|(id, c)| (*id, c.into()))
                 .collect(),
+            period: self.period.as_ref().map(|p| PeriodStepV {
+                org_unit: p.org_unit.clone(),
+                period: p.period.to_string(),
+                action: p.action.into(),
+                state: p.state.into(),
+                comment: p.comment.clone(),
+            }),
         }
     }
 
     fn from_disk(a: AuditV) -> Result<AuditBody, StoreError> {
+        let period = match a.period {
+            Some(p) => Some(super::codec::PeriodStep {
+                period: period_of(&p.period)?,
+                org_unit: p.org_unit,
+                action: p.action.into(),
+                state: p.state.into(),
+                comment: p.comment,
+            }),
+            None => None,
+        };
         Ok(AuditBody {
+            period,
             n: a.n,
             server_ms: a.server_ms,
             seq: a.seq,

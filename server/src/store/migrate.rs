@@ -452,6 +452,22 @@ async fn copy(db: &sled::Db, tx: &tokio_postgres::Transaction<'_>) -> Result<Mig
     b.send(tx).await?;
     out.audit_entries = b.total;
 
+    for kv in db.scan_prefix(codec::PERIOD) {
+        let (_, v) = kv?;
+        let p: crate::store::StoredPeriod = decode(&v)?;
+        tx.execute(
+            "INSERT INTO pufa_periods (org_unit, period, approved, body) VALUES ($1, $2, $3, $4)",
+            &[
+                &p.org_unit,
+                &p.period.to_string(),
+                &p.approval().is_some(),
+                &v.to_vec(),
+            ],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+
     for kv in db.scan_prefix(codec::ACCOUNT) {
         let (_, v) = kv?;
         let a: Account = decode(&v)?;

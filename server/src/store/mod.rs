@@ -29,6 +29,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, OrgTreeError, Scope};
+use pufa_core::period::{Approval, Locks, Period, PeriodAction, PeriodState, StepRefused};
 use pufa_core::report::{Behind, YearFigures};
 use pufa_core::schema::Rejection;
 use pufa_core::wire::{
@@ -370,6 +371,53 @@ pub enum ResolveOutcome {
     Invalid(Rejection),
 }
 
+/// A unit's reporting period as it stands (stored as
+/// [`disk::PeriodV`]); a period no one acted on is not stored and is
+/// [`PeriodState::Open`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredPeriod {
+    pub org_unit: String,
+    pub period: Period,
+    pub state: PeriodState,
+    /// Who took the last step (a person's username, or a device's label).
+    pub by: String,
+    pub at_ms: u64,
+    /// The last step's comment ("" when none was given).
+    pub comment: String,
+}
+
+impl StoredPeriod {
+    /// The approval it is, when approved.
+    pub fn approval(&self) -> Option<Approval> {
+        (self.state == PeriodState::Approved).then(|| Approval {
+            org_unit: self.org_unit.clone(),
+            period: self.period,
+            approved_by: self.by.clone(),
+            approved_ms: self.at_ms,
+        })
+    }
+}
+
+/// One step on a period, its scope and role already checked.
+#[derive(Clone, Debug)]
+pub struct PeriodStepInput {
+    pub org_unit: String,
+    pub period: Period,
+    pub action: PeriodAction,
+    pub comment: String,
+    pub device_id: Uuid,
+    /// The name the step is logged and shown under.
+    pub by: String,
+    pub now_ms: u64,
+}
+
+/// What a period step did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum PeriodOutcome {
+    Done(StoredPeriod),
+    Refused(StepRefused, Option<Approval>),
+}
+
 /// What a device's sync uses: the store's identity and org tree, token checks,
 /// pushes, the change feed and the checksum.
 #[async_trait]
@@ -437,6 +485,23 @@ pub trait AdminStore: Send + Sync + 'static {
         person: Option<String>,
         now_ms: u64,
     ) -> Result<ResolveOutcome, StoreError>;
+}
+
+/// Reporting periods: their steps (each logged in the audit chain in the
+/// same atomic write) and their states. Approved periods lock pushes,
+/// resolutions and re-parenting ([`pufa_core::period`]).
+#[async_trait]
+pub trait PeriodStore: Send + Sync + 'static {
+    /// Takes `step` on the period as stored now (the transition is
+    /// judged inside the write, so two coordinators acting at once cannot
+    /// both win).
+    async fn period_step(&self, step: PeriodStepInput) -> Result<PeriodOutcome, StoreError>;
+
+    /// Every stored period of `year` (all units), unit then period order.
+    async fn periods_of_year(&self, year: i32) -> Result<Vec<StoredPeriod>, StoreError>;
+
+    /// Every approved period: the locks in force.
+    async fn locks(&self) -> Result<Locks, StoreError>;
 }
 
 /// What coordinators read: figures (from the aggregates), the records behind
@@ -585,9 +650,15 @@ pub trait MaintenanceStore: Send + Sync + 'static {
 
 /// The domain operations every store provides: every capability above. Handlers
 /// hold a [`DynStore`]; each backend implements the capabilities one by one.
-pub trait Store: SyncStore + AdminStore + ReadStore + PeopleStore + MaintenanceStore {}
+pub trait Store:
+    SyncStore + AdminStore + ReadStore + PeopleStore + PeriodStore + MaintenanceStore
+{
+}
 
-impl<T> Store for T where T: SyncStore + AdminStore + ReadStore + PeopleStore + MaintenanceStore {}
+impl<T> Store for T where
+    T: SyncStore + AdminStore + ReadStore + PeopleStore + PeriodStore + MaintenanceStore
+{
+}
 
 /// The chunks of a backup in the making.
 pub type BackupChunks = tokio::sync::mpsc::Receiver<Result<Vec<u8>, StoreError>>;

@@ -55,6 +55,8 @@ pub struct Report {
     pub entries: u64,
     pub head: (u64, Hash),
     pub records: u64,
+    /// The entries that log period steps (about no record).
+    pub period_entries: Vec<u64>,
     /// Aggregate entries compared.
     pub aggregates: u64,
     /// `None`: intact.
@@ -123,6 +125,7 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
         entries: 0,
         head: (0, codec::GENESIS),
         records: 0,
+        period_entries: Vec::new(),
         aggregates: 0,
         broken: None,
     };
@@ -237,6 +240,7 @@ pub async fn verify_pg(config: &Config) -> Result<Report, StoreError> {
         entries: 0,
         head: (0, codec::GENESIS),
         records: 0,
+        period_entries: Vec::new(),
         aggregates: 0,
         broken: None,
     };
@@ -280,6 +284,10 @@ fn chain(db: &sled::Db, report: &mut Report) -> Result<Option<Broken>, StoreErro
         if a.body.seq > report.seq {
             return entry(at, format!("seq {} is above the store's", a.body.seq));
         }
+        if a.body.period.is_some() {
+            // About no record: no record's history reaches it.
+            report.period_entries.push(at);
+        }
         (n, prev) = (at, a.hash);
         report.entries += 1;
         report.head = (n, prev);
@@ -312,6 +320,9 @@ fn records(
     let head = report.head.0;
     // Which entries some record's history reaches: each exactly once.
     let mut reached = vec![false; head as usize + 1];
+    for n in &report.period_entries {
+        reached[*n as usize] = true;
+    }
     let mut max_seq = 0;
     for kv in db.scan_prefix(codec::RECORD) {
         let (k, v) = kv?;

@@ -188,6 +188,7 @@ fn audit_body() -> AuditBody {
         ],
         conflicts: vec![(id(10), conflict())],
     }
+    period: None,
 }
 
 fn unit_agg() -> UnitAgg {

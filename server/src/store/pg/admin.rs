@@ -75,6 +75,11 @@ impl AdminStore for PgStore {
             }
         };
         let mut st = PgStaging::new(state, self.inner.rejections_kept);
+        st.load_locks(&tx).await?;
+        if let Some(e) = pufa_core::period::moves_locked(&st.locks, &old, &next, &moved) {
+            tx.rollback().await.map_err(pg_err)?;
+            return Ok(Err(e));
+        }
         // Every record below a re-parented unit changes scope: new seq, and
         // its `ever` learns the new ancestors (§4).
         if !moved.is_empty() {
@@ -134,6 +139,7 @@ impl AdminStore for PgStore {
         let stored: StoredConflict = decode(row.get(0))?;
         let mut st = PgStaging::new(state, self.inner.rejections_kept);
         st.load_records(&tx, vec![stored.record_id]).await?;
+        st.load_locks(&tx).await?;
         let tree = self.inner.tree();
         let outcome = apply::resolve(&mut st, &tree, conflict, stored, value, by, person, now_ms)?;
         if matches!(outcome, ResolveOutcome::Resolved(_)) {

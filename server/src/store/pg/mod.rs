@@ -43,6 +43,7 @@ mod admin;
 mod cache;
 mod open;
 mod people;
+mod periods;
 mod read;
 pub(crate) mod schema;
 mod staging;

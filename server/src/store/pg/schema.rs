@@ -166,6 +166,20 @@ COMMENT ON COLUMN pufa_records.body IS
     'codec::encode_record: compact (first byte 2) MessagePack of the disk types in store/disk.rs';
 "#,
     ),
+    (
+        5,
+        "reporting periods: each unit's submitted, returned and approved periods (approved ones lock writes)",
+        r#"
+CREATE TABLE pufa_periods (
+    org_unit text    NOT NULL,
+    period   text    NOT NULL,
+    approved boolean NOT NULL,
+    body     bytea   NOT NULL,
+    PRIMARY KEY (org_unit, period)
+);
+CREATE INDEX pufa_periods_approved ON pufa_periods (approved) WHERE approved;
+"#,
+    ),
 ];
 
 /// The schema version from which values are written from the disk types

@@ -14,7 +14,8 @@ use super::{pg_err, Inner, State};
 use crate::config::RejectionsKept;
 use crate::store::apply::Staging;
 use crate::store::codec::{self, decode, Applied, AuditBody, StoredConflict, StoredRejection};
-use crate::store::{Device, StoreError};
+use crate::store::{Device, StoreError, StoredPeriod};
+use pufa_core::period::Locks;
 
 /// What one write has loaded and staged, for [`apply`]'s logic.
 pub(super) struct PgStaging {
@@ -34,6 +35,10 @@ pub(super) struct PgStaging {
     pub(super) audit: Vec<(u64, Vec<u8>)>,
     pub(super) put_devices: Vec<Uuid>,
     pub(super) changes: Vec<(Option<RecordState>, RecordState)>,
+    /// The approved periods, loaded by [`PgStaging::load_locks`] (empty
+    /// for writes that do not consult them).
+    pub(super) locks: Locks,
+    pub(super) periods: Vec<StoredPeriod>,
 }
 
 impl PgStaging {
@@ -51,7 +56,19 @@ impl PgStaging {
             audit: Vec::new(),
             put_devices: Vec::new(),
             changes: Vec::new(),
+            locks: Locks::default(),
+            periods: Vec::new(),
         }
+    }
+
+    /// Loads the approved periods (under the state row's lock, so no
+    /// approval can land while this write runs).
+    pub(super) async fn load_locks(
+        &mut self,
+        tx: &deadpool_postgres::Transaction<'_>,
+    ) -> Result<(), StoreError> {
+        self.locks = super::periods::load_locks(&**tx).await?;
+        Ok(())
     }
 
     /// Loads the records `ids` (those not loaded yet).
@@ -142,6 +159,19 @@ impl PgStaging {
 }
 
 impl Staging for PgStaging {
+    fn locks(&self) -> &Locks {
+        &self.locks
+    }
+
+    fn put_period(&mut self, p: &StoredPeriod) -> Result<(), StoreError> {
+        match p.approval() {
+            Some(a) => self.locks.set(a),
+            None => self.locks.clear(&p.org_unit, p.period),
+        }
+        self.periods.push(p.clone());
+        Ok(())
+    }
+
     fn record(&mut self, id: Uuid) -> Result<Option<RecordState>, StoreError> {
         match self.records.get(&id) {
             Some(r) => Ok(r.as_ref().map(|(r, _)| r.clone())),

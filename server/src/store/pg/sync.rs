@@ -47,6 +47,7 @@ impl Inner {
         .await?;
         st.load_devices(&tx, inputs.iter().map(|i| i.device.id).collect())
             .await?;
+        st.load_locks(&tx).await?;
         let tree = self.tree();
         let mut all = Vec::with_capacity(inputs.len());
         for input in inputs {

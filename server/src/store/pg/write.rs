@@ -133,6 +133,20 @@ impl Inner {
         tree: Option<&(Vec<OrgUnit>, Arc<OrgTree>)>,
     ) -> Result<(), StoreError> {
         let exec = |sql: &'static str| async move { tx.prepare_cached(sql).await.map_err(pg_err) };
+        for p in &st.periods {
+            tx.execute(
+                "INSERT INTO pufa_periods (org_unit, period, approved, body) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (org_unit, period) DO UPDATE SET approved = EXCLUDED.approved, body = EXCLUDED.body",
+                &[
+                    &p.org_unit,
+                    &p.period.to_string(),
+                    &p.approval().is_some(),
+                    &encode(p),
+                ],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
         if !st.put_records.is_empty() {
             let ids: Vec<Uuid> = last_of(st.put_records.iter().map(|id| (*id, ())).collect())
                 .into_iter()

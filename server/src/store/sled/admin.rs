@@ -28,6 +28,9 @@ impl Inner {
             Ok(x) => x,
             Err(e) => return Ok((Err(e), 0)),
         };
+        if let Some(e) = pufa_core::period::moves_locked(&tx.locks, &old, &next, &moved) {
+            return Ok((Err(e), 0));
+        }
         for u in &units {
             tx.batch.insert(codec::org_unit_key(&u.code), encode(u));
         }

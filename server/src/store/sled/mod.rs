@@ -40,6 +40,7 @@ mod devices;
 mod durability;
 mod open;
 mod people;
+mod periods;
 mod read;
 mod rejections;
 mod sync;
@@ -53,6 +54,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use pufa_core::org::OrgTree;
+use pufa_core::period::Locks;
 use pufa_core::totals::Aggregates;
 use pufa_core::wire::MutationResult;
 use uuid::Uuid;
@@ -121,6 +123,9 @@ struct Inner {
     committed_seq: AtomicU64,
     agg: RwLock<Aggregates>,
     org: RwLock<Arc<OrgTree>>,
+    /// The approved periods (what `q/` holds in that state); changed only
+    /// by [`tx::Tx::commit`], after its batch.
+    locks: RwLock<Arc<Locks>>,
     /// Every device, and which live token is whose: what `d/` and `t/`
     /// hold, kept in memory so that the token check of every request is
     /// no sled read. sled's reads wait while a batch is applied (its
@@ -185,6 +190,10 @@ impl Drop for SledStore {
 impl Inner {
     fn tree(&self) -> Arc<OrgTree> {
         self.org.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn locks(&self) -> Arc<Locks> {
+        self.locks.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     fn device(&self, id: Uuid) -> Result<Option<Device>, StoreError> {

@@ -96,6 +96,7 @@ impl SledStore {
             units.push(decode::<OrgUnit>(&v)?);
         }
         let agg = load_aggregates(&db, seq)?;
+        let locks = super::periods::load_locks(&db)?;
         let devices = Devices::load(&db)?;
         let rejection_index = RejectionIndex::load(&db, &devices)?;
         // What the upgrades and the new store's id wrote, before anything
@@ -126,6 +127,7 @@ impl SledStore {
             committed_seq: AtomicU64::new(seq),
             agg: RwLock::new(agg),
             org: RwLock::new(Arc::new(OrgTree::from_units(units))),
+            locks: RwLock::new(Arc::new(locks)),
             devices: RwLock::new(devices),
             durability: durability.clone(),
             pushes: PushQueue::default(),

@@ -9,6 +9,7 @@ use std::sync::{Arc, MutexGuard};
 use pufa_core::hlc::HlcClock;
 use pufa_core::merge::RecordState;
 use pufa_core::org::OrgTree;
+use pufa_core::period::Locks;
 use pufa_core::schema::Rejection;
 use uuid::Uuid;
 
@@ -78,6 +79,8 @@ impl Inner {
             applied: HashMap::new(),
             changes: Vec::new(),
             devices: Vec::new(),
+            locks: self.locks(),
+            locks_changed: false,
         }
     }
 }
@@ -117,6 +120,9 @@ pub(super) struct Tx<'a> {
     pub(super) changes: Vec<(Option<RecordState>, RecordState)>,
     /// Devices written, in order, for [`Inner::devices`] after the commit.
     pub(super) devices: Vec<Device>,
+    /// The approved periods as this write leaves them.
+    pub(super) locks: Arc<Locks>,
+    pub(super) locks_changed: bool,
 }
 
 impl apply::Staging for Tx<'_> {
@@ -144,6 +150,10 @@ impl apply::Staging for Tx<'_> {
             Some(d) => Ok(Some(d.clone())),
             None => self.inner.device(id),
         }
+    }
+
+    fn locks(&self) -> &Locks {
+        &self.locks
     }
 
     fn seq(&mut self) -> &mut u64 {
@@ -254,6 +264,11 @@ impl apply::Staging for Tx<'_> {
         Ok(())
     }
 
+    fn put_period(&mut self, p: &crate::store::StoredPeriod) -> Result<(), StoreError> {
+        self.stage_period(p);
+        Ok(())
+    }
+
     fn put_device(&mut self, device: &Device) -> Result<(), StoreError> {
         self.stage_device(device)
     }
@@ -263,6 +278,17 @@ impl Tx<'_> {
     /// Stages a device (`d/`) and its token's key (`t/`): the old token's
     /// key goes when the token changed or the device is revoked; a live
     /// device's key is written when new or changed.
+    pub(super) fn stage_period(&mut self, p: &crate::store::StoredPeriod) {
+        self.batch
+            .insert(codec::period_key(&p.org_unit, p.period), encode(p));
+        let locks = Arc::make_mut(&mut self.locks);
+        match p.approval() {
+            Some(a) => locks.set(a),
+            None => locks.clear(&p.org_unit, p.period),
+        }
+        self.locks_changed = true;
+    }
+
     pub(super) fn stage_device(&mut self, device: &Device) -> Result<(), StoreError> {
         let old = match self.devices.iter().rev().find(|d| d.id == device.id) {
             Some(d) => Some(d.clone()),
@@ -331,6 +357,9 @@ impl Tx<'_> {
         self.w.audit = self.audit;
         if let Some(tree) = tree {
             *inner.org.write().unwrap_or_else(|e| e.into_inner()) = tree;
+        }
+        if self.locks_changed {
+            *inner.locks.write().unwrap_or_else(|e| e.into_inner()) = self.locks.clone();
         }
         if !self.devices.is_empty() {
             let mut devices = inner.devices.write().unwrap_or_else(|e| e.into_inner());

@@ -74,6 +74,7 @@ pub(super) fn upgrade_from_format_3(db: &sled::Db, now_ms: u64) -> Result<(), St
                 pushed_hlc: None,
                 changes: audit::changes(None, &r),
                 conflicts: Vec::new(),
+                period: None,
             };
             let (value, hash) = codec::encode_audit(&head, &body);
             head = hash;
