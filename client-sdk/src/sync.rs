@@ -391,6 +391,7 @@ async fn push_all(
                         code: "rejected".into(),
                         message: "rejected without a reason".into(),
                         field: None,
+                        locked: None,
                     });
                     report.rejected.push(RejectedEdit {
                         mutation: e.mutation.id,

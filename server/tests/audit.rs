@@ -494,7 +494,6 @@ async fn verify_passes_a_busy_store_and_names_what_was_tampered_with() {
         let body = AuditBody {
             device_id: Some(Uuid::nil()),
             ..a.body
-            period: None,
         };
         db.insert(
             codec::audit_key(n_mid),
@@ -787,4 +786,53 @@ async fn a_format_5_store_is_upgraded_to_format_6_and_verifies() {
         let (_, v) = db.scan_prefix(codec::RECORD).next().unwrap().unwrap();
         assert_eq!(v[0], 1, "stopped at the device, before the records");
     });
+}
+
+/// Period steps are entries of the audit chain (about no record): verify
+/// walks them, and an approval survives a restart with its lock.
+#[tokio::test]
+async fn period_steps_are_in_the_audit_chain_and_survive_a_restart() {
+    let s = Server::new().await;
+    busy(&s).await;
+    let coord = s.issue("coordinator", "d").await;
+    for (action, comment) in [
+        ("submit", None),
+        ("return", Some("缺数")),
+        ("approve", None),
+    ] {
+        let mut body = json!({"org_unit": "s1", "period": "2020-06"});
+        if let Some(c) = comment {
+            body["comment"] = json!(c);
+        }
+        s.json(
+            Method::POST,
+            &format!("/v1/periods/{action}"),
+            &coord,
+            &body,
+        )
+        .await
+        .expect(200);
+    }
+    let s = s.restart().await;
+    let f = s.issue("field", "s1").await;
+    let m = lecture(&f, &new_id(), "c1", "2020-06-15", 3);
+    let r = s.push_one(&f, &m).await;
+    assert_rejected(&r, &m, "period_locked");
+    let dir = stop(s);
+    let report = verify_dir(dir.path());
+    assert_eq!(report.broken, None, "{report}");
+    assert_eq!(report.period_entries.len(), 3, "{report}");
+    tamper(dir.path(), |db| {
+        let n = report.period_entries[1];
+        let mut e = entry(db, n);
+        e.body.period.as_mut().expect("a period step").comment = "无".into();
+        let (bytes, _) = codec::encode_audit(&e.prev, &e.body);
+        db.insert(codec::audit_key(n), bytes).unwrap();
+    });
+    let broken = verify_dir(dir.path()).broken;
+    assert!(
+        // Rehashed, the step itself reads, but the next entry no longer links.
+        matches!(broken, Some(Broken::Entry { n, .. }) if n == report.period_entries[1] + 1),
+        "{broken:?}"
+    );
 }

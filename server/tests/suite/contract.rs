@@ -2943,3 +2943,304 @@ async fn a_flood_of_rejections_evicts_only_its_own_device_s_and_street_s() {
     assert_eq!(colours[14], "a1 2-95");
     assert_eq!(all.as_array().unwrap().len(), 16, "and b's one");
 }
+
+// Additions: reporting periods (docs/protocol.md "Reporting periods") ---
+
+async fn period(
+    s: &Server,
+    dev: &Dev,
+    action: &str,
+    org: &str,
+    period: &str,
+    comment: Option<&str>,
+) -> Resp {
+    let mut body = json!({"org_unit": org, "period": period});
+    if let Some(c) = comment {
+        body["comment"] = json!(c);
+    }
+    s.json(Method::POST, &format!("/v1/periods/{action}"), dev, &body)
+        .await
+}
+
+/// The figures and the checksum a locked period must keep.
+async fn locked_figures(s: &Server, field: &Dev) -> (Value, Value) {
+    (
+        s.get("/v1/totals?org=d&from=2020-01-01&to=2020-12-31", &s.admin)
+            .await
+            .expect(200),
+        s.checksum(field).await,
+    )
+}
+
+#[tokio::test]
+async fn an_approved_period_locks_late_writes_until_it_is_reopened() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let field = s.issue("field", "s1").await;
+    let street = s.issue("coordinator", "s1").await;
+    let district = s.issue("coordinator", "d").await;
+    let rec = new_id();
+    let m = lecture(&field, &rec, "c1", "2020-03-10", 40);
+    let seq1 = assert_applied(&s.push_one(&field, &m).await, &m);
+
+    // Submit → return (with a reason) → resubmit → approve.
+    let v = period(&s, &street, "submit", "s1", "2020", None)
+        .await
+        .expect(200);
+    assert_eq!(
+        (&v["state"], &v["locked"]),
+        (&json!("submitted"), &json!(false))
+    );
+    let r = period(&s, &street, "approve", "s1", "2020", None).await;
+    assert_error(&r, 403, "forbidden");
+    let r = period(&s, &district, "return", "s1", "2020", None).await;
+    assert_error_field(&r, 400, "bad_json", Some("comment"));
+    let v = period(&s, &district, "return", "s1", "2020", Some("3月数字缺一场"))
+        .await
+        .expect(200);
+    assert_eq!(
+        (&v["state"], &v["comment"]),
+        (&json!("returned"), &json!("3月数字缺一场"))
+    );
+    period(&s, &street, "submit", "s1", "2020", Some("已补录"))
+        .await
+        .expect(200);
+    let v = period(&s, &district, "approve", "s1", "2020", None)
+        .await
+        .expect(200);
+    assert_eq!(
+        (&v["state"], &v["locked"]),
+        (&json!("approved"), &json!(true))
+    );
+    let r = period(&s, &district, "approve", "s1", "2020", None).await;
+    assert_error(&r, 409, "period_state");
+    // A month of an approved year cannot move on its own.
+    let r = period(&s, &street, "submit", "c1", "2020-03", None).await;
+    assert_error(&r, 409, "period_locked");
+
+    // The district sees the street approved and its communities locked by it.
+    let list = s
+        .get("/v1/periods?org=d&year=2020", &district)
+        .await
+        .expect(200);
+    let of = |unit: &str, p: &str| {
+        list["periods"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["org_unit"] == unit && v["period"] == p)
+            .cloned()
+            .unwrap_or_else(|| panic!("{unit} {p} not listed: {list}"))
+    };
+    assert_eq!(of("s1", "2020")["state"], "approved");
+    assert_eq!(of("c1", "2020")["locked_by"]["org_unit"], "s1");
+    assert_eq!(of("c1", "2020")["locked"], true);
+    assert_eq!(of("s2", "2020")["locked"], false);
+    // The approver, by its token's label (a person's session: the username).
+    assert_eq!(of("s1", "2020")["by"], "coordinator @ d");
+
+    // A late device: every write into the locked year of s1 is refused and
+    // changes nothing; other streets and other years go on.
+    let before = locked_figures(&s, &field).await;
+    let late = [
+        mutation(
+            &field,
+            &rec,
+            "lecture",
+            seq1,
+            T0 + 50,
+            json!({"attendees": 41}),
+        ),
+        lecture(&field, &new_id(), "c2", "2020-11-30", 9),
+        json!({"id": new_id(), "record_id": rec, "kind": "lecture", "base_seq": seq1,
+               "hlc": {"ms": T0 + 51, "c": 0, "node": field.id}, "set": {}, "delete": true}),
+    ];
+    for m in &late {
+        let r = s.push_one(&field, m).await;
+        let e = assert_rejected(&r, m, "period_locked");
+        assert_eq!(
+            (&e["locked"]["org_unit"], &e["locked"]["period"]),
+            (&json!("s1"), &json!("2020")),
+            "{r}"
+        );
+        assert!(e["locked"]["approved_ms"].is_u64(), "{r}");
+    }
+    // Moving a 2021 lecture into 2020 is a write into the period too.
+    let later = new_id();
+    let m = lecture(&field, &later, "c1", "2021-01-05", 12);
+    let seq_later = assert_applied(&s.push_one(&field, &m).await, &m);
+    let into = mutation(
+        &field,
+        &later,
+        "lecture",
+        seq_later,
+        T0 + 60,
+        json!({"held_on": "2020-12-31"}),
+    );
+    assert_rejected(&s.push_one(&field, &into).await, &into, "period_locked");
+    let after = locked_figures(&s, &field).await;
+    assert_eq!(before.0, after.0, "totals moved under a locked period");
+    let (count, xor) = (&after.1["count"], &after.1["checksum"]);
+    assert_eq!(
+        count.as_u64(),
+        before.1["count"].as_u64().map(|c| c + 1),
+        "only the 2021 lecture is new"
+    );
+    assert_ne!(xor, &before.1["checksum"]);
+    let rejections = s.get("/v1/rejections", &district).await.expect(200);
+    assert!(
+        rejections
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["error"]["code"] == "period_locked"
+                && r["error"]["locked"]["org_unit"] == "s1"),
+        "{rejections}"
+    );
+    let elsewhere = s.issue("field", "s2").await;
+    let m = lecture(&elsewhere, &new_id(), "v3", "2020-05-01", 30);
+    assert_applied(&s.push_one(&elsewhere, &m).await, &m);
+
+    // Reopen (the district, with a reason): the same mutation, sent again,
+    // now applies.
+    let r = period(&s, &street, "reopen", "s1", "2020", Some("补录")).await;
+    assert_error(&r, 403, "forbidden");
+    let v = period(&s, &district, "reopen", "s1", "2020", Some("补录一场讲座"))
+        .await
+        .expect(200);
+    assert_eq!(
+        (&v["state"], &v["locked"]),
+        (&json!("returned"), &json!(false))
+    );
+    let r = s.push_one(&field, &late[0]).await;
+    assert_applied(&r, &late[0]);
+    assert_eq!(s.record(&rec).await["fields"]["attendees"], 41);
+}
+
+#[tokio::test]
+async fn the_top_unit_approves_itself_and_locks_resolutions_and_moves() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let a = s.issue("field", "s1").await;
+    let b = s.issue("field", "s1").await;
+    let district = s.issue("coordinator", "d").await;
+    let (rec, seq1, _) = edited_by_two(&s, &a, &b, json!({"attendees": 90})).await;
+    let losing = mutation(&a, &rec, "lecture", seq1, T0 + 5, json!({"attendees": 88}));
+    assert_eq!(s.push_one(&a, &losing).await["conflicts"][0]["loser"], 88);
+    let conflicts = s.get("/v1/conflicts", &district).await.expect(200);
+    let conflict = conflicts[0]["id"].as_str().expect("a conflict").to_string();
+
+    // The district has no one above it: its own coordinator approves.
+    period(&s, &district, "approve", "d", "2020-Q2", None)
+        .await
+        .expect(200);
+    let r = s
+        .json(
+            Method::POST,
+            &format!("/v1/conflicts/{conflict}/resolve"),
+            &district,
+            &json!({"value": 88}),
+        )
+        .await;
+    let e = assert_error(&r, 400, "period_locked");
+    assert_eq!(e["locked"]["period"], "2020-Q2", "{e}");
+    assert_eq!(s.record(&rec).await["conflicts"], 1);
+
+    // Re-parenting a unit under the approved period is refused whole.
+    let moved =
+        json!([{"code": "c1", "name": "柳巷第01社区", "type": "community", "parent": "s2"}]);
+    let r = s
+        .json(Method::PUT, "/v1/admin/org-units", &s.admin, &moved)
+        .await;
+    assert_error(&r, 400, "invalid_org_tree");
+    let units = s.get("/v1/org-units", &s.admin).await.expect(200);
+    assert!(
+        units
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|u| u["code"] == "c1" && u["parent"] == "s1"),
+        "{units}"
+    );
+
+    // A lecture in another quarter is not locked by Q2.
+    let m = lecture(&a, &new_id(), "c1", "2020-07-01", 5);
+    assert_applied(&s.push_one(&a, &m).await, &m);
+    period(&s, &district, "reopen", "d", "2020-Q2", Some("核对冲突"))
+        .await
+        .expect(200);
+    s.json(
+        Method::POST,
+        &format!("/v1/conflicts/{conflict}/resolve"),
+        &district,
+        &json!({"value": 88}),
+    )
+    .await
+    .expect(200);
+}
+
+#[tokio::test]
+async fn period_steps_are_scoped_and_checked() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let field = s.issue("field", "s1").await;
+    let other = s.issue("coordinator", "s2").await;
+    let street = s.issue("coordinator", "s1").await;
+    assert_error(
+        &period(&s, &field, "submit", "s1", "2020", None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &period(&s, &other, "submit", "s1", "2020", None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &period(&s, &other, "submit", "nowhere", "2020", None).await,
+        403,
+        "forbidden",
+    );
+    assert_error(
+        &period(&s, &other, "approve", "d", "2020", None).await,
+        403,
+        "forbidden",
+    );
+    for bad in ["20", "2020-Q5", "2020-13", "2020-3", "1999"] {
+        let r = period(&s, &street, "submit", "s1", bad, None).await;
+        assert_error_field(&r, 400, "bad_json", Some("period"));
+    }
+    let long = "很".repeat(501);
+    let r = period(&s, &street, "submit", "s1", "2020", Some(&long)).await;
+    assert_error_field(&r, 400, "bad_json", Some("comment"));
+    let r = s
+        .json(
+            Method::POST,
+            "/v1/periods/lock",
+            &street,
+            &json!({"org_unit": "s1", "period": "2020"}),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+    assert_error(
+        &period(&s, &street, "reopen", "s1", "2020", Some("x")).await,
+        403,
+        "forbidden",
+    );
+    let r = s.get("/v1/periods?year=2020&org=s2", &street).await;
+    assert_error(&r, 403, "forbidden");
+    let r = s.get("/v1/periods?year=2020", &field).await;
+    assert_error(&r, 403, "forbidden");
+    let r = s.get("/v1/periods?org=s1", &street).await;
+    assert_error_field(&r, 400, "invalid_query", Some("year"));
+    // Nothing above: every period of the street is open.
+    let list = s.get("/v1/periods?year=2020", &street).await.expect(200);
+    let states: BTreeSet<&str> = list["periods"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, BTreeSet::from(["open"]));
+    assert_eq!(list["periods"].as_array().unwrap().len(), 3, "{list}");
+}
