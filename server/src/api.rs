@@ -767,5 +767,7 @@ pub async fn periods(
 ) -> ApiResult<Json<pufa_core::wire::PeriodsResponse>> {
     d.require_coordinator()?;
     let year = year_param(&q)?;
-    Ok(Json(crate::periods::list(&s, &d, q.get("org"), year).await?))
+    Ok(Json(
+        crate::periods::list(&s, &d, q.get("org"), year).await?,
+    ))
 }

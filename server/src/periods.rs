@@ -9,9 +9,7 @@
 //! above it, so its own coordinator approves it.
 
 use pufa_core::org::OrgTree;
-use pufa_core::period::{
-    Locks, Period, PeriodAction, PeriodState, StepRefused, COMMENT_MAX_CHARS,
-};
+use pufa_core::period::{Locks, Period, PeriodAction, PeriodState, StepRefused, COMMENT_MAX_CHARS};
 use pufa_core::wire::{OrgRef, PeriodStepRequest, PeriodView, PeriodsResponse, Role};
 
 use crate::auth;

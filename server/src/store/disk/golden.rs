@@ -20,10 +20,12 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::store::codec::{
-    self, decode, encode, Applied, AuditBody, StoredConflict, StoredRejection,
+    self, decode, encode, Applied, AuditBody, PeriodStep, StoredConflict, StoredRejection,
 };
 use crate::store::disk::Persist;
+use crate::store::StoredPeriod;
 use crate::store::{Account, Device, EnrolmentCode, Session};
+use pufa_core::period::{Approval, Period, PeriodAction, PeriodState};
 
 fn id(n: u128) -> Uuid {
     Uuid::from_u128(0x0192_0000_0000_7000_8000_0000_0000_0000 | n)
@@ -155,6 +157,7 @@ fn rejection() -> StoredRejection {
             code: "out_of_scope".into(),
             message: "不在本设备的范围内".into(),
             field: Some("org_unit".into()),
+            locked: None,
         },
     }
 }
@@ -187,8 +190,8 @@ fn audit_body() -> AuditBody {
             },
         ],
         conflicts: vec![(id(10), conflict())],
+        period: None,
     }
-    period: None,
 }
 
 fn unit_agg() -> UnitAgg {
@@ -251,6 +254,74 @@ fn golden<T: Persist + PartialEq + std::fmt::Debug>(what: &str, v: &T, hex: &str
         v,
         "{what}"
     );
+}
+
+fn approval() -> Approval {
+    Approval {
+        org_unit: "140106001".into(),
+        period: Period::Year(2020),
+        approved_by: "li.na".into(),
+        approved_ms: 1_600_000_200_000,
+    }
+}
+
+fn stored_period() -> StoredPeriod {
+    StoredPeriod {
+        org_unit: "140106001".into(),
+        period: Period::Quarter(2020, 3),
+        state: PeriodState::Returned,
+        by: "li.na".into(),
+        at_ms: 1_600_000_200_000,
+        comment: "九月少报一场".into(),
+    }
+}
+
+fn period_entry() -> AuditBody {
+    AuditBody {
+        n: 10,
+        server_ms: 1_600_000_200_000,
+        seq: 42,
+        record_id: Uuid::nil(),
+        kind: Kind::Lecture,
+        cause: AuditCause::Period,
+        mutation_id: None,
+        conflict_id: None,
+        device_id: Some(id(11)),
+        actor: Some("li.na".into()),
+        record_prev: None,
+        hlc: hlc(1_600_000_200_000, 0, 11),
+        pushed_hlc: None,
+        changes: Vec::new(),
+        conflicts: Vec::new(),
+        period: Some(PeriodStep {
+            org_unit: "140106001".into(),
+            period: Period::Month(2020, 9),
+            action: PeriodAction::Return,
+            state: PeriodState::Returned,
+            comment: "九月少报一场".into(),
+        }),
+    }
+}
+
+/// Periods and what they add: a period's state, a period step in the
+/// audit chain, and a `period_locked` rejection with its approval.
+#[test]
+fn periods() {
+    golden("a period", &stored_period(), "0196a9313430313036303031a7323032302d5133a872657475726e6564a56c692e6e61cf0000017487718d40b2e4b99de69c88e5b091e68aa5e4b880e59cba");
+    let mut locked = rejection();
+    locked.error = ErrorObject {
+        code: "period_locked".into(),
+        message: "已审核锁定".into(),
+        field: Some("org_unit".into()),
+        locked: Some(approval()),
+    };
+    golden("a period_locked rejection", &locked, "0195c41001920000000070008000000000000001cf00000174877006a0d9347b226964223a2278222c226b696e64223a226c656374757265222c22736574223a7b226f72675f756e6974223a22393939227d7d93ad706572696f645f6c6f636b6564afe5b7b2e5aea1e6a0b8e99481e5ae9aa86f72675f756e697494a9313430313036303031a432303230a56c692e6e61cf0000017487718d40");
+    let hex = "010101010101010101010101010101010101010101010101010101010101010101cf0951383b8effb487edf0320983818a3097c3d334a03c6c339a35480a8eb28edc00100acf0000017487718d402ac41000000000000000000000000000000000a74c656374757265a6706572696f64c0c0c4100192000000007000800000000000000ba56c692e6e61c093cf0000017487718d4000c4100192000000007000800000000000000bc0909095a9313430313036303031a7323032302d3039a672657475726ea872657475726e6564b2e4b99de69c88e5b091e68aa5e4b880e59cba";
+    let (bytes, _) = codec::encode_audit(&[1; 32], &period_entry());
+    pinned("a period step's audit entry", &bytes, hex);
+    let read = codec::decode_audit(&hex::decode(hex).unwrap()).unwrap();
+    assert!(read.hash_ok);
+    assert_eq!(read.body, period_entry());
 }
 
 #[test]
