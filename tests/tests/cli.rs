@@ -1212,3 +1212,69 @@ fn lecture_add_prompts_in_a_terminal_and_asks_again() {
         json!({"org_unit": "c12", "held_on": "2020-06-15", "title": "民法典进社区", "attendees": 120}),
     );
 }
+
+/// A late lecture into an approved period: `sync` says in Chinese who
+/// locked it and what to do; after the district reopens the period,
+/// `pufa resubmit` sends it again and it applies.
+#[test]
+fn a_locked_period_is_explained_and_resubmitted_after_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"));
+    server.setup_tree();
+    let (token, _) = server.token("s1", "王芳的手机");
+    let dev = Device::new(tmp.path(), "dev");
+    dev.enroll(&server, &token);
+    let step = |action: &str, comment: Option<&str>| {
+        let mut body = json!({"org_unit": "s1", "period": "2020"});
+        if let Some(c) = comment {
+            body["comment"] = json!(c);
+        }
+        let (st, v) = server.admin(
+            reqwest::Method::POST,
+            &format!("/v1/periods/{action}"),
+            Some(body),
+        );
+        assert_eq!(st, 200, "{v}");
+    };
+    step("approve", None);
+    let id = printed_id(
+        &dev.run(&[
+            "lecture",
+            "add",
+            "--org",
+            "c11",
+            "--held-on",
+            "2020-12-20",
+            "--title",
+            "冬季普法",
+            "--attendees",
+            "21",
+        ])
+        .ok(),
+    );
+    let r = dev.run_env(&["sync"], "zh_CN.UTF-8");
+    assert!(
+        r.stdout.contains("period_locked")
+            && r.stdout.contains("审核锁定")
+            && r.stdout.contains("重新开放")
+            && r.stdout.contains("s1 2020"),
+        "{r}"
+    );
+    let rejected = dev.run(&["rejected", "--json"]).ok().json();
+    let mutation = rejected[0]["mutation"]
+        .as_str()
+        .expect("a rejected edit")
+        .to_string();
+    assert_eq!(
+        rejected[0]["error"]["locked"]["period"], "2020",
+        "{rejected}"
+    );
+    assert!(server.pull_all().is_empty(), "a locked write landed");
+
+    step("reopen", Some("补录冬季讲座"));
+    dev.run(&["resubmit", &mutation]).ok();
+    dev.run(&["sync"]).ok();
+    let all = server.pull_all();
+    assert_eq!(all.len(), 1, "{all:?}");
+    assert_eq!(all[0]["id"], json!(id));
+}

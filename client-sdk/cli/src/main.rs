@@ -312,10 +312,7 @@ async fn run(cli: &Cli, lang: Lang) -> Out {
                         "{}  {} {}  {}: {}",
                         r.mutation, r.kind, r.record_id, r.error.code, r.error.message
                     );
-                    println!(
-                        "    {}",
-                        fix_hint(&r.error.code, r.error.field.as_deref(), lang)
-                    );
+                    println!("    {}", fix_hint(&r.error, lang));
                 }
             }
             Ok(())

@@ -89,9 +89,18 @@ pub(crate) fn print_table(records: &[LocalRecord], lang: Lang) {
     }
 }
 
-pub(crate) fn fix_hint(code: &str, field: Option<&str>, lang: Lang) -> String {
-    let f = field.unwrap_or("");
-    match code {
+pub(crate) fn fix_hint(error: &pufa_core::wire::ErrorObject, lang: Lang) -> String {
+    let f = error.field.as_deref().unwrap_or("");
+    match error.code.as_str() {
+        "period_locked" => {
+            let (who, what) = error.locked.as_ref().map_or((String::new(), String::new()), |a| {
+                (a.approved_by.clone(), format!("{} {}", a.org_unit, a.period))
+            });
+            match lang {
+                Lang::Zh => format!("{what} 的数据已由 {who} 审核锁定，不能再改：请联系区里重新开放该时段，之后 pufa resubmit MUT 重新提交，或 pufa discard MUT 放弃"),
+                Lang::En => format!("{what} was approved by {who} and is locked: ask the district to reopen it, then pufa resubmit MUT, or pufa discard MUT"),
+            }
+        }
         "out_of_scope" => lang.t("该单位不在本设备范围内：用 pufa resubmit MUT --org 单位 改到范围内的单位，或 pufa discard MUT", "the unit is outside this device's scope: pufa resubmit MUT --org UNIT, or pufa discard MUT").into(),
         "unknown_org_unit" => lang.t("服务器没有这个单位：等管理员导入后 pufa resubmit MUT，或改用其他单位", "the server has no such unit: pufa resubmit MUT once it is imported, or use another unit").into(),
         "invalid_field" | "missing_field" => format!("{} --{f} …", lang.t("修正后重新提交：pufa resubmit MUT", "fix it and send again: pufa resubmit MUT")),

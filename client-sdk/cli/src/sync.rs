@@ -65,8 +65,7 @@ pub(crate) async fn sync(client: &Client, json_out: bool, lang: Lang) -> Out {
         );
         println!(
             "    {}",
-            fix_hint(&x.error.code, x.error.field.as_deref(), lang)
-                .replace("MUT", &x.mutation.to_string())
+            fix_hint(&x.error, lang).replace("MUT", &x.mutation.to_string())
         );
     }
     if !r.lost_on_server.is_empty() {
