@@ -179,7 +179,7 @@ impl From<ServiceError> for ApiError {
             },
             Rejected(r) => ApiError::Rejected(r),
             BadQuery { param, message, .. } => ApiError::invalid_query(param, message),
-            PeriodRefused { code, message } => ApiError::PeriodRefused { code, message },
+            PeriodRefused { code, message, .. } => ApiError::PeriodRefused { code, message },
             AccountExists { .. } => ApiError::AlreadyExists {
                 message,
                 field: Some("username".into()),
@@ -293,7 +293,7 @@ mod tests {
             (ServiceError::bad_query("year", Some("20x"), "year must be a year"), StatusCode::BAD_REQUEST, None, body("invalid_query", "year must be a year", Some("year"))),
             (AccountExists { username: s("wang") }, StatusCode::CONFLICT, None, body("already_exists", "there is already an account \"wang\"", Some("username"))),
             (NeedsApprover { unit: s("x"), action: "approve" }, StatusCode::FORBIDDEN, None, body("forbidden", "only an admin or a coordinator above \"x\" may approve its periods", None)),
-            (PeriodRefused { code: "period_state", message: s("period 2020 of \"x\" is approved: it cannot be approved") }, StatusCode::CONFLICT, None, body("period_state", "period 2020 of \"x\" is approved: it cannot be approved", Some("period"))),
+            (PeriodRefused { code: "period_state", message: s("period 2020 of \"x\" is approved: it cannot be approved"), state: None, lock: None }, StatusCode::CONFLICT, None, body("period_state", "period 2020 of \"x\" is approved: it cannot be approved", Some("period"))),
             (ExportTooLarge { rows: 7, max: 5 }, StatusCode::PAYLOAD_TOO_LARGE, None, body("export_too_large", "this export has 7 rows, more than the 5 an XLSX export holds; download CSV instead", None)),
             (SignInLocked { secs: 61 }, StatusCode::TOO_MANY_REQUESTS, Some(61), body("rate_limited", "too many failed sign-ins for this username; try again in 2 min", None)),
             (Busy { secs: 1 }, StatusCode::TOO_MANY_REQUESTS, Some(1), body("rate_limited", "too many requests; retry in 1 s", None)),

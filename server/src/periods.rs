@@ -18,7 +18,7 @@ use crate::store::{Device, PeriodOutcome, PeriodStepInput, StoredPeriod};
 use crate::AppState;
 
 /// Whether `caller` may return, approve or reopen `unit`'s periods.
-fn may_approve(caller: &Device, tree: &OrgTree, unit: &str) -> bool {
+pub fn may_approve(caller: &Device, tree: &OrgTree, unit: &str) -> bool {
     match (caller.role, &caller.org_unit) {
         (Role::Admin, _) => true,
         (Role::Coordinator, Some(own)) => {
@@ -101,17 +101,21 @@ pub async fn step(
                     state.as_str(),
                     past(action)
                 ),
+                state: Some(state),
+                lock: None,
             })
         }
         PeriodOutcome::Refused(StepRefused::LockedAbove, a) => Err(ServiceError::PeriodRefused {
             code: "period_locked",
-            message: match a {
+            message: match &a {
                 Some(a) => format!(
                     "period {} of {:?} is approved and covers this one; reopen it first",
                     a.period, a.org_unit
                 ),
                 None => "a period covering this one is approved; reopen it first".into(),
             },
+            state: None,
+            lock: a,
         }),
     }
 }

@@ -92,7 +92,14 @@ pub enum ServiceError {
     /// A period step its period's state or a covering approval does not
     /// allow (`code`: `period_state` or `period_locked`).
     #[error("{message}")]
-    PeriodRefused { code: &'static str, message: String },
+    PeriodRefused {
+        code: &'static str,
+        message: String,
+        /// The period's state, when that refused the step.
+        state: Option<pufa_core::period::PeriodState>,
+        /// The covering approval, when that refused it.
+        lock: Option<pufa_core::period::Approval>,
+    },
     #[error("there is already an account {username:?}")]
     AccountExists { username: String },
     /// An export too large for its format (XLSX is built in memory).

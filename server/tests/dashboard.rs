@@ -1138,3 +1138,157 @@ async fn downloads_are_csv_with_a_bom_and_xlsx_and_stay_in_scope() {
     );
     assert_eq!(get(&s, "/export/nope.csv", &coord).await.status, 404);
 }
+
+// Reporting periods --------------------------------------------------------
+
+/// A street submits 2020, the district returns it with a reason, the
+/// street resubmits, the district approves: each step from the page, in
+/// Chinese; the communities show the lock; a refused step says why in
+/// Chinese above the list.
+#[tokio::test]
+async fn periods_are_submitted_returned_and_approved_from_the_page() {
+    let s = Server::new().await;
+    let street = s.issue("coordinator", "s1").await;
+    let district = s.issue("coordinator", "d").await;
+    let page = get(&s, "/periods?year=2020", &street).await;
+    let body = page.expect(200);
+    assert!(body.contains(zh(T::PeriodsIntro)), "{body}");
+    let s1 = row(body, r#"data-unit="s1" data-period="2020""#);
+    assert!(
+        s1.contains(zh(T::StateOpen)) && s1.contains(zh(T::ActSubmit)),
+        "{s1}"
+    );
+    assert!(
+        !s1.contains(zh(T::ActApprove)),
+        "a street cannot approve itself: {s1}"
+    );
+
+    let step = |dev: &Dev, action: &'static str, comment: &'static str| {
+        let token = csrf(dev);
+        let dev = dev.clone();
+        let s = &s;
+        async move {
+            post(
+                s,
+                "/periods",
+                &dev,
+                &[
+                    ("csrf", token.as_str()),
+                    ("org_unit", "s1"),
+                    ("period", "2020"),
+                    ("action", action),
+                    ("comment", comment),
+                    ("year", "2020"),
+                ],
+            )
+            .await
+        }
+    };
+    step(&street, "submit", "")
+        .await
+        .assert_redirect("/periods?year=2020&done=1");
+    let got = step(&district, "return", "").await;
+    assert!(got.expect(400).contains(zh(T::StepNeedsReason)));
+    step(&district, "return", "请补录十二月的讲座")
+        .await
+        .assert_redirect("/periods?year=2020&done=1");
+    let body = get(&s, "/periods?year=2020", &street)
+        .await
+        .expect(200)
+        .to_string();
+    let s1 = row(&body, r#"data-unit="s1" data-period="2020""#);
+    assert!(
+        s1.contains(zh(T::StateReturned)) && s1.contains("请补录十二月的讲座"),
+        "{s1}"
+    );
+    let got = step(&street, "approve", "").await;
+    assert!(got.expect(403).contains(zh(T::StepNeedsApprover)));
+    step(&street, "submit", "已补录")
+        .await
+        .assert_redirect("/periods?year=2020&done=1");
+    step(&district, "approve", "")
+        .await
+        .assert_redirect("/periods?year=2020&done=1");
+    let got = step(&district, "approve", "").await;
+    let body = got.expect(400);
+    assert!(
+        body.contains(zh(T::StepWrongState)) && body.contains(zh(T::StateApproved)),
+        "{body}"
+    );
+
+    let body = get(&s, "/periods?year=2020", &district)
+        .await
+        .expect(200)
+        .to_string();
+    let s1 = row(&body, r#"data-unit="s1" data-period="2020""#);
+    assert!(
+        s1.contains(zh(T::StateApproved)) && s1.contains(zh(T::ActReopen)),
+        "{s1}"
+    );
+    let c1 = row(&body, r#"data-unit="c1" data-period="2020""#);
+    assert!(
+        c1.contains(zh(T::LockedBy)) && c1.contains("柳巷街道"),
+        "{c1}"
+    );
+    assert!(
+        !c1.contains("<form"),
+        "a locked period offers no step: {c1}"
+    );
+    // A month of the approved year, from the other-period form.
+    let token = csrf(&street);
+    let got = post(
+        &s,
+        "/periods",
+        &street,
+        &[
+            ("csrf", &token),
+            ("org_unit", "c1"),
+            ("period", "2020-03"),
+            ("action", "submit"),
+        ],
+    )
+    .await;
+    assert!(
+        got.expect(400).contains(zh(T::StepLockedAbove)),
+        "{}",
+        got.body
+    );
+    let got = post(
+        &s,
+        "/periods",
+        &street,
+        &[
+            ("csrf", &token),
+            ("org_unit", "c1"),
+            ("period", "2020年3月"),
+            ("action", "submit"),
+        ],
+    )
+    .await;
+    assert!(got.expect(400).contains(zh(T::StepBadPeriod)));
+    // Outside the scope, and without the CSRF token: refused.
+    let other = s.issue("coordinator", "s2").await;
+    let got = post(
+        &s,
+        "/periods",
+        &other,
+        &[
+            ("csrf", &csrf(&other)),
+            ("org_unit", "s1"),
+            ("period", "2020"),
+            ("action", "submit"),
+        ],
+    )
+    .await;
+    got.expect(403);
+    let got = post(
+        &s,
+        "/periods",
+        &street,
+        &[("org_unit", "s1"), ("period", "2020"), ("action", "submit")],
+    )
+    .await;
+    assert!(got.expect(403).contains(zh(T::CsrfFailed)));
+    get(&s, "/periods?org=s1", &other).await.expect(403);
+    get(&s, "/periods?year=abc", &street).await.expect(400);
+}

@@ -24,6 +24,7 @@ export function loc(label, fallback = '') {
 
 const S = {
   app_name: ['普法同步', 'Pufa Sync'],
+  locked_by: ['（{unit} {period} 由 {who} 审核）', ' ({unit} {period}, approved by {who})'],
   records: ['记录', 'Records'],
   new_record: ['新建', 'New'],
   sync_now: ['同步', 'Sync'],

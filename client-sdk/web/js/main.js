@@ -101,7 +101,12 @@ function rejectionReason(kind, state) {
     const why = field && v !== undefined && v !== null ? checkValue(field, v, formCtx()) : null;
     if (why) return why;
   }
-  return rejectionText(app.schema, e, fieldLabel(kind, e.field));
+  const text = rejectionText(app.schema, e, fieldLabel(kind, e.field));
+  if (e.code === 'period_locked' && e.locked) {
+    const l = e.locked;
+    return text + t('locked_by', { unit: unitName(app.units, l.org_unit) || l.org_unit, period: l.period, who: l.approved_by });
+  }
+  return text;
 }
 
 function formCtx() {

@@ -156,6 +156,34 @@ texts! {
     NoOrgUnits => "尚未导入组织机构。", "No org units have been imported yet.";
     ChooseRoot => "有多个顶级单位，请选择一个：", "There are several top-level units; choose one:";
 
+    NavPeriods => "报送审核", "Approvals";
+    PeriodsIntro => "各街道（镇）报送本单位的年度、季度或月度数据，区里审核通过后，该时段的数据即锁定：之后同步上来的、日期在该时段内的修改都会被拒绝，报表不再变动。需要更正时，由区里重新开放。",
+        "Streets and towns submit their figures for a year, quarter or month; once the district approves, the period is locked: later edits dated in it are refused and the report no longer moves. To correct it, the district reopens it.";
+    PeriodUnit => "单位", "Unit";
+    PeriodWhich => "时段", "Period";
+    PeriodState => "状态", "State";
+    PeriodLast => "最近操作", "Last step";
+    PeriodActions => "操作", "Actions";
+    StateOpen => "未提交", "Not submitted";
+    StateSubmitted => "已提交", "Submitted";
+    StateReturned => "已退回", "Returned";
+    StateApproved => "已审核", "Approved";
+    LockedBy => "已锁定：随上级审核", "Locked by the approval of";
+    Locked => "已锁定", "Locked";
+    ActSubmit => "提交", "Submit";
+    ActReturn => "退回", "Return";
+    ActApprove => "审核通过", "Approve";
+    ActReopen => "重新开放", "Reopen";
+    Reason => "原因", "Reason";
+    OtherPeriod => "办理其他时段（季度、月度）", "Act on another period (a quarter or month)";
+    PeriodFormat => "时段格式：2020、2020-Q1 或 2020-03", "Period: 2020, 2020-Q1 or 2020-03";
+    StepDone => "已办理。", "Done.";
+    StepWrongState => "该时段当前的状态不能办理这一步：", "The period's state does not allow this step:";
+    StepLockedAbove => "包含该时段的更大时段已经审核锁定，请先重新开放：", "A period covering this one is approved and locked; reopen it first:";
+    StepNeedsApprover => "退回、审核和重新开放须由上级单位的协调员或管理员办理。", "Only a coordinator above the unit, or an admin, returns, approves and reopens.";
+    StepNeedsReason => "退回或重新开放时，请填写原因。", "Say why when returning or reopening.";
+    StepBadPeriod => "时段格式不对。应为 2020、2020-Q1 或 2020-03。", "That is not a period: use 2020, 2020-Q1 or 2020-03.";
+    StepLongReason => "原因太长（最多 500 字）。", "The reason is too long (at most 500 characters).";
     ConflictsIntro => "两台设备在互不知情时修改了同一字段。目前保留的是较新的值；请确定应保留哪个值。",
         "Two devices changed the same field without seeing each other's edit. The newer value stands for now; decide which value to keep.";
     NoConflicts => "没有待处理的冲突。", "No open conflicts.";

@@ -12,7 +12,8 @@
 //!   types, formatters.
 //! - [`i18n`]: every UI text in Chinese and English.
 //! - [`overview`], [`figures`] (report, coverage, records, downloads),
-//!   [`conflicts`], [`lists`] (rejections, devices), [`enrol`]
+//!   [`conflicts`], [`periods`] (submit, approve, lock), [`lists`]
+//!   (rejections, devices), [`enrol`]
 //!   (enrolment codes): pages.
 //! - [`chart`]: server-rendered SVG.
 //!
@@ -27,6 +28,7 @@ pub mod i18n;
 pub mod lists;
 pub mod overview;
 pub mod page;
+pub mod periods;
 pub mod session;
 
 use std::collections::HashMap;
@@ -47,6 +49,7 @@ pub enum Section {
     Report,
     Coverage,
     Conflicts,
+    Periods,
     Rejections,
     Devices,
     Enrol,
@@ -82,6 +85,11 @@ pub const NAV: &[NavItem] = &[
         text: T::NavConflicts,
     },
     NavItem {
+        section: Section::Periods,
+        path: "/periods",
+        text: T::NavPeriods,
+    },
+    NavItem {
         section: Section::Rejections,
         path: "/rejections",
         text: T::NavRejections,
@@ -111,6 +119,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/export/{file}", get(figures::export))
         .route("/conflicts", get(conflicts::list))
         .route("/conflicts/{id}/resolve", post(conflicts::resolve))
+        .route("/periods", get(periods::list).post(periods::act))
         .route("/rejections", get(lists::rejections))
         .route("/devices", get(lists::devices))
         .route("/enrol", get(enrol::enrol_page).post(enrol::create))

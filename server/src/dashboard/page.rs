@@ -94,6 +94,7 @@ textarea{width:100%;font:inherit;padding:.5rem}
 label.inline{flex-direction:row;align-items:center}
 section.box{margin:.8rem 0}
 ul.downloads{margin:0;padding-left:1.2rem}
+form.step{display:flex;flex-wrap:wrap;gap:.3rem;margin:0 0 .3rem}form.step input{width:9rem}details.box{margin:.8rem 0}
 @media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
 "#;
 
@@ -646,6 +647,8 @@ mod tests {
                 PeriodRefused {
                     code: "period_state",
                     message: s("no"),
+                    state: None,
+                    lock: None,
                 },
                 PageError::BadRequest(T::BadForm),
             ),
