@@ -803,6 +803,67 @@ async fn records_made_offline_reach_the_server_once() {
     scene.b.close().await;
 }
 
+/// A lecture made offline in a period the district approves meanwhile:
+/// the phone says in Chinese that the period is locked, by whom, and to
+/// ask the district to reopen it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edit_into_an_approved_period_says_who_locked_it() {
+    let Some(scene) = Scene::start().await else {
+        return;
+    };
+    scene.enrol("s1").await;
+    scene.b.set_offline(true).await.unwrap();
+    scene
+        .wait("document.querySelector('#status')?.dataset.state === 'offline'")
+        .await;
+    scene
+        .record(
+            "lecture",
+            "c11",
+            &[("title", "宪法宣传日"), ("attendees", "30")],
+        )
+        .await;
+    // The lecture is dated today where the phone is (Beijing time): the
+    // district approves the street's year.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    let year = pufa_core::date::Date::from_unix_ms(now_ms + 8 * 3600 * 1000).year();
+    let (st, v) = scene
+        .server
+        .call(
+            Method::POST,
+            "/v1/periods/approve",
+            Some(json!({"org_unit": "s1", "period": year.to_string()})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    scene.b.set_offline(false).await.unwrap();
+    scene
+        .wait(
+            "document.querySelector('#status')?.dataset.state !== 'syncing' \
+             && document.querySelector('.badge')?.dataset.state === 'rejected'",
+        )
+        .await;
+    scene
+        .wait("document.querySelector('#rejection-reason') !== null")
+        .await;
+    let (_, schema) = scene.server.call(Method::GET, "/v1/schema", None).await;
+    let why = schema["rejections"]["period_locked"]["zh-CN"]
+        .as_str()
+        .expect("a Chinese reason for period_locked")
+        .to_string();
+    let shown = scene.b.find("#rejection-reason").await.unwrap();
+    let text = scene.b.text(&shown).await.unwrap();
+    assert!(
+        text.starts_with(&why) && text.contains("桥东街道") && text.contains(&format!("{year}年 由")),
+        "{text}"
+    );
+    scene.shot("period-locked").await;
+    scene.b.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_edit_is_explained_in_chinese_fixed_and_resubmitted() {
     let Some(scene) = Scene::start().await else {

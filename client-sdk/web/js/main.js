@@ -104,9 +104,17 @@ function rejectionReason(kind, state) {
   const text = rejectionText(app.schema, e, fieldLabel(kind, e.field));
   if (e.code === 'period_locked' && e.locked) {
     const l = e.locked;
-    return text + t('locked_by', { unit: unitName(app.units, l.org_unit) || l.org_unit, period: l.period, who: l.approved_by });
+    return text + t('locked_by', { unit: unitName(app.units, l.org_unit) || l.org_unit, period: periodText(l.period), who: l.approved_by });
   }
   return text;
+}
+
+/** `2020`, `2020-Q1`, `2020-03` as a person reads them (2020年第1季度). */
+function periodText(p) {
+  const m = /^(\d{4})(?:-(Q?)(\d{1,2}))?$/.exec(String(p));
+  if (!m || getLang() === 'en') return String(p);
+  if (!m[3]) return `${m[1]}年`;
+  return m[2] ? `${m[1]}年第${Number(m[3])}季度` : `${m[1]}年${Number(m[3])}月`;
 }
 
 function formCtx() {
