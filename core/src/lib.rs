@@ -10,6 +10,7 @@
 //! - [`merge`]: judging mutations, last-writer-wins merge, conflicts, checksums.
 //! - [`audit`]: what a write changed, and replaying it (the audit trail).
 //! - [`org`]: the org-unit tree and scopes.
+//! - [`topics`]: the topic vocabulary and its synonyms.
 //! - [`totals`]: per-unit aggregates and the totals they answer.
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
@@ -32,5 +33,6 @@ pub mod merge;
 pub mod org;
 pub mod report;
 pub mod schema;
+pub mod topics;
 pub mod totals;
 pub mod wire;
