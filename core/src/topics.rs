@@ -44,7 +44,7 @@ const fn topic(name: &'static str, en: &'static str, synonyms: &'static [&'stati
 pub const VOCABULARY: &[Topic] = &[
     topic("民法典", "Civil Code", &["民法典宣传", "民法典宣讲", "学习民法典", "中华人民共和国民法典", "民法典进社区", "民法典进乡村"]),
     topic("宪法", "Constitution", &["宪法宣传", "宪法宣传周", "国家宪法日", "宪法日", "中华人民共和国宪法", "宪法进社区"]),
-    topic("反电信网络诈骗", "Countering telecom fraud", &["反诈", "反电诈", "电信网络诈骗", "电信诈骗", "网络诈骗", "防范诈骗", "防诈骗", "防骗", "防范电信网络诈骗", "反电信网络诈骗法", "电诈"]),
+    topic("反电信网络诈骗", "Countering telecom fraud", &["反诈", "反电诈", "反诈骗", "反电信诈骗", "电信网络诈骗", "电信诈骗", "网络诈骗", "防范诈骗", "防诈骗", "防骗", "防范电信诈骗", "防范电信网络诈骗", "反电信网络诈骗法", "电诈"]),
     topic("扫黑除恶", "Fighting organised crime", &["扫黑除恶专项斗争", "常态化扫黑除恶", "扫黑除恶宣传"]),
     topic("禁毒", "Drug control", &["禁毒法", "禁毒宣传", "毒品预防", "禁毒知识"]),
     topic("未成年人保护", "Protection of minors", &["未成年人保护法", "未成年人权益保护"]),

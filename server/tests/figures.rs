@@ -2003,16 +2003,48 @@ fn open_sled(path: &std::path::Path) -> sled::Db {
     }
 }
 
-/// A format-2 store (no topic aggregates) is upgraded at open: the topic
-/// figures are recounted from the records, and the rest stays as it was.
-#[tokio::test]
-async fn a_format_2_store_gets_its_topic_figures_at_open() {
+/// A server after 80 steps of the workload of `seed`: the server, its
+/// world, and the records as the admin pulls them.
+async fn stepped(seed: u64) -> (Server, World, Recs) {
     let s = server().await;
-    let mut w = World::new(&s, 99).await;
+    let mut w = World::new(&s, seed).await;
     for _ in 0..80 {
         w.step(&s).await;
     }
     let recs = snapshot(&s).await;
+    (s, w, recs)
+}
+
+/// `s` restarted, after checking that its store is marked with the
+/// current format (an upgrade at its last start marked it so).
+async fn restarted_at_the_current_format(s: Server) -> Server {
+    use pufa_server::store::codec;
+    s.restart_with(no_rate_limit, |dir| {
+        let db = open_sled(&dir.join("store"));
+        let format = db.get(codec::META_FORMAT).unwrap().unwrap();
+        assert_eq!(codec::u64_of(&format).unwrap(), codec::STORE_FORMAT);
+    })
+    .await
+}
+
+/// 60 more steps of `w` on `s`, then its figures checked (ranges of
+/// `seed`), and again after a restart.
+async fn keeps_counting(s: Server, w: &mut World, tree: &Tree, seed: u64, what: &str) {
+    for _ in 0..60 {
+        w.step(&s).await;
+    }
+    let recs = snapshot(&s).await;
+    let ranges = ranges(&mut ChaCha8Rng::seed_from_u64(seed));
+    check_totals_and_figures(&s, tree, &recs, &ranges, what).await;
+    let s = s.restart_with(no_rate_limit, |_| {}).await;
+    check_totals_and_figures(&s, tree, &recs, &ranges, &format!("{what}, restarted")).await;
+}
+
+/// A format-2 store (no topic aggregates) is upgraded at open: the topic
+/// figures are recounted from the records, and the rest stays as it was.
+#[tokio::test]
+async fn a_format_2_store_gets_its_topic_figures_at_open() {
+    let (s, mut w, recs) = stepped(99).await;
     let tree = w.tree.clone();
     let mut figures = Vec::new();
     for org in ["d", "s1", "v31"] {
@@ -2057,14 +2089,65 @@ async fn a_format_2_store_gets_its_topic_figures_at_open() {
     }
     assert_eq!(again, figures);
     // It keeps counting from there, and the upgrade is not run again.
-    for _ in 0..60 {
-        w.step(&s).await;
+    keeps_counting(s, &mut w, &tree, 1, "upgraded").await;
+}
+
+/// A format-6 store counted topics as written (反诈 apart from
+/// 反电信网络诈骗): at open its topic figures are recounted by the
+/// vocabulary, and it keeps counting them so.
+#[tokio::test]
+async fn a_format_6_store_gets_its_topics_folded_at_open() {
+    use pufa_server::store::codec;
+    let (s, mut w, recs) = stepped(42).await;
+    let tree = w.tree.clone();
+    let (pulled, _) = s.pull_all(&s.admin, 0).await;
+    let as_written = support::topic_entries_as_written(&pulled);
+    async fn figures_of(s: &Server) -> Vec<YearFigures> {
+        let mut out = Vec::new();
+        for org in ["d", "s1", "t3", "v31"] {
+            for year in [2019, 2020, 2021] {
+                let path = format!("/v1/figures?org={org}&year={year}");
+                out.push(get_ok::<YearFigures>(s, &path, &s.admin).await);
+            }
+        }
+        out
     }
-    let recs = snapshot(&s).await;
-    let ranges = ranges(&mut ChaCha8Rng::seed_from_u64(1));
-    check_totals_and_figures(&s, &tree, &recs, &ranges, "upgraded").await;
-    let s = s.restart_with(no_rate_limit, |_| {}).await;
-    check_totals_and_figures(&s, &tree, &recs, &ranges, "upgraded, restarted").await;
+    let folded = figures_of(&s).await;
+    let mut expect = Vec::new();
+    for org in ["d", "s1", "t3", "v31"] {
+        for year in [2019, 2020, 2021] {
+            expect.push(naive_year(&tree, &recs, org, year));
+        }
+    }
+    assert_eq!(folded, expect);
+    let s = s
+        .restart_with(no_rate_limit, |dir| {
+            let db = open_sled(&dir.join("store"));
+            let mut stored = Vec::new();
+            for kv in db.scan_prefix(codec::AGG) {
+                let (k, v) = kv.unwrap();
+                let (key, _) = codec::decode_agg(&k[codec::AGG.len()..], &v).unwrap();
+                if matches!(key, pufa_core::totals::AggKey::Topics(..)) {
+                    stored.push((k.to_vec(), v.to_vec()));
+                    db.remove(k).unwrap();
+                }
+            }
+            assert_ne!(
+                stored, as_written,
+                "the workload tags lectures with synonyms, which format 7 folds"
+            );
+            for (k, v) in &as_written {
+                db.insert(k, v.as_slice()).unwrap();
+            }
+            db.insert(codec::META_FORMAT, &codec::STORE_FORMAT_6.to_be_bytes())
+                .unwrap();
+            db.flush().unwrap();
+        })
+        .await;
+    assert_eq!(figures_of(&s).await, folded);
+    let s = restarted_at_the_current_format(s).await;
+    // It keeps counting by the vocabulary, across restarts.
+    keeps_counting(s, &mut w, &tree, 3, "folded").await;
 }
 
 /// Records are stored in the compact layout since store format 5; a
@@ -2072,12 +2155,7 @@ async fn a_format_2_store_gets_its_topic_figures_at_open() {
 /// rewritten compact only when next written.
 #[tokio::test]
 async fn a_format_4_store_reads_its_positional_records() {
-    let s = server().await;
-    let mut w = World::new(&s, 7).await;
-    for _ in 0..80 {
-        w.step(&s).await;
-    }
-    let recs = snapshot(&s).await;
+    let (s, mut w, recs) = stepped(7).await;
     let tree = w.tree.clone();
     let ranges = ranges(&mut ChaCha8Rng::seed_from_u64(2));
     check_totals_and_figures(&s, &tree, &recs, &ranges, "compact").await;
@@ -2114,14 +2192,7 @@ async fn a_format_4_store_reads_its_positional_records() {
     }
     let recs = snapshot(&s).await;
     check_totals_and_figures(&s, &tree, &recs, &ranges, "format 4, written on").await;
-    let s = s
-        .restart_with(no_rate_limit, |dir| {
-            use pufa_server::store::codec;
-            let db = open_sled(&dir.join("store"));
-            let format = db.get(codec::META_FORMAT).unwrap().unwrap();
-            assert_eq!(codec::u64_of(&format).unwrap(), codec::STORE_FORMAT);
-        })
-        .await;
+    let s = restarted_at_the_current_format(s).await;
     assert_eq!(snapshot(&s).await, recs);
 }
 
