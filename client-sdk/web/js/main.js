@@ -106,7 +106,8 @@ function rejectionReason(kind, state) {
 
 function formCtx() {
   const now = model.nowCorrected(app.meta || {});
-  return { units: app.units, today: utcDay(now), localToday: dayIn(now, timeZone()) };
+  const topics = (app.schema && app.schema.topics) || [];
+  return { units: app.units, today: utcDay(now), localToday: dayIn(now, timeZone()), topics };
 }
 
 // ---- status line ---------------------------------------------------------
