@@ -7,6 +7,8 @@
 //! drill-down predicate [`Behind::counts`] uses the same per-record
 //! contribution as the aggregates, so the records listed behind a figure are
 //! exactly the ones it counts.
+//!
+//! The paragraph itself, worded for the unit, is written in `report/text.rs`.
 
 use serde::{Deserialize, Serialize};
 

@@ -193,7 +193,10 @@ async fn the_schema_is_cores_with_this_servers_limits_and_zone() {
     assert_eq!(fraud["label"]["zh-CN"], "反电信网络诈骗");
     for synonym in ["反诈", "电信网络诈骗", "防范诈骗", "防诈骗"] {
         assert!(
-            fraud["synonyms"].as_array().unwrap().contains(&json!(synonym)),
+            fraud["synonyms"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(synonym)),
             "{synonym}"
         );
     }
