@@ -11,6 +11,7 @@
 //! - [`audit`]: what a write changed, and replaying it (the audit trail).
 //! - [`org`]: the org-unit tree and scopes.
 //! - [`period`]: reporting periods, their approval and the locks it makes.
+//! - [`topics`]: the topic vocabulary and its synonyms.
 //! - [`totals`]: per-unit aggregates and the totals they answer.
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
@@ -34,5 +35,6 @@ pub mod org;
 pub mod period;
 pub mod report;
 pub mod schema;
+pub mod topics;
 pub mod totals;
 pub mod wire;

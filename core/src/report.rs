@@ -7,6 +7,8 @@
 //! drill-down predicate [`Behind::counts`] uses the same per-record
 //! contribution as the aggregates, so the records listed behind a figure are
 //! exactly the ones it counts.
+//!
+//! The paragraph itself, worded for the unit, is written in `report/text.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +17,11 @@ use crate::merge::RecordState;
 use crate::org::OrgTree;
 use crate::schema::{Kind, SITE_LEVELS};
 use crate::totals::{contribution, totals, Aggregates, LevelIx};
-use crate::wire::{CornerTotals, OrgRef, SiteTotals, TotalsResponse};
+use crate::wire::{CornerTotals, OrgRef, SiteTotals, TotalsResponse, UnitType};
+
+mod text;
+
+pub use text::{grassroots_en, grassroots_zh, parts_en, parts_zh, ReportParts};
 
 /// Lectures held in one month.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -40,6 +46,8 @@ pub struct TopicFigure {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct UnitFigure {
     pub org: OrgRef,
+    /// Community or village.
+    pub unit_type: UnitType,
     /// Its ancestors, root first.
     pub path: Vec<OrgRef>,
     pub lectures: u64,
@@ -57,6 +65,8 @@ pub struct UnitFigure {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct YearFigures {
     pub year: i32,
+    /// The type of the unit whose subtree the figures are of.
+    pub org_type: UnitType,
     /// Totals for `year-01-01 ..= year-12-31`.
     pub totals: TotalsResponse,
     /// Twelve entries, January first.
@@ -160,6 +170,7 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
             let a = agg.unit(&unit.code);
             grassroots.push(UnitFigure {
                 org: org_ref(tree, &unit.code),
+                unit_type: unit.unit_type,
                 path,
                 lectures,
                 attendees,
@@ -181,6 +192,7 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
     topics.sort_by(|a, b| b.lectures.cmp(&a.lectures).then(a.topic.cmp(&b.topic)));
     Some(YearFigures {
         year,
+        org_type: tree.get(org)?.unit_type,
         totals,
         months,
         topics,
@@ -203,11 +215,25 @@ pub struct ReportLectures {
     pub grassroots_units: u64,
 }
 
+/// People appointed in a subtree (法律明白人) and the grassroots units
+/// they cover.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppointedFigures {
+    pub appointed: u64,
+    pub units_covered: u64,
+    pub units_total: u64,
+}
+
 /// `GET /v1/reports/annual`: the figures a district's annual rule-of-law
 /// report quotes, and the paragraph that quotes them.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AnnualReport {
     pub org: OrgRef,
+    /// The type of `org`, and how many of its grassroots units are
+    /// communities and villages: what the paragraph calls them.
+    pub org_type: UnitType,
+    pub communities: u64,
+    pub villages: u64,
     pub year: i32,
     pub lectures: ReportLectures,
     pub library_corners: CornerTotals,
@@ -220,19 +246,14 @@ pub struct AnnualReport {
     pub top_topics: Vec<TopicFigure>,
     /// Open conflicts in the subtree: figures may still change.
     pub conflicts_open: u64,
+    /// 法律明白人 appointed in the subtree; `None` where they are not
+    /// counted (the paragraph then says nothing of them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub legal_understanders: Option<AppointedFigures>,
     /// A zh-CN paragraph for the report.
     pub text_zh: String,
     /// The same in English.
     pub text_en: String,
-}
-
-/// "近百场" style wording a report uses for a round-ish count.
-fn approx_zh(n: u64) -> Option<&'static str> {
-    match n {
-        90..=99 => Some("近百"),
-        100..=199 => Some("百余"),
-        _ => None,
-    }
 }
 
 /// The report for `year` over the subtree of `figures.totals.org`.
@@ -252,8 +273,12 @@ pub fn annual_report(figures: &YearFigures) -> AnnualReport {
         .filter(|u| u.corners_active == 0)
         .map(|u| u.org.clone())
         .collect();
+    let count_of = |ty: UnitType| g.iter().filter(|u| u.unit_type == ty).count() as u64;
     let mut report = AnnualReport {
         org: t.org.clone(),
+        org_type: figures.org_type,
+        communities: count_of(UnitType::Community),
+        villages: count_of(UnitType::Village),
         year: figures.year,
         lectures,
         library_corners: t.library_corners.clone(),
@@ -262,142 +287,20 @@ pub fn annual_report(figures: &YearFigures) -> AnnualReport {
         months: figures.months.clone(),
         top_topics: figures.topics.iter().take(5).cloned().collect(),
         conflicts_open: t.conflicts_open,
+        legal_understanders: None,
         text_zh: String::new(),
         text_en: String::new(),
     };
-    report.text_zh = text_zh(&report);
-    report.text_en = text_en(&report);
+    report.text_zh = parts_zh(&report).paragraph("");
+    report.text_en = parts_en(&report).paragraph(" ");
     report
-}
-
-fn percent(c: &CornerTotals) -> String {
-    let p = c.coverage * 100.0;
-    if (p - p.round()).abs() < 0.005 {
-        format!("{p:.0}%")
-    } else {
-        format!("{p:.1}%")
-    }
-}
-
-fn site_levels(s: &SiteTotals) -> [(u64, &'static str, &'static str); 4] {
-    [
-        (s.national, "国家级", "national"),
-        (s.provincial, "省级", "provincial"),
-        (s.municipal, "市级", "municipal"),
-        (s.district, "区级", "district"),
-    ]
-}
-
-fn text_zh(r: &AnnualReport) -> String {
-    let l = &r.lectures;
-    let mut out = format!("{}年,{}", r.year, r.org.name);
-    let times = match approx_zh(l.in_grassroots) {
-        Some(a) => format!("{a}场({}场)", l.in_grassroots),
-        None => format!("{}场", l.in_grassroots),
-    };
-    out += &format!(
-        "深入社区、农村开展法律大讲堂活动{times},参加群众{}人次,覆盖{}个社区(村)中的{}个",
-        l.attendees_in_grassroots, l.grassroots_units, l.grassroots_units_reached
-    );
-    if l.count > l.in_grassroots {
-        out += &format!(",全区域共举办法律讲座{}场、{}人次", l.count, l.attendees);
-    }
-    let topics: Vec<&str> = r
-        .top_topics
-        .iter()
-        .filter_map(|t| t.topic.as_deref())
-        .take(3)
-        .collect();
-    if !topics.is_empty() {
-        out += &format!(",宣讲主题以{}为主", topics.join("、"));
-    }
-    out += "。";
-    let c = &r.library_corners;
-    if c.units_total > 0 && c.units_covered == c.units_total {
-        out += &format!(
-            "村居法治图书角实现全覆盖,{}个社区(村)均建有法治图书角(在用{}个)。",
-            c.units_total, c.active
-        );
-    } else {
-        out += &format!(
-            "{}个社区(村)中{}个建有在用的法治图书角,覆盖率{},尚有{}个待建。",
-            c.units_total,
-            c.units_covered,
-            percent(c),
-            c.units_total - c.units_covered
-        );
-    }
-    let awarded: Vec<String> = site_levels(&r.demo_sites)
-        .iter()
-        .filter(|(n, _, _)| *n > 0)
-        .map(|(n, zh, _)| format!("{n}个社区(村)被评为{zh}示范"))
-        .collect();
-    if awarded.is_empty() {
-        out += "本年度暂无社区(村)获评法治示范。";
-    } else {
-        out += &format!("进一步加强法治乡村建设,{}。", awarded.join(","));
-    }
-    if r.conflicts_open > 0 {
-        out += &format!(
-            "(另有{}处数据冲突待核实,以上数字可能调整。)",
-            r.conflicts_open
-        );
-    }
-    out
-}
-
-fn text_en(r: &AnnualReport) -> String {
-    let l = &r.lectures;
-    let mut out = format!(
-        "In {}, {} held {} legal lectures in communities and villages, attended {} times, reaching {} of its {} grassroots units",
-        r.year, r.org.name, l.in_grassroots, l.attendees_in_grassroots,
-        l.grassroots_units_reached, l.grassroots_units
-    );
-    if l.count > l.in_grassroots {
-        out += &format!(
-            " ({} lectures, {} attendances in all)",
-            l.count, l.attendees
-        );
-    }
-    out += ". ";
-    let c = &r.library_corners;
-    if c.units_total > 0 && c.units_covered == c.units_total {
-        out += &format!(
-            "Every one of the {} grassroots units has a legal library corner ({} active). ",
-            c.units_total, c.active
-        );
-    } else {
-        out += &format!(
-            "{} of {} grassroots units have an active legal library corner ({}). ",
-            c.units_covered,
-            c.units_total,
-            percent(c)
-        );
-    }
-    let awarded: Vec<String> = site_levels(&r.demo_sites)
-        .iter()
-        .filter(|(n, _, _)| *n > 0)
-        .map(|(n, _, en)| format!("{n} {en}"))
-        .collect();
-    if awarded.is_empty() {
-        out += "No demonstration site was awarded this year.";
-    } else {
-        out += &format!("Demonstration sites awarded: {}.", awarded.join(", "));
-    }
-    if r.conflicts_open > 0 {
-        out += &format!(
-            " ({} data conflicts are still open; figures may change.)",
-            r.conflicts_open
-        );
-    }
-    out
 }
 
 /// Which records stand behind a figure (the drill-down of a total).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Behind {
     /// Lectures counted in totals for `[from, to]`; with `topic`, only those
-    /// on it (`Some("")`: without topics).
+    /// on it, synonyms folded (`Some("")`: without topics).
     Lectures {
         from: Option<Date>,
         to: Option<Date>,
@@ -448,7 +351,9 @@ impl Behind {
                 c.lecture.is_some_and(|(day, _)| {
                     from.is_none_or(|f| day >= f.0)
                         && to.is_none_or(|t| day <= t.0)
-                        && topic.as_deref().is_none_or(|t| c.topics.contains(&t))
+                        && topic
+                            .as_deref()
+                            .is_none_or(|t| c.topics.contains(&crate::topics::fold(t)))
                 })
             }),
             Behind::ActiveCorners => c.is_some_and(|c| c.corner_active),

@@ -45,8 +45,9 @@ pub enum AggKey {
     /// few months but many days, and every entry written costs.
     Month(String, i32),
     EverMax(String),
-    /// A unit's lectures of one year by topic (lectures without topics
-    /// under `""`); a lecture with several topics counts under each.
+    /// A unit's lectures of one year by topic, folded by the vocabulary
+    /// (lectures without topics under `""`); a lecture with several topics
+    /// counts once under each.
     Topics(String, i32),
 }
 
@@ -86,7 +87,8 @@ pub(crate) struct Contribution<'a> {
     conflicts: u64,
     /// `(day, attendees)` of a live lecture with a valid `held_on`.
     pub(crate) lecture: Option<(i32, u64)>,
-    /// The lecture's distinct topics (none: `[""]`).
+    /// The lecture's distinct topics, folded by the vocabulary
+    /// ([`crate::topics::fold`]; none: `[""]`).
     pub(crate) topics: Vec<&'a str>,
     pub(crate) corner_active: bool,
     /// `(year, level)` of an awarded demonstration site.
@@ -109,9 +111,11 @@ pub(crate) fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
         })
         .flatten();
     let mut topics: Vec<&str> = match (lecture, r.value("topics")) {
-        (Some(_), Some(serde_json::Value::Array(list))) => {
-            list.iter().filter_map(|t| t.as_str()).collect()
-        }
+        (Some(_), Some(serde_json::Value::Array(list))) => list
+            .iter()
+            .filter_map(|t| t.as_str())
+            .map(crate::topics::fold)
+            .collect(),
         _ => Vec::new(),
     };
     topics.sort_unstable();

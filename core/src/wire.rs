@@ -668,6 +668,19 @@ pub struct SchemaResponse {
     pub rejections: std::collections::BTreeMap<String, Localized>,
     /// Other texts a client may show, by key (request-level error codes).
     pub messages: std::collections::BTreeMap<String, Localized>,
+    /// The topic vocabulary figures count by (absent from older servers).
+    #[serde(default)]
+    pub topics: Vec<TopicSchema>,
+}
+
+/// One canonical topic of [`SchemaResponse::topics`]: figures count a
+/// lecture tagged with any of `synonyms` under `name` (records keep what
+/// was written).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicSchema {
+    pub name: String,
+    pub label: Localized,
+    pub synonyms: Vec<String>,
 }
 
 /// A text in Chinese and English: `{"zh-CN": "…", "en": "…"}`.

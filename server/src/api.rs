@@ -337,44 +337,73 @@ pub async fn year_figures(
         .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))
 }
 
-/// `GET /v1/reports/annual?year=&org=[&format=text&lang=en]` (addition).
+/// `GET /v1/reports/annual?year=&org=[&format=text|docx&lang=en]`
+/// (addition).
 pub async fn annual_report(
     State(s): State<AppState>,
     Caller(d): Caller,
     q: Params,
 ) -> ApiResult<Response> {
+    Ok(annual_report_file(&s, &d, &q).await?)
+}
+
+/// What a report request's `format=` asks for.
+enum ReportFormat {
+    Json,
+    Text,
+    Docx,
+}
+
+/// The annual report of `q`'s `org` and `year` for `d`, in `q`'s `format`
+/// (JSON, the paragraph as text, or a Word document) and `lang`. The API
+/// and the dashboard's download share it, with its role and scope checks.
+///
+/// # Errors
+/// `NeedsCoordinator`, `OutOfScope`, `BadQuery` (year, lang, format),
+/// `NoSuchUnit`, the store's.
+pub(crate) async fn annual_report_file(
+    s: &AppState,
+    d: &Device,
+    q: &Params,
+) -> ServiceResult<Response> {
     d.require_coordinator()?;
-    let org = figure_org(&d, &s.store.org_tree(), q.get("org"))?;
-    let year = year_param(&q)?;
+    let org = figure_org(d, &s.store.org_tree(), q.get("org"))?;
+    let year = year_param(q)?;
     let lang = export::Lang::parse(q.get("lang"))
-        .ok_or_else(|| ApiError::invalid_query("lang", "lang must be zh or en"))?;
+        .ok_or_else(|| ServiceError::bad_query("lang", q.get("lang"), "lang must be zh or en"))?;
+    let format = match q.get("format") {
+        None | Some("json") => ReportFormat::Json,
+        Some("text") => ReportFormat::Text,
+        Some("docx") => ReportFormat::Docx,
+        Some(other) => {
+            return Err(ServiceError::bad_query(
+                "format",
+                Some(other),
+                format!("format must be json, text or docx, got {other:?}"),
+            ))
+        }
+    };
     let figures = s
         .store
         .year_figures(&org, year)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))?;
+        .ok_or_else(|| ServiceError::NoSuchUnit { unit: org.clone() })?;
     let report = report::annual_report(&figures);
-    match q.get("format") {
-        None | Some("json") => Ok(Json(report).into_response()),
-        Some("text") => {
+    Ok(match format {
+        ReportFormat::Json => Json(report).into_response(),
+        ReportFormat::Text => {
             let text = match lang {
                 export::Lang::Zh => report.text_zh,
                 export::Lang::En => report.text_en,
             };
-            Ok((
-                [(
-                    axum::http::header::CONTENT_TYPE,
-                    "text/plain; charset=utf-8",
-                )],
-                text,
-            )
-                .into_response())
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], text).into_response()
         }
-        Some(other) => Err(ApiError::invalid_query(
-            "format",
-            format!("format must be json or text, got {other:?}"),
-        )),
-    }
+        ReportFormat::Docx => {
+            let today = s.config.time_zone.date_of(s.config.clock.now_ms());
+            let file = crate::docx::annual_report_docx(&report, &figures, lang, today)?;
+            export::download_as(file.bytes, &file.filename, crate::docx::DOCX_MIME)
+        }
+    })
 }
 
 pub(crate) fn kind_param(q: &Params) -> ServiceResult<Option<Kind>> {

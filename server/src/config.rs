@@ -369,6 +369,20 @@ impl TimeZone {
         Some(at.to_zoned(self.zone.clone()))
     }
 
+    /// The day of the instant `ms` on this zone's wall clock (the UTC day
+    /// for an instant [`TimeZone::wall_clock`] cannot place).
+    pub fn date_of(&self, ms: u64) -> pufa_core::date::Date {
+        use pufa_core::date::Date;
+        i64::try_from(ms)
+            .ok()
+            .and_then(|ms| self.wall_clock(ms))
+            .and_then(|t| {
+                let (m, d) = (t.month().unsigned_abs(), t.day().unsigned_abs());
+                Date::from_ymd(i32::from(t.year()), u32::from(m), u32::from(d))
+            })
+            .unwrap_or_else(|| Date::from_unix_ms(ms))
+    }
+
     /// The zone's offset from UTC at the instant `ms`, e.g. `+08:00`.
     pub fn offset_text(&self, ms: i64) -> String {
         let offset = jiff::Timestamp::from_millisecond(ms)

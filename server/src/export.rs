@@ -372,6 +372,11 @@ pub fn download(bytes: Vec<u8>, filename: &str, format: Format) -> Response {
         Format::Csv => "text/csv; charset=utf-8",
         Format::Xlsx => "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     };
+    download_as(bytes, filename, mime)
+}
+
+/// A download of `bytes` of type `mime` named `filename`.
+pub fn download_as(bytes: Vec<u8>, filename: &str, mime: &str) -> Response {
     (
         [
             (header::CONTENT_TYPE, mime.to_string()),

@@ -245,6 +245,7 @@ pub fn describe(config: &crate::Config) -> SchemaResponse {
         kinds: schema::describe(),
         rejections: schema::rejection_messages(),
         messages: messages(),
+        topics: pufa_core::topics::describe(),
     }
 }
 

@@ -22,6 +22,7 @@ pub mod auth;
 pub mod config;
 mod connection;
 pub mod dashboard;
+pub mod docx;
 pub mod encoding;
 pub mod enrol;
 pub mod error;

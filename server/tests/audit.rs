@@ -742,7 +742,18 @@ async fn a_format_5_store_is_upgraded_to_format_6_and_verifies() {
             .unwrap();
     });
     assert!(positional >= 200, "{positional} records");
-    assert_eq!(verify_dir(dir.path()), report, "format 5 verifies alike");
+    // Alike, but for topic entries, which count by the topic vocabulary
+    // only from format 7 and are not compared before.
+    let five = verify_dir(dir.path());
+    assert!(five.aggregates < report.aggregates, "{five}");
+    assert_eq!(
+        Report {
+            aggregates: report.aggregates,
+            ..five
+        },
+        report,
+        "format 5 verifies alike"
+    );
     let pristine = tempfile::tempdir().unwrap();
     copy_dir(&dir.path().join("store"), &pristine.path().join("store"));
 
@@ -754,7 +765,7 @@ async fn a_format_5_store_is_upgraded_to_format_6_and_verifies() {
     );
     let dir = stop(s);
     tamper(dir.path(), |db| {
-        assert_eq!(format(db), 6);
+        assert_eq!(format(db), codec::STORE_FORMAT);
         for kv in db.scan_prefix(codec::RECORD) {
             assert_eq!(kv.unwrap().1[0], 2, "every record compact");
         }

@@ -1052,6 +1052,84 @@ async fn the_report_page_quotes_the_figures_and_links_their_records() {
     }
 }
 
+/// The report page of a street of communities: a Word download of the
+/// same report, its paragraph worded for communities, a copy of it for
+/// paper, and a print stylesheet; another street's download is refused.
+#[tokio::test]
+async fn the_report_downloads_as_a_word_document_and_prints_on_a4() {
+    use std::io::Read as _;
+    let s = Server::new().await;
+    a_year_of_work(&s).await;
+    let coord = s.issue("coordinator", "s1").await;
+    let page = get(&s, "/report?year=2020", &coord).await;
+    let body = page.expect(200);
+    let paragraph =
+        "2020年,柳巷街道深入社区开展法律大讲堂活动2场,参加群众132人次,覆盖2个社区中的1个";
+    assert!(body.contains(paragraph), "{body}");
+    assert!(!body.contains("农村") && !body.contains("乡村"), "{body}");
+    assert!(
+        body.contains(r#"href="/report.docx?org=s1&amp;year=2020&amp;lang=zh""#),
+        "{body}"
+    );
+    assert!(body.contains(zh(T::ReportDocx)), "{body}");
+    assert!(body.contains(r#"<p class="print-only">"#), "{body}");
+    assert!(!body.contains(" style="), "the CSP allows no inline styles");
+
+    let mut req = Request::get("/report.docx?org=s1&year=2020&lang=zh")
+        .body(Body::empty())
+        .unwrap();
+    req.headers_mut()
+        .insert(header::COOKIE, session(&coord).parse().unwrap());
+    let resp = s.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()[header::CONTENT_TYPE],
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
+    );
+    let disposition = resp.headers()[header::CONTENT_DISPOSITION]
+        .to_str()
+        .unwrap()
+        .to_string();
+    // 柳巷街道2020年法治宣传教育工作报告.docx
+    assert!(
+        disposition.starts_with("attachment;")
+            && disposition
+                .contains("filename*=UTF-8''%E6%9F%B3%E5%B7%B7%E8%A1%97%E9%81%932020%E5%B9%B4"),
+        "{disposition}"
+    );
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes.to_vec())).unwrap();
+    let mut xml = String::new();
+    zip.by_name("word/document.xml")
+        .unwrap()
+        .read_to_string(&mut xml)
+        .unwrap();
+    for needle in [
+        "柳巷街道2020年度法治宣传教育工作情况报告",
+        "一、法治宣传教育活动开展情况",
+        paragraph,
+    ] {
+        assert!(xml.contains(needle), "{needle:?} not in {xml}");
+    }
+
+    // Another street's report, an unknown unit, a bad year.
+    for path in [
+        "/report.docx?org=s2&year=2020",
+        "/report.docx?org=d&year=2020",
+    ] {
+        let got = get(&s, path, &coord).await;
+        assert!(got.expect(403).contains(zh(T::OutOfScope)), "{path}");
+    }
+    assert_eq!(get(&s, "/report.docx?year=abc", &coord).await.status, 400);
+
+    let css = send(&s, Method::GET, "/assets/app.css", None, &[], None).await;
+    let css = css.expect(200);
+    let print = &css[css.find("@media print").expect("a print stylesheet")..];
+    for rule in ["size:A4", "header.top", ".print-only{display:block}"] {
+        assert!(print.contains(rule), "{rule} not in {print}");
+    }
+}
+
 #[tokio::test]
 async fn the_coverage_page_marks_units_without_a_corner_or_a_lecture() {
     let s = Server::new().await;

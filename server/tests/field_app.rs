@@ -182,6 +182,24 @@ async fn the_schema_is_cores_with_this_servers_limits_and_zone() {
         json!({"zh-CN": "缺少必填项：{field}", "en": "Required field missing: {field}"})
     );
     assert!(schema["messages"]["unauthorized"]["zh-CN"].is_string());
+
+    // The topic vocabulary, canonical names with their synonyms.
+    let topics = schema["topics"].as_array().expect("topics");
+    assert_eq!(topics.len(), pufa_core::topics::VOCABULARY.len());
+    let fraud = topics
+        .iter()
+        .find(|t| t["name"] == "反电信网络诈骗")
+        .expect("反电信网络诈骗");
+    assert_eq!(fraud["label"]["zh-CN"], "反电信网络诈骗");
+    for synonym in ["反诈", "电信网络诈骗", "防范诈骗", "防诈骗"] {
+        assert!(
+            fraud["synonyms"]
+                .as_array()
+                .unwrap()
+                .contains(&json!(synonym)),
+            "{synonym}"
+        );
+    }
 }
 
 /// Every request-level error code of the contract's table

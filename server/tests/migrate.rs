@@ -223,6 +223,34 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
     );
 }
 
+/// Makes the database look as if migrations from `version` on had never
+/// run (their upgrades run again at the next start); returns the latest
+/// version it had.
+async fn forget_migrations_from(db: &tokio_postgres::Client, version: i32) -> i32 {
+    let latest: i32 = db
+        .query_one("SELECT max(version) FROM pufa_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    db.execute(
+        "DELETE FROM pufa_migrations WHERE version >= $1",
+        &[&version],
+    )
+    .await
+    .unwrap();
+    latest
+}
+
+/// A server holding [`small_tree`] on a fresh schema of the test database
+/// `base`, and the schema's URL.
+async fn on_fresh_schema(base: &str) -> (Server, String) {
+    let url = support::pg::fresh_schema(base).await;
+    let mut s = Server::configured(|c| c.database_url = Some(url.clone())).await;
+    s.database = Some(support::pg::SchemaGuard::new(url.clone()));
+    s.import(&small_tree()).await;
+    (s, url)
+}
+
 /// Store format 6 on PostgreSQL is schema migration 4: a database from
 /// before it (record bodies in the positional layout, as sled stores
 /// before format 5 and migrations from them left them) is upgraded when a
@@ -235,10 +263,7 @@ async fn a_database_from_before_store_format_6_is_upgraded_and_verifies() {
     let Some(base) = support::pg::base_url() else {
         return;
     };
-    let url = support::pg::fresh_schema(&base).await;
-    let mut s = Server::configured(|c| c.database_url = Some(url.clone())).await;
-    s.database = Some(support::pg::SchemaGuard::new(url.clone()));
-    s.import(&small_tree()).await;
+    let (s, url) = on_fresh_schema(&base).await;
     let street = s.issue("coordinator", "s1").await;
     let a = s.issue("field", "s1").await;
     let b = s.issue("field", "s1").await;
@@ -296,9 +321,7 @@ async fn a_database_from_before_store_format_6_is_upgraded_and_verifies() {
         .await
         .unwrap();
     }
-    db.execute("DELETE FROM pufa_migrations WHERE version = 4", &[])
-        .await
-        .unwrap();
+    let latest = forget_migrations_from(&db, 4).await;
     let positional = db
         .query("SELECT body FROM pufa_records", &[])
         .await
@@ -320,7 +343,7 @@ async fn a_database_from_before_store_format_6_is_upgraded_and_verifies() {
         .await
         .unwrap()
         .get(0);
-    assert_eq!(have, 4);
+    assert_eq!(have, latest);
     let mut config = Config::new(s.dir.path());
     config.database_url = Some(url.clone());
     let report = pufa_server::store::verify::verify_pg(&config)
@@ -330,7 +353,7 @@ async fn a_database_from_before_store_format_6_is_upgraded_and_verifies() {
 
     // An unreadable device: the upgrade stops, naming it, and nothing of
     // migration 4 stays (its bodies, its row).
-    db.execute("DELETE FROM pufa_migrations WHERE version = 4", &[])
+    db.execute("DELETE FROM pufa_migrations WHERE version >= 4", &[])
         .await
         .unwrap();
     db.execute(
@@ -383,4 +406,142 @@ async fn a_database_from_before_store_format_6_is_upgraded_and_verifies() {
         .unwrap()
         .get(0);
     assert_eq!(body[0], 1, "the record's body as it was");
+}
+
+/// Store format 7 on PostgreSQL is schema migration 5: a database whose
+/// topic aggregates count topics as written (反诈 apart from
+/// 反电信网络诈骗) has them recounted by the topic vocabulary when a server
+/// starts on it, in the migration's transaction, with a new write
+/// generation; it then serves folded figures and verifies.
+#[tokio::test]
+async fn a_database_from_before_store_format_7_gets_its_topics_folded() {
+    let Some(base) = support::pg::base_url() else {
+        return;
+    };
+    let (s, url) = on_fresh_schema(&base).await;
+    let a = s.issue("field", "s1").await;
+    let topics = [
+        json!(["反诈", "电信网络诈骗"]),
+        json!(["《民法典》"]),
+        json!(["民法典", "防范诈骗"]),
+        json!([]),
+        json!(["平安建设"]),
+    ];
+    let mut ms = Vec::new();
+    for i in 0..20usize {
+        let mut m = lecture(
+            &a,
+            &new_id(),
+            ["c1", "c2", "s1"][i % 3],
+            &format!("2020-{:02}-03", 1 + i % 12),
+            10 + i as u64,
+        );
+        m["set"]["topics"] = topics[i % topics.len()].clone();
+        ms.push(m);
+    }
+    s.push(&a, &ms).await;
+    async fn figures(s: &Server) -> Value {
+        s.get("/v1/figures?org=s1&year=2020", &s.admin)
+            .await
+            .expect(200)
+    }
+    let folded = figures(&s).await;
+    let by_topic: Vec<(&str, u64)> = folded["topics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["topic"].as_str().unwrap_or(""),
+                t["lectures"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        by_topic,
+        [
+            ("反电信网络诈骗", 8),
+            ("民法典", 8),
+            ("", 4),
+            ("平安建设", 4),
+        ]
+    );
+
+    let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(conn);
+    // As before migration 5: topic entries by topic as written.
+    let (pulled, _) = s.pull_all(&s.admin, 0).await;
+    let as_written = topic_entries_as_written(&pulled);
+    db.execute(
+        "DELETE FROM pufa_aggregates WHERE substr(key, 1, 3) = 'g/k'::bytea",
+        &[],
+    )
+    .await
+    .unwrap();
+    for (k, v) in &as_written {
+        db.execute(
+            "INSERT INTO pufa_aggregates (key, gen, value) VALUES ($1, 0, $2)",
+            &[k, v],
+        )
+        .await
+        .unwrap();
+    }
+    // A stale entry no record gives: removed by the upgrade.
+    let stale =
+        pufa_server::store::codec::agg_key(&pufa_core::totals::AggKey::Topics("c1".into(), 2015));
+    db.execute(
+        "INSERT INTO pufa_aggregates (key, gen, value) VALUES ($1, 0, $2)",
+        &[&stale, &as_written[0].1],
+    )
+    .await
+    .unwrap();
+    let latest = forget_migrations_from(&db, 5).await;
+    let gen_before: i64 = db
+        .query_one("SELECT gen FROM pufa_state", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let mut config = Config::new(s.dir.path());
+    config.database_url = Some(url.clone());
+    let report = pufa_server::store::verify::verify_pg(&config)
+        .await
+        .expect("verify");
+    assert!(
+        report.broken.is_none(),
+        "before the upgrade topic entries are not compared: {report}"
+    );
+
+    let s = s.restart().await;
+    assert_eq!(figures(&s).await, folded);
+    let have: i32 = db
+        .query_one("SELECT max(version) FROM pufa_migrations", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(have, latest);
+    let (gen_after, stale_value): (i64, Option<Vec<u8>>) = {
+        let row = db
+            .query_one(
+                "SELECT s.gen, a.value FROM pufa_state s, pufa_aggregates a WHERE a.key = $1",
+                &[&stale],
+            )
+            .await
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    assert!(gen_after > gen_before, "a new write generation");
+    assert_eq!(stale_value, None, "kept as removed for other instances");
+    let report = pufa_server::store::verify::verify_pg(&config)
+        .await
+        .expect("verify");
+    assert!(report.broken.is_none(), "{report}");
+    // New lectures count by the vocabulary on top of the recount.
+    let mut m = lecture(&a, &new_id(), "c1", "2020-07-07", 5);
+    m["set"]["topics"] = json!(["反电诈"]);
+    s.push(&a, &[m]).await;
+    let after = figures(&s).await;
+    assert_eq!(after["topics"][0]["topic"], "反电信网络诈骗");
+    assert_eq!(after["topics"][0]["lectures"], 9);
 }

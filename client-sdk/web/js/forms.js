@@ -211,10 +211,26 @@ function enumInput(field, value, id) {
   };
 }
 
-function topicsInput(field, value, id) {
+function topicsInput(field, value, id, ctx) {
   let items = Array.isArray(value) ? [...value] : [];
   const chipsBox = h('div.chips');
-  const input = h('input', { id, type: 'text', autocomplete: 'off', placeholder: t('topic_placeholder'), enterkeyhint: 'done' });
+  // The server's topic vocabulary (`schema.topics`) as suggestions: figures
+  // fold synonyms anyway, but the canonical name reads best in a report.
+  const vocabulary = (ctx && ctx.topics) || [];
+  const listId = `${id}-topics`;
+  const suggestions = h(
+    'datalist',
+    { id: listId },
+    vocabulary.map((tp) => h('option', { value: tp.name, label: loc(tp.label, tp.name) })),
+  );
+  const input = h('input', {
+    id,
+    type: 'text',
+    autocomplete: 'off',
+    placeholder: t('topic_placeholder'),
+    enterkeyhint: 'done',
+    list: vocabulary.length ? listId : null,
+  });
   const render = () => {
     clear(chipsBox);
     items.forEach((s, i) =>
@@ -255,7 +271,7 @@ function topicsInput(field, value, id) {
   });
   render();
   return {
-    nodes: [chipsBox, h('div.row', input, h('button', { type: 'button', onclick: add }, t('add_topic')))],
+    nodes: [chipsBox, h('div.row', input, h('button', { type: 'button', onclick: add }, t('add_topic'))), suggestions],
     get: () => {
       if (input.value.trim()) add();
       return items.length ? [...items] : null;
@@ -405,7 +421,8 @@ const INPUTS = {
 
 /**
  * A form for one kind. `values`: the record's current fields (empty for a
- * new record). `ctx`: `{units: unitIndex, today, localToday}`. Returns the
+ * new record). `ctx`: `{units: unitIndex, today, localToday, topics}` (topics:
+ * the schema's vocabulary, suggested for topics fields). Returns the
  * element and `collect()`, which reads and judges every field:
  * `{values, errors: [{field, message}]}`.
  */

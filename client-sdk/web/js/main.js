@@ -119,7 +119,8 @@ function periodText(p) {
 
 function formCtx() {
   const now = model.nowCorrected(app.meta || {});
-  return { units: app.units, today: utcDay(now), localToday: dayIn(now, timeZone()) };
+  const topics = (app.schema && app.schema.topics) || [];
+  return { units: app.units, today: utcDay(now), localToday: dayIn(now, timeZone()), topics };
 }
 
 // ---- status line ---------------------------------------------------------

@@ -244,6 +244,15 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
             h2 { (T::ReportParagraph.get(lang)) }
             p.muted { (T::ReportParagraphHint.get(lang)) }
             textarea readonly rows="6" aria-label=(T::ReportParagraph.get(lang)) { (paragraph) }
+            // A textarea prints only what it shows: paper gets the text.
+            p.print-only { (paragraph) }
+            p.report-actions {
+                a #report-docx href=(url("/report.docx", &[("org", &org), ("year", &year), ("lang", lang.param())])) download {
+                    (T::ReportDocx.get(lang))
+                }
+                " "
+                span.muted { (T::ReportDocxHint.get(lang)) }
+            }
             @if r.conflicts_open > 0 {
                 p.notice.problem {
                     a href=(url("/conflicts", &[("org", &org)])) { (T::ReportHasConflicts.with_n(lang, r.conflicts_open)) }
@@ -323,6 +332,17 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
     };
     let title = format!("{} · {} {}", r.org.name, f.year, T::NavReport.get(lang));
     Ok(Page::ok(page(&ctx, Section::Report, &title, body)))
+}
+
+/// `GET /report.docx?org=&year=&lang=`: the annual report as a Word
+/// document, through the API's code and checks
+/// (`GET /v1/reports/annual?format=docx`).
+pub async fn report_docx(State(s): State<AppState>, ctx: Ctx) -> Result<Response, PageError> {
+    let tree = s.store.org_tree();
+    ctx.scope(&tree)?;
+    let mut q = params(&ctx);
+    q.0.insert("format".into(), "docx".into());
+    Ok(api::annual_report_file(&s, &ctx.device, &q).await?)
 }
 
 /// `GET /coverage?org=&year=&quarter=&gaps=1`: every community and village

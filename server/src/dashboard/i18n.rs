@@ -280,6 +280,9 @@ texts! {
     ReportParagraphHint => "以下文字由已同步的数据生成，数字与下方统计一致。",
         "Generated from the synced records; the numbers match the figures below.";
     ReportHasConflicts => "尚有 {n} 处数据冲突待处理，数字可能调整。", "{n} data conflicts are still open; figures may change.";
+    ReportDocx => "下载 Word 文档", "Download as a Word document";
+    ReportDocxHint => "Word 文档按工作报告格式排版（标题、分节、数据表）；也可用浏览器打印本页（A4）。",
+        "The Word document is laid out as a work report (title, sections, figure tables); this page also prints on A4 from the browser.";
     LecturesInGrassroots => "在社区（村）举办的场次", "Held in communities and villages";
     UnitsReached => "开展讲座的社区（村）", "Communities and villages reached";
     LecturesAll => "全部场次（含区、街道层面）", "All lectures (district and street level too)";

@@ -114,6 +114,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/report", get(figures::report_page))
+        .route("/report.docx", get(figures::report_docx))
         .route("/coverage", get(figures::coverage_page))
         .route("/records", get(figures::records_page))
         .route("/export/{file}", get(figures::export))

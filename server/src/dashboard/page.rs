@@ -96,6 +96,23 @@ section.box{margin:.8rem 0}
 ul.downloads{margin:0;padding-left:1.2rem}
 form.step{display:flex;flex-wrap:wrap;gap:.3rem;margin:0 0 .3rem}form.step input{width:9rem}details.box{margin:.8rem 0}
 @media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
+.print-only{display:none}
+.report-actions{margin:.5rem 0 0}
+@media print{
+@page{size:A4;margin:18mm 16mm}
+body{background:#fff;color:#000;font-size:11pt}
+header.top,footer,nav.years,form,#downloads,.report-actions,.muted,textarea,details{display:none}
+.print-only{display:block}
+main{max-width:none;padding:0}
+.card,.box,.scroll{border:0;border-radius:0;padding:0;overflow:visible;background:#fff}
+.cards{grid-template-columns:repeat(3,1fr);gap:.4rem}
+section,.card,tr{break-inside:avoid}
+h1,h2{break-after:avoid}
+a{color:inherit;text-decoration:none}
+th{background:#fff}
+th,td{white-space:normal;padding:.15rem .4rem}
+svg.chart{max-height:9cm}
+}
 "#;
 
 /// `GET /assets/app.css`.
@@ -488,14 +505,7 @@ impl Locale {
     /// Today on the zone's wall clock: what "this year" and "this
     /// quarter" of the pages mean.
     pub fn today(&self) -> Date {
-        i64::try_from(self.now_ms)
-            .ok()
-            .and_then(|ms| self.zone.wall_clock(ms))
-            .and_then(|t| {
-                let (m, d) = (t.month().unsigned_abs(), t.day().unsigned_abs());
-                Date::from_ymd(i32::from(t.year()), u32::from(m), u32::from(d))
-            })
-            .unwrap_or_else(|| Date::from_unix_ms(self.now_ms))
+        self.zone.date_of(self.now_ms)
     }
 
     pub fn maybe_time(&self, ms: Option<u64>) -> String {

@@ -295,10 +295,11 @@ fn read_header(r: &mut impl BufRead, sha: &mut Sha256) -> Result<BackupHeader, R
     }
     let header: BackupHeader = serde_json::from_str(parts.next().unwrap_or(""))
         .map_err(|e| RestoreError::Invalid(format!("malformed header: {e}")))?;
-    // A format 4 or 5 backup loads as is: the server upgrades it when it
-    // opens it.
+    // A format 4, 5 or 6 backup loads as is: the server upgrades it when
+    // it opens it.
     if ![
         codec::STORE_FORMAT,
+        codec::STORE_FORMAT_6,
         codec::STORE_FORMAT_5,
         codec::STORE_FORMAT_4,
     ]

@@ -61,9 +61,15 @@ use crate::config::{
 /// The first byte of every value: bump when the encoding changes.
 const VALUE_FORMAT: u8 = 1;
 /// Written to `m/format`; a store with another is refused at open.
-/// Format 6: every value is written from its own disk type
+/// Format 7: topic aggregates count lectures by the topic vocabulary
+/// (`pufa_core::topics`, synonyms folded).
+pub const STORE_FORMAT: u64 = 7;
+/// The format before the topic vocabulary: topic aggregates by topic as
+/// written. Opening such a store recounts them
+/// ([`super::upgrade::topics`]).
+/// Format 6 itself: every value is written from its own disk type
 /// ([`super::disk`]), and records only in the compact layout.
-pub const STORE_FORMAT: u64 = 6;
+pub const STORE_FORMAT_6: u64 = 6;
 /// The format before the disk types: the same bytes, written from domain
 /// and wire types, and records possibly in the positional layout. Opening
 /// such a store checks that every value reads as its disk type and

@@ -14,6 +14,11 @@
 //! PostgreSQL: in the transaction of schema migration 4
 //! ([`pg_to_format_6`]), so several instances starting at once upgrade
 //! exactly once.
+//!
+//! [`topics`]: the upgrade from 6 to 7, which recounts topic aggregates by
+//! the topic vocabulary, the same way.
+
+pub(crate) mod topics;
 
 use futures_util::{pin_mut, TryStreamExt as _};
 use pufa_core::wire::OrgUnit;
@@ -100,7 +105,7 @@ fn check(stored: Stored, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>, St
 fn unreadable(stored: Stored, key: &[u8], e: StoreError) -> StoreError {
     StoreError::Corrupt(format!(
         "upgrading to store format {}: the value under {} ({stored:?}) does not read: {e}",
-        codec::STORE_FORMAT,
+        codec::STORE_FORMAT_6,
         String::from_utf8_lossy(key).escape_debug()
     ))
 }
@@ -115,7 +120,8 @@ pub struct Upgraded {
 }
 
 /// Upgrades a format 4 or 5 sled store to 6 and marks it so (the caller
-/// makes that durable with everything else it wrote at open).
+/// upgrades it on and makes that durable with everything else it wrote at
+/// open).
 ///
 /// # Errors
 /// sled's, or [`StoreError::Corrupt`] naming a value that does not read.
@@ -141,13 +147,13 @@ pub(crate) fn sled_to_format_6(db: &sled::Db) -> Result<Upgraded, StoreError> {
             }
         }
     }
-    batch.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes());
+    batch.insert(codec::META_FORMAT, &codec::STORE_FORMAT_6.to_be_bytes());
     db.apply_batch(batch)?;
     tracing::info!(
         checked = done.checked,
         rewritten = done.rewritten,
         "store upgraded to format {}",
-        codec::STORE_FORMAT
+        codec::STORE_FORMAT_6
     );
     Ok(done)
 }
@@ -233,7 +239,7 @@ pub(crate) async fn pg_to_format_6(
         checked = done.checked,
         rewritten = done.rewritten,
         "database upgraded to store format {}",
-        codec::STORE_FORMAT
+        codec::STORE_FORMAT_6
     );
     Ok(done)
 }

@@ -131,9 +131,11 @@ pub fn verify(config: &Config) -> Result<Report, StoreError> {
     };
     let format = meta_u64(codec::META_FORMAT)?;
     // Formats 4 and 5 hold the same values as 6 (positional records, read
-    // alike); the server upgrades them at start.
+    // alike), and 6 as 7 but for topic aggregates (not compared, see
+    // `aggregates`); the server upgrades them at start.
     if ![
         codec::STORE_FORMAT,
+        codec::STORE_FORMAT_6,
         codec::STORE_FORMAT_5,
         codec::STORE_FORMAT_4,
     ]
@@ -198,7 +200,19 @@ pub async fn verify_pg(config: &Config) -> Result<Report, StoreError> {
         .get::<_, &[u8]>(3)
         .try_into()
         .map_err(|_| StoreError::Corrupt("malformed audit hash in pufa_state".into()))?;
-    db.insert(codec::META_FORMAT, &codec::STORE_FORMAT.to_be_bytes())?;
+    let schema: i32 = tx
+        .query_one("SELECT coalesce(max(version), 0) FROM pufa_migrations", &[])
+        .await
+        .map_err(pg_err)?
+        .get(0);
+    // The store format the database's schema version holds (for which
+    // aggregates `check` compares).
+    let format = if schema >= super::pg::schema::TOPICS_FOLDED {
+        codec::STORE_FORMAT
+    } else {
+        codec::STORE_FORMAT_6
+    };
+    db.insert(codec::META_FORMAT, &format.to_be_bytes())?;
     db.insert(codec::META_STORE_ID, store_id.as_bytes())?;
     db.insert(codec::META_SEQ, &seq.to_be_bytes())?;
     db.insert(codec::META_AUDIT, codec::encode(&(audit_n, audit_hash)))?;
@@ -424,10 +438,17 @@ fn aggregates(
     report: &mut Report,
     mut recount: Aggregates,
 ) -> Result<Option<Broken>, StoreError> {
+    // Before format 7 topic entries count topics as written, which this
+    // version no longer computes; the server recounts them at start.
+    let topics_comparable = db
+        .get(codec::META_FORMAT)?
+        .map_or(Ok(0), |v| codec::u64_of(&v))?
+        >= codec::STORE_FORMAT;
+    let compared = |k: &AggKey| topics_comparable || !matches!(k, AggKey::Topics(..));
     let fresh: BTreeMap<AggKey, AggValue> = recount
         .take_dirty()
         .into_iter()
-        .filter(|(_, v)| meaningful(v))
+        .filter(|(k, v)| meaningful(v) && compared(k))
         .collect();
     let mut stored = BTreeMap::new();
     for kv in db.scan_prefix(codec::AGG) {
@@ -441,7 +462,7 @@ fn aggregates(
                 }))
             }
         };
-        if meaningful(&value) {
+        if meaningful(&value) && compared(&key) {
             stored.insert(key, value);
         }
     }

@@ -467,6 +467,55 @@ impl Server {
     }
 }
 
+/// The topic aggregate entries a store before format 7 kept for `records`
+/// (entries as the admin pulls them): lectures counted under their topics
+/// as written, synonyms apart. `(key, value)` as stored.
+#[allow(dead_code)] // The upgrade tests' (figures.rs, migrate.rs), not the contract suite's.
+pub fn topic_entries_as_written(records: &[Value]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    use pufa_core::totals::{AggKey, AggValue};
+    use pufa_server::store::codec;
+    use std::collections::{BTreeMap, BTreeSet};
+    let mut by_unit_year: BTreeMap<(String, i32), BTreeMap<String, (u64, u64)>> = BTreeMap::new();
+    for r in records {
+        let f = &r["fields"];
+        let held_on = f["held_on"].as_str().and_then(pufa_core::date::Date::parse);
+        let (Some(day), Some(unit)) = (held_on, f["org_unit"].as_str()) else {
+            continue;
+        };
+        if r["kind"] != "lecture" || r["deleted"] == json!(true) {
+            continue;
+        }
+        let mut topics: BTreeSet<&str> = f["topics"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if topics.is_empty() {
+            topics.insert("");
+        }
+        let attendees = f["attendees"].as_u64().unwrap_or(0);
+        let year = by_unit_year
+            .entry((unit.to_string(), day.year()))
+            .or_default();
+        for t in topics {
+            let sum = year.entry(t.to_string()).or_default();
+            sum.0 += 1;
+            sum.1 += attendees;
+        }
+    }
+    by_unit_year
+        .into_iter()
+        .map(|((unit, year), list)| {
+            let value = AggValue::Topics(list.into_iter().collect());
+            (
+                codec::agg_key(&AggKey::Topics(unit, year)),
+                codec::agg_value(&value).expect("a non-empty entry"),
+            )
+        })
+        .collect()
+}
+
 pub fn bearer(dev: &Dev) -> String {
     format!("Bearer {}", dev.token)
 }

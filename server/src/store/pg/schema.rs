@@ -168,6 +168,17 @@ COMMENT ON COLUMN pufa_records.body IS
     ),
     (
         5,
+        "store format 7: topic aggregates count lectures by the topic vocabulary, synonyms folded",
+        r#"
+-- No table changes: pufa-server recounts every topic aggregate from the
+-- records in this transaction (store/upgrade/topics.rs), then keeps
+-- servers that count topics as written off the database.
+COMMENT ON TABLE pufa_aggregates IS
+    'codec::agg_key/agg_value; topic entries count lectures by pufa_core::topics (store format 7)';
+"#,
+    ),
+    (
+        6,
         "reporting periods: each unit's submitted, returned and approved periods (approved ones lock writes)",
         r#"
 CREATE TABLE pufa_periods (
@@ -185,6 +196,11 @@ CREATE INDEX pufa_periods_approved ON pufa_periods (approved) WHERE approved;
 /// The schema version from which values are written from the disk types
 /// (store format 6); applying it runs [`upgrade::pg_to_format_6`].
 const DISK_TYPES: i32 = 4;
+
+/// The schema version from which topic aggregates count by the topic
+/// vocabulary (store format 7); applying it runs
+/// [`upgrade::topics::pg_to_format_7`].
+pub const TOPICS_FOLDED: i32 = 5;
 
 /// The newest migration this server knows.
 pub fn latest() -> i32 {
@@ -233,6 +249,9 @@ pub async fn migrate(client: &mut tokio_postgres::Client) -> Result<usize, Store
         tx.batch_execute(sql).await.map_err(pg_err)?;
         if *version == DISK_TYPES {
             upgrade::pg_to_format_6(&tx).await?;
+        }
+        if *version == TOPICS_FOLDED {
+            upgrade::topics::pg_to_format_7(&tx).await?;
         }
         tx.execute(
             "INSERT INTO pufa_migrations (version, name) VALUES ($1, $2)",

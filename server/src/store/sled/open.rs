@@ -66,6 +66,10 @@ impl SledStore {
         }
         if format == Some(codec::STORE_FORMAT_4) || format == Some(codec::STORE_FORMAT_5) {
             crate::store::upgrade::sled_to_format_6(&db)?;
+            format = Some(codec::STORE_FORMAT_6);
+        }
+        if format == Some(codec::STORE_FORMAT_6) {
+            crate::store::upgrade::topics::sled_to_format_7(&db)?;
         } else if format != Some(codec::STORE_FORMAT) {
             return Err(StoreError::Corrupt(format!(
                 "store format {format:?}, this server reads {}",
