@@ -181,14 +181,14 @@ COMMENT ON TABLE pufa_aggregates IS
         6,
         "reporting periods: each unit's submitted, returned and approved periods (approved ones lock writes)",
         r#"
-CREATE TABLE pufa_periods (
+CREATE TABLE IF NOT EXISTS pufa_periods (
     org_unit text    NOT NULL,
     period   text    NOT NULL,
     approved boolean NOT NULL,
     body     bytea   NOT NULL,
     PRIMARY KEY (org_unit, period)
 );
-CREATE INDEX pufa_periods_approved ON pufa_periods (approved) WHERE approved;
+CREATE INDEX IF NOT EXISTS pufa_periods_approved ON pufa_periods (approved) WHERE approved;
 "#,
     ),
 ];
