@@ -908,7 +908,7 @@ pub struct PeriodView {
 
 /// `GET /v1/periods?org=&year=` (an addition): the subtree's periods of a
 /// year, units in tree order, each with its year and every quarter or
-/// month someone acted on or that is locked.
+/// month someone acted on.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PeriodsResponse {
     pub org: OrgRef,

@@ -227,6 +227,26 @@ async fn a_coordinator_finds_the_2020_figures_in_a_browser() {
     );
     browser.screenshot(&shots.join("phone.png")).await.unwrap();
 
+    // On the phone, the district approves 2020 for the whole district.
+    browser
+        .goto(&format!("{base}/periods?year=2020"))
+        .await
+        .unwrap();
+    let approve = browser
+        .find("#periods tbody tr:first-of-type form.step:has(input[value=approve]) button")
+        .await
+        .unwrap();
+    browser.click_and_wait(&approve).await.unwrap();
+    assert!(browser.find(".notice[role=status]").await.is_ok());
+    let state = text_of(&browser, "#periods tbody tr:first-of-type .state").await;
+    assert_eq!(state, "已审核");
+    let locked = text_of(&browser, "#periods tbody tr:nth-of-type(2) .locked").await;
+    assert!(locked.contains("已锁定"), "{locked}");
+    browser
+        .screenshot(&shots.join("periods.png"))
+        .await
+        .unwrap();
+
     browser.close().await;
     let _ = stop.send(());
     demo.wait().await.expect("clean shutdown");

@@ -96,6 +96,7 @@ section.box{margin:.8rem 0}
 ul.downloads{margin:0;padding-left:1.2rem}
 form.step{display:flex;flex-wrap:wrap;gap:.3rem;margin:0 0 .3rem}form.step input{width:9rem}details.box{margin:.8rem 0}
 @media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
+@media (max-width:40rem){table.stack thead{display:none}table.stack tr{display:block;border-bottom:1px solid var(--line);padding:.3rem 0}table.stack td{display:block;border:0;white-space:normal;padding:.15rem .6rem}}
 .print-only{display:none}
 .report-actions{margin:.5rem 0 0}
 @media print{

@@ -55,7 +55,7 @@ async fn render(s: &AppState, ctx: &Ctx, top: Option<Markup>) -> Result<Markup, 
             " " button type="submit" { (T::Apply.get(lang)) }
         }
         div.scroll {
-            table #periods {
+            table.stack #periods {
                 thead {
                     tr {
                         th { (T::PeriodUnit.get(lang)) }
@@ -137,13 +137,13 @@ fn row(ctx: &Ctx, v: &PeriodView, approver: bool, tree: &pufa_core::org::OrgTree
                 @if let Some(a) = &v.locked_by {
                     br;
                     span.muted.locked {
-                        "🔒 " (T::LockedBy.get(lang)) " "
+                        (T::LockedBy.get(lang)) " "
                         (tree.get(&a.org_unit).map_or(a.org_unit.as_str(), |u| u.name.as_str()))
                         " " (period_text(lang, a.period))
                         " · " (a.approved_by)
                     }
                 } @else if v.locked {
-                    " " span.locked { "🔒 " (T::Locked.get(lang)) }
+                    " " span.locked { (T::Locked.get(lang)) }
                 }
             }
             td {
