@@ -15,7 +15,7 @@ use crate::merge::RecordState;
 use crate::org::OrgTree;
 use crate::schema::{Kind, SITE_LEVELS};
 use crate::totals::{contribution, totals, Aggregates, LevelIx};
-use crate::wire::{CornerTotals, OrgRef, SiteTotals, TotalsResponse};
+use crate::wire::{CornerTotals, OrgRef, SiteTotals, TotalsResponse, UnderstanderTotals};
 
 /// Lectures held in one month.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +51,13 @@ pub struct UnitFigure {
     /// Demonstration sites awarded for the year.
     pub demo_sites: SiteTotals,
     pub conflicts_open: u64,
+    /// Legal understanders appointed in the year.
+    #[serde(default)]
+    pub understanders_appointed: u64,
+    /// Legal understanders serving at the year's end (appointed by then,
+    /// status `serving`).
+    #[serde(default)]
+    pub understanders_serving: u64,
 }
 
 /// A year's figures for the subtree of one unit.
@@ -65,8 +72,9 @@ pub struct YearFigures {
     pub topics: Vec<TopicFigure>,
     /// Grassroots units of the subtree, in tree order.
     pub grassroots: Vec<UnitFigure>,
-    /// Every year with lectures or awarded sites in the subtree, ascending
-    /// (so a reader can find the years worth opening).
+    /// Every year with lectures, awarded sites or appointed legal
+    /// understanders in the subtree, ascending (so a reader can find the
+    /// years worth opening).
     pub years: Vec<i32>,
 }
 
@@ -127,6 +135,7 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
         if let Some(a) = agg.unit(&unit.code) {
             years.extend(a.sites.keys().map(|(y, _)| *y));
         }
+        years.extend(agg.understander_years(&unit.code));
         for m in &mut months {
             let first = Date::from_ymd(year, m.month, 1)?;
             let last = if m.month == 12 {
@@ -158,6 +167,8 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
                 .collect();
             path.reverse();
             let a = agg.unit(&unit.code);
+            let (understanders_appointed, understanders_serving) =
+                agg.understanders(&unit.code, Some(from), Some(to));
             grassroots.push(UnitFigure {
                 org: org_ref(tree, &unit.code),
                 path,
@@ -167,6 +178,8 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
                 corners_active: a.map_or(0, |a| a.corners_active),
                 demo_sites: sites_of(agg, &unit.code, year),
                 conflicts_open: a.map_or(0, |a| a.conflicts_open),
+                understanders_appointed,
+                understanders_serving,
             });
         }
     }
@@ -220,6 +233,9 @@ pub struct AnnualReport {
     pub top_topics: Vec<TopicFigure>,
     /// Open conflicts in the subtree: figures may still change.
     pub conflicts_open: u64,
+    /// Legal understanders: appointed in the year, serving at its end, and
+    /// the grassroots units they cover (as in totals).
+    pub legal_understanders: UnderstanderTotals,
     /// A zh-CN paragraph for the report.
     pub text_zh: String,
     /// The same in English.
@@ -262,6 +278,7 @@ pub fn annual_report(figures: &YearFigures) -> AnnualReport {
         months: figures.months.clone(),
         top_topics: figures.topics.iter().take(5).cloned().collect(),
         conflicts_open: t.conflicts_open,
+        legal_understanders: t.legal_understanders.clone(),
         text_zh: String::new(),
         text_en: String::new(),
     };
@@ -411,6 +428,13 @@ pub enum Behind {
         to_year: Option<i32>,
         level: Option<LevelIx>,
     },
+    /// Legal understanders appointed in `[from, to]`, whatever their status.
+    AppointedUnderstanders {
+        from: Option<Date>,
+        to: Option<Date>,
+    },
+    /// Legal understanders serving, appointed by `to`.
+    ServingUnderstanders { to: Option<Date> },
     /// Every record of a kind (deleted ones too when asked).
     All { kind: Kind, include_deleted: bool },
 }
@@ -430,6 +454,9 @@ impl Behind {
             Behind::Lectures { .. } => Kind::Lecture,
             Behind::ActiveCorners => Kind::LibraryCorner,
             Behind::AwardedSites { .. } => Kind::DemoSite,
+            Behind::AppointedUnderstanders { .. } | Behind::ServingUnderstanders { .. } => {
+                Kind::LegalUnderstander
+            }
             Behind::All { kind, .. } => *kind,
         }
     }
@@ -461,6 +488,14 @@ impl Behind {
                     && to_year.is_none_or(|t| y <= t)
                     && level.is_none_or(|want| l == want)
             }),
+            Behind::AppointedUnderstanders { from, to } => {
+                c.and_then(|c| c.understander).is_some_and(|(day, _)| {
+                    from.is_none_or(|f| day >= f.0) && to.is_none_or(|t| day <= t.0)
+                })
+            }
+            Behind::ServingUnderstanders { to } => c
+                .and_then(|c| c.understander)
+                .is_some_and(|(day, serving)| serving && to.is_none_or(|t| day <= t.0)),
         }
     }
 }
