@@ -381,10 +381,11 @@ pub(crate) fn kind_param(q: &Params) -> ServiceResult<Option<Kind>> {
     q.get("kind")
         .map(|k| {
             Kind::parse(k).ok_or_else(|| {
+                let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
                 ServiceError::bad_query(
                     "kind",
                     Some(k),
-                    format!("kind must be lecture, library_corner or demo_site, got {k:?}"),
+                    format!("kind must be one of {}, got {k:?}", kinds.join(", ")),
                 )
             })
         })
@@ -401,6 +402,8 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ServiceResult<Behi
             topic: q.get("topic").map(str::to_string),
         },
         "corners_active" => Behind::ActiveCorners,
+        "understanders_appointed" => Behind::AppointedUnderstanders { from, to },
+        "understanders_serving" => Behind::ServingUnderstanders { to },
         "sites_awarded" => Behind::AwardedSites {
             from_year: from.map(Date::year),
             to_year: to.map(Date::year),
@@ -442,7 +445,7 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ServiceResult<Behi
                 "figure",
                 Some(other),
                 format!(
-                "figure must be lectures, corners_active, sites_awarded or records, got {other:?}"
+                "figure must be lectures, corners_active, sites_awarded, understanders_appointed, understanders_serving or records, got {other:?}"
             ),
             ))
         }
@@ -495,8 +498,10 @@ pub async fn records(
 }
 
 /// `GET /v1/exports/{file}` (addition): `lecture.csv`, `library_corner.xlsx`,
-/// `demo_site.csv`, `totals.xlsx`, ... with the query of `/v1/records` or
-/// `/v1/totals`, and `lang=zh|en` for the column labels.
+/// `demo_site.csv`, `legal_understander.csv`, `totals.xlsx`, ... with the
+/// query of `/v1/records` or `/v1/totals`, `lang=zh|en` for the column
+/// labels, and `include=phone` for the personal fields a record export
+/// leaves out otherwise.
 pub async fn export(
     State(s): State<AppState>,
     Caller(d): Caller,
@@ -529,6 +534,11 @@ pub(crate) async fn export_file(
     let tree = s.store.org_tree();
     let org = figure_org(d, &tree, q.get("org"))?;
     let filename = format!("{org}-{stem}.{ext}");
+    let kind = Kind::parse(stem);
+    if stem != "totals" && kind.is_none() {
+        return Err(bad_file());
+    }
+    let include = included_fields(q, kind)?;
     if stem == "totals" {
         let (from, to) = date_range(q)?;
         let totals = s
@@ -543,7 +553,7 @@ pub(crate) async fn export_file(
         };
         return Ok(export::download(bytes, &filename, format));
     }
-    let kind = Kind::parse(stem).ok_or_else(bad_file)?;
+    let kind = kind.ok_or_else(bad_file)?;
     let behind = behind_param(q, Some(kind))?;
     let query = RecordQuery {
         scope: Scope::Unit(org),
@@ -551,7 +561,48 @@ pub(crate) async fn export_file(
         after: None,
         limit: 0,
     };
-    export::records(s.store.clone(), query, lang, format, &filename).await
+    let fields = export::export_fields(kind, &include);
+    export::records(s.store.clone(), query, fields, lang, format, &filename).await
+}
+
+/// The personal fields an export is asked to include (`include=phone`,
+/// comma-separated): each must be a personal field of `kind` (none for the
+/// totals table), so a misspelt name is an error rather than a file that
+/// silently lacks the column.
+fn included_fields(q: &Params, kind: Option<Kind>) -> ServiceResult<Vec<&'static str>> {
+    let Some(list) = q.get("include") else {
+        return Ok(Vec::new());
+    };
+    let personal: Vec<&'static str> = kind
+        .map(|k| {
+            k.fields()
+                .iter()
+                .filter(|f| f.personal)
+                .map(|f| f.name)
+                .collect()
+        })
+        .unwrap_or_default();
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            personal
+                .iter()
+                .find(|p| **p == name)
+                .copied()
+                .ok_or_else(|| {
+                    let offered = match personal.as_slice() {
+                        [] => "this export has no personal fields to include".to_string(),
+                        names => format!("include may name {}", names.join(", ")),
+                    };
+                    ServiceError::bad_query(
+                        "include",
+                        Some(list),
+                        format!("{offered}, not {name:?}"),
+                    )
+                })
+        })
+        .collect()
 }
 
 pub async fn conflicts(
