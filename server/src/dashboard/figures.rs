@@ -12,7 +12,7 @@ use axum::response::Response;
 use maud::{html, Markup, PreEscaped};
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, MonthFigure, YearFigures};
-use pufa_core::schema::Kind;
+use pufa_core::schema::{choice_label, FieldType, Kind};
 use pufa_core::wire::RecordView;
 use uuid::Uuid;
 
@@ -485,9 +485,20 @@ fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
     }
 }
 
-fn cell(r: &RecordView, field: &str) -> String {
+/// A record's value of `field`, an enum value by what the schema calls it.
+fn cell(r: &RecordView, kind: Kind, field: &str, lang: Lang) -> String {
+    let named = |v: &str| {
+        choice_label(field, v).map(|l| match lang {
+            Lang::Zh => l.zh,
+            Lang::En => l.en,
+        })
+    };
+    let is_enum = kind
+        .field(field)
+        .is_some_and(|f| matches!(f.ty, FieldType::OneOf(_)));
     match r.fields.get(field) {
         None => String::new(),
+        Some(serde_json::Value::String(v)) if is_enum => named(v).unwrap_or(v).to_string(),
         Some(serde_json::Value::Array(items)) => {
             items.iter().map(value_text).collect::<Vec<_>>().join("、")
         }
@@ -553,7 +564,7 @@ pub async fn records_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, P
                         @for r in &page_of.records {
                             tr data-record=(r.id) {
                                 td { (unit_name(r)) }
-                                @for c in columns(kind) { td { (cell(r, c)) } }
+                                @for c in columns(kind) { td { (cell(r, kind, c, lang)) } }
                                 td.num { (r.conflicts) }
                             }
                         }
