@@ -119,7 +119,13 @@ async fn the_demo_year_mirrors_the_2020_report() {
     // community and village (首批选聘113名,覆盖所有社区(村)).
     let u = &t.legal_understanders;
     assert_eq!(
-        (u.appointed, u.serving, u.units_covered, u.units_total, u.coverage),
+        (
+            u.appointed,
+            u.serving,
+            u.units_covered,
+            u.units_total,
+            u.coverage
+        ),
         (113, 113, 113, 113, 1.0)
     );
     assert_eq!(u.appointed, e.understanders);
