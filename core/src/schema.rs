@@ -605,6 +605,58 @@ pub fn check_set(kind: Kind, set: &Map<String, Value>, today: Today) -> Result<(
         .try_for_each(|(k, v)| check_field(kind, k, v, today))
 }
 
+/// A name that [`personal_fields`] was given and that is no personal field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotPersonal {
+    pub name: String,
+    /// The personal fields there are.
+    pub personal: Vec<&'static str>,
+}
+
+impl std::fmt::Display for NotPersonal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.personal.as_slice() {
+            [] => write!(
+                f,
+                "there are no personal fields to include, not {:?}",
+                self.name
+            ),
+            names => write!(
+                f,
+                "include may name {}, not {:?}",
+                names.join(", "),
+                self.name
+            ),
+        }
+    }
+}
+
+/// The personal fields ([`FieldSpec::personal`]) of `kinds` that `list`
+/// names, comma-separated: what an export is asked to include.
+///
+/// # Errors
+/// The first name that is no personal field of `kinds`.
+pub fn personal_fields(kinds: &[Kind], list: &str) -> Result<Vec<&'static str>, NotPersonal> {
+    let personal: Vec<&'static str> = kinds
+        .iter()
+        .flat_map(|k| k.fields().iter().filter(|f| f.personal).map(|f| f.name))
+        .collect();
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            personal
+                .iter()
+                .find(|p| **p == name)
+                .copied()
+                .ok_or_else(|| NotPersonal {
+                    name: name.to_string(),
+                    personal: personal.clone(),
+                })
+        })
+        .collect()
+}
+
 /// The first required field that `fields` lacks (a new record's check).
 pub fn first_missing_required(kind: Kind, has: impl Fn(&str) -> bool) -> Option<&'static str> {
     kind.fields()
@@ -742,6 +794,12 @@ mod tests {
         let personal: Vec<_> = k.fields().iter().filter(|f| f.personal).collect();
         assert_eq!(personal.len(), 1);
         assert_eq!(personal[0].name, "phone");
+        assert_eq!(personal_fields(&[k], " phone,,"), Ok(vec!["phone"]));
+        assert_eq!(personal_fields(&Kind::ALL, ""), Ok(vec![]));
+        let e = personal_fields(&Kind::ALL, "phone,name").unwrap_err();
+        assert_eq!(e.to_string(), r#"include may name phone, not "name""#);
+        let e = personal_fields(&[Kind::Lecture], "phone").unwrap_err();
+        assert_eq!(e.personal, Vec::<&str>::new());
         for other in [Kind::Lecture, Kind::LibraryCorner, Kind::DemoSite] {
             assert!(other.fields().iter().all(|f| !f.personal), "{other:?}");
         }

@@ -8,7 +8,7 @@ use axum::Json;
 use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, YearFigures};
-use pufa_core::schema::Kind;
+use pufa_core::schema::{personal_fields, Kind};
 use pufa_core::wire::{
     AccountPatch, AccountRequest, AccountView, CodeIssued, CodeRequest, CodeView, EnrollRequest,
     SessionIssued, SignInRequest,
@@ -570,39 +570,9 @@ pub(crate) async fn export_file(
 /// totals table), so a misspelt name is an error rather than a file that
 /// silently lacks the column.
 fn included_fields(q: &Params, kind: Option<Kind>) -> ServiceResult<Vec<&'static str>> {
-    let Some(list) = q.get("include") else {
-        return Ok(Vec::new());
-    };
-    let personal: Vec<&'static str> = kind
-        .map(|k| {
-            k.fields()
-                .iter()
-                .filter(|f| f.personal)
-                .map(|f| f.name)
-                .collect()
-        })
-        .unwrap_or_default();
-    list.split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .map(|name| {
-            personal
-                .iter()
-                .find(|p| **p == name)
-                .copied()
-                .ok_or_else(|| {
-                    let offered = match personal.as_slice() {
-                        [] => "this export has no personal fields to include".to_string(),
-                        names => format!("include may name {}", names.join(", ")),
-                    };
-                    ServiceError::bad_query(
-                        "include",
-                        Some(list),
-                        format!("{offered}, not {name:?}"),
-                    )
-                })
-        })
-        .collect()
+    let list = q.get("include").unwrap_or_default();
+    personal_fields(kind.as_slice(), list)
+        .map_err(|e| ServiceError::bad_query("include", Some(list), e.to_string()))
 }
 
 pub async fn conflicts(

@@ -96,37 +96,6 @@ pub(crate) fn import(client: &Client, file: &Path, kind: Option<&str>, lang: Lan
     Ok(())
 }
 
-/// The personal fields `--include` names (`phone`), each a personal field
-/// of one of `kinds`.
-fn included(kinds: &[Kind], include: Option<&str>) -> Out<Vec<&'static str>> {
-    let personal: Vec<&'static str> = kinds
-        .iter()
-        .flat_map(|k| k.fields().iter().filter(|f| f.personal).map(|f| f.name))
-        .collect();
-    include
-        .unwrap_or_default()
-        .split(',')
-        .map(str::trim)
-        .filter(|name| !name.is_empty())
-        .map(|name| {
-            personal
-                .iter()
-                .find(|p| **p == name)
-                .copied()
-                .ok_or_else(|| {
-                    Fail::invalid(format!(
-                        "--include {name:?}: the personal fields are {}",
-                        if personal.is_empty() {
-                            "none of these records'".to_string()
-                        } else {
-                            personal.join(", ")
-                        }
-                    ))
-                })
-        })
-        .collect()
-}
-
 pub(crate) fn export(
     client: &Client,
     format: &str,
@@ -136,7 +105,8 @@ pub(crate) fn export(
 ) -> Out {
     let kind = kind.map(parse_kind).transpose()?;
     let kinds: Vec<Kind> = kind.map_or(Kind::ALL.to_vec(), |k| vec![k]);
-    let include = included(&kinds, include)?;
+    let include = pufa_core::schema::personal_fields(&kinds, include.unwrap_or_default())
+        .map_err(|e| Fail::invalid(format!("--{e}")))?;
     // A phone number leaves the device in a file only when asked for.
     let exported = |k: Kind, name: &str| {
         k.field(name)
