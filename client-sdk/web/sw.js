@@ -9,7 +9,7 @@
 // `PUFA_UPDATE_SHELL=1 cargo test -p pufa-tests --test field_app` rewrites it.
 
 // shell:begin
-const VERSION = 'e339f5f0cdf6a219';
+const VERSION = '90f4f8efb326dce4';
 const SHELL = [
   './app.css',
   './icons/apple-touch-icon.png',
