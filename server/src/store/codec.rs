@@ -18,7 +18,7 @@
 //! | `d/<device:16>` | [`super::Device`] |
 //! | `p/<device:16>` | last pull time (u64) |
 //! | `n/<unit code>` | [`pufa_core::wire::OrgUnit`] |
-//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` / `g/k<unit code>\0<year:4>` | aggregates (per unit; lectures by month, day by day; lectures by topic per year) |
+//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` / `g/k<unit code>\0<year:4>` / `g/l<unit code>` | aggregates (per unit; lectures by month, day by day; lectures by topic per year; legal understanders by day of appointment) |
 //! | `pa/<username>` | [`super::Account`]: a person who signs in |
 //! | `ps/<session token hash:32>` | [`super::Session`] |
 //! | `pc/<code id:16>` | [`super::EnrolmentCode`] |
