@@ -42,7 +42,7 @@ const AREA_NAMES: &[(&str, &str)] = &[
 const POOL_PER_MONTH: [u32; 12] = [6, 1, 2, 6, 8, 10, 9, 8, 7, 9, 12, 16];
 const DAYS_2020: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 /// Mixed into the seed for the legal understanders' own generator.
-const UNDERSTANDERS_SEED: u64 = 0x6d62_7265_6e;
+const UNDERSTANDERS_SEED: u64 = 0x006d_6272_656e;
 
 /// A simulated field device.
 #[derive(Clone, Debug, PartialEq, Eq)]
