@@ -49,14 +49,17 @@ impl LocalRecord {
         self.fields.get("org_unit").and_then(Value::as_str)
     }
 
-    /// The record's date for range filters: `held_on`, else `opened_on`.
+    /// The record's date for range filters: `held_on`, `appointed_on`,
+    /// else `opened_on`.
     pub fn date(&self) -> Option<Date> {
-        ["held_on", "opened_on"].iter().find_map(|f| {
-            self.fields
-                .get(*f)
-                .and_then(Value::as_str)
-                .and_then(Date::parse)
-        })
+        ["held_on", "appointed_on", "opened_on"]
+            .iter()
+            .find_map(|f| {
+                self.fields
+                    .get(*f)
+                    .and_then(Value::as_str)
+                    .and_then(Date::parse)
+            })
     }
 }
 
@@ -104,7 +107,8 @@ pub struct Filter {
     /// The unit or anything below it (needs the org tree from a sync;
     /// without it, the exact unit).
     pub org_unit: Option<String>,
-    /// Inclusive, on `held_on` (lectures) or `opened_on` (corners).
+    /// Inclusive, on `held_on` (lectures), `appointed_on` (legal
+    /// understanders) or `opened_on` (corners).
     pub from: Option<Date>,
     pub to: Option<Date>,
     pub include_deleted: bool,

@@ -14,7 +14,7 @@ use pufa_client::{
     Client, ClientConfig, DeviceClock, Error, Filter, LocalRecord, RetryPolicy, SyncState,
 };
 use pufa_core::date::Date;
-use pufa_core::kinds::{DemoSite, Lecture, LibraryCorner, Location, RecordKind};
+use pufa_core::kinds::{DemoSite, Lecture, LegalUnderstander, LibraryCorner, Location, RecordKind};
 use pufa_core::schema::{Kind, RejectCode};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
@@ -699,6 +699,35 @@ fn typed_reads_round_trip_and_check_the_kind() {
     };
     let corner_id = client.create(&corner).unwrap();
     assert_eq!(client.get_as::<LibraryCorner>(corner_id).unwrap(), corner);
+
+    let person = LegalUnderstander {
+        org_unit: "c12".into(),
+        name: "王某某".into(),
+        appointed_on: "2020-06-01".into(),
+        status: "serving".into(),
+        training_hours: Some(16),
+        phone: Some("0351-5550001".into()),
+        notes: None,
+    };
+    let person_id = client.create(&person).unwrap();
+    assert_eq!(
+        client.get_as::<LegalUnderstander>(person_id).unwrap(),
+        person
+    );
+    assert_invalid(
+        client.get_as::<LegalUnderstander>(corner_id),
+        RejectCode::KindMismatch,
+        "kind",
+    );
+    // Judged offline by the kind's rules, as the server would.
+    assert_invalid(
+        client.create(&LegalUnderstander {
+            phone: Some("电话".into()),
+            ..person.clone()
+        }),
+        RejectCode::InvalidField,
+        "phone",
+    );
 
     assert_invalid(
         client.get_as::<LibraryCorner>(id),

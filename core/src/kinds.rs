@@ -1,4 +1,4 @@
-//! Typed views of the three record kinds, for apps that prefer structs to
+//! Typed views of the four record kinds, for apps that prefer structs to
 //! field maps. They convert to and from the `fields` map of the wire (§6);
 //! validation stays in [`crate::schema`], so a struct can hold a value the
 //! server would reject and the app learns why from [`crate::schema::check_set`].
@@ -67,6 +67,26 @@ pub struct DemoSite {
     pub notes: Option<String>,
 }
 
+/// A legal understander's appointment (法律明白人): a resident of a
+/// community or village trained to help neighbours with the law. Only what
+/// a coordinator needs to reach and count them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegalUnderstander {
+    pub org_unit: String,
+    pub name: String,
+    /// `YYYY-MM-DD`.
+    pub appointed_on: String,
+    /// `serving` or `resigned`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_hours: Option<u32>,
+    /// Left out of exports unless asked for (`include=phone`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notes: Option<String>,
+}
+
 /// A typed record kind.
 pub trait RecordKind: Serialize + for<'de> Deserialize<'de> {
     const KIND: Kind;
@@ -99,6 +119,10 @@ impl RecordKind for LibraryCorner {
 
 impl RecordKind for DemoSite {
     const KIND: Kind = Kind::DemoSite;
+}
+
+impl RecordKind for LegalUnderstander {
+    const KIND: Kind = Kind::LegalUnderstander;
 }
 
 #[cfg(test)]
@@ -138,5 +162,23 @@ mod tests {
             notes: None,
         };
         assert_eq!(DemoSite::from_fields(&site.to_fields()).unwrap(), site);
+        let person = LegalUnderstander {
+            org_unit: "140106001001".into(),
+            name: "王丽".into(),
+            appointed_on: "2020-06-01".into(),
+            status: "serving".into(),
+            training_hours: Some(16),
+            phone: Some("0351-1234567".into()),
+            notes: None,
+        };
+        let fields = person.to_fields();
+        assert!(!fields.contains_key("notes"));
+        assert!(check_set(
+            Kind::LegalUnderstander,
+            &fields,
+            Today(Date::parse("2020-07-02").unwrap())
+        )
+        .is_ok());
+        assert_eq!(LegalUnderstander::from_fields(&fields).unwrap(), person);
     }
 }

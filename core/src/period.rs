@@ -175,6 +175,7 @@ pub fn datings<'a>(kind: Kind, value: impl Fn(&str) -> Option<&'a Value>) -> Vec
             .iter()
             .filter_map(|f| day(f))
             .collect(),
+        Kind::LegalUnderstander => day("appointed_on").into_iter().collect(),
     }
 }
 

@@ -59,6 +59,13 @@ pub struct UnitFigure {
     /// Demonstration sites awarded for the year.
     pub demo_sites: SiteTotals,
     pub conflicts_open: u64,
+    /// Legal understanders appointed in the year.
+    #[serde(default)]
+    pub understanders_appointed: u64,
+    /// Legal understanders serving at the year's end (appointed by then,
+    /// status `serving`).
+    #[serde(default)]
+    pub understanders_serving: u64,
 }
 
 /// A year's figures for the subtree of one unit.
@@ -75,8 +82,9 @@ pub struct YearFigures {
     pub topics: Vec<TopicFigure>,
     /// Grassroots units of the subtree, in tree order.
     pub grassroots: Vec<UnitFigure>,
-    /// Every year with lectures or awarded sites in the subtree, ascending
-    /// (so a reader can find the years worth opening).
+    /// Every year with lectures, awarded sites or appointed legal
+    /// understanders in the subtree, ascending (so a reader can find the
+    /// years worth opening).
     pub years: Vec<i32>,
 }
 
@@ -137,6 +145,7 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
         if let Some(a) = agg.unit(&unit.code) {
             years.extend(a.sites.keys().map(|(y, _)| *y));
         }
+        years.extend(agg.understander_years(&unit.code));
         for m in &mut months {
             let first = Date::from_ymd(year, m.month, 1)?;
             let last = if m.month == 12 {
@@ -168,6 +177,8 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
                 .collect();
             path.reverse();
             let a = agg.unit(&unit.code);
+            let (understanders_appointed, understanders_serving) =
+                agg.understanders(&unit.code, Some(from), Some(to));
             grassroots.push(UnitFigure {
                 org: org_ref(tree, &unit.code),
                 unit_type: unit.unit_type,
@@ -178,6 +189,8 @@ pub fn year_figures(tree: &OrgTree, agg: &Aggregates, org: &str, year: i32) -> O
                 corners_active: a.map_or(0, |a| a.corners_active),
                 demo_sites: sites_of(agg, &unit.code, year),
                 conflicts_open: a.map_or(0, |a| a.conflicts_open),
+                understanders_appointed,
+                understanders_serving,
             });
         }
     }
@@ -287,7 +300,14 @@ pub fn annual_report(figures: &YearFigures) -> AnnualReport {
         months: figures.months.clone(),
         top_topics: figures.topics.iter().take(5).cloned().collect(),
         conflicts_open: t.conflicts_open,
-        legal_understanders: None,
+        legal_understanders: {
+            let u = &t.legal_understanders;
+            (u.appointed > 0 || u.serving > 0).then(|| AppointedFigures {
+                appointed: u.appointed,
+                units_covered: u.units_covered,
+                units_total: u.units_total,
+            })
+        },
         text_zh: String::new(),
         text_en: String::new(),
     };
@@ -314,6 +334,13 @@ pub enum Behind {
         to_year: Option<i32>,
         level: Option<LevelIx>,
     },
+    /// Legal understanders appointed in `[from, to]`, whatever their status.
+    AppointedUnderstanders {
+        from: Option<Date>,
+        to: Option<Date>,
+    },
+    /// Legal understanders serving, appointed by `to`.
+    ServingUnderstanders { to: Option<Date> },
     /// Every record of a kind (deleted ones too when asked).
     All { kind: Kind, include_deleted: bool },
 }
@@ -333,6 +360,9 @@ impl Behind {
             Behind::Lectures { .. } => Kind::Lecture,
             Behind::ActiveCorners => Kind::LibraryCorner,
             Behind::AwardedSites { .. } => Kind::DemoSite,
+            Behind::AppointedUnderstanders { .. } | Behind::ServingUnderstanders { .. } => {
+                Kind::LegalUnderstander
+            }
             Behind::All { kind, .. } => *kind,
         }
     }
@@ -366,6 +396,14 @@ impl Behind {
                     && to_year.is_none_or(|t| y <= t)
                     && level.is_none_or(|want| l == want)
             }),
+            Behind::AppointedUnderstanders { from, to } => {
+                c.and_then(|c| c.understander).is_some_and(|(day, _)| {
+                    from.is_none_or(|f| day >= f.0) && to.is_none_or(|t| day <= t.0)
+                })
+            }
+            Behind::ServingUnderstanders { to } => c
+                .and_then(|c| c.understander)
+                .is_some_and(|(day, serving)| serving && to.is_none_or(|t| day <= t.0)),
         }
     }
 }

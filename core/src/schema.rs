@@ -1,4 +1,4 @@
-//! The three record kinds and their field rules (contract §6), their
+//! The four record kinds and their field rules (contract §6), their
 //! names in Chinese and English ([`labels`]), and the per-mutation
 //! judgement of rule 2 in the contract's order.
 //!
@@ -29,6 +29,12 @@ pub const TOPIC_CHARS_MAX: usize = 50;
 /// A `location`'s latitude and longitude ranges, in degrees.
 pub const LAT_DEGREES_MAX: f64 = 90.0;
 pub const LON_DEGREES_MAX: f64 = 180.0;
+/// Longest legal understander's `name`, in characters.
+pub const PERSON_NAME_CHARS_MAX: usize = 50;
+/// Most `training_hours` of a legal understander, in hours.
+pub const TRAINING_HOURS_MAX: i64 = 1000;
+/// Longest `phone`, in characters (digits, `+`, `-` and spaces).
+pub const PHONE_CHARS_MAX: usize = 20;
 
 /// A record kind.
 #[derive(
@@ -38,10 +44,16 @@ pub enum Kind {
     Lecture,
     LibraryCorner,
     DemoSite,
+    LegalUnderstander,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Lecture, Kind::LibraryCorner, Kind::DemoSite];
+    pub const ALL: [Kind; 4] = [
+        Kind::Lecture,
+        Kind::LibraryCorner,
+        Kind::DemoSite,
+        Kind::LegalUnderstander,
+    ];
 
     pub fn parse(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.as_str() == name)
@@ -52,6 +64,7 @@ impl Kind {
             Kind::Lecture => "lecture",
             Kind::LibraryCorner => "library_corner",
             Kind::DemoSite => "demo_site",
+            Kind::LegalUnderstander => "legal_understander",
         }
     }
 
@@ -61,6 +74,7 @@ impl Kind {
             Kind::Lecture => LECTURE,
             Kind::LibraryCorner => LIBRARY_CORNER,
             Kind::DemoSite => DEMO_SITE,
+            Kind::LegalUnderstander => LEGAL_UNDERSTANDER,
         }
     }
 
@@ -76,6 +90,9 @@ pub struct FieldSpec {
     pub required: bool,
     pub ty: FieldType,
     pub label: Label,
+    /// Personal data of a person (a phone number): record exports leave
+    /// it out unless the request names it.
+    pub personal: bool,
 }
 
 /// The value rule of a field.
@@ -97,6 +114,10 @@ pub enum FieldType {
     Topics,
     OneOf(&'static [&'static str]),
     Location,
+    /// A phone number: digits, `+`, `-` and spaces, at least one digit.
+    Phone {
+        max: usize,
+    },
 }
 
 const fn f(name: &'static str, required: bool, ty: FieldType, label: Label) -> FieldSpec {
@@ -105,6 +126,7 @@ const fn f(name: &'static str, required: bool, ty: FieldType, label: Label) -> F
         required,
         ty,
         label,
+        personal: false,
     }
 }
 
@@ -123,6 +145,7 @@ pub const AUDIENCES: &[&str] = &[
 pub const CORNER_STATUSES: &[&str] = &["active", "inactive", "closed"];
 pub const SITE_LEVELS: &[&str] = &["national", "provincial", "municipal", "district"];
 pub const SITE_STATUSES: &[&str] = &["candidate", "awarded", "revoked"];
+pub const UNDERSTANDER_STATUSES: &[&str] = &["serving", "resigned"];
 
 const NOTES: FieldType = FieldType::Text {
     min: 0,
@@ -234,6 +257,52 @@ static DEMO_SITE: &[FieldSpec] = &[
         },
         l("年度", "Year"),
     ),
+    f("notes", false, NOTES, NOTES_LABEL),
+];
+
+static LEGAL_UNDERSTANDER: &[FieldSpec] = &[
+    f("org_unit", true, FieldType::OrgUnit, ORG_UNIT),
+    f(
+        "name",
+        true,
+        FieldType::Text {
+            min: 1,
+            max: PERSON_NAME_CHARS_MAX,
+        },
+        l("姓名", "Name"),
+    ),
+    f(
+        "appointed_on",
+        true,
+        FieldType::HeldOn,
+        l("选聘日期", "Appointed on"),
+    ),
+    f(
+        "status",
+        true,
+        FieldType::OneOf(UNDERSTANDER_STATUSES),
+        STATUS,
+    ),
+    f(
+        "training_hours",
+        false,
+        FieldType::Int {
+            min: 0,
+            max: TRAINING_HOURS_MAX,
+        },
+        l("培训学时", "Training hours"),
+    ),
+    FieldSpec {
+        personal: true,
+        ..f(
+            "phone",
+            false,
+            FieldType::Phone {
+                max: PHONE_CHARS_MAX,
+            },
+            l("联系电话", "Phone"),
+        )
+    },
     f("notes", false, NOTES, NOTES_LABEL),
 ];
 
@@ -433,7 +502,21 @@ pub fn check_field(kind: Kind, name: &str, value: &Value, today: Today) -> Resul
                 invalid(r#"must be {"lat":-90..90,"lon":-180..180}"#.into())
             }
         }
+        FieldType::Phone { max } => match value.as_str() {
+            Some(s) if is_phone(s, *max) => Ok(()),
+            _ => invalid(format!(
+                "must be a phone number: 1..{max} digits, +, - or spaces, with a digit"
+            )),
+        },
     }
+}
+
+/// Whether `s` is a phone number as [`FieldType::Phone`] takes it.
+fn is_phone(s: &str, max: usize) -> bool {
+    (1..=max).contains(&s.chars().count())
+        && s.chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '))
+        && s.chars().any(|c| c.is_ascii_digit())
 }
 
 /// The earliest `held_on`: [`HELD_ON_MIN_YMD`].
@@ -514,6 +597,7 @@ fn rule_of(spec: &FieldSpec) -> FieldRule {
             lon_min: -LON_DEGREES_MAX,
             lon_max: LON_DEGREES_MAX,
         },
+        FieldType::Phone { max } => FieldRule::Phone { max_chars: *max },
     }
 }
 
@@ -533,6 +617,58 @@ pub fn as_integer(value: &Value) -> Option<i64> {
 pub fn check_set(kind: Kind, set: &Map<String, Value>, today: Today) -> Result<(), Rejection> {
     set.iter()
         .try_for_each(|(k, v)| check_field(kind, k, v, today))
+}
+
+/// A name that [`personal_fields`] was given and that is no personal field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotPersonal {
+    pub name: String,
+    /// The personal fields there are.
+    pub personal: Vec<&'static str>,
+}
+
+impl std::fmt::Display for NotPersonal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.personal.as_slice() {
+            [] => write!(
+                f,
+                "there are no personal fields to include, not {:?}",
+                self.name
+            ),
+            names => write!(
+                f,
+                "include may name {}, not {:?}",
+                names.join(", "),
+                self.name
+            ),
+        }
+    }
+}
+
+/// The personal fields ([`FieldSpec::personal`]) of `kinds` that `list`
+/// names, comma-separated: what an export is asked to include.
+///
+/// # Errors
+/// The first name that is no personal field of `kinds`.
+pub fn personal_fields(kinds: &[Kind], list: &str) -> Result<Vec<&'static str>, NotPersonal> {
+    let personal: Vec<&'static str> = kinds
+        .iter()
+        .flat_map(|k| k.fields().iter().filter(|f| f.personal).map(|f| f.name))
+        .collect();
+    list.split(',')
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            personal
+                .iter()
+                .find(|p| **p == name)
+                .copied()
+                .ok_or_else(|| NotPersonal {
+                    name: name.to_string(),
+                    personal: personal.clone(),
+                })
+        })
+        .collect()
 }
 
 /// The first required field that `fields` lacks (a new record's check).
@@ -637,6 +773,56 @@ mod tests {
         check(Kind::DemoSite, "level", json!("county"), Some(InvalidField));
         check(Kind::DemoSite, "status", json!(null), Some(MissingField));
         check(Kind::DemoSite, "notes", json!(null), None);
+    }
+
+    #[test]
+    fn understander_rules() {
+        use RejectCode::*;
+        let k = Kind::LegalUnderstander;
+        check(k, "name", json!("王丽"), None);
+        check(k, "name", json!(""), Some(InvalidField));
+        check(k, "name", json!("王".repeat(50)), None);
+        check(k, "name", json!("王".repeat(51)), Some(InvalidField));
+        check(k, "appointed_on", json!("2020-06-01"), None);
+        check(k, "appointed_on", json!("1999-12-31"), Some(InvalidField));
+        check(k, "appointed_on", json!("2027-12-01"), Some(InvalidField));
+        check(k, "appointed_on", json!(null), Some(MissingField));
+        check(k, "status", json!("serving"), None);
+        check(k, "status", json!("resigned"), None);
+        check(k, "status", json!("active"), Some(InvalidField));
+        check(k, "training_hours", json!(0), None);
+        check(k, "training_hours", json!(1000), None);
+        check(k, "training_hours", json!(1001), Some(InvalidField));
+        check(k, "training_hours", json!(-1), Some(InvalidField));
+        check(k, "phone", json!("0351-1234567"), None);
+        check(k, "phone", json!("+86 139 0000 0000"), None);
+        check(k, "phone", json!("1".repeat(20)), None);
+        check(k, "phone", json!("1".repeat(21)), Some(InvalidField));
+        check(k, "phone", json!(""), Some(InvalidField));
+        check(k, "phone", json!("+- "), Some(InvalidField));
+        check(k, "phone", json!("139x"), Some(InvalidField));
+        check(k, "phone", json!("１３９"), Some(InvalidField));
+        check(k, "phone", json!(13900000000u64), Some(InvalidField));
+        check(k, "phone", json!(null), None);
+        check(k, "id_number", json!("x"), Some(UnknownField));
+        let personal: Vec<_> = k.fields().iter().filter(|f| f.personal).collect();
+        assert_eq!(personal.len(), 1);
+        assert_eq!(personal[0].name, "phone");
+        assert_eq!(personal_fields(&[k], " phone,,"), Ok(vec!["phone"]));
+        assert_eq!(personal_fields(&Kind::ALL, ""), Ok(vec![]));
+        let e = personal_fields(&Kind::ALL, "phone,name").unwrap_err();
+        assert_eq!(e.to_string(), r#"include may name phone, not "name""#);
+        let e = personal_fields(&[Kind::Lecture], "phone").unwrap_err();
+        assert_eq!(e.personal, Vec::<&str>::new());
+        for other in [Kind::Lecture, Kind::LibraryCorner, Kind::DemoSite] {
+            assert!(other.fields().iter().all(|f| !f.personal), "{other:?}");
+        }
+        let phone = serde_json::to_value(&describe()[3].fields[5]).unwrap();
+        assert_eq!(
+            phone,
+            json!({"name": "phone", "type": "phone", "required": false, "max_chars": 20,
+                   "label": {"zh-CN": "联系电话", "en": "Phone"}})
+        );
     }
 
     #[test]

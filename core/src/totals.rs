@@ -15,7 +15,10 @@ use crate::date::Date;
 use crate::merge::{record_digest, RecordState};
 use crate::org::OrgTree;
 use crate::schema::{as_integer, Kind};
-use crate::wire::{ChildTotals, CornerTotals, LectureTotals, OrgRef, SiteTotals, TotalsResponse};
+use crate::wire::{
+    ChildTotals, CornerTotals, LectureTotals, OrgRef, SiteTotals, TotalsResponse,
+    UnderstanderTotals,
+};
 
 /// A demonstration site's level, as an index into [`crate::schema::SITE_LEVELS`].
 pub type LevelIx = u8;
@@ -36,6 +39,10 @@ pub struct UnitAgg {
 /// `(lectures, attendees)` of not-deleted lectures.
 pub type LectureSum = (u64, u64);
 
+/// `(appointed, serving)`: not-deleted legal understanders appointed on a
+/// day, and those of them whose status is `serving`.
+pub type UnderstanderSum = (u64, u64);
+
 /// One persisted aggregate entry.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum AggKey {
@@ -49,6 +56,9 @@ pub enum AggKey {
     /// (lectures without topics under `""`); a lecture with several topics
     /// counts once under each.
     Topics(String, i32),
+    /// A unit's legal understanders by day of appointment: one entry per
+    /// unit, as a unit appoints a handful.
+    Understanders(String),
 }
 
 /// The value stored under an [`AggKey`].
@@ -60,6 +70,8 @@ pub enum AggValue {
     EverMax(u64),
     /// `(topic, sum)`; empty: remove.
     Topics(Vec<(String, LectureSum)>),
+    /// `(day, sum)` for the days with appointments; empty: remove.
+    Understanders(Vec<(i32, UnderstanderSum)>),
 }
 
 /// All aggregates of a store.
@@ -70,6 +82,8 @@ pub struct Aggregates {
     months: HashMap<String, BTreeMap<i32, LectureSum>>,
     /// Per unit, by `(year, topic)`.
     topics: HashMap<String, BTreeMap<(i32, String), LectureSum>>,
+    /// Per unit, by day of appointment.
+    understanders: HashMap<String, BTreeMap<i32, UnderstanderSum>>,
     /// Highest seq of any record whose `ever` holds the unit: the checksum
     /// `seq` of a caller scoped there.
     ever_max: HashMap<String, u64>,
@@ -93,6 +107,9 @@ pub(crate) struct Contribution<'a> {
     pub(crate) corner_active: bool,
     /// `(year, level)` of an awarded demonstration site.
     pub(crate) site: Option<(i32, LevelIx)>,
+    /// `(day of appointment, serving)` of a live legal understander with a
+    /// valid `appointed_on`.
+    pub(crate) understander: Option<(i32, bool)>,
 }
 
 pub(crate) fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
@@ -133,6 +150,12 @@ pub(crate) fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
             Some((year, level))
         })
         .flatten();
+    let understander = (live && r.kind == Kind::LegalUnderstander)
+        .then(|| {
+            let day = str_of("appointed_on").and_then(Date::parse)?;
+            Some((day.0, str_of("status") == Some("serving")))
+        })
+        .flatten();
     Some(Contribution {
         unit,
         digest: record_digest(r.id, r.seq),
@@ -141,6 +164,7 @@ pub(crate) fn contribution(r: &RecordState) -> Option<Contribution<'_>> {
         topics,
         corner_active,
         site,
+        understander,
     })
 }
 
@@ -231,6 +255,15 @@ impl Aggregates {
             }
             self.dirty.insert(AggKey::Topics(c.unit.to_string(), year));
         }
+        if let Some((day, serving)) = c.understander {
+            let days = self.understanders.entry(c.unit.to_string()).or_default();
+            let d = days.entry(day).or_default();
+            add(d, (1, u64::from(serving)), sign);
+            if d.0 == 0 {
+                days.remove(&day);
+            }
+            self.dirty.insert(AggKey::Understanders(c.unit.to_string()));
+        }
     }
 
     /// The entries changed since the last call, with their current values
@@ -257,6 +290,12 @@ impl Aggregates {
                         AggValue::EverMax(self.ever_max.get(u).copied().unwrap_or_default())
                     }
                     AggKey::Topics(u, y) => AggValue::Topics(self.topics_of(u, *y).collect()),
+                    AggKey::Understanders(u) => AggValue::Understanders(
+                        self.understanders
+                            .get(u)
+                            .map(|days| days.iter().map(|(d, sum)| (*d, *sum)).collect())
+                            .unwrap_or_default(),
+                    ),
                 };
                 (k, v)
             })
@@ -295,6 +334,10 @@ impl Aggregates {
                     by_topic.insert((y, t), sum);
                 }
             }
+            (AggKey::Understanders(u), AggValue::Understanders(list)) => {
+                let days = self.understanders.entry(u).or_default();
+                days.extend(list.into_iter().filter(|(_, sum)| sum.0 > 0));
+            }
             _ => {}
         }
     }
@@ -330,6 +373,9 @@ impl Aggregates {
             }
             if let Some(v) = self.topics.get(u) {
                 out.topics.insert(u.to_string(), v.clone());
+            }
+            if let Some(v) = self.understanders.get(u) {
+                out.understanders.insert(u.to_string(), v.clone());
             }
             if let Some(v) = self.ever_max.get(u) {
                 out.ever_max.insert(u.to_string(), *v);
@@ -374,6 +420,9 @@ impl Aggregates {
                     }
                 }
             }
+            AggKey::Understanders(u) => {
+                self.understanders.remove(u);
+            }
         }
         self.dirty.remove(&key);
         if let Some(v) = value {
@@ -398,6 +447,38 @@ impl Aggregates {
             .into_iter()
             .flat_map(|m| m.keys().map(|mi| mi.div_euclid(12)))
             .collect()
+    }
+
+    /// Years in which a unit appointed legal understanders.
+    pub fn understander_years(&self, unit: &str) -> BTreeSet<i32> {
+        self.understanders
+            .get(unit)
+            .into_iter()
+            .flat_map(|days| days.keys().map(|d| Date(*d).year()))
+            .collect()
+    }
+
+    /// A unit's legal understanders: `appointed` with `appointed_on` in
+    /// `[from, to]`, `serving` of those appointed by `to` (open where
+    /// `None`).
+    pub fn understanders(
+        &self,
+        unit: &str,
+        from: Option<Date>,
+        to: Option<Date>,
+    ) -> UnderstanderSum {
+        let mut sum = (0, 0);
+        let hi = to.map_or(i32::MAX, |d| d.0);
+        for (day, (appointed, serving)) in self.understanders.get(unit).into_iter().flatten() {
+            if *day > hi {
+                break;
+            }
+            if from.is_none_or(|f| *day >= f.0) {
+                sum.0 += appointed;
+            }
+            sum.1 += serving;
+        }
+        sum
     }
 
     /// A unit's lectures of `year` by topic (`""`: without topics).
@@ -484,6 +565,7 @@ struct Figures {
     lectures: LectureTotals,
     corners: CornerTotals,
     sites: SiteTotals,
+    understanders: UnderstanderTotals,
     conflicts_open: u64,
 }
 
@@ -499,23 +581,36 @@ impl Figures {
         self.sites.provincial += o.sites.provincial;
         self.sites.municipal += o.sites.municipal;
         self.sites.district += o.sites.district;
+        self.understanders.appointed += o.understanders.appointed;
+        self.understanders.serving += o.understanders.serving;
+        self.understanders.units_covered += o.understanders.units_covered;
+        self.understanders.units_total += o.understanders.units_total;
         self.conflicts_open += o.conflicts_open;
     }
 
     fn finish(mut self) -> Figures {
-        self.corners.coverage = if self.corners.units_total == 0 {
-            0.0
-        } else {
-            // Four decimals, as in the contract's example (0.9833).
-            (self.corners.units_covered as f64 / self.corners.units_total as f64 * 10_000.0).round()
-                / 10_000.0
-        };
+        self.corners.coverage = coverage(self.corners.units_covered, self.corners.units_total);
+        self.understanders.coverage = coverage(
+            self.understanders.units_covered,
+            self.understanders.units_total,
+        );
         self
     }
 }
 
+/// `covered / total` to four decimals, as in the contract's example
+/// (0.9833); 0 without units.
+fn coverage(covered: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (covered as f64 / total as f64 * 10_000.0).round() / 10_000.0
+    }
+}
+
 /// Totals for the subtree of `org` (which must exist in `tree`), lectures in
-/// `[from, to]`, demonstration sites in the years of that range.
+/// `[from, to]`, demonstration sites in the years of that range, legal
+/// understanders appointed in it and serving at its end.
 pub fn totals(
     tree: &OrgTree,
     agg: &Aggregates,
@@ -533,6 +628,14 @@ pub fn totals(
         f.lectures.attendees = attendees;
         f.lectures.units_covered = u64::from(grassroots && count > 0);
         f.corners.units_total = u64::from(grassroots);
+        let (appointed, serving) = agg.understanders(code, from, to);
+        f.understanders = UnderstanderTotals {
+            appointed,
+            serving,
+            units_covered: u64::from(grassroots && serving > 0),
+            units_total: u64::from(grassroots),
+            coverage: 0.0,
+        };
         if let Some(a) = agg.unit(code) {
             f.corners.active = a.corners_active;
             f.corners.units_covered = u64::from(grassroots && a.corners_active > 0);
@@ -571,6 +674,7 @@ pub fn totals(
             lectures: f.lectures,
             library_corners: f.corners,
             demo_sites: f.sites,
+            legal_understanders: f.understanders,
             conflicts_open: f.conflicts_open,
         });
     }
@@ -585,6 +689,7 @@ pub fn totals(
         lectures: top.lectures,
         library_corners: top.corners,
         demo_sites: top.sites,
+        legal_understanders: top.understanders,
         conflicts_open: top.conflicts_open,
         children,
     })
@@ -593,6 +698,95 @@ pub fn totals(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hlc::Hlc;
+    use crate::merge::Register;
+
+    fn understander(n: u128, unit: &str, day: &str, status: &str, deleted: bool) -> RecordState {
+        let reg = |value: serde_json::Value| Register {
+            value,
+            hlc: Hlc::new(1, 0, uuid::Uuid::from_u128(9)),
+            seq: n as u64,
+        };
+        let fields = [
+            ("org_unit", serde_json::json!(unit)),
+            ("name", serde_json::json!("王丽")),
+            ("appointed_on", serde_json::json!(day)),
+            ("status", serde_json::json!(status)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), reg(v)))
+        .collect();
+        RecordState {
+            id: uuid::Uuid::from_u128(n),
+            kind: Kind::LegalUnderstander,
+            seq: n as u64,
+            fields,
+            deleted: Some(reg(serde_json::json!(deleted))),
+            open_conflicts: 0,
+            ever: vec![unit.to_string()],
+        }
+    }
+
+    #[test]
+    fn understanders_count_by_appointment_day_and_status() {
+        let mut agg = Aggregates::default();
+        let records = [
+            understander(1, "u", "2019-12-31", "serving", false),
+            understander(2, "u", "2020-03-01", "serving", false),
+            understander(3, "u", "2020-03-01", "resigned", false),
+            understander(4, "u", "2020-12-31", "serving", true),
+            understander(5, "u", "2021-01-01", "serving", false),
+            understander(6, "v", "2020-05-05", "resigned", false),
+        ];
+        for r in &records {
+            agg.apply(None, r);
+        }
+        let d = |s: &str| Date::parse(s);
+        assert_eq!(agg.understanders("u", None, None), (4, 3));
+        assert_eq!(
+            agg.understanders("u", d("2020-01-01"), d("2020-12-31")),
+            (2, 2)
+        );
+        assert_eq!(agg.understanders("u", None, d("2019-12-31")), (1, 1));
+        assert_eq!(agg.understanders("u", d("2021-01-01"), None), (1, 3));
+        assert_eq!(agg.understanders("v", None, None), (1, 0));
+        assert_eq!(agg.understander_years("u"), [2019, 2020, 2021].into());
+        // Persisted entries give the same aggregates back, and a resignation
+        // moves one from serving without changing the appointments.
+        let mut loaded = Aggregates::default();
+        for (k, v) in agg.take_dirty() {
+            loaded.load(k, v);
+        }
+        assert_eq!(loaded.understanders, agg.understanders);
+        let resigned = understander(2, "u", "2020-03-01", "resigned", false);
+        agg.apply(Some(&records[1]), &resigned);
+        assert_eq!(agg.understanders("u", None, None), (4, 2));
+        let dirty = agg.take_dirty();
+        assert!(dirty
+            .iter()
+            .any(|(k, v)| *k == AggKey::Understanders("u".into())
+                && *v
+                    == AggValue::Understanders(vec![
+                        (Date::parse("2019-12-31").unwrap().0, (1, 1)),
+                        (Date::parse("2020-03-01").unwrap().0, (2, 0)),
+                        (Date::parse("2021-01-01").unwrap().0, (1, 1)),
+                    ])));
+        for (k, v) in dirty {
+            loaded.replace(k, Some(v));
+        }
+        assert_eq!(loaded.understanders, agg.understanders);
+        // Deleting the last of a unit's appointments leaves an empty entry,
+        // which stores remove.
+        agg.apply(
+            Some(&records[5]),
+            &understander(6, "v", "2020-05-05", "resigned", true),
+        );
+        let dirty = agg.take_dirty();
+        assert!(dirty.contains(&(
+            AggKey::Understanders("v".into()),
+            AggValue::Understanders(vec![])
+        )));
+    }
 
     #[test]
     fn lecture_ranges_match_a_day_by_day_sum() {

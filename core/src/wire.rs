@@ -376,6 +376,23 @@ pub struct SiteTotals {
     pub district: u64,
 }
 
+/// Legal understanders (法律明白人) in totals (addition).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct UnderstanderTotals {
+    /// Not-deleted appointments with `appointed_on` in the period, whatever
+    /// their status now.
+    pub appointed: u64,
+    /// Not-deleted, status `serving`, appointed on or before the period's
+    /// end (`to`; every one when there is no `to`).
+    pub serving: u64,
+    /// Grassroots units (communities and villages) with at least one of
+    /// `serving`, of `units_total`.
+    pub units_covered: u64,
+    pub units_total: u64,
+    /// `units_covered / units_total`, four decimals (0 without units).
+    pub coverage: f64,
+}
+
 /// Figures of one child unit in a totals answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ChildTotals {
@@ -383,6 +400,9 @@ pub struct ChildTotals {
     pub lectures: LectureTotals,
     pub library_corners: CornerTotals,
     pub demo_sites: SiteTotals,
+    /// Addition.
+    #[serde(default)]
+    pub legal_understanders: UnderstanderTotals,
     /// Addition: open conflicts in this child's subtree.
     pub conflicts_open: u64,
 }
@@ -396,6 +416,9 @@ pub struct TotalsResponse {
     pub lectures: LectureTotals,
     pub library_corners: CornerTotals,
     pub demo_sites: SiteTotals,
+    /// Addition.
+    #[serde(default)]
+    pub legal_understanders: UnderstanderTotals,
     pub conflicts_open: u64,
     pub children: Vec<ChildTotals>,
 }
@@ -783,6 +806,12 @@ pub enum FieldRule {
         lat_max: f64,
         lon_min: f64,
         lon_max: f64,
+    },
+    /// A phone number: up to `max_chars` of digits, `+`, `-` and spaces,
+    /// at least one digit. A client that does not know this type may ask
+    /// for it as text; the server judges it.
+    Phone {
+        max_chars: usize,
     },
 }
 

@@ -13,11 +13,13 @@ use pufa_core::merge::{
     Write, DELETED_FIELD,
 };
 use pufa_core::org::{OrgTree, Scope};
-use pufa_core::schema::{Kind, RejectCode, Today, CORNER_STATUSES, SITE_LEVELS, SITE_STATUSES};
+use pufa_core::schema::{
+    Kind, RejectCode, Today, CORNER_STATUSES, SITE_LEVELS, SITE_STATUSES, UNDERSTANDER_STATUSES,
+};
 use pufa_core::totals::{totals, AggKey, AggValue, Aggregates};
 use pufa_core::wire::{
     ChildTotals, ConflictReport, CornerTotals, LectureTotals, Mutation, OrgRef, OrgUnit,
-    SiteTotals, TotalsResponse, UnitType,
+    SiteTotals, TotalsResponse, UnderstanderTotals, UnitType,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
@@ -860,6 +862,8 @@ const KINDS: &[Kind] = &[
     Kind::LibraryCorner,
     Kind::DemoSite,
     Kind::DemoSite,
+    Kind::LegalUnderstander,
+    Kind::LegalUnderstander,
 ];
 
 #[derive(Clone, Debug)]
@@ -965,6 +969,12 @@ fn full_set(kind: Kind, p: &Pick) -> Vec<(&'static str, Value)> {
             ("status", json!(SITE_STATUSES[p.status % 3])),
             ("year", json!(p.year)),
         ],
+        Kind::LegalUnderstander => vec![
+            unit,
+            ("name", json!(NAMES[p.name])),
+            ("appointed_on", json!(DAYS[p.day])),
+            ("status", json!(UNDERSTANDER_STATUSES[p.status % 2])),
+        ],
     }
 }
 
@@ -1050,6 +1060,9 @@ impl AggStore {
                     (_, Kind::Lecture) => ("attendees", json!(*pick as i64 * 7)),
                     (_, Kind::LibraryCorner) => ("status", json!(CORNER_STATUSES[pick % 3])),
                     (_, Kind::DemoSite) => ("status", json!(SITE_STATUSES[pick % 3])),
+                    (_, Kind::LegalUnderstander) => {
+                        ("status", json!(UNDERSTANDER_STATUSES[pick % 2]))
+                    }
                 };
                 let top = before.hlc();
                 let h = hlc(top.ms, top.c + 1, server_node());
@@ -1089,7 +1102,13 @@ fn naive_figures(
     code: &str,
     from: Option<Date>,
     to: Option<Date>,
-) -> (LectureTotals, CornerTotals, SiteTotals, u64) {
+) -> (
+    LectureTotals,
+    CornerTotals,
+    SiteTotals,
+    UnderstanderTotals,
+    u64,
+) {
     // The subtree, found by walking parents (not via `OrgTree::subtree`).
     let within = |u: &str| {
         let mut cur = Some(u.to_string());
@@ -1105,9 +1124,11 @@ fn naive_figures(
     let mut lectures = LectureTotals::default();
     let mut corners = CornerTotals::default();
     let mut sites = SiteTotals::default();
+    let mut understanders = UnderstanderTotals::default();
     let mut conflicts = 0;
     let mut lecture_units = BTreeSet::new();
     let mut corner_units = BTreeSet::new();
+    let mut understander_units = BTreeSet::new();
     let years = from.map_or(i32::MIN, Date::year)..=to.map_or(i32::MAX, Date::year);
     for r in recs.values() {
         let Some(u) = r.org_unit() else { continue };
@@ -1149,6 +1170,18 @@ fn naive_figures(
                     }
                 }
             }
+            Kind::LegalUnderstander => {
+                let day = Date::parse(str_field(r, "appointed_on").unwrap()).unwrap();
+                if from.is_none_or(|f| day >= f) && to.is_none_or(|t| day <= t) {
+                    understanders.appointed += 1;
+                }
+                if str_field(r, "status") == Some("serving") && to.is_none_or(|t| day <= t) {
+                    understanders.serving += 1;
+                    if grassroots(tree, u) {
+                        understander_units.insert(u.to_string());
+                    }
+                }
+            }
         }
     }
     lectures.units_covered = lecture_units.len() as u64;
@@ -1159,7 +1192,15 @@ fn naive_figures(
     } else {
         (corners.units_covered as f64 / corners.units_total as f64 * 10_000.0).round() / 10_000.0
     };
-    (lectures, corners, sites, conflicts)
+    understanders.units_covered = understander_units.len() as u64;
+    understanders.units_total = corners.units_total;
+    understanders.coverage = if understanders.units_total == 0 {
+        0.0
+    } else {
+        (understanders.units_covered as f64 / understanders.units_total as f64 * 10_000.0).round()
+            / 10_000.0
+    };
+    (lectures, corners, sites, understanders, conflicts)
 }
 
 fn org_ref(tree: &OrgTree, code: &str) -> OrgRef {
@@ -1178,7 +1219,7 @@ fn naive_totals(
     to: Option<&str>,
 ) -> TotalsResponse {
     let (f, t) = (from.and_then(Date::parse), to.and_then(Date::parse));
-    let (lectures, library_corners, demo_sites, conflicts_open) =
+    let (lectures, library_corners, demo_sites, legal_understanders, conflicts_open) =
         naive_figures(tree, recs, org, f, t);
     let mut kids: Vec<&str> = UNITS
         .iter()
@@ -1189,13 +1230,14 @@ fn naive_totals(
     let children = kids
         .into_iter()
         .map(|c| {
-            let (lectures, library_corners, demo_sites, conflicts_open) =
+            let (lectures, library_corners, demo_sites, legal_understanders, conflicts_open) =
                 naive_figures(tree, recs, c, f, t);
             ChildTotals {
                 org: org_ref(tree, c),
                 lectures,
                 library_corners,
                 demo_sites,
+                legal_understanders,
                 conflicts_open,
             }
         })
@@ -1207,6 +1249,7 @@ fn naive_totals(
         lectures,
         library_corners,
         demo_sites,
+        legal_understanders,
         conflicts_open,
         children,
     }

@@ -16,10 +16,11 @@ use pufa_core::report::{
     annual_report, year_figures, AnnualReport, Behind, MonthFigure, TopicFigure, UnitFigure,
     YearFigures,
 };
-use pufa_core::schema::{Kind, CORNER_STATUSES, SITE_LEVELS, SITE_STATUSES};
+use pufa_core::schema::{Kind, CORNER_STATUSES, SITE_LEVELS, SITE_STATUSES, UNDERSTANDER_STATUSES};
 use pufa_core::totals::{totals, AggKey, AggValue, Aggregates};
 use pufa_core::wire::{
-    ChildTotals, CornerTotals, LectureTotals, OrgRef, OrgUnit, SiteTotals, TotalsResponse, UnitType,
+    ChildTotals, CornerTotals, LectureTotals, OrgRef, OrgUnit, SiteTotals, TotalsResponse,
+    UnderstanderTotals, UnitType,
 };
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -97,6 +98,10 @@ const KINDS: &[Kind] = &[
     Kind::DemoSite,
     Kind::DemoSite,
     Kind::DemoSite,
+    Kind::LegalUnderstander,
+    Kind::LegalUnderstander,
+    Kind::LegalUnderstander,
+    Kind::LegalUnderstander,
 ];
 /// Days that lie on month, quarter and year boundaries (leap February).
 const EDGE_DAYS: &[&str] = &[
@@ -223,6 +228,13 @@ fn state(i: usize, spec: &Spec, seq: u64, tree: &OrgTree) -> RecordState {
             fields.insert("status".into(), reg(json!(SITE_STATUSES[spec.status])));
             fields.insert("year".into(), reg(json!(spec.year)));
         }
+        Kind::LegalUnderstander => {
+            // `held_on` stands for the day of appointment.
+            fields.insert("name".into(), reg(json!("王丽")));
+            fields.insert("appointed_on".into(), reg(json!(spec.held_on.to_string())));
+            let status = UNDERSTANDER_STATUSES[spec.status % UNDERSTANDER_STATUSES.len()];
+            fields.insert("status".into(), reg(json!(status)));
+        }
     }
     let mut r = RecordState {
         id: rid(i),
@@ -276,7 +288,8 @@ impl Store {
                 s.persisted.insert(k.clone(), v.clone());
                 // Stores delete empty entries; a follower sees them gone.
                 let empty = matches!(&v, AggValue::Month(d) if d.is_empty())
-                    || matches!(&v, AggValue::Topics(t) if t.is_empty());
+                    || matches!(&v, AggValue::Topics(t) if t.is_empty())
+                    || matches!(&v, AggValue::Understanders(u) if u.is_empty());
                 s.follower.replace(k.clone(), (!empty).then_some(v.clone()));
                 // Refreshing twice is harmless.
                 if s.seq.is_multiple_of(3) {
@@ -383,6 +396,16 @@ fn awarded(r: &RecordState) -> Option<(i32, &str)> {
     )
 }
 
+/// `(day of appointment, serving)` of a live legal understander.
+fn understander(r: &RecordState) -> Option<(Date, bool)> {
+    (r.kind == Kind::LegalUnderstander && !r.is_deleted()).then(|| {
+        (
+            Date::parse(str_field(r, "appointed_on").unwrap()).unwrap(),
+            str_field(r, "status") == Some("serving"),
+        )
+    })
+}
+
 fn add_site(s: &mut SiteTotals, level: &str) {
     match level {
         "national" => s.national += 1,
@@ -397,7 +420,21 @@ fn in_range(d: Date, from: Option<Date>, to: Option<Date>) -> bool {
     from.is_none_or(|f| d >= f) && to.is_none_or(|t| d <= t)
 }
 
-type Figs = (LectureTotals, CornerTotals, SiteTotals, u64);
+type Figs = (
+    LectureTotals,
+    CornerTotals,
+    SiteTotals,
+    UnderstanderTotals,
+    u64,
+);
+
+fn ratio(covered: u64, total: u64) -> f64 {
+    if total == 0 {
+        0.0
+    } else {
+        (covered as f64 / total as f64 * 10_000.0).round() / 10_000.0
+    }
+}
 
 fn naive_figures(
     tree: &OrgTree,
@@ -409,8 +446,10 @@ fn naive_figures(
     let mut lectures = LectureTotals::default();
     let mut corners = CornerTotals::default();
     let mut sites = SiteTotals::default();
+    let mut understanders = UnderstanderTotals::default();
     let mut conflicts = 0;
     let (mut lecture_units, mut corner_units) = (BTreeSet::new(), BTreeSet::new());
+    let mut understander_units = BTreeSet::new();
     let years = from.map_or(i32::MIN, Date::year)..=to.map_or(i32::MAX, Date::year);
     for r in recs.values() {
         let u = r.org_unit().unwrap();
@@ -438,6 +477,17 @@ fn naive_figures(
                 add_site(&mut sites, level);
             }
         }
+        if let Some((day, serving)) = understander(r) {
+            if in_range(day, from, to) {
+                understanders.appointed += 1;
+            }
+            if serving && to.is_none_or(|t| day <= t) {
+                understanders.serving += 1;
+                if grassroots(tree, u) {
+                    understander_units.insert(u);
+                }
+            }
+        }
     }
     lectures.units_covered = lecture_units.len() as u64;
     corners.units_covered = corner_units.len() as u64;
@@ -445,12 +495,11 @@ fn naive_figures(
         .iter()
         .filter(|u| within(tree, u, root) && grassroots(tree, u))
         .count() as u64;
-    corners.coverage = if corners.units_total == 0 {
-        0.0
-    } else {
-        (corners.units_covered as f64 / corners.units_total as f64 * 10_000.0).round() / 10_000.0
-    };
-    (lectures, corners, sites, conflicts)
+    corners.coverage = ratio(corners.units_covered, corners.units_total);
+    understanders.units_covered = understander_units.len() as u64;
+    understanders.units_total = corners.units_total;
+    understanders.coverage = ratio(understanders.units_covered, understanders.units_total);
+    (lectures, corners, sites, understanders, conflicts)
 }
 
 fn naive_totals(
@@ -460,7 +509,7 @@ fn naive_totals(
     from: Option<Date>,
     to: Option<Date>,
 ) -> TotalsResponse {
-    let (lectures, library_corners, demo_sites, conflicts_open) =
+    let (lectures, library_corners, demo_sites, legal_understanders, conflicts_open) =
         naive_figures(tree, recs, org, from, to);
     let mut kids: Vec<&str> = UNITS
         .iter()
@@ -471,13 +520,14 @@ fn naive_totals(
     let children = kids
         .into_iter()
         .map(|c| {
-            let (lectures, library_corners, demo_sites, conflicts_open) =
+            let (lectures, library_corners, demo_sites, legal_understanders, conflicts_open) =
                 naive_figures(tree, recs, c, from, to);
             ChildTotals {
                 org: org_ref(tree, c),
                 lectures,
                 library_corners,
                 demo_sites,
+                legal_understanders,
                 conflicts_open,
             }
         })
@@ -489,6 +539,7 @@ fn naive_totals(
         lectures,
         library_corners,
         demo_sites,
+        legal_understanders,
         conflicts_open,
         children,
     }
@@ -564,6 +615,8 @@ fn naive_year(
                 corners_active: 0,
                 demo_sites: SiteTotals::default(),
                 conflicts_open: 0,
+                understanders_appointed: 0,
+                understanders_serving: 0,
             };
             for r in recs.values().filter(|r| r.org_unit() == Some(u.as_str())) {
                 row.conflicts_open += u64::from(r.open_conflicts);
@@ -583,11 +636,16 @@ fn naive_year(
                         add_site(&mut row.demo_sites, level);
                     }
                 }
+                if let Some((day, serving)) = understander(r) {
+                    row.understanders_appointed += u64::from(day.year() == year);
+                    row.understanders_serving += u64::from(serving && day <= to);
+                }
             }
             row
         })
         .collect();
-    // Every year with a lecture or an awarded site in the subtree.
+    // Every year with a lecture, an awarded site or an appointment in the
+    // subtree.
     let years: BTreeSet<i32> = recs
         .values()
         .flat_map(|r| {
@@ -597,7 +655,10 @@ fn naive_year(
             let site = awarded(r)
                 .filter(|_| r.org_unit().is_some_and(|u| within(tree, u, org)))
                 .map(|(y, _)| y);
-            lecture.into_iter().chain(site)
+            let appointed = understander(r)
+                .filter(|_| r.org_unit().is_some_and(|u| within(tree, u, org)))
+                .map(|(day, _)| day.year());
+            lecture.into_iter().chain(site).chain(appointed)
         })
         .collect();
     YearFigures {
@@ -731,6 +792,17 @@ fn check_behind_year(
         sum,
         "{ctx}: sites of any level behind"
     );
+    let (appointed, serving) = understanders_behind(from, to);
+    assert_eq!(
+        behind(tree, recs, org, &appointed).len() as u64,
+        f.totals.legal_understanders.appointed,
+        "{ctx}: understanders appointed behind"
+    );
+    assert_eq!(
+        behind(tree, recs, org, &serving).len() as u64,
+        f.totals.legal_understanders.serving,
+        "{ctx}: understanders serving behind"
+    );
     // Each grassroots row, drilled into from its own unit (a row does not
     // depend on the unit asked about, so callers check rows from the root).
     for u in f.grassroots.iter().filter(|_| rows) {
@@ -768,7 +840,27 @@ fn check_behind_year(
                 "{ctx}: {level} sites behind row {code}"
             );
         }
+        assert_eq!(
+            (
+                behind(tree, recs, code, &appointed).len() as u64,
+                behind(tree, recs, code, &serving).len() as u64
+            ),
+            (u.understanders_appointed, u.understanders_serving),
+            "{ctx}: understanders behind row {code}"
+        );
     }
+}
+
+/// The drill-downs of the understanders appointed in `[from, to]` and of
+/// those serving at `to`.
+fn understanders_behind(from: Date, to: Date) -> (Behind, Behind) {
+    (
+        Behind::AppointedUnderstanders {
+            from: Some(from),
+            to: Some(to),
+        },
+        Behind::ServingUnderstanders { to: Some(to) },
+    )
 }
 
 #[track_caller]
@@ -827,6 +919,26 @@ fn check_report(f: &YearFigures) {
         "{ctx}"
     );
     assert_eq!(r.conflicts_open, t.conflicts_open, "{ctx}");
+    let u = &t.legal_understanders;
+    assert_eq!(
+        r.legal_understanders
+            .as_ref()
+            .map(|a| (a.appointed, a.units_covered, a.units_total)),
+        (u.appointed > 0 || u.serving > 0).then_some((u.appointed, u.units_covered, u.units_total)),
+        "{ctx}"
+    );
+    assert_eq!(
+        u.units_covered,
+        g.iter().filter(|u| u.understanders_serving > 0).count() as u64,
+        "{ctx}"
+    );
+    // Appointments outside communities and villages count in the totals
+    // but in no row.
+    assert!(
+        u.appointed >= g.iter().map(|u| u.understanders_appointed).sum::<u64>(),
+        "{ctx}"
+    );
+    assert_eq!(u.units_total, g.len() as u64, "{ctx}");
 
     check_paragraph(&r);
 }
@@ -975,6 +1087,17 @@ fn check_all(
                 behind(tree, recs, org, &b).len() as u64,
                 s.national + s.provincial + s.municipal + s.district,
                 "{what}: sites behind {org} {from:?}..{to:?}"
+            );
+            let u = &t.legal_understanders;
+            let appointed = Behind::AppointedUnderstanders { from, to };
+            let serving = Behind::ServingUnderstanders { to };
+            assert_eq!(
+                (
+                    behind(tree, recs, org, &appointed).len() as u64,
+                    behind(tree, recs, org, &serving).len() as u64
+                ),
+                (u.appointed, u.serving),
+                "{what}: understanders behind {org} {from:?}..{to:?}"
             );
         }
         // Every record of a kind, deleted ones when asked.

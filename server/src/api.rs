@@ -8,7 +8,7 @@ use axum::Json;
 use pufa_core::date::Date;
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, YearFigures};
-use pufa_core::schema::Kind;
+use pufa_core::schema::{personal_fields, Kind};
 use pufa_core::wire::{
     AccountPatch, AccountRequest, AccountView, CodeIssued, CodeRequest, CodeView, EnrollRequest,
     SessionIssued, SignInRequest,
@@ -410,10 +410,11 @@ pub(crate) fn kind_param(q: &Params) -> ServiceResult<Option<Kind>> {
     q.get("kind")
         .map(|k| {
             Kind::parse(k).ok_or_else(|| {
+                let kinds: Vec<&str> = Kind::ALL.iter().map(|k| k.as_str()).collect();
                 ServiceError::bad_query(
                     "kind",
                     Some(k),
-                    format!("kind must be lecture, library_corner or demo_site, got {k:?}"),
+                    format!("kind must be one of {}, got {k:?}", kinds.join(", ")),
                 )
             })
         })
@@ -430,6 +431,8 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ServiceResult<Behi
             topic: q.get("topic").map(str::to_string),
         },
         "corners_active" => Behind::ActiveCorners,
+        "understanders_appointed" => Behind::AppointedUnderstanders { from, to },
+        "understanders_serving" => Behind::ServingUnderstanders { to },
         "sites_awarded" => Behind::AwardedSites {
             from_year: from.map(Date::year),
             to_year: to.map(Date::year),
@@ -471,7 +474,7 @@ pub(crate) fn behind_param(q: &Params, kind: Option<Kind>) -> ServiceResult<Behi
                 "figure",
                 Some(other),
                 format!(
-                "figure must be lectures, corners_active, sites_awarded or records, got {other:?}"
+                "figure must be lectures, corners_active, sites_awarded, understanders_appointed, understanders_serving or records, got {other:?}"
             ),
             ))
         }
@@ -524,8 +527,10 @@ pub async fn records(
 }
 
 /// `GET /v1/exports/{file}` (addition): `lecture.csv`, `library_corner.xlsx`,
-/// `demo_site.csv`, `totals.xlsx`, ... with the query of `/v1/records` or
-/// `/v1/totals`, and `lang=zh|en` for the column labels.
+/// `demo_site.csv`, `legal_understander.csv`, `totals.xlsx`, ... with the
+/// query of `/v1/records` or `/v1/totals`, `lang=zh|en` for the column
+/// labels, and `include=phone` for the personal fields a record export
+/// leaves out otherwise.
 pub async fn export(
     State(s): State<AppState>,
     Caller(d): Caller,
@@ -558,6 +563,11 @@ pub(crate) async fn export_file(
     let tree = s.store.org_tree();
     let org = figure_org(d, &tree, q.get("org"))?;
     let filename = format!("{org}-{stem}.{ext}");
+    let kind = Kind::parse(stem);
+    if stem != "totals" && kind.is_none() {
+        return Err(bad_file());
+    }
+    let include = included_fields(q, kind)?;
     if stem == "totals" {
         let (from, to) = date_range(q)?;
         let totals = s
@@ -572,7 +582,7 @@ pub(crate) async fn export_file(
         };
         return Ok(export::download(bytes, &filename, format));
     }
-    let kind = Kind::parse(stem).ok_or_else(bad_file)?;
+    let kind = kind.ok_or_else(bad_file)?;
     let behind = behind_param(q, Some(kind))?;
     let query = RecordQuery {
         scope: Scope::Unit(org),
@@ -580,7 +590,18 @@ pub(crate) async fn export_file(
         after: None,
         limit: 0,
     };
-    export::records(s.store.clone(), query, lang, format, &filename).await
+    let fields = export::export_fields(kind, &include);
+    export::records(s.store.clone(), query, fields, lang, format, &filename).await
+}
+
+/// The personal fields an export is asked to include (`include=phone`,
+/// comma-separated): each must be a personal field of `kind` (none for the
+/// totals table), so a misspelt name is an error rather than a file that
+/// silently lacks the column.
+fn included_fields(q: &Params, kind: Option<Kind>) -> ServiceResult<Vec<&'static str>> {
+    let list = q.get("include").unwrap_or_default();
+    personal_fields(kind.as_slice(), list)
+        .map_err(|e| ServiceError::bad_query("include", Some(list), e.to_string()))
 }
 
 pub async fn conflicts(

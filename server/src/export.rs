@@ -4,9 +4,11 @@
 //!
 //! Record exports carry one column per level of the org hierarchy (district,
 //! street/town, community/village: whatever depth the tree has), so a
-//! coordinator can pivot by any level without a lookup table. CSV streams
-//! page by page and has no size limit; XLSX is built in memory and capped
-//! at [`XLSX_ROWS_MAX`] rows.
+//! coordinator can pivot by any level without a lookup table. Personal
+//! fields (a legal understander's phone) have a column only when the
+//! request names them (`include=phone`): a file travels further than the
+//! dashboard. CSV streams page by page and has no size limit; XLSX is built
+//! in memory and capped at [`XLSX_ROWS_MAX`] rows.
 
 use axum::body::Body;
 use axum::http::header;
@@ -15,7 +17,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use pufa_core::org::OrgTree;
 use pufa_core::schema::{FieldSpec, Kind};
 use pufa_core::wire::{
-    CornerTotals, LectureTotals, OrgRef, RecordView, SiteTotals, TotalsResponse,
+    CornerTotals, LectureTotals, OrgRef, RecordView, SiteTotals, TotalsResponse, UnderstanderTotals,
 };
 use serde_json::Value;
 
@@ -89,8 +91,18 @@ pub fn tree_depth(tree: &OrgTree) -> usize {
         .unwrap_or(0)
 }
 
-/// Header row of a record export.
-pub fn record_headers(kind: Kind, depth: usize, lang: Lang) -> Vec<String> {
+/// The fields a record export of `kind` has columns for, in the schema's
+/// order: all but the personal ones ([`FieldSpec::personal`]), and those
+/// that `include` names.
+pub fn export_fields(kind: Kind, include: &[&str]) -> Vec<&'static FieldSpec> {
+    kind.fields()
+        .iter()
+        .filter(|f| !f.personal || include.contains(&f.name))
+        .collect()
+}
+
+/// Header row of a record export with columns for `fields`.
+pub fn record_headers(fields: &[&FieldSpec], depth: usize, lang: Lang) -> Vec<String> {
     let mut h = vec![match lang {
         Lang::Zh => "记录ID".to_string(),
         Lang::En => "id".to_string(),
@@ -101,11 +113,7 @@ pub fn record_headers(kind: Kind, depth: usize, lang: Lang) -> Vec<String> {
             Lang::En => format!("org_level_{level}"),
         });
     }
-    h.extend(
-        kind.fields()
-            .iter()
-            .map(|f| field_label(f, lang).to_string()),
-    );
+    h.extend(fields.iter().map(|f| field_label(f, lang).to_string()));
     let tail: [&str; 3] = match lang {
         Lang::Zh => ["已删除", "未决冲突", "序号"],
         Lang::En => ["deleted", "open_conflicts", "seq"],
@@ -135,7 +143,12 @@ fn value_cell(v: Option<&Value>) -> Cell {
 }
 
 /// One record as a row under [`record_headers`].
-pub fn record_row(r: &RecordView, kind: Kind, tree: &OrgTree, depth: usize) -> Vec<Cell> {
+pub fn record_row(
+    r: &RecordView,
+    fields: &[&FieldSpec],
+    tree: &OrgTree,
+    depth: usize,
+) -> Vec<Cell> {
     let mut row = vec![Cell::Text(r.id.to_string())];
     let mut levels: Vec<String> = r
         .fields
@@ -150,7 +163,7 @@ pub fn record_row(r: &RecordView, kind: Kind, tree: &OrgTree, depth: usize) -> V
     for level in 0..depth {
         row.push(levels.get(level).cloned().map_or(Cell::Empty, Cell::Text));
     }
-    for f in kind.fields() {
+    for f in fields {
         row.push(value_cell(r.fields.get(f.name)));
     }
     row.push(Cell::Text(r.deleted.to_string()));
@@ -176,6 +189,10 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
             "省级示范",
             "市级示范",
             "区级示范",
+            "选聘法律明白人",
+            "在任法律明白人",
+            "有在任法律明白人的社区(村)",
+            "法律明白人覆盖率",
             "未决冲突",
         ],
         Lang::En => vec![
@@ -192,6 +209,10 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
             "sites_provincial",
             "sites_municipal",
             "sites_district",
+            "understanders_appointed",
+            "understanders_serving",
+            "units_with_understander",
+            "understander_coverage",
             "conflicts_open",
         ],
     }
@@ -203,6 +224,7 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
         &t.lectures,
         &t.library_corners,
         &t.demo_sites,
+        &t.legal_understanders,
         t.conflicts_open,
     )];
     rows.extend(t.children.iter().map(|c| {
@@ -211,6 +233,7 @@ pub fn totals_table(t: &TotalsResponse, lang: Lang) -> Table {
             &c.lectures,
             &c.library_corners,
             &c.demo_sites,
+            &c.legal_understanders,
             c.conflicts_open,
         )
     }));
@@ -245,6 +268,7 @@ fn totals_row(
     l: &LectureTotals,
     c: &CornerTotals,
     d: &SiteTotals,
+    u: &UnderstanderTotals,
     conflicts_open: u64,
 ) -> Vec<Cell> {
     let n = |v: u64| Cell::Int(i64::try_from(v).unwrap_or(i64::MAX));
@@ -262,6 +286,10 @@ fn totals_row(
         n(d.provincial),
         n(d.municipal),
         n(d.district),
+        n(u.appointed),
+        n(u.serving),
+        n(u.units_covered),
+        Cell::Num(u.coverage),
         n(conflicts_open),
     ]
 }
@@ -409,14 +437,16 @@ fn content_disposition(filename: &str) -> String {
     format!("attachment; filename=\"{ascii}\"; filename*=UTF-8''{encoded}")
 }
 
-/// Every record of `query` (its `after`/`limit` are ignored) as a file.
-/// CSV streams; XLSX is collected first and refused past [`XLSX_ROWS_MAX`].
+/// Every record of `query` (its `after`/`limit` are ignored) as a file,
+/// with columns for `fields` ([`export_fields`]). CSV streams; XLSX is
+/// collected first and refused past [`XLSX_ROWS_MAX`].
 ///
 /// # Errors
 /// Store errors (before the first byte), [`ServiceError::ExportTooLarge`].
 pub async fn records(
     store: DynStore,
     query: RecordQuery,
+    fields: Vec<&'static FieldSpec>,
     lang: Lang,
     format: Format,
     filename: &str,
@@ -424,7 +454,7 @@ pub async fn records(
     let kind = query.behind.kind();
     let tree = store.org_tree();
     let depth = tree_depth(&tree);
-    let headers = record_headers(kind, depth, lang);
+    let headers = record_headers(&fields, depth, lang);
     let first = store
         .records(RecordQuery {
             after: None,
@@ -443,7 +473,7 @@ pub async fn records(
                 table.rows.extend(
                     page.records
                         .iter()
-                        .map(|r| record_row(r, kind, &tree, depth)),
+                        .map(|r| record_row(r, &fields, &tree, depth)),
                 );
                 if table.rows.len() > XLSX_ROWS_MAX {
                     return Err(ServiceError::ExportTooLarge {
@@ -471,7 +501,7 @@ pub async fn records(
                 let mut page = first;
                 loop {
                     for r in &page.records {
-                        out.row(&record_row(r, kind, &tree, depth));
+                        out.row(&record_row(r, &fields, &tree, depth));
                     }
                     if tx.send(Ok(out.take())).await.is_err() {
                         return; // the client went away

@@ -67,7 +67,7 @@ pub enum ServiceError {
     #[error("no open enrolment code {id} in your scope")]
     NoSuchCode { id: Uuid },
     /// An export file name that names no export.
-    #[error("no export {file:?}: use <lecture|library_corner|demo_site|totals>.<csv|xlsx>")]
+    #[error("no export {file:?}: use <lecture|library_corner|demo_site|legal_understander|totals>.<csv|xlsx>")]
     NoSuchExport { file: String },
 
     // What was sent.

@@ -1370,3 +1370,101 @@ async fn periods_are_submitted_returned_and_approved_from_the_page() {
     get(&s, "/periods?org=s1", &other).await.expect(403);
     get(&s, "/periods?year=abc", &street).await.expect(400);
 }
+
+#[tokio::test]
+async fn legal_understanders_show_on_the_overview_report_coverage_and_record_pages() {
+    let s = Server::new().await;
+    a_year_of_work(&s).await;
+    let f1 = s.issue("field", "s1").await;
+    let f2 = s.issue("field", "s2").await;
+    let phone = "0351-4041234";
+    s.push(
+        &f1,
+        &[
+            understander(&f1, &new_id(), "c1", "2020-04-01", "serving", Some(phone)),
+            understander(&f1, &new_id(), "c2", "2020-05-01", "resigned", None),
+        ],
+    )
+    .await;
+    s.push(
+        &f2,
+        &[understander(
+            &f2,
+            &new_id(),
+            "v3",
+            "2019-11-01",
+            "serving",
+            None,
+        )],
+    )
+    .await;
+    let coord = s.issue("coordinator", "d").await;
+
+    // The overview's card, in the look of the others, and the sub-units.
+    let body = get(&s, "/?from=2020-01-01&to=2020-12-31", &coord).await;
+    let body = body.expect(200);
+    assert!(body.contains(zh(T::Understanders)), "{body}");
+    assert_eq!(zh(T::Understanders), "法律明白人");
+    for (id, value) in [
+        ("understanders-appointed", "2"),
+        ("understanders-serving", "2"),
+        ("understanders-units", "2 / 3"),
+    ] {
+        assert_eq!(figure(body, id), value, "#{id}");
+    }
+    assert!(
+        body.contains("figure=understanders_serving&amp;to=2020-12-31"),
+        "{body}"
+    );
+    let s1 = row(body, r#"data-org="s1""#);
+    assert!(s1.contains("1 (1/2)"), "{s1}");
+
+    // The report's card.
+    let body = get(&s, "/report?year=2020", &coord).await;
+    let body = body.expect(200);
+    for (id, value) in [
+        ("report-understanders-appointed", "2"),
+        ("report-understanders-serving", "2"),
+        ("report-units-without-understander", "1"),
+    ] {
+        assert_eq!(figure(body, id), value, "#{id}");
+    }
+    assert!(body.contains(zh(T::UnderstandersServingAtYearEnd)));
+
+    // Coverage: c2's understander has resigned, so c2 has a gap.
+    let body = get(&s, "/coverage?year=2020&quarter=2", &coord).await;
+    let body = body.expect(200);
+    assert_eq!(figure(body, "coverage-no-understander"), "1");
+    assert!(body.contains(zh(T::UnderstandersInUnit)));
+    let c2 = row(body, r#"data-org="c2""#);
+    assert!(c2.contains(zh(T::MarkNoUnderstander)), "{c2}");
+    let v3 = row(body, r#"data-org="v3""#);
+    assert!(!v3.contains(zh(T::MarkNoUnderstander)), "{v3}");
+    let en_body = get(&s, "/coverage?year=2020&lang=en", &coord).await;
+    assert!(en_body.expect(200).contains(en(T::MarkNoUnderstander)));
+
+    // The records behind "serving", with the schema's labels and no phone.
+    let body = get(
+        &s,
+        "/records?figure=understanders_serving&to=2020-12-31",
+        &coord,
+    )
+    .await;
+    let body = body.expect(200);
+    assert_eq!(body.matches("data-record=").count(), 2, "{body}");
+    assert!(body.contains("选聘日期") && body.contains("在任"), "{body}");
+    assert!(!body.contains(phone), "{body}");
+
+    // The report page offers the kind's download; it has no phone numbers.
+    let report = get(&s, "/report?year=2020", &coord).await;
+    assert!(report
+        .expect(200)
+        .contains("/export/legal_understander.csv"));
+    let csv = get(&s, "/export/legal_understander.csv?figure=records", &coord).await;
+    let body = csv.expect(200);
+    assert_eq!(body.trim_end().split("\r\n").count(), 4, "{body}");
+    assert!(
+        !body.contains(phone) && !body.contains("联系电话"),
+        "{body}"
+    );
+}

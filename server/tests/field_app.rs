@@ -109,6 +109,7 @@ fn check_field(kind: Kind, got: &Value) {
         FieldType::Location => json!({
             "type": "location", "lat_min": -90.0, "lat_max": 90.0, "lon_min": -180.0, "lon_max": 180.0
         }),
+        FieldType::Phone { max } => json!({"type": "phone", "max_chars": max}),
     };
     let mut rule = got.as_object().expect("an object").clone();
     for k in ["name", "required", "label"] {
@@ -155,7 +156,16 @@ async fn the_schema_is_cores_with_this_servers_limits_and_zone() {
 
     let kinds = schema["kinds"].as_array().expect("kinds");
     let names: Vec<_> = kinds.iter().map(|k| k["kind"].as_str().unwrap()).collect();
-    assert_eq!(names, ["lecture", "library_corner", "demo_site"]);
+    assert_eq!(
+        names,
+        [
+            "lecture",
+            "library_corner",
+            "demo_site",
+            "legal_understander"
+        ]
+    );
+    assert_eq!(kinds[3]["label"]["zh-CN"], "法律明白人");
     for (kind, got) in Kind::ALL.into_iter().zip(kinds) {
         let label = kind.label();
         assert_eq!(got["label"], json!({"zh-CN": label.zh, "en": label.en}));

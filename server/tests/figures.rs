@@ -20,7 +20,8 @@ use axum::http::{Method, StatusCode};
 use pufa_core::date::Date;
 use pufa_core::report::{AnnualReport, MonthFigure, TopicFigure, UnitFigure, YearFigures};
 use pufa_core::wire::{
-    ChildTotals, CornerTotals, LectureTotals, OrgRef, SiteTotals, TotalsResponse, UnitType,
+    ChildTotals, CornerTotals, LectureTotals, OrgRef, SiteTotals, TotalsResponse,
+    UnderstanderTotals, UnitType,
 };
 use pufa_server::config::Clock as _;
 use rand::seq::SliceRandom;
@@ -212,6 +213,16 @@ impl Rec {
         (self.kind == "demo_site" && !self.deleted && self.s("status") == Some("awarded"))
             .then(|| (self.n("year").unwrap() as i32, self.s("level").unwrap()))
     }
+
+    /// `(appointed_on, serving)` of a live legal understander.
+    fn understander(&self) -> Option<(&str, bool)> {
+        (self.kind == "legal_understander" && !self.deleted).then(|| {
+            (
+                self.s("appointed_on").unwrap(),
+                self.s("status") == Some("serving"),
+            )
+        })
+    }
 }
 
 type Recs = BTreeMap<String, Rec>;
@@ -247,16 +258,35 @@ fn coverage(covered: u64, total: u64) -> f64 {
     }
 }
 
-type Figs = (LectureTotals, CornerTotals, SiteTotals, u64);
+type Figs = (
+    LectureTotals,
+    CornerTotals,
+    SiteTotals,
+    UnderstanderTotals,
+    u64,
+);
 
 fn naive_figs(tree: &Tree, recs: &Recs, root: &str, from: Option<&str>, to: Option<&str>) -> Figs {
     let mut lectures = LectureTotals::default();
     let mut corners = CornerTotals::default();
     let mut sites = SiteTotals::default();
+    let mut understanders = UnderstanderTotals::default();
     let mut conflicts = 0;
     let (mut lecture_units, mut corner_units) = (BTreeSet::new(), BTreeSet::new());
+    let mut understander_units = BTreeSet::new();
     let years = from.map_or(i32::MIN, year_of)..=to.map_or(i32::MAX, year_of);
     for r in recs.values().filter(|r| tree.within(r.unit(), root)) {
+        if let Some((day, serving)) = r.understander() {
+            if in_range(day, from, to) {
+                understanders.appointed += 1;
+            }
+            if serving && in_range(day, None, to) {
+                understanders.serving += 1;
+                if tree.grassroots(r.unit()) {
+                    understander_units.insert(r.unit());
+                }
+            }
+        }
         conflicts += r.conflicts;
         if let Some((day, attendees, _)) = r.lecture() {
             if in_range(day, from, to) {
@@ -287,7 +317,10 @@ fn naive_figs(tree: &Tree, recs: &Recs, root: &str, from: Option<&str>, to: Opti
         .filter(|u| tree.grassroots(u))
         .count() as u64;
     corners.coverage = coverage(corners.units_covered, corners.units_total);
-    (lectures, corners, sites, conflicts)
+    understanders.units_covered = understander_units.len() as u64;
+    understanders.units_total = corners.units_total;
+    understanders.coverage = coverage(understanders.units_covered, understanders.units_total);
+    (lectures, corners, sites, understanders, conflicts)
 }
 
 fn naive_totals(
@@ -297,19 +330,20 @@ fn naive_totals(
     from: Option<&str>,
     to: Option<&str>,
 ) -> TotalsResponse {
-    let (lectures, library_corners, demo_sites, conflicts_open) =
+    let (lectures, library_corners, demo_sites, legal_understanders, conflicts_open) =
         naive_figs(tree, recs, org, from, to);
     let children = tree
         .children(org)
         .iter()
         .map(|c| {
-            let (lectures, library_corners, demo_sites, conflicts_open) =
+            let (lectures, library_corners, demo_sites, legal_understanders, conflicts_open) =
                 naive_figs(tree, recs, c, from, to);
             ChildTotals {
                 org: tree.org_ref(c),
                 lectures,
                 library_corners,
                 demo_sites,
+                legal_understanders,
                 conflicts_open,
             }
         })
@@ -321,6 +355,7 @@ fn naive_totals(
         lectures,
         library_corners,
         demo_sites,
+        legal_understanders,
         conflicts_open,
         children,
     }
@@ -385,6 +420,8 @@ fn naive_year(tree: &Tree, recs: &Recs, org: &str, year: i32) -> YearFigures {
                 corners_active: 0,
                 demo_sites: SiteTotals::default(),
                 conflicts_open: 0,
+                understanders_appointed: 0,
+                understanders_serving: 0,
             };
             for r in recs.values().filter(|r| r.unit() == u) {
                 row.conflicts_open += r.conflicts;
@@ -403,17 +440,26 @@ fn naive_year(tree: &Tree, recs: &Recs, org: &str, year: i32) -> YearFigures {
                         add_site(&mut row.demo_sites, level);
                     }
                 }
+                if let Some((day, serving)) = r.understander() {
+                    row.understanders_appointed += u64::from(year_of(day) == year);
+                    row.understanders_serving += u64::from(serving && day <= to.as_str());
+                }
             }
             row
         })
         .collect();
-    // Every year with a lecture or an awarded site in the subtree.
+    // Every year with a lecture, an awarded site or an appointment in the
+    // subtree.
     let years: BTreeSet<i32> = recs
         .values()
         .filter(|r| tree.within(r.unit(), org))
         .flat_map(|r| {
             let lecture = r.lecture().map(|(day, _, _)| year_of(day));
-            lecture.into_iter().chain(r.award().map(|(y, _)| y))
+            let appointed = r.understander().map(|(day, _)| year_of(day));
+            lecture
+                .into_iter()
+                .chain(r.award().map(|(y, _)| y))
+                .chain(appointed)
         })
         .collect();
     YearFigures {
@@ -546,7 +592,12 @@ async fn csv(s: &Server, dev: &Dev, path: &str) -> (Vec<String>, Vec<Vec<String>
 // The workload
 // ---------------------------------------------------------------------------
 
-const KINDS: &[&str] = &["lecture", "library_corner", "demo_site"];
+const KINDS: &[&str] = &[
+    "lecture",
+    "library_corner",
+    "demo_site",
+    "legal_understander",
+];
 /// Synonyms among them count as one topic in figures (反诈 and
 /// 反电信网络诈骗; 民法典 and 《民法典》).
 const TOPICS: &[&str] = &[
@@ -575,6 +626,8 @@ const EDGE_DAYS: &[&str] = &[
 const CORNER_STATUSES: &[&str] = &["active", "inactive", "closed"];
 const SITE_LEVELS: &[&str] = &["national", "provincial", "municipal", "district"];
 const SITE_STATUSES: &[&str] = &["candidate", "awarded", "revoked"];
+const UNDERSTANDER_STATUSES: &[&str] = &["serving", "resigned"];
+const PHONES: &[&str] = &["0351-4041234", "+86 139 0351 0000", "13903510001"];
 const STEPS: usize = 150;
 
 struct Device {
@@ -722,6 +775,21 @@ impl World {
                 "name": "法治图书角",
                 "status": CORNER_STATUSES.choose(rng).unwrap(),
             }),
+            "legal_understander" => {
+                let mut set = json!({
+                    "org_unit": unit,
+                    "name": "王丽, \"小王\"",
+                    "appointed_on": day(rng),
+                    "status": UNDERSTANDER_STATUSES.choose(rng).unwrap(),
+                });
+                if rng.gen_bool(0.6) {
+                    set["phone"] = json!(PHONES.choose(rng).unwrap());
+                }
+                if rng.gen_bool(0.5) {
+                    set["training_hours"] = json!(rng.gen_range(0..=1000));
+                }
+                set
+            }
             _ => json!({
                 "org_unit": unit,
                 "level": SITE_LEVELS.choose(rng).unwrap(),
@@ -773,6 +841,23 @@ impl World {
                     }
                     if rng.gen_bool(0.1) {
                         set.insert("books".into(), json!(rng.gen_range(0..5000)));
+                    }
+                }
+                "legal_understander" => {
+                    if rng.gen_bool(0.4) {
+                        let status = UNDERSTANDER_STATUSES.choose(rng).unwrap();
+                        set.insert("status".into(), json!(status));
+                    }
+                    if rng.gen_bool(0.3) {
+                        set.insert("appointed_on".into(), json!(day(rng)));
+                    }
+                    if rng.gen_bool(0.2) {
+                        let phone = if rng.gen_bool(0.3) {
+                            Value::Null
+                        } else {
+                            json!(PHONES.choose(rng).unwrap())
+                        };
+                        set.insert("phone".into(), phone);
                     }
                 }
                 _ => {
@@ -1088,6 +1173,20 @@ async fn check_annual(s: &Server, tree: &Tree, recs: &Recs) {
             assert_eq!(r.months, f.months, "{path}");
             assert_eq!(r.top_topics, f.topics[..f.topics.len().min(5)], "{path}");
             assert_eq!(r.conflicts_open, t.conflicts_open, "{path}");
+            let u = &t.legal_understanders;
+            assert_eq!(
+                r.legal_understanders.as_ref().map(|a| (
+                    a.appointed,
+                    a.units_covered,
+                    a.units_total
+                )),
+                (u.appointed > 0 || u.serving > 0).then_some((
+                    u.appointed,
+                    u.units_covered,
+                    u.units_total
+                )),
+                "{path}"
+            );
             // The paragraph quotes the numbers, in words fit for the unit
             // (core's report laws check the wording in detail).
             let zh = &r.text_zh;
@@ -1320,6 +1419,31 @@ async fn check_records(s: &Server, tree: &Tree, recs: &Recs, rng: &mut ChaCha8Rn
             ids(naive_records(tree, recs, org, Rec::active_corner)),
             "{q}"
         );
+        for (from, to) in [
+            (Some("2020-01-01"), Some("2020-12-31")),
+            (None, Some("2019-12-31")),
+            (Some("2021-01-01"), None),
+            (None, None),
+        ] {
+            let range = query(&[("from", from), ("to", to)]).replace('?', "&");
+            let t = naive_totals(tree, recs, org, from, to).legal_understanders;
+            let q = format!("org={org}&figure=understanders_appointed{range}");
+            let got = list_records(s, admin, &q, limit()).await;
+            let expect = naive_records(tree, recs, org, |r| {
+                r.understander().is_some_and(|(d, _)| in_range(d, from, to))
+            });
+            assert_eq!(got.len() as u64, t.appointed, "{q}");
+            assert_eq!(got, ids(expect), "{q}");
+            // Serving: appointed by `to`, whatever `from` says.
+            let q = format!("org={org}&figure=understanders_serving{range}");
+            let got = list_records(s, admin, &q, limit()).await;
+            let expect = naive_records(tree, recs, org, |r| {
+                r.understander()
+                    .is_some_and(|(d, serving)| serving && in_range(d, None, to))
+            });
+            assert_eq!(got.len() as u64, t.serving, "{q}");
+            assert_eq!(got, ids(expect), "{q}");
+        }
         for year in [2019, 2020, 2021] {
             for level in [
                 None,
@@ -1412,14 +1536,46 @@ async fn check_exports(
                 let fields: &[&str] = match *kind {
                     "lecture" => &["held_on", "title", "attendees", "topics"],
                     "library_corner" => &["name", "status", "books"],
+                    "legal_understander" => &["name", "appointed_on", "status", "training_hours"],
                     _ => &["level", "status", "year"],
                 };
                 for f in fields {
                     assert_eq!(row[col(f)], text(f), "{path}: {f} of {}", r.id);
                 }
+                // A phone number is in no export that does not ask for it.
+                assert!(!headers.iter().any(|h| h == "phone"), "{path}");
+                if let Some(phone) = r.fields.get("phone").and_then(Value::as_str) {
+                    assert!(!row.iter().any(|c| c.contains(phone)), "{path}: {phone}");
+                }
             }
         }
     }
+    // Asked for, phone numbers have their column, after the fields the
+    // schema lists before them.
+    let path = format!("/v1/exports/legal_understander.csv?{org_q}lang=en&include=phone");
+    let (headers, rows) = csv(s, dev, &path).await;
+    let phone = headers.iter().position(|h| h == "phone").expect("phone");
+    assert_eq!(headers[phone - 1], "training_hours", "{path}");
+    let expect = naive_records(tree, recs, root, |r| {
+        r.kind == "legal_understander" && !r.deleted
+    });
+    assert_eq!(rows.len(), expect.len(), "{path}");
+    for row in &rows {
+        let want = recs[&row[0]].s("phone").unwrap_or_default();
+        // `+86 …` would be a formula to a spreadsheet: it is kept as text.
+        let want = match want.starts_with('+') {
+            true => format!("'{want}"),
+            false => want.to_string(),
+        };
+        assert_eq!(row[phone], want, "{path}: phone of {}", row[0]);
+    }
+    let path = format!("/v1/exports/legal_understander.csv?{org_q}include=phone");
+    let (headers, _) = csv(s, dev, &path).await;
+    assert!(
+        headers.iter().any(|h| h == "联系电话"),
+        "{path}: {headers:?}"
+    );
+
     // Chinese labels, and the export of one figure's records.
     let path =
         format!("/v1/exports/lecture.csv?{org_q}figure=lectures&from=2020-01-01&to=2020-12-31");
@@ -1444,6 +1600,7 @@ async fn check_exports(
             t.lectures.clone(),
             t.library_corners.clone(),
             t.demo_sites.clone(),
+            t.legal_understanders.clone(),
             t.conflicts_open,
         )];
         expect.extend(t.children.iter().map(|c| {
@@ -1452,10 +1609,11 @@ async fn check_exports(
                 c.lectures.clone(),
                 c.library_corners.clone(),
                 c.demo_sites.clone(),
+                c.legal_understanders.clone(),
                 c.conflicts_open,
             )
         }));
-        for (row, (o, l, c, st, conflicts)) in rows.iter().zip(&expect) {
+        for (row, (o, l, c, st, u, conflicts)) in rows.iter().zip(&expect) {
             let n = |name: &str| row[col(name)].parse::<u64>().unwrap();
             assert_eq!(
                 (&row[col("org_code")], &row[col("org_name")]),
@@ -1491,6 +1649,22 @@ async fn check_exports(
                     n("sites_district")
                 ],
                 [st.national, st.provincial, st.municipal, st.district],
+                "{path}: {}",
+                o.code
+            );
+            assert_eq!(
+                (
+                    n("understanders_appointed"),
+                    n("understanders_serving"),
+                    n("units_with_understander")
+                ),
+                (u.appointed, u.serving, u.units_covered),
+                "{path}: {}",
+                o.code
+            );
+            assert_eq!(
+                row[col("understander_coverage")].parse::<f64>().unwrap(),
+                u.coverage,
                 "{path}: {}",
                 o.code
             );
@@ -1819,6 +1993,25 @@ async fn bad_parameters_are_invalid_query_and_unknown_exports_not_found() {
             "from",
         ),
         ("/v1/exports/totals.xlsx?to=yesterday", "to"),
+        (
+            "/v1/records?figure=understanders_serving&kind=lecture",
+            "kind",
+        ),
+        (
+            "/v1/records?figure=understanders_appointed&to=2020-02-30",
+            "to",
+        ),
+        ("/v1/exports/legal_understander.csv?include=name", "include"),
+        (
+            "/v1/exports/legal_understander.csv?include=phone,notes",
+            "include",
+        ),
+        (
+            "/v1/exports/legal_understander.csv?include=Phone",
+            "include",
+        ),
+        ("/v1/exports/lecture.csv?include=phone", "include"),
+        ("/v1/exports/totals.csv?include=phone", "include"),
     ];
     for (path, field) in bad {
         for dev in [&coord, &s.admin] {

@@ -1,7 +1,8 @@
 //! `pufa-server migrate`: a populated sled store moved into PostgreSQL
-//! serves the same pull output, totals, checksums, conflicts, rejections,
-//! devices and history, under the same store id, and its devices go on
-//! syncing with their old tokens, the seqs continuing where they were.
+//! serves the same pull output, totals (legal understanders' too),
+//! checksums, conflicts, rejections, devices and history, under the same
+//! store id, and its devices go on syncing with their old tokens, the seqs
+//! continuing where they were.
 //!
 //! Needs `PUFA_TEST_DATABASE_URL` (`.ci/run` sets it); skipped loudly
 //! without it, failing under `CI=true`.
@@ -100,6 +101,14 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
     }
     ms.push(corner(&a, &new_id(), "c1", "active"));
     ms.push(site(&a, &new_id(), "c2", "provincial", "awarded", 2020));
+    ms.push(understander(
+        &a,
+        &new_id(),
+        "c2",
+        "2020-04-01",
+        "serving",
+        Some("0351-4041234"),
+    ));
     for r in s.push(&a, &ms).await["results"].as_array().unwrap() {
         assert_eq!(r["status"], "applied", "{r}");
     }
@@ -144,6 +153,7 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
     let before = everything(&s, &street, &a, &rec).await;
     assert_eq!(before["conflicts"].as_array().unwrap().len(), 1);
     assert_eq!(before["rejections"].as_array().unwrap().len(), 1);
+    assert_eq!(before["totals"][0]["legal_understanders"]["serving"], 1);
     let seq_before = before["next"].as_u64().unwrap();
 
     // Stop the server, migrate its store, start it on the database.
@@ -159,7 +169,7 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
                 let mut to = from.clone();
                 to.database_url = Some(url.clone());
                 let migrated = migrate(&from, &to).expect("migrate");
-                assert_eq!(migrated.records, 45);
+                assert_eq!(migrated.records, 46);
                 assert_eq!(migrated.seq, seq_before);
                 // A second migration into the same database is refused.
                 let again = migrate(&from, &to);
@@ -193,7 +203,7 @@ async fn a_migrated_store_serves_the_same_and_its_devices_sync_on() {
         .await
         .expect("verify");
     assert!(report.broken.is_none(), "{report}");
-    assert_eq!(report.records, 45);
+    assert_eq!(report.records, 46);
     let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
         .await
         .expect("connect");

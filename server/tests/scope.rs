@@ -78,6 +78,7 @@ async fn world() -> World {
             lecture(&f1, &new_id(), "c1", "2020-03-01", 40),
             corner(&f1, &new_id(), "c2", "active"),
             site(&f1, &new_id(), "c1", "provincial", "awarded", 2020),
+            understander(&f1, &new_id(), "c1", "2020-03-01", "serving", None),
         ],
     )
     .await;
@@ -93,11 +94,14 @@ async fn world() -> World {
     let m = mutation(&f2, &rec, "lecture", seq, T0 + 5, json!({"attendees": 79}));
     s.push_one(&f2, &m).await;
     let corner_s2 = new_id();
+    let mut person = understander(&f2, &new_id(), "v3", "2020-04-01", "serving", None);
+    person["set"]["name"] = json!("二街道明白人MB");
     s.push(
         &f2,
         &[
             corner(&f2, &corner_s2, "v3", "active"),
             site(&f2, &new_id(), "v3", "municipal", "awarded", 2020),
+            person,
         ],
     )
     .await;
@@ -134,6 +138,7 @@ async fn world() -> World {
             "专属主题QZ".into(),
             "nowhere".into(),
             "二街道码LB".into(),
+            "二街道明白人MB".into(),
             code_id,
         ],
     };
@@ -165,12 +170,17 @@ const COORDINATOR_READS: &[&str] = &[
     "/v1/records?figure=lectures",
     "/v1/records?figure=corners_active",
     "/v1/records?figure=sites_awarded",
+    "/v1/records?figure=understanders_appointed",
+    "/v1/records?figure=understanders_serving",
     "/v1/records?figure=records&kind=lecture&include_deleted=true",
     "/v1/records?figure=records&kind=library_corner&include_deleted=true",
     "/v1/records?figure=records&kind=demo_site&include_deleted=true",
+    "/v1/records?figure=records&kind=legal_understander&include_deleted=true",
     "/v1/exports/lecture.csv",
     "/v1/exports/library_corner.csv",
     "/v1/exports/demo_site.csv",
+    "/v1/exports/legal_understander.csv",
+    "/v1/exports/legal_understander.csv?include=phone",
     "/v1/exports/totals.csv",
     "/v1/enrollment-codes",
 ];
@@ -244,9 +254,9 @@ async fn a_field_token_reads_only_its_records_and_no_coordinator_views() {
         let r = w.s.get(path, &w.f1).await;
         assert_error(&r, 403, "forbidden");
     }
-    // The checksum counts only its own street's three records.
+    // The checksum counts only its own street's four records.
     let sum = w.s.get("/v1/sync/checksum", &w.f1).await.expect(200);
-    assert_eq!(sum["count"], 3);
+    assert_eq!(sum["count"], 4);
 }
 
 /// §6 rule 2 (amended): an edit of another street's record is
@@ -267,6 +277,7 @@ async fn a_rejection_reveals_nothing_of_a_record_outside_the_scope() {
         // Was kind_mismatch "record … is a lecture".
         ("demo_site", json!({"year": 2020})),
         ("library_corner", json!({"books": 3})),
+        ("legal_understander", json!({"phone": "13900000000"})),
         // Was invalid_field / unknown_field.
         ("lecture", json!({"attendees": -1})),
         ("lecture", json!({"colour": "red"})),

@@ -382,6 +382,124 @@ fn lecture_added_offline_syncs_after_restart() {
     assert_eq!(rec["hlc"]["node"], json!(device_id), "{rec}");
 }
 
+/// A legal understander's appointment: added with every flag, listed by
+/// its date, edited, exported without the phone number unless asked for,
+/// and synced.
+#[test]
+fn understander_add_list_edit_export_and_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let server = Server::start(&tmp.path().join("server"));
+    server.setup_tree();
+    let (token, _) = server.token("s1", "明白人");
+    let dev = Device::new(tmp.path(), "dev");
+    dev.enroll(&server, &token);
+    let phone = "0351-5550001";
+    let add = dev
+        .run(&[
+            "understander",
+            "add",
+            "--org",
+            "一一社区",
+            "--name",
+            "王某某",
+            "--appointed-on",
+            "2020-06-01",
+            "--status",
+            "serving",
+            "--training-hours",
+            "16",
+            "--phone",
+            phone,
+            "--notes",
+            "人民调解员",
+            "--no-input",
+        ])
+        .ok();
+    let id = printed_id(&add);
+    let want = json!({
+        "org_unit": "c11", "name": "王某某", "appointed_on": "2020-06-01", "status": "serving",
+        "training_hours": 16, "phone": phone, "notes": "人民调解员",
+    });
+    let list = |args: &[&str]| -> Vec<Value> {
+        let mut all = vec!["list", "--json", "--kind", "understander"];
+        all.extend(args);
+        dev.run(&all).ok().json().as_array().unwrap().clone()
+    };
+    let got = list(&[]);
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert_eq!(
+        (&got[0]["kind"], &got[0]["fields"]),
+        (&json!("legal_understander"), &want)
+    );
+    // Listed by its day of appointment.
+    assert_eq!(
+        list(&["--from", "2020-06-01", "--to", "2020-06-30"]).len(),
+        1
+    );
+    assert!(list(&["--from", "2020-07-01"]).is_empty());
+    // Missing and bad values: usage errors naming the flags, nothing added.
+    let r = dev
+        .run(&["understander", "add", "--no-input", "--name", "李某某"])
+        .code(2);
+    for flag in ["--org", "--appointed-on", "--status"] {
+        assert!(r.stderr.contains(flag), "{flag} not named: {r}");
+    }
+    let mut bad = vec![
+        "understander",
+        "add",
+        "--no-input",
+        "--org",
+        "c11",
+        "--name",
+        "李某某",
+        "--appointed-on",
+        "2020-06-02",
+        "--status",
+        "serving",
+    ];
+    bad.extend(["--phone", "电话"]);
+    dev.run(&bad).code(2);
+    assert_eq!(list(&[]).len(), 1);
+
+    dev.run(&["edit", &id.to_string(), "--status", "resigned"])
+        .ok();
+    // The device's own exports leave the phone number out unless asked.
+    let csv = dev
+        .run(&["export", "--kind", "understander", "--format", "csv"])
+        .ok()
+        .stdout;
+    let header = csv.lines().next().unwrap();
+    assert!(
+        header.contains("appointed_on") && !header.contains("phone"),
+        "{csv}"
+    );
+    assert!(!csv.contains(phone), "{csv}");
+    let json_out = dev.run(&["export", "--format", "json"]).ok().json();
+    assert!(json_out[0]["fields"].get("phone").is_none(), "{json_out}");
+    let asked = dev
+        .run(&["export", "--kind", "understander", "--include", "phone"])
+        .ok()
+        .stdout;
+    assert!(asked.lines().next().unwrap().contains("phone") && asked.contains(phone));
+    dev.run(&["export", "--include", "name"]).code(2);
+    dev.run(&["export", "--kind", "lecture", "--include", "phone"])
+        .code(2);
+
+    let report = dev.sync_json();
+    assert_eq!(report["applied"], json!(2), "{report}");
+    let on_server = server.pull_all();
+    let rec = on_server
+        .iter()
+        .find(|r| r["id"] == json!(id))
+        .unwrap_or_else(|| panic!("{id} not on the server: {on_server:?}"));
+    let mut want = want;
+    want["status"] = json!("resigned");
+    assert_eq!(
+        (&rec["kind"], &rec["fields"]),
+        (&json!("legal_understander"), &want)
+    );
+}
+
 #[test]
 fn conflicting_edits_from_two_devices_are_reported_and_converge() {
     let tmp = tempfile::tempdir().unwrap();

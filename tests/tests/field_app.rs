@@ -5,8 +5,9 @@
 //! - its content hash, checksum terms and HLC order agree with `pufa-core`
 //!   on vectors generated here, byte for byte;
 //! - a field worker enrols with a code from the link in the QR code,
-//!   records a lecture, a library corner and a demonstration site with the
-//!   network cut, reloads the app offline (the shell from the service
+//!   records a lecture, a library corner, a demonstration site and a legal
+//!   understander (its form from the schema, in Chinese) with the network
+//!   cut, reloads the app offline (the shell from the service
 //!   worker, the records from IndexedDB), reconnects, and the server counts
 //!   each record once;
 //! - the browser is killed mid-sync and started again on the same
@@ -736,19 +737,42 @@ async fn records_made_offline_reach_the_server_once() {
             ],
         )
         .await;
+    // The fourth kind comes from the schema like the others: its button
+    // and its form's labels in Chinese, the day of appointment today.
+    scene
+        .record(
+            "legal_understander",
+            "c12",
+            &[
+                ("name", "王某某"),
+                ("status", "serving"),
+                ("training_hours", "16"),
+                ("phone", "0351-5550001"),
+            ],
+        )
+        .await;
+    let shown = scene
+        .b
+        .execute("return document.querySelector('main').innerText", vec![])
+        .await
+        .unwrap();
+    let shown = shown.as_str().unwrap_or_default();
+    for text in ["法律明白人", "姓名", "选聘日期", "在任", "联系电话"] {
+        assert!(shown.contains(text), "{text:?} not shown: {shown}");
+    }
 
     // Reload with no network: the shell comes from the service worker,
     // the records from IndexedDB.
     scene.b.goto(&format!("{base}/field/")).await.unwrap();
     scene.wait("document.body.dataset.ready === '1'").await;
     scene
-        .wait("document.querySelectorAll('a.record').length === 3")
+        .wait("document.querySelectorAll('a.record').length === 4")
         .await;
-    assert_eq!(scene.list_states().await, vec!["pending"; 3]);
+    assert_eq!(scene.list_states().await, vec!["pending"; 4]);
     let status = scene.b.find("#status").await.unwrap();
     let line = scene.b.text(&status).await.unwrap();
     assert!(
-        line.contains("离线") && line.contains("待同步 3 条"),
+        line.contains("离线") && line.contains("待同步 4 条"),
         "{line}"
     );
     scene.shot("offline").await;
@@ -757,12 +781,12 @@ async fn records_made_offline_reach_the_server_once() {
     scene.server.process.restart().await;
     scene.b.set_offline(false).await.unwrap();
     scene.wait_synced().await;
-    assert_eq!(scene.list_states().await, vec!["synced"; 3]);
+    assert_eq!(scene.list_states().await, vec!["synced"; 4]);
     scene.shot("list").await;
 
     // On the server: each record once, counted in the district's totals.
     let held = pull_all(&base, &scene.server.admin).await;
-    assert_eq!(held.len(), 3, "{held:?}");
+    assert_eq!(held.len(), 4, "{held:?}");
     let (st, totals) = scene
         .server
         .call(Method::GET, "/v1/totals?org=d", None)
@@ -772,6 +796,26 @@ async fn records_made_offline_reach_the_server_once() {
     assert_eq!(totals["lectures"]["attendees"], 87, "{totals}");
     assert_eq!(totals["library_corners"]["active"], 1, "{totals}");
     assert_eq!(totals["demo_sites"]["provincial"], 1, "{totals}");
+    assert_eq!(
+        (
+            &totals["legal_understanders"]["appointed"],
+            &totals["legal_understanders"]["serving"]
+        ),
+        (&json!(1), &json!(1)),
+        "{totals}"
+    );
+    let person = held
+        .values()
+        .find_map(|e| match e {
+            pufa_core::wire::PullEntry::Record(r) if r.kind == "legal_understander" => Some(r),
+            _ => None,
+        })
+        .expect("the understander is on the server");
+    assert_eq!(
+        (&person.fields["phone"], &person.fields["training_hours"]),
+        (&json!("0351-5550001"), &json!(16)),
+        "{person:?}"
+    );
     let (_, devices) = scene.server.call(Method::GET, "/v1/devices", None).await;
     let phone = devices
         .as_array()

@@ -16,9 +16,11 @@ use std::time::{Duration, Instant};
 use pufa_client::{
     Client, ClientConfig, Error, Filter, LocalRecord, RetryPolicy, SyncReport, SyncState,
 };
-use pufa_core::kinds::{DemoSite, Lecture, LibraryCorner};
-use pufa_core::schema::{Kind, CORNER_STATUSES, SITE_LEVELS, SITE_STATUSES};
-use pufa_core::wire::{CornerTotals, LectureTotals, SiteTotals, TotalsResponse};
+use pufa_core::kinds::{DemoSite, Lecture, LegalUnderstander, LibraryCorner};
+use pufa_core::schema::{Kind, CORNER_STATUSES, SITE_LEVELS, SITE_STATUSES, UNDERSTANDER_STATUSES};
+use pufa_core::wire::{
+    CornerTotals, LectureTotals, SiteTotals, TotalsResponse, UnderstanderTotals,
+};
 use pufa_tests::{Device, Faults, World};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -259,6 +261,7 @@ fn random_edit(rng: &mut ChaCha8Rng, kind: Kind, scope: &str, n: u64) -> Map<Str
         Kind::Lecture => &["held_on", "attendees", "title", "org_unit"],
         Kind::LibraryCorner => &["status", "name", "books", "org_unit"],
         Kind::DemoSite => &["level", "status", "year", "org_unit"],
+        Kind::LegalUnderstander => &["appointed_on", "status", "phone", "org_unit"],
     };
     let mut set = Map::new();
     for _ in 0..rng.gen_range(1..=3) {
@@ -268,6 +271,9 @@ fn random_edit(rng: &mut ChaCha8Rng, kind: Kind, scope: &str, n: u64) -> Map<Str
             "attendees" => json!(rng.gen_range(0..=300u32)),
             "title" => json!(format!("法治讲座 {n}")),
             "status" if kind == Kind::LibraryCorner => json!(pick(rng, CORNER_STATUSES)),
+            "status" if kind == Kind::LegalUnderstander => json!(pick(rng, UNDERSTANDER_STATUSES)),
+            "appointed_on" => json!(date_2020(rng)),
+            "phone" => json!(format!("0351-555{:04}", n % 10_000)),
             "status" => json!(pick(rng, SITE_STATUSES)),
             "name" => json!(format!("图书角 {n}")),
             "books" => json!(rng.gen_range(0..=5000u32)),
@@ -285,7 +291,7 @@ fn random_edit(rng: &mut ChaCha8Rng, kind: Kind, scope: &str, n: u64) -> Map<Str
 fn random_record(rng: &mut ChaCha8Rng, scope: &str, n: u64) -> (Kind, Map<String, Value>) {
     use pufa_core::kinds::RecordKind;
     let org_unit = pick(rng, &units_in(scope)).to_string();
-    match rng.gen_range(0..3) {
+    match rng.gen_range(0..4) {
         0 => (
             Kind::Lecture,
             Lecture {
@@ -305,6 +311,17 @@ fn random_record(rng: &mut ChaCha8Rng, scope: &str, n: u64) -> (Kind, Map<String
                 status: pick(rng, CORNER_STATUSES).to_string(),
                 books: rng.gen_bool(0.5).then(|| rng.gen_range(0..=5000)),
                 ..LibraryCorner::default()
+            }
+            .to_fields(),
+        ),
+        2 => (
+            Kind::LegalUnderstander,
+            LegalUnderstander {
+                org_unit,
+                name: format!("王某某 {n}"),
+                appointed_on: date_2020(rng),
+                status: pick(rng, UNDERSTANDER_STATUSES).to_string(),
+                ..LegalUnderstander::default()
             }
             .to_fields(),
         ),
@@ -760,6 +777,7 @@ async fn run(seed: u64) -> Stats {
                     &got.lectures,
                     &got.library_corners,
                     &got.demo_sites,
+                    &got.legal_understanders,
                     got.conflicts_open,
                 ),
             );
@@ -787,6 +805,7 @@ async fn run(seed: u64) -> Stats {
                         &c.lectures,
                         &c.library_corners,
                         &c.demo_sites,
+                        &c.legal_understanders,
                         c.conflicts_open,
                     ),
                 );
@@ -958,6 +977,8 @@ struct Recount {
     lectures: (u64, u64, u64),
     corners: (u64, u64, u64),
     sites: [u64; 4],
+    /// Appointed in the range, serving at its end, units they cover.
+    understanders: (u64, u64, u64),
     conflicts_open: u64,
 }
 
@@ -967,6 +988,8 @@ fn recount(records: &[&Value], org: &str, range: Option<(&str, &str)>) -> Recoun
     let mut corners_active = 0;
     let mut corner_units = BTreeSet::new();
     let mut sites = [0u64; 4];
+    let mut understanders = (0, 0);
+    let mut understander_units = BTreeSet::new();
     let mut conflicts_open = 0;
     let years = range.map(|(f, t)| {
         (
@@ -1016,6 +1039,18 @@ fn recount(records: &[&Value], org: &str, range: Option<(&str, &str)>) -> Recoun
                     }
                 }
             }
+            "legal_understander" => {
+                let day = f["appointed_on"].as_str().unwrap_or("");
+                if range.is_none_or(|(from, to)| from <= day && day <= to) {
+                    understanders.0 += 1;
+                }
+                if f["status"] == json!("serving") && range.is_none_or(|(_, to)| day <= to) {
+                    understanders.1 += 1;
+                    if grassroots {
+                        understander_units.insert(unit);
+                    }
+                }
+            }
             _ => {}
         }
     }
@@ -1024,6 +1059,11 @@ fn recount(records: &[&Value], org: &str, range: Option<(&str, &str)>) -> Recoun
         lectures: (lectures.0, lectures.1, lecture_units.len() as u64),
         corners: (corners_active, corner_units.len() as u64, total),
         sites,
+        understanders: (
+            understanders.0,
+            understanders.1,
+            understander_units.len() as u64,
+        ),
         conflicts_open,
     }
 }
@@ -1033,13 +1073,20 @@ fn compare(
     what: &str,
     org: &str,
     want: &Recount,
-    got: (&LectureTotals, &CornerTotals, &SiteTotals, u64),
+    got: (
+        &LectureTotals,
+        &CornerTotals,
+        &SiteTotals,
+        &UnderstanderTotals,
+        u64,
+    ),
 ) {
-    let (l, c, s, conflicts_open) = got;
+    let (l, c, s, u, conflicts_open) = got;
     let got_rc = Recount {
         lectures: (l.count, l.attendees, l.units_covered),
         corners: (c.active, c.units_covered, c.units_total),
         sites: [s.national, s.provincial, s.municipal, s.district],
+        understanders: (u.appointed, u.serving, u.units_covered),
         conflicts_open,
     };
     ensure!(

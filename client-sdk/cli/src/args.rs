@@ -50,9 +50,13 @@ pub(crate) enum Cmd {
     /// Rule-of-law demonstration sites (法治示范村/社区).
     #[command(subcommand)]
     Site(AddSite),
+    /// Legal understanders (法律明白人): their appointments.
+    #[command(subcommand)]
+    Understander(AddUnderstander),
     /// List records on this device.
     List {
-        /// lecture, library_corner or demo_site (also: corner, site)
+        /// lecture, library_corner, demo_site or legal_understander (also:
+        /// corner, site, understander)
         #[arg(long)]
         kind: Option<String>,
         /// An org unit code: that unit and everything below it.
@@ -130,6 +134,10 @@ pub(crate) enum Cmd {
         format: String,
         #[arg(long)]
         kind: Option<String>,
+        /// Personal fields to write too, comma-separated (`phone`): left
+        /// out unless named, as in the server's exports.
+        #[arg(long)]
+        include: Option<String>,
         /// Write here instead of standard output.
         #[arg(long)]
         out: Option<PathBuf>,
@@ -152,6 +160,13 @@ pub(crate) enum AddCorner {
 pub(crate) enum AddSite {
     /// Record a demonstration site; asks for missing fields in a terminal.
     Add(SiteFields),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum AddUnderstander {
+    /// Record a legal understander's appointment; asks for missing fields
+    /// in a terminal.
+    Add(UnderstanderFields),
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +237,30 @@ pub(crate) struct SiteFields {
     pub(crate) status: Option<String>,
     #[arg(long)]
     pub(crate) year: Option<String>,
+    #[arg(long)]
+    pub(crate) notes: Option<String>,
+    #[arg(long)]
+    pub(crate) no_input: bool,
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct UnderstanderFields {
+    #[arg(long)]
+    pub(crate) org: Option<String>,
+    #[arg(long)]
+    pub(crate) name: Option<String>,
+    #[arg(long)]
+    pub(crate) appointed_on: Option<String>,
+    /// serving or resigned
+    #[arg(long)]
+    pub(crate) status: Option<String>,
+    #[arg(long)]
+    pub(crate) training_hours: Option<String>,
+    /// Digits, +, - and spaces.
+    #[arg(long)]
+    pub(crate) phone: Option<String>,
     #[arg(long)]
     pub(crate) notes: Option<String>,
     #[arg(long)]

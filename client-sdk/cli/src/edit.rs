@@ -8,9 +8,10 @@ pub(crate) fn parse_kind(text: &str) -> Out<Kind> {
     match text {
         "corner" => Ok(Kind::LibraryCorner),
         "site" => Ok(Kind::DemoSite),
+        "understander" => Ok(Kind::LegalUnderstander),
         other => Kind::parse(other).ok_or_else(|| {
             Fail::invalid(format!(
-                "unknown kind {other:?}: lecture, library_corner (corner) or demo_site (site)"
+                "unknown kind {other:?}: lecture, library_corner (corner), demo_site (site) or legal_understander (understander)"
             ))
         }),
     }

@@ -96,8 +96,22 @@ pub(crate) fn import(client: &Client, file: &Path, kind: Option<&str>, lang: Lan
     Ok(())
 }
 
-pub(crate) fn export(client: &Client, format: &str, kind: Option<&str>, out: Option<&Path>) -> Out {
+pub(crate) fn export(
+    client: &Client,
+    format: &str,
+    kind: Option<&str>,
+    include: Option<&str>,
+    out: Option<&Path>,
+) -> Out {
     let kind = kind.map(parse_kind).transpose()?;
+    let kinds: Vec<Kind> = kind.map_or(Kind::ALL.to_vec(), |k| vec![k]);
+    let include = pufa_core::schema::personal_fields(&kinds, include.unwrap_or_default())
+        .map_err(|e| Fail::invalid(format!("--{e}")))?;
+    // A phone number leaves the device in a file only when asked for.
+    let exported = |k: Kind, name: &str| {
+        k.field(name)
+            .is_none_or(|f| !f.personal || include.contains(&f.name))
+    };
     let records = client.list(&Filter {
         kind,
         include_deleted: true,
@@ -105,15 +119,20 @@ pub(crate) fn export(client: &Client, format: &str, kind: Option<&str>, out: Opt
     })?;
     let bytes = match format {
         "json" => {
-            serde_json::to_vec_pretty(&Value::Array(records.iter().map(record_json).collect()))
-                .unwrap_or_default()
+            let list = records.iter().map(|r| {
+                let mut v = record_json(r);
+                if let Some(fields) = v["fields"].as_object_mut() {
+                    fields.retain(|name, _| exported(r.kind, name));
+                }
+                v
+            });
+            serde_json::to_vec_pretty(&Value::Array(list.collect())).unwrap_or_default()
         }
         "csv" => {
-            let kinds: Vec<Kind> = kind.map_or(Kind::ALL.to_vec(), |k| vec![k]);
             let mut columns: Vec<&str> = Vec::new();
             for k in &kinds {
                 for f in k.fields() {
-                    if !columns.contains(&f.name) {
+                    if !columns.contains(&f.name) && exported(*k, f.name) {
                         columns.push(f.name);
                     }
                 }

@@ -43,6 +43,7 @@ impl Lang {
             FieldType::HeldOn | FieldType::Date => " (YYYY-MM-DD)",
             FieldType::Topics => self.t(" (逗号分隔)", " (comma-separated)"),
             FieldType::Location => self.t(" (纬度,经度)", " (lat,lon)"),
+            FieldType::Phone { .. } => self.t(" (数字、+、-、空格)", " (digits, +, -, spaces)"),
             _ => "",
         };
         format!("{label}{hint}")

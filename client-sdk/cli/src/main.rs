@@ -1,5 +1,6 @@
-//! `pufa`: a command-line field device. Records lectures, library corners
-//! and demonstration sites offline and syncs them with a Pufa Sync server.
+//! `pufa`: a command-line field device. Records lectures, library corners,
+//! demonstration sites and legal understanders' appointments offline and
+//! syncs them with a Pufa Sync server.
 //!
 //! Exit codes (stable, for scripts): 0 ok · 1 other failure · 2 invalid
 //! input or usage · 3 server unreachable (nothing lost; try later) ·
@@ -218,6 +219,25 @@ async fn run(cli: &Cli, lang: Lang) -> Out {
             ];
             add(&client, Kind::DemoSite, &given, f.no_input, f.json, lang)
         }
+        Cmd::Understander(AddUnderstander::Add(f)) => {
+            let given = [
+                ("org_unit", &f.org),
+                ("name", &f.name),
+                ("appointed_on", &f.appointed_on),
+                ("status", &f.status),
+                ("training_hours", &f.training_hours),
+                ("phone", &f.phone),
+                ("notes", &f.notes),
+            ];
+            add(
+                &client,
+                Kind::LegalUnderstander,
+                &given,
+                f.no_input,
+                f.json,
+                lang,
+            )
+        }
         Cmd::List {
             kind,
             org,
@@ -339,8 +359,17 @@ async fn run(cli: &Cli, lang: Lang) -> Out {
             Ok(())
         }
         Cmd::Import { file, kind } => import(&client, file, kind.as_deref(), lang),
-        Cmd::Export { format, kind, out } => {
-            export(&client, format, kind.as_deref(), out.as_deref())
-        }
+        Cmd::Export {
+            format,
+            kind,
+            include,
+            out,
+        } => export(
+            &client,
+            format,
+            kind.as_deref(),
+            include.as_deref(),
+            out.as_deref(),
+        ),
     }
 }

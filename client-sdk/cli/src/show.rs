@@ -67,7 +67,7 @@ pub(crate) fn print_table(records: &[LocalRecord], lang: Lang) {
             .find_map(|f| r.fields.get(*f))
             .map(plain)
             .unwrap_or_default();
-        let date = ["held_on", "opened_on", "year"]
+        let date = ["held_on", "appointed_on", "opened_on", "year"]
             .iter()
             .find_map(|f| r.fields.get(*f))
             .map(plain)

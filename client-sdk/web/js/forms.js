@@ -101,6 +101,11 @@ export function checkValue(field, value, ctx) {
       return Number.isSafeInteger(value) && value >= field.min && value <= field.max
         ? null
         : t('v_int', { field: label, min: field.min, max: field.max });
+    case 'phone': {
+      const max = field.max_chars ?? 20;
+      const ok = typeof value === 'string' && chars(value) <= max && /^[0-9+\- ]+$/.test(value) && /[0-9]/.test(value);
+      return ok ? null : t('v_phone', { field: label, max });
+    }
     case 'topics': {
       const max = field.max_items ?? 20;
       const min = field.item_min_chars ?? 1;
@@ -145,6 +150,27 @@ function textInput(field, value, id) {
   count();
   return {
     nodes: [input, counter],
+    get: () => {
+      const v = input.value.trim();
+      return v === '' ? null : v;
+    },
+    focus: () => input.focus(),
+  };
+}
+
+/** A phone number: the phone's dial pad, the same rule as the server's. */
+function phoneInput(field, value, id) {
+  const input = h('input', {
+    id,
+    name: field.name,
+    type: 'tel',
+    inputmode: 'tel',
+    autocomplete: 'off',
+    maxlength: field.max_chars || null,
+  });
+  input.value = value ?? '';
+  return {
+    nodes: [input],
     get: () => {
       const v = input.value.trim();
       return v === '' ? null : v;
@@ -412,6 +438,7 @@ function unitInput(field, value, id, ctx) {
 const INPUTS = {
   text: textInput,
   int: intInput,
+  phone: phoneInput,
   date: dateInput,
   enum: enumInput,
   topics: topicsInput,

@@ -136,6 +136,7 @@ const S = {
   v_required: ['请填写{field}', '{field} is required'],
   v_int: ['{field}须为 {min}–{max} 的整数', '{field} must be a whole number from {min} to {max}'],
   v_text: ['{field}须为 {min}–{max} 个字', '{field} must be {min}–{max} characters'],
+  v_phone: ['{field}须为电话号码：最多 {max} 位，只含数字、+、- 和空格', '{field} must be a phone number: at most {max} digits, +, - or spaces'],
   v_date: ['{field}须为有效日期', '{field} must be a real date'],
   v_date_range: ['{field}须在 {min} 至 {max} 之间', '{field} must be between {min} and {max}'],
   v_topics: ['主题最多 {max} 个，每个 {min}–{len} 个字', 'At most {max} topics of {min}–{len} characters'],

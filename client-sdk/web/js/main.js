@@ -69,10 +69,13 @@ function showDate(d) {
   return /^\d{4}-\d{2}-\d{2}$/.test(d) ? formatDay(d, getLang()) : d;
 }
 
-/** A record's date for sorting and the month filter. */
+/** A record's date for sorting and the month filter: its kind's first date
+ *  field that has a value (held_on, appointed_on, opened_on…), else its year. */
 function recordDate(r) {
   const f = r.fields;
-  return f.held_on || f.opened_on || f.last_checked_on || (f.year ? `${f.year}` : '');
+  const k = kindSchema(r.kind);
+  const dated = k && k.fields.find((x) => x.type === 'date' && f[x.name]);
+  return dated ? f[dated.name] : f.year ? `${f.year}` : '';
 }
 
 function recordTitle(r) {
@@ -633,12 +636,15 @@ async function viewForm(mode, kind, id, n) {
     }
   } else {
     // A new record: the device's own unit when it is a grassroots one, or
-    // the unit used last; today for the date it was held.
+    // the unit used last; today for a required date (the day a lecture was
+    // held, an understander appointed).
     const settings = (await getCached(app.db, 'settings', {})) || {};
     const own = app.units.byCode.get(app.meta.org_unit || '');
     const unit = own && (own.type === 'community' || own.type === 'village') ? own.code : settings.last_unit || null;
     if (unit && app.units.byCode.has(unit)) start.org_unit = unit;
-    if (ks.fields.some((x) => x.name === 'held_on')) start.held_on = formCtx().localToday;
+    for (const x of ks.fields) {
+      if (x.type === 'date' && x.required) start[x.name] = formCtx().localToday;
+    }
   }
   const form = buildForm(ks, start, formCtx(), serverErrors);
   const err = h('p.error', { role: 'alert', id: 'form-error' });

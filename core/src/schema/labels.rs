@@ -39,6 +39,10 @@ impl Kind {
                 zh: "法治示范村（社区）",
                 en: "Rule-of-law demonstration site",
             },
+            Kind::LegalUnderstander => Label {
+                zh: "法律明白人",
+                en: "Legal understander",
+            },
         }
     }
 
@@ -51,6 +55,7 @@ impl Kind {
                 Kind::Lecture => "Legal lectures",
                 Kind::LibraryCorner => "Legal library corners",
                 Kind::DemoSite => "Rule-of-law demonstration sites",
+                Kind::LegalUnderstander => "Legal understanders",
             },
         }
     }
@@ -121,6 +126,8 @@ pub fn choice_label(field: &str, value: &str) -> Option<Label> {
         ("status", "candidate") => ("创建中", "Candidate"),
         ("status", "awarded") => ("已授牌", "Awarded"),
         ("status", "revoked") => ("已撤销", "Revoked"),
+        ("status", "serving") => ("在任", "Serving"),
+        ("status", "resigned") => ("已离任", "Resigned"),
         _ => return None,
     };
     Some(Label { zh, en })

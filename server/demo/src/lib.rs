@@ -7,7 +7,8 @@
 //! communities and villages, fewer in February and March (the COVID months);
 //! an active legal library corner (法治图书角) in each of the 113 grassroots
 //! units (全覆盖); 3 provincial and 5 municipal demonstration sites awarded in
-//! 2020 (省级示范 3, 市级示范 5).
+//! 2020 (省级示范 3, 市级示范 5); 113 legal understanders (法律明白人)
+//! appointed, one in every community and village (覆盖所有社区(村)).
 //!
 //! Nothing is written into the store directly. The data goes through the
 //! real sync path, so that the demo also shows what the path produces:

@@ -41,6 +41,8 @@ const AREA_NAMES: &[(&str, &str)] = &[
 /// and March are the COVID months: one lecture online, two small ones.
 const POOL_PER_MONTH: [u32; 12] = [6, 1, 2, 6, 8, 10, 9, 8, 7, 9, 12, 16];
 const DAYS_2020: [u32; 12] = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+/// Mixed into the seed for the legal understanders' own generator.
+const UNDERSTANDERS_SEED: u64 = 0x006d_6272_656e;
 
 /// A simulated field device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -108,6 +110,8 @@ pub struct Expected {
     pub grassroots_units: u64,
     pub provincial: u64,
     pub municipal: u64,
+    /// Legal understanders appointed (and serving).
+    pub understanders: u64,
     pub conflicts: u64,
     pub rejections: u64,
     /// Edits left unsynced on devices.
@@ -679,6 +683,8 @@ impl PlanBuilder {
         // attendees, speaker, _deleted, books.
         self.expected.conflicts = 4;
 
+        self.appoint_understanders();
+
         // The steps: in each round every device records offline, then
         // syncs, streets and the town first. The community and village
         // devices come after their street and town, so they see the
@@ -738,6 +744,35 @@ impl PlanBuilder {
             devices: self.devices,
             steps,
             expected: self.expected,
+        }
+    }
+
+    /// April–June: the first 法律明白人 appointed, one in every community
+    /// and village (首批选聘113名,覆盖所有社区(村)), recorded by the
+    /// street's or town's device. Drawn from a generator of their own, so
+    /// that the rest of the year stays what it was before they were added.
+    fn appoint_understanders(&mut self) {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed ^ UNDERSTANDERS_SEED);
+        for (i, u) in self.units.clone().into_iter().enumerate() {
+            let month = rng.gen_range(4..=6);
+            let day = rng.gen_range(1..=DAYS_2020[month as usize - 1]);
+            // A surname and 某某: the demo names no real person, and its
+            // numbers are in the 555 block no line is given.
+            let surname = SURNAMES[rng.gen_range(0..SURNAMES.len())];
+            let mut f = fields(json!({
+                "org_unit": u.code,
+                "name": format!("{surname}某某"),
+                "appointed_on": date(month, day),
+                "status": "serving",
+                "training_hours": rng.gen_range(2..=10) * 4,
+                "phone": format!("0351-555{i:04}"),
+            }));
+            if rng.gen_bool(0.2) {
+                let role = ["村（居）民小组长", "人民调解员", "网格员", "退休教师"];
+                f.insert("notes".into(), json!(role[rng.gen_range(0..role.len())]));
+            }
+            self.add(1, u.area, None, Kind::LegalUnderstander, f);
+            self.expected.understanders += 1;
         }
     }
 
@@ -849,6 +884,12 @@ mod tests {
         let e = &p.expected;
         assert!((96..=99).contains(&e.lectures), "{e:?}");
         assert_eq!((e.corners_active, e.grassroots_units), (113, 113));
+        assert_eq!(e.understanders, 113);
+        let appointed: std::collections::BTreeSet<&str> = records(&p)
+            .filter(|r| r.kind == Kind::LegalUnderstander)
+            .map(|r| r.fields["org_unit"].as_str().unwrap())
+            .collect();
+        assert_eq!(appointed.len(), 113, "one in every community and village");
         assert_eq!((e.provincial, e.municipal), (3, 5));
         assert!(e.conflicts > 0 && e.rejections > 0, "{e:?}");
         // docs/operations.md ("Demo data") quotes these.

@@ -81,6 +81,7 @@ impl Figures {
             "2020 in {}: {} lectures ({} attendees) in {} communities and villages; \
              legal library corners active in {} of {} communities and villages; \
              demonstration sites awarded: {} provincial, {} municipal; \
+             {} legal understanders serving in {} of {} communities and villages; \
              {} open conflicts; {} rejected edits",
             t.org.name,
             t.lectures.count,
@@ -90,6 +91,9 @@ impl Figures {
             t.library_corners.units_total,
             t.demo_sites.provincial,
             t.demo_sites.municipal,
+            t.legal_understanders.serving,
+            t.legal_understanders.units_covered,
+            t.legal_understanders.units_total,
             t.conflicts_open,
             self.rejections,
         )

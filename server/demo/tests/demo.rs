@@ -115,6 +115,29 @@ async fn the_demo_year_mirrors_the_2020_report() {
     // 3 provincial and 5 municipal demonstration sites in 2020.
     assert_eq!((t.demo_sites.provincial, t.demo_sites.municipal), (3, 5));
 
+    // 113 legal understanders appointed in 2020, one serving in every
+    // community and village (首批选聘113名,覆盖所有社区(村)).
+    let u = &t.legal_understanders;
+    assert_eq!(
+        (
+            u.appointed,
+            u.serving,
+            u.units_covered,
+            u.units_total,
+            u.coverage
+        ),
+        (113, 113, 113, 113, 1.0)
+    );
+    assert_eq!(u.appointed, e.understanders);
+    let per_unit: Vec<u64> = info
+        .figures
+        .totals
+        .children
+        .iter()
+        .map(|c| c.legal_understanders.units_total - c.legal_understanders.units_covered)
+        .collect();
+    assert!(per_unit.iter().all(|gap| *gap == 0), "{per_unit:?}");
+
     // Genuine conflicts and rejections.
     assert!(t.conflicts_open > 0);
     assert_eq!(t.conflicts_open, e.conflicts);

@@ -1,6 +1,7 @@
 //! The pages that answer "how did the year go": the annual report (figures,
 //! the paragraph to paste, lectures per month as a chart, topics), the
-//! coverage of every community and village, the records behind any figure,
+//! coverage of every community and village (corners, lectures, legal
+//! understanders), the records behind any figure,
 //! and downloads (CSV/XLSX) through the same code as `GET /v1/exports`.
 //!
 //! Figures come from `Store::year_figures` (aggregates, no record scan);
@@ -11,7 +12,7 @@ use axum::response::Response;
 use maud::{html, Markup, PreEscaped};
 use pufa_core::org::{OrgTree, Scope};
 use pufa_core::report::{self, Behind, MonthFigure, YearFigures};
-use pufa_core::schema::Kind;
+use pufa_core::schema::{choice_label, FieldType, Kind};
 use pufa_core::wire::RecordView;
 use uuid::Uuid;
 
@@ -162,6 +163,7 @@ pub fn downloads(ctx: &Ctx, org: &str, from: &str, to: &str) -> Markup {
         ("lecture", T::Lectures, true, "lectures"),
         ("library_corner", T::Corners, false, "records"),
         ("demo_site", T::DemoSites, false, "records"),
+        ("legal_understander", T::Understanders, false, "records"),
     ];
     let links: Vec<(T, Vec<(String, String)>)> = files
         .iter()
@@ -234,6 +236,15 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
             ],
         )
     };
+    let understanders = |figure: &str| {
+        let mut p = vec![("org", org.as_str()), ("figure", figure)];
+        if figure == "understanders_appointed" {
+            p.push(("from", from.as_str()));
+        }
+        p.push(("to", to.as_str()));
+        url("/records", &p)
+    };
+    let u = &f.totals.legal_understanders;
     let paragraph = match lang {
         Lang::Zh => &r.text_zh,
         Lang::En => &r.text_en,
@@ -298,6 +309,19 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
                     }
                 }
             }
+            div.card {
+                h2 { (T::Understanders.get(lang)) }
+                dl {
+                    dt { (T::UnderstandersAppointed.get(lang)) }
+                    dd { a #report-understanders-appointed href=(understanders("understanders_appointed")) { (u.appointed) } }
+                    dt { (T::UnderstandersServingAtYearEnd.get(lang)) }
+                    dd { a #report-understanders-serving href=(understanders("understanders_serving")) { (u.serving) } }
+                    dt { (T::Coverage.get(lang)) }
+                    dd #report-understanders-coverage { (percent_text(u.coverage)) }
+                    dt { (T::UnitsWithoutUnderstander.get(lang)) }
+                    dd { a #report-units-without-understander href=(url("/coverage", &[("org", &org), ("year", &year), ("gaps", "1")])) { (u.units_total - u.units_covered) } }
+                }
+            }
         }
         (month_chart(&ctx, f.year, &f.months))
         section.box #topics {
@@ -346,7 +370,7 @@ pub async fn report_docx(State(s): State<AppState>, ctx: Ctx) -> Result<Response
 }
 
 /// `GET /coverage?org=&year=&quarter=&gaps=1`: every community and village
-/// with its corners and lectures, gaps marked.
+/// with its corners, lectures and legal understanders, gaps marked.
 pub async fn coverage_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError> {
     let tree = s.store.org_tree();
     let org = page_org(&ctx, &tree)?;
@@ -375,6 +399,11 @@ pub async fn coverage_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, 
         .iter()
         .filter(|u| u.lectures_by_quarter[quarter - 1] == 0)
         .count();
+    let no_understander = f
+        .grassroots
+        .iter()
+        .filter(|u| u.understanders_serving == 0)
+        .count();
     let q_text = quarter.to_string();
     let body = html! {
         (year_links(&ctx, "/coverage", &org, &f.years, f.year))
@@ -396,6 +425,7 @@ pub async fn coverage_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, 
                 dt { (T::GrassrootsUnits.get(lang)) } dd #coverage-units { (f.grassroots.len()) }
                 dt { (T::WithoutCorner.get(lang)) } dd #coverage-no-corner { (no_corner) }
                 dt { (T::WithoutLectureInQuarter.with_n(lang, &q_text)) } dd #coverage-no-lecture { (no_lecture) }
+                dt { (T::WithoutUnderstander.get(lang)) } dd #coverage-no-understander { (no_understander) }
             } }
         }
         div.scroll {
@@ -407,23 +437,28 @@ pub async fn coverage_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, 
                     th.num { (T::LecturesInQuarter.with_n(lang, &q_text)) }
                     th.num { (T::LecturesInYear.get(lang)) }
                     th.num { (T::Attendees.get(lang)) }
+                    th.num { (T::UnderstandersInUnit.get(lang)) }
                     th { (T::Gaps.get(lang)) }
                 } }
                 tbody {
                     @for u in &f.grassroots {
                         @let lacks_corner = u.corners_active == 0;
                         @let lacks_lecture = u.lectures_by_quarter[quarter - 1] == 0;
-                        @if !gaps_only || lacks_corner || lacks_lecture {
-                            tr.stale[lacks_corner || lacks_lecture] data-org=(u.org.code) {
+                        @let lacks_understander = u.understanders_serving == 0;
+                        @let gap = lacks_corner || lacks_lecture || lacks_understander;
+                        @if !gaps_only || gap {
+                            tr.stale[gap] data-org=(u.org.code) {
                                 td { a href=(url("/", &[("org", &u.org.code)])) { (u.org.name) } }
                                 td { (u.path.last().map(|p| p.name.as_str()).unwrap_or("")) }
                                 td.num { (u.corners_active) }
                                 td.num { (u.lectures_by_quarter[quarter - 1]) }
                                 td.num { (u.lectures) }
                                 td.num { (u.attendees) }
+                                td.num { (u.understanders_serving) }
                                 td {
                                     @if lacks_corner { span.marker { (T::MarkNoCorner.get(lang)) } " " }
-                                    @if lacks_lecture { span.marker { (T::MarkNoLecture.with_n(lang, &q_text)) } }
+                                    @if lacks_lecture { span.marker { (T::MarkNoLecture.with_n(lang, &q_text)) } " " }
+                                    @if lacks_understander { span.marker { (T::MarkNoUnderstander.get(lang)) } }
                                 }
                             }
                         }
@@ -446,6 +481,7 @@ fn kind_text(kind: Kind) -> T {
         Kind::Lecture => T::Lectures,
         Kind::LibraryCorner => T::Corners,
         Kind::DemoSite => T::DemoSites,
+        Kind::LegalUnderstander => T::Understanders,
     }
 }
 
@@ -455,6 +491,8 @@ fn columns(kind: Kind) -> &'static [&'static str] {
         Kind::Lecture => &["held_on", "title", "attendees", "topics", "speaker"],
         Kind::LibraryCorner => &["name", "status", "books", "last_checked_on"],
         Kind::DemoSite => &["level", "status", "year"],
+        // No phone: the list is for counting and checking, not contacting.
+        Kind::LegalUnderstander => &["name", "status", "appointed_on", "training_hours"],
     }
 }
 
@@ -467,9 +505,20 @@ fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
     }
 }
 
-fn cell(r: &RecordView, field: &str) -> String {
+/// A record's value of `field`, an enum value by what the schema calls it.
+fn cell(r: &RecordView, kind: Kind, field: &str, lang: Lang) -> String {
+    let named = |v: &str| {
+        choice_label(field, v).map(|l| match lang {
+            Lang::Zh => l.zh,
+            Lang::En => l.en,
+        })
+    };
+    let is_enum = kind
+        .field(field)
+        .is_some_and(|f| matches!(f.ty, FieldType::OneOf(_)));
     match r.fields.get(field) {
         None => String::new(),
+        Some(serde_json::Value::String(v)) if is_enum => named(v).unwrap_or(v).to_string(),
         Some(serde_json::Value::Array(items)) => {
             items.iter().map(value_text).collect::<Vec<_>>().join("、")
         }
@@ -535,7 +584,7 @@ pub async fn records_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, P
                         @for r in &page_of.records {
                             tr data-record=(r.id) {
                                 td { (unit_name(r)) }
-                                @for c in columns(kind) { td { (cell(r, c)) } }
+                                @for c in columns(kind) { td { (cell(r, kind, c, lang)) } }
                                 td.num { (r.conflicts) }
                             }
                         }

@@ -100,6 +100,7 @@ texts! {
         Lectures => Kind::Lecture.label_plural();
         Corners => Kind::LibraryCorner.label_plural();
         DemoSites => Kind::DemoSite.label_plural();
+        Understanders => Kind::LegalUnderstander.label_plural();
         LevelNational => choice("level", "national");
         LevelProvincial => choice("level", "provincial");
         LevelMunicipal => choice("level", "municipal");
@@ -139,8 +140,8 @@ texts! {
     From => "开始日期", "From";
     To => "结束日期", "To";
     Apply => "查询", "Apply";
-    PeriodHint => "默认为本年度（本年度尚无数据时为最近有数据的年度）；留空表示不限。讲座按举办日期统计，示范村（社区）按授牌年度统计，图书角为当前状态。",
-        "This year by default (the latest year with data if this one has none); leave a date empty for no limit. Lectures count by date held, demonstration sites by award year; library corners are as they are now.";
+    PeriodHint => "默认为本年度（本年度尚无数据时为最近有数据的年度）；留空表示不限。讲座按举办日期统计，示范村（社区）按授牌年度统计，图书角为当前状态；法律明白人按选聘日期统计，在任人数为结束日期前选聘、现仍在任的人数。",
+        "This year by default (the latest year with data if this one has none); leave a date empty for no limit. Lectures count by date held, demonstration sites by award year; library corners are as they are now; legal understanders count by date of appointment, those serving being the ones appointed by the end date who serve now.";
     AnyDate => "不限", "any";
     LectureCount => "场次", "Lectures held";
     Attendees => "参与人次", "Attendees";
@@ -308,6 +309,13 @@ texts! {
     RecordsIntro => "以下是构成该统计数字的记录。", "These are the records behind the figure.";
     NoRecords => "没有符合条件的记录。", "No records match.";
     NextPage => "下一页 →", "Next page →";
+    UnderstandersAppointed => "选聘人数", "Appointed";
+    UnderstandersServing => "在任人数", "Serving";
+    UnderstandersServingAtYearEnd => "年末在任人数", "Serving at the year's end";
+    UnderstandersInUnit => "在任法律明白人", "Legal understanders serving";
+    UnitsWithoutUnderstander => "尚无在任法律明白人的社区（村）", "Communities and villages without a serving legal understander";
+    WithoutUnderstander => "无在任法律明白人", "Without a serving legal understander";
+    MarkNoUnderstander => "⚠ 无法律明白人", "⚠ no legal understander";
     ExportTooLarge => "数据过多，无法生成 XLSX，请下载 CSV。", "Too many rows for XLSX; download the CSV instead.";
 
     Username => "用户名", "Username";

@@ -210,6 +210,7 @@ fn linked(id: &str, label: T, ctx: &Ctx, value: impl std::fmt::Display, href: &s
 fn figures(ctx: &Ctx, t: &TotalsResponse, period: &Period) -> Markup {
     let lang = ctx.lang();
     let (l, c, d) = (&t.lectures, &t.library_corners, &t.demo_sites);
+    let u = &t.legal_understanders;
     let (from, to) = period.texts();
     let records = |figure: &str, extra: &[(&str, &str)]| {
         let mut p = vec![("org", t.org.code.as_str()), ("figure", figure)];
@@ -217,6 +218,7 @@ fn figures(ctx: &Ctx, t: &TotalsResponse, period: &Period) -> Markup {
         url("/records", &p)
     };
     let dated = [("from", from.as_str()), ("to", to.as_str())];
+    let until = [("to", to.as_str())];
     let site = |level: &str| {
         records(
             "sites_awarded",
@@ -248,6 +250,15 @@ fn figures(ctx: &Ctx, t: &TotalsResponse, period: &Period) -> Markup {
                     (linked("sites-provincial", T::LevelProvincial, ctx, d.provincial, &site("provincial")))
                     (linked("sites-municipal", T::LevelMunicipal, ctx, d.municipal, &site("municipal")))
                     (linked("sites-district", T::LevelDistrict, ctx, d.district, &site("district")))
+                }
+            }
+            div.card {
+                h2 { (T::Understanders.get(lang)) }
+                dl {
+                    (linked("understanders-appointed", T::UnderstandersAppointed, ctx, u.appointed, &records("understanders_appointed", &dated)))
+                    (linked("understanders-serving", T::UnderstandersServing, ctx, u.serving, &records("understanders_serving", &until)))
+                    (figure("understanders-coverage", T::Coverage, ctx, percent_text(u.coverage)))
+                    (figure("understanders-units", T::UnitsCovered, ctx, format!("{} / {}", u.units_covered, u.units_total)))
                 }
             }
             div.card {
@@ -285,6 +296,7 @@ fn children(ctx: &Ctx, tree: &OrgTree, period: &Period, rows: &[ChildTotals]) ->
                                 th.num { (T::LevelProvincial.get(lang)) }
                                 th.num { (T::LevelMunicipal.get(lang)) }
                                 th.num { (T::LevelDistrict.get(lang)) }
+                                th.num { (T::UnderstandersInUnit.get(lang)) }
                                 th.num { (T::ConflictsOpen.get(lang)) }
                             }
                         }
@@ -308,6 +320,10 @@ fn children(ctx: &Ctx, tree: &OrgTree, period: &Period, rows: &[ChildTotals]) ->
                                     td.num { (r.demo_sites.provincial) }
                                     td.num { (r.demo_sites.municipal) }
                                     td.num { (r.demo_sites.district) }
+                                    td.num {
+                                        (r.legal_understanders.serving)
+                                        " (" (r.legal_understanders.units_covered) "/" (r.legal_understanders.units_total) ")"
+                                    }
                                     td.num { (r.conflicts_open) }
                                 }
                             }

@@ -18,7 +18,7 @@
 //! | `d/<device:16>` | [`super::Device`] |
 //! | `p/<device:16>` | last pull time (u64) |
 //! | `n/<unit code>` | [`pufa_core::wire::OrgUnit`] |
-//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` / `g/k<unit code>\0<year:4>` | aggregates (per unit; lectures by month, day by day; lectures by topic per year) |
+//! | `g/u<unit code>` / `g/m<unit code>\0<month:4>` / `g/e<unit code>` / `g/k<unit code>\0<year:4>` / `g/l<unit code>` | aggregates (per unit; lectures by month, day by day; lectures by topic per year; legal understanders by day of appointment) |
 //! | `pa/<username>` | [`super::Account`]: a person who signs in |
 //! | `ps/<session token hash:32>` | [`super::Session`] |
 //! | `pc/<code id:16>` | [`super::EnrolmentCode`] |
@@ -356,10 +356,11 @@ pub fn agg_key(k: &AggKey) -> Vec<u8> {
         AggKey::Month(u, m) => key(AGG, &[b"m", u.as_bytes(), b"\0", &m.to_be_bytes()]),
         AggKey::EverMax(u) => key(AGG, &[b"e", u.as_bytes()]),
         AggKey::Topics(u, y) => key(AGG, &[b"k", u.as_bytes(), b"\0", &y.to_be_bytes()]),
+        AggKey::Understanders(u) => key(AGG, &[b"l", u.as_bytes()]),
     }
 }
 
-/// `None` for a `Month` with no lectures left: delete it.
+/// `None` for a `Month`, `Topics` or `Understanders` left empty: delete it.
 pub fn agg_value(v: &AggValue) -> Option<Vec<u8>> {
     match v {
         AggValue::Unit(u) => Some(encode(u)),
@@ -368,6 +369,8 @@ pub fn agg_value(v: &AggValue) -> Option<Vec<u8>> {
         AggValue::EverMax(m) => Some(m.to_be_bytes().to_vec()),
         AggValue::Topics(list) if list.is_empty() => None,
         AggValue::Topics(list) => Some(encode(list)),
+        AggValue::Understanders(days) if days.is_empty() => None,
+        AggValue::Understanders(days) => Some(encode(days)),
     }
 }
 
@@ -388,6 +391,7 @@ pub fn decode_agg_key(k: &[u8]) -> Result<AggKey, StoreError> {
     match k.split_first() {
         Some((b'u', code)) => Ok(AggKey::Unit(text(code)?)),
         Some((b'e', code)) => Ok(AggKey::EverMax(text(code)?)),
+        Some((b'l', code)) => Ok(AggKey::Understanders(text(code)?)),
         Some((b'm', rest)) => split(rest).map(|(code, month)| AggKey::Month(code, month)),
         Some((b'k', rest)) => split(rest).map(|(code, year)| AggKey::Topics(code, year)),
         _ => Err(bad()),
@@ -402,6 +406,7 @@ pub fn decode_agg(k: &[u8], v: &[u8]) -> Result<(AggKey, AggValue), StoreError> 
         AggKey::EverMax(_) => AggValue::EverMax(u64_of(v)?),
         AggKey::Month(..) => AggValue::Month(decode(v)?),
         AggKey::Topics(..) => AggValue::Topics(decode(v)?),
+        AggKey::Understanders(_) => AggValue::Understanders(decode(v)?),
     };
     Ok((key, value))
 }

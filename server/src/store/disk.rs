@@ -69,7 +69,9 @@ persisted_as_is!(
     (u64, u32),
     // `m/audit`: the last audit entry's `(n, hash)`.
     (u64, Hash),
-    // `g/m…`: a month's lectures, `(day, (lectures, attendees))`.
+    // `g/m…`: a month's lectures, `(day, (lectures, attendees))`; and
+    // `g/l…`, a unit's legal understanders, `(day, (appointed, serving))`
+    // (`UnderstanderSum` is the same pair of counts).
     Vec<(i32, LectureSum)>,
     // `g/k…`: a year's lectures by topic.
     Vec<(String, LectureSum)>,
@@ -100,7 +102,7 @@ macro_rules! disk_enum {
 
 disk_enum!(
     /// A record kind, by variant name (`"Lecture"`).
-    Kind <=> pufa_core::schema::Kind { Lecture, LibraryCorner, DemoSite }
+    Kind <=> pufa_core::schema::Kind { Lecture, LibraryCorner, DemoSite, LegalUnderstander }
 );
 disk_enum!(
     #[serde(rename_all = "snake_case")]

@@ -422,13 +422,14 @@ fn records(
     Ok(None)
 }
 
-/// Entries that say something: a unit without records and an empty month
-/// or topic list are the same as no entry.
+/// Entries that say something: a unit without records and an empty month,
+/// topic or understander list are the same as no entry.
 fn meaningful(v: &AggValue) -> bool {
     match v {
         AggValue::Unit(u) => *u != UnitAgg::default(),
         AggValue::Month(days) => !days.is_empty(),
         AggValue::Topics(list) => !list.is_empty(),
+        AggValue::Understanders(days) => !days.is_empty(),
         AggValue::EverMax(_) => true,
     }
 }

@@ -2354,6 +2354,281 @@ async fn totals_count_lectures_corners_sites_and_conflicts() {
     assert_eq!(t["conflicts_open"], 1);
 }
 
+#[track_caller]
+fn assert_understanders(v: &Value, appointed: u64, serving: u64, covered: u64, total: u64) {
+    let u = &v["legal_understanders"];
+    assert_has(
+        u,
+        &json!({"appointed": appointed, "serving": serving, "units_covered": covered, "units_total": total}),
+    );
+    let coverage = u["coverage"].as_f64().expect("coverage is a float");
+    let want = if total == 0 {
+        0.0
+    } else {
+        covered as f64 / total as f64
+    };
+    assert!(
+        (coverage - want).abs() < 1e-3,
+        "coverage of {}: {u}",
+        v["org"]
+    );
+}
+
+/// Ids of the records `/v1/records?{query}` lists (one page is enough here).
+async fn listed(s: &Server, dev: &Dev, query: &str) -> BTreeSet<String> {
+    let page = s
+        .get(&format!("/v1/records?{query}"), dev)
+        .await
+        .expect(200);
+    assert!(page["next"].is_null(), "{page}");
+    page["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The body of a CSV export.
+async fn csv_text(s: &Server, dev: &Dev, path: &str) -> String {
+    let r = s.get(path, dev).await;
+    assert_eq!(r.status.as_u16(), 200, "{path}");
+    String::from_utf8(r.body).expect("UTF-8")
+}
+
+#[tokio::test]
+async fn legal_understanders_are_pushed_pulled_counted_covered_and_exported() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let (a, b) = (s.issue("field", "s1").await, s.issue("field", "s2").await);
+    let coord = s.issue("coordinator", "d").await;
+    let (u1, u2, u3, u4) = (new_id(), new_id(), new_id(), new_id());
+    let phone = "0351-4041234";
+    let r = s
+        .push(
+            &a,
+            &[
+                understander(&a, &u1, "c1", "2020-03-01", "serving", Some(phone)),
+                understander(&a, &u2, "c2", "2020-06-01", "resigned", None),
+                // Up to a year ahead, as for a lecture.
+                understander(&a, &u3, "c1", "2021-01-05", "serving", None),
+                // Bad values are rejected as for any kind, and change nothing.
+                understander(&a, &new_id(), "c2", "2020-06-01", "serving", Some("电话")),
+                understander(&a, &new_id(), "c2", "2020-06-01", "active", None),
+                understander(&a, &new_id(), "c2", "1999-12-31", "serving", None),
+                mutation(
+                    &a,
+                    &new_id(),
+                    "legal_understander",
+                    0,
+                    T0,
+                    json!({"org_unit": "c2", "name": "王丽", "status": "serving"}),
+                ),
+            ],
+        )
+        .await;
+    let results = r["results"].as_array().unwrap();
+    let outcome: Vec<(&str, &str, &str)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["status"].as_str().unwrap(),
+                r["error"]["code"].as_str().unwrap_or(""),
+                r["error"]["field"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        outcome,
+        [
+            ("applied", "", ""),
+            ("applied", "", ""),
+            ("applied", "", ""),
+            ("rejected", "invalid_field", "phone"),
+            ("rejected", "invalid_field", "status"),
+            ("rejected", "invalid_field", "appointed_on"),
+            ("rejected", "missing_field", "appointed_on"),
+        ]
+    );
+    s.push(
+        &b,
+        &[understander(&b, &u4, "v3", "2019-05-01", "serving", None)],
+    )
+    .await;
+
+    // Pulled like any record: the street's device sees its three, phone
+    // included (the device recorded it).
+    let (entries, _) = s.pull_all(&a, 0).await;
+    assert_eq!(entries.len(), 3);
+    let e1 = find(&entries, &u1).expect("u1");
+    assert_eq!(e1["kind"], "legal_understander");
+    assert_has(
+        &e1["fields"],
+        &json!({"org_unit": "c1", "name": "王丽", "appointed_on": "2020-03-01", "status": "serving", "phone": phone}),
+    );
+
+    // Totals of 2020: appointed in the year (u1, u2), serving at its end
+    // (u1, and u4 appointed in 2019), covering c1 and v3 of 3 units.
+    let t = s
+        .get("/v1/totals?from=2020-01-01&to=2020-12-31", &coord)
+        .await
+        .expect(200);
+    assert_understanders(&t, 2, 2, 2, 3);
+    assert_understanders(child(&t, "s1"), 2, 1, 1, 2);
+    assert_understanders(child(&t, "s2"), 0, 1, 1, 1);
+    // Without a period: all four appointed, three serving.
+    let t = s.get("/v1/totals", &coord).await.expect(200);
+    assert_understanders(&t, 4, 3, 2, 3);
+    // Up to 2019: only u4.
+    let t = s.get("/v1/totals?to=2019-12-31", &coord).await.expect(200);
+    assert_understanders(&t, 1, 1, 1, 3);
+
+    // The year's figures per community and village, and the report.
+    let f = s.get("/v1/figures?year=2020", &coord).await.expect(200);
+    let rows: BTreeMap<&str, (u64, u64)> = f["grassroots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            (
+                u["org"]["code"].as_str().unwrap(),
+                (
+                    u["understanders_appointed"].as_u64().unwrap(),
+                    u["understanders_serving"].as_u64().unwrap(),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        BTreeMap::from([("c1", (1, 1)), ("c2", (1, 0)), ("v3", (0, 1))])
+    );
+    assert_eq!(f["years"], json!([2019, 2020, 2021]));
+    assert_eq!(f["totals"]["legal_understanders"], t2020(&s, &coord).await);
+    let report = s
+        .get("/v1/reports/annual?year=2020", &coord)
+        .await
+        .expect(200);
+    assert_eq!(report["legal_understanders"], t2020(&s, &coord).await);
+
+    // The records behind the figures.
+    let year = "from=2020-01-01&to=2020-12-31";
+    let ids = |list: &[&String]| list.iter().map(|s| s.to_string()).collect::<BTreeSet<_>>();
+    assert_eq!(
+        listed(
+            &s,
+            &coord,
+            &format!("figure=understanders_appointed&{year}")
+        )
+        .await,
+        ids(&[&u1, &u2])
+    );
+    assert_eq!(
+        listed(&s, &coord, &format!("figure=understanders_serving&{year}")).await,
+        ids(&[&u1, &u4])
+    );
+    assert_eq!(
+        listed(&s, &coord, "figure=records&kind=legal_understander").await,
+        ids(&[&u1, &u2, &u3, &u4])
+    );
+
+    // Exports leave the phone number out unless asked for it.
+    let plain = csv_text(&s, &coord, "/v1/exports/legal_understander.csv?lang=en").await;
+    let header = plain.lines().next().unwrap();
+    assert!(
+        header.contains("appointed_on") && header.contains("training_hours"),
+        "{header}"
+    );
+    assert!(
+        !header.contains("phone") && !plain.contains(phone),
+        "{plain}"
+    );
+    let zh = csv_text(&s, &coord, "/v1/exports/legal_understander.csv").await;
+    assert!(zh.contains("选聘日期") && !zh.contains("联系电话"), "{zh}");
+    let asked = csv_text(
+        &s,
+        &coord,
+        "/v1/exports/legal_understander.csv?lang=en&include=phone",
+    )
+    .await;
+    assert!(
+        asked.lines().next().unwrap().contains("phone") && asked.contains(phone),
+        "{asked}"
+    );
+    assert_eq!(asked.lines().count(), 5, "a header and four rows: {asked}");
+    let r = s
+        .get("/v1/exports/legal_understander.csv?include=name", &coord)
+        .await;
+    assert_error(&r, 400, "invalid_query");
+
+    // u1 resigns and u4 is deleted: c1 and v3 lose their cover for 2020.
+    let seq_of = |id: &str| find(&entries, id).unwrap()["seq"].as_u64().unwrap();
+    s.push(
+        &a,
+        &[mutation(
+            &a,
+            &u1,
+            "legal_understander",
+            seq_of(&u1),
+            T0 + 1,
+            json!({"status": "resigned"}),
+        )],
+    )
+    .await;
+    let (b_entries, _) = s.pull_all(&b, 0).await;
+    let u4_seq = find(&b_entries, &u4).unwrap()["seq"].as_u64().unwrap();
+    s.push(
+        &b,
+        &[with_delete(
+            mutation(&b, &u4, "legal_understander", u4_seq, T0 + 1, json!({})),
+            true,
+        )],
+    )
+    .await;
+    let t = s
+        .get("/v1/totals?from=2020-01-01&to=2020-12-31", &coord)
+        .await
+        .expect(200);
+    assert_understanders(&t, 2, 0, 0, 3);
+    let t = s.get("/v1/totals", &coord).await.expect(200);
+    assert_understanders(&t, 3, 1, 1, 3);
+
+    // The aggregates are what the store kept: the same after a restart,
+    // and `verify`'s recount from the records agrees.
+    let before = s.get("/v1/totals", &coord).await.expect(200);
+    let s = s.restart().await;
+    assert_eq!(s.get("/v1/totals", &coord).await.expect(200), before);
+    let report = verified(s).await;
+    assert!(report.broken.is_none(), "{report}");
+    assert!(report.aggregates > 0, "{report}");
+}
+
+/// The understanders of 2020's totals, as served.
+async fn t2020(s: &Server, dev: &Dev) -> Value {
+    s.get("/v1/totals?from=2020-01-01&to=2020-12-31", dev)
+        .await
+        .expect(200)["legal_understanders"]
+        .clone()
+}
+
+/// `pufa-server verify` of a server's store, once the server has stopped
+/// (a running sled store locks its files).
+async fn verified(s: Server) -> pufa_server::store::verify::Report {
+    let Server {
+        dir, app, database, ..
+    } = s;
+    drop(app);
+    let mut config = pufa_server::Config::new(dir.path());
+    let report = match &database {
+        Some(db) => {
+            config.database_url = Some(db.url().to_string());
+            pufa_server::store::verify::verify_pg(&config).await
+        }
+        None => pufa_server::store::verify::verify(&config),
+    };
+    report.unwrap_or_else(|e| panic!("verify: {e}"))
+}
+
 #[tokio::test]
 async fn totals_of_the_yingze_fixture_cover_113_grassroots_units() {
     skip_without_store!();
@@ -2367,6 +2642,7 @@ async fn totals_of_the_yingze_fixture_cover_113_grassroots_units() {
         let t = s.get(path, &s.admin).await.expect(200);
         assert_has(&t["org"], &json!({"code": "140106", "name": "迎泽区"}));
         assert_figures(&t, [0, 0, 0], (0, 0, 113, 0.0), [0, 0, 0, 0]);
+        assert_understanders(&t, 0, 0, 0, 113);
         assert_eq!(t["conflicts_open"], 0);
         let children = t["children"].as_array().unwrap();
         assert_eq!(children.len(), 7, "six streets and one town");

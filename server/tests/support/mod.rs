@@ -589,6 +589,23 @@ pub fn site(dev: &Dev, record: &str, org: &str, level: &str, status: &str, year:
     )
 }
 
+/// A legal understander's appointment (a phone number when `phone`).
+pub fn understander(
+    dev: &Dev,
+    record: &str,
+    org: &str,
+    appointed_on: &str,
+    status: &str,
+    phone: Option<&str>,
+) -> Value {
+    let mut set =
+        json!({"org_unit": org, "name": "王丽", "appointed_on": appointed_on, "status": status});
+    if let Some(p) = phone {
+        set["phone"] = json!(p);
+    }
+    mutation(dev, record, "legal_understander", 0, T0, set)
+}
+
 /// `m` with `"delete": del`.
 pub fn with_delete(mut m: Value, del: bool) -> Value {
     m["delete"] = json!(del);

@@ -399,7 +399,7 @@ fn records() {
 
 #[test]
 fn aggregates() {
-    let cases: [(&str, AggKey, AggValue, &str); 4] = [
+    let cases: [(&str, AggKey, AggValue, &str); 5] = [
         (
             "a unit's figures",
             AggKey::Unit("b".into()),
@@ -424,6 +424,12 @@ fn aggregates() {
             AggValue::EverMax(42),
             "000000000000002a",
         ),
+        (
+            "a unit's legal understanders",
+            AggKey::Understanders("b".into()),
+            AggValue::Understanders(vec![(18_322, (2, 1)), (18_400, (1, 0))]),
+            "019292cd479292020192cd47e0920100",
+        ),
     ];
     for (what, key, value, hex) in cases {
         pinned(what, &codec::agg_value(&value).unwrap(), hex);
@@ -431,6 +437,32 @@ fn aggregates() {
         let read = codec::decode_agg(&k[codec::AGG.len()..], &hex::decode(hex).unwrap()).unwrap();
         assert_eq!(read, (key, value), "{what}");
     }
+}
+
+/// Kinds are stored by variant name: a kind added later leaves the bytes
+/// of records of the others as they were (`records` above).
+#[test]
+fn a_legal_understander_record() {
+    let mut r = record();
+    r.kind = Kind::LegalUnderstander;
+    r.fields.remove("attendees");
+    r.fields.remove("title");
+    for (field, value) in [
+        ("name", json!("王丽")),
+        ("appointed_on", json!("2020-06-01")),
+        ("status", json!("serving")),
+        ("phone", json!("0351-4041234")),
+    ] {
+        let at = Register {
+            value,
+            hlc: hlc(1_600_000_001_000, 0, 5),
+            seq: 1,
+        };
+        r.fields.insert(field.to_string(), at);
+    }
+    let hex = "0298c41001920000000070008000000000000007b14c6567616c556e6465727374616e64657202919293cf00000174876e83e800c41001920000000070008000000000000005019593ac6170706f696e7465645f6f6eaa323032302d30362d30310093a46e616d65a6e78e8be4b8bd0093a86f72675f756e6974a93134303130363030310093a570686f6e65ac303335312d343034313233340093a6737461747573a773657276696e670092c2000192a6313430313036a9313430313036303031";
+    pinned("a legal understander", &codec::encode_record(&r), hex);
+    assert_eq!(codec::decode_record(&hex::decode(hex).unwrap()).unwrap(), r);
 }
 
 /// A value the disk types do not know is corrupt, not a panic or a guess.
