@@ -9,7 +9,7 @@
 // `PUFA_UPDATE_SHELL=1 cargo test -p pufa-tests --test field_app` rewrites it.
 
 // shell:begin
-const VERSION = '30db6cde51d09a6a';
+const VERSION = '99328085d73ce008';
 const SHELL = [
   './app.css',
   './icons/apple-touch-icon.png',
