@@ -974,7 +974,10 @@ fn check_paragraph(r: &AnnualReport) {
     if r.communities == 0 && r.villages > 0 {
         assert!(!zh.contains("社区"), "{ctx}: {zh}");
     }
-    let nothing = l.count == 0 && c.active == 0 && s == &SiteTotals::default();
+    let nothing = l.count == 0
+        && c.active == 0
+        && s == &SiteTotals::default()
+        && r.legal_understanders.as_ref().is_none_or(|u| u.appointed == 0);
     assert_eq!(
         zh.contains("暂无法治宣传教育工作记录"),
         nothing,

@@ -349,6 +349,9 @@ fn understanders_zh(r: &AnnualReport, places: Places) -> String {
     let p = places.zh();
     let coverage = match (u.units_total, u.units_covered) {
         (0, _) => String::new(),
+        // Appointed in the year, but none serving at its end.
+        (_, 0) if u.appointed == 1 => ",年末已离任".to_string(),
+        (_, 0) => ",年末均已离任".to_string(),
         (total, covered) if covered == total => format!(",覆盖所有{p}"),
         (total, covered) => format!(",覆盖{total}个{p}中的{covered}个"),
     };
@@ -529,6 +532,7 @@ fn understanders_en(r: &AnnualReport, places: Places) -> String {
     let p = places.en(u.units_total);
     let coverage = match (u.units_total, u.units_covered) {
         (0, _) => String::new(),
+        (_, 0) => ", none of them serving at the year's end".to_string(),
         (1, 1) => format!(", covering its {p}"),
         (total, covered) if covered == total => format!(", covering {} {p}", all_en(total)),
         (total, covered) => format!(", covering {covered} of its {total} {p}"),
