@@ -66,6 +66,10 @@ pub enum ServiceError {
     /// scope.
     #[error("no open enrolment code {id} in your scope")]
     NoSuchCode { id: Uuid },
+    /// A live record unknown, or outside the caller's scope (one message
+    /// for both, so it reveals nothing).
+    #[error("no live record {id} in your scope")]
+    NoSuchRecord { id: Uuid },
     /// An export file name that names no export.
     #[error("no export {file:?}: use <lecture|library_corner|demo_site|totals>.<csv|xlsx>")]
     NoSuchExport { file: String },

@@ -857,7 +857,9 @@ async fn an_edit_into_an_approved_period_says_who_locked_it() {
     let shown = scene.b.find("#rejection-reason").await.unwrap();
     let text = scene.b.text(&shown).await.unwrap();
     assert!(
-        text.starts_with(&why) && text.contains("桥东街道") && text.contains(&format!("{year}年 由")),
+        text.starts_with(&why)
+            && text.contains("桥东街道")
+            && text.contains(&format!("{year}年 由")),
         "{text}"
     );
     scene.shot("period-locked").await;

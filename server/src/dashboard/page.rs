@@ -366,9 +366,10 @@ impl From<ServiceError> for PageError {
             BadCredentials => PageError::SignIn,
             NoSuchUnit { .. } => PageError::NotFound(T::NoSuchUnit),
             NoSuchCode { .. } => PageError::NotFound(T::EnrolGone),
-            NoSuchAccount { .. } | NoDeviceToReenrol { .. } | NoSuchExport { .. } => {
-                PageError::NotFound(T::NoSuchPage)
-            }
+            NoSuchAccount { .. }
+            | NoDeviceToReenrol { .. }
+            | NoSuchRecord { .. }
+            | NoSuchExport { .. } => PageError::NotFound(T::NoSuchPage),
             BadQuery { param, value, .. } => PageError::bad_query(param, &value, T::BadParam),
             BadInput { .. }
             | Rejected(_)

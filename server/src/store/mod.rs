@@ -714,13 +714,7 @@ pub trait MaintenanceStore: Send + Sync + 'static {
 /// The domain operations every store provides: every capability above. Handlers
 /// hold a [`DynStore`]; each backend implements the capabilities one by one.
 pub trait Store:
-    SyncStore
-    + AdminStore
-    + ReadStore
-    + PeopleStore
-    + PeriodStore
-    + DuplicateStore
-    + MaintenanceStore
+    SyncStore + AdminStore + ReadStore + PeopleStore + PeriodStore + DuplicateStore + MaintenanceStore
 {
 }
 

@@ -23,8 +23,8 @@ use crate::store::codec::{
     self, decode, encode, Applied, AuditBody, PeriodStep, StoredConflict, StoredRejection,
 };
 use crate::store::disk::Persist;
-use crate::store::{StoredDismissal, StoredPeriod};
 use crate::store::{Account, Device, EnrolmentCode, Session};
+use crate::store::{StoredDismissal, StoredPeriod};
 use pufa_core::period::{Approval, Period, PeriodAction, PeriodState};
 
 fn id(n: u128) -> Uuid {
@@ -361,7 +361,10 @@ fn duplicates() {
     };
     golden("a dismissed pair", &d, "0194c41001920000000070008000000000000007c41001920000000070008000000000000008a56c692e6e61cf00000174877313e0");
     let mut swapped = encode(&d);
-    let at = swapped.windows(16).position(|w| w == id(7).as_bytes()).unwrap();
+    let at = swapped
+        .windows(16)
+        .position(|w| w == id(7).as_bytes())
+        .unwrap();
     swapped[at..at + 16].copy_from_slice(id(9).as_bytes());
     assert!(matches!(
         decode::<StoredDismissal>(&swapped),
