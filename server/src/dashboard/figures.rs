@@ -238,6 +238,10 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
         Lang::Zh => &r.text_zh,
         Lang::En => &r.text_en,
     };
+    // Likely double entries count twice in these figures: say so.
+    let duplicates = crate::duplicates::list(&s, &ctx.device, Some(&org), f.year)
+        .await?
+        .count;
     let body = html! {
         (year_links(&ctx, "/report", &org, &f.years, f.year))
         section.box #report-text {
@@ -256,6 +260,11 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
             @if r.conflicts_open > 0 {
                 p.notice.problem {
                     a href=(url("/conflicts", &[("org", &org)])) { (T::ReportHasConflicts.with_n(lang, r.conflicts_open)) }
+                }
+            }
+            @if duplicates > 0 {
+                p.notice.problem {
+                    a #report-duplicates href=(url("/duplicates", &[("org", &org), ("year", &year)])) { (T::ReportHasDuplicates.with_n(lang, duplicates)) }
                 }
             }
         }
@@ -459,7 +468,7 @@ fn columns(kind: Kind) -> &'static [&'static str] {
 }
 
 /// A field's name as core's schema gives it.
-fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
+pub(super) fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
     match (kind.field(field), lang) {
         (Some(f), Lang::Zh) => f.label.zh,
         (Some(f), Lang::En) => f.label.en,
@@ -467,7 +476,7 @@ fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
     }
 }
 
-fn cell(r: &RecordView, field: &str) -> String {
+pub(super) fn cell(r: &RecordView, field: &str) -> String {
     match r.fields.get(field) {
         None => String::new(),
         Some(serde_json::Value::Array(items)) => {

@@ -95,7 +95,8 @@ label.inline{flex-direction:row;align-items:center}
 section.box{margin:.8rem 0}
 ul.downloads{margin:0;padding-left:1.2rem}
 form.step{display:flex;flex-wrap:wrap;gap:.3rem;margin:0 0 .3rem}form.step input{width:9rem}details.box{margin:.8rem 0}
-@media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:.6rem;margin:.4rem 0}.pair>div{border:1px solid var(--line);border-radius:6px;padding:.5rem;overflow-wrap:anywhere}.pair dl{margin:0}form.pair-actions{display:flex;flex-wrap:wrap;gap:.4rem;margin:0}
+@media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}.pair{grid-template-columns:1fr}}
 .print-only{display:none}
 .report-actions{margin:.5rem 0 0}
 @media print{
