@@ -182,9 +182,10 @@ pub(crate) mod tests {
             Internal(_) => 23,
             NeedsApprover { .. } => 24,
             PeriodRefused { .. } => 25,
+            NoSuchRecord { .. } => 26,
         }
     }
-    const VARIANTS: usize = 26;
+    const VARIANTS: usize = 27;
 
     /// Fails unless `cases` hold at least one error of every variant.
     #[track_caller]

@@ -623,6 +623,10 @@ mod tests {
             ),
             (NoSuchCode { id: id() }, PageError::NotFound(T::EnrolGone)),
             (
+                NoSuchRecord { id: id() },
+                PageError::NotFound(T::NoSuchPage),
+            ),
+            (
                 NoSuchExport { file: s("x.pdf") },
                 PageError::NotFound(T::NoSuchPage),
             ),
