@@ -18,6 +18,10 @@ use crate::merge::{RecordState, DELETED_FIELD};
 /// first, as [`crate::org::OrgTree::chain`] gives them) before and after.
 pub const PATH_FIELD: &str = "_path";
 
+/// The pseudo-field of a "not a duplicate" mark: `to` is the id of the
+/// other record of the pair (a mark changes neither record).
+pub const NOT_DUPLICATE_FIELD: &str = "_not_duplicate_of";
+
 /// One value that a write changed. `null` stands for "absent" (never set,
 /// or cleared). `_deleted` goes from `null`/`false` to `true` and back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -75,12 +79,13 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Applies one entry's changes (`_path` is not a field and is skipped).
+    /// Applies one entry's changes (`_path` and `_not_duplicate_of` are
+    /// not fields and are skipped).
     pub fn apply(&mut self, changes: &[Change]) {
         for c in changes {
             if c.field == DELETED_FIELD {
                 self.deleted = c.to == Value::Bool(true);
-            } else if c.field == PATH_FIELD {
+            } else if c.field == PATH_FIELD || c.field == NOT_DUPLICATE_FIELD {
                 continue;
             } else if c.to.is_null() {
                 self.fields.remove(&c.field);

@@ -15,6 +15,7 @@
 //! - [`totals`]: per-unit aggregates and the totals they answer.
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
+//! - [`duplicates`]: likely double entries (one event recorded twice).
 //!
 //! ```
 //! use pufa_core::{hlc::HlcClock, schema::{check_field, Kind, Today}, date::Date};
@@ -28,6 +29,7 @@
 
 pub mod audit;
 pub mod date;
+pub mod duplicates;
 pub mod hlc;
 pub mod kinds;
 pub mod merge;

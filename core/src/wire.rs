@@ -630,6 +630,12 @@ pub enum AuditCause {
     /// A step on a reporting period (submit, return, approve, reopen):
     /// about no record.
     Period,
+    /// A coordinator marked the record and another "not a duplicate"
+    /// (the change's `_not_duplicate_of` names the other; the record
+    /// itself is unchanged).
+    Dismiss,
+    /// A coordinator deleted the record (one of a likely duplicate pair).
+    Delete,
 }
 
 /// A conflict that a logged write opened.
@@ -943,4 +949,49 @@ pub struct PeriodsResponse {
     pub org: OrgRef,
     pub year: i32,
     pub periods: Vec<PeriodView>,
+}
+
+/// One likely double entry of `GET /v1/duplicates` (an addition): two
+/// live lectures of one unit and day with similar titles, `a` the one
+/// with the smaller id.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DuplicatePair {
+    pub org_unit: String,
+    /// The unit's name.
+    pub name: String,
+    pub held_on: String,
+    pub a: RecordView,
+    pub b: RecordView,
+}
+
+/// `GET /v1/duplicates?org=&year=` (an addition).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DuplicatesResponse {
+    pub org: OrgRef,
+    pub year: i32,
+    /// How many pairs are flagged (not marked "not a duplicate").
+    pub count: usize,
+    pub pairs: Vec<DuplicatePair>,
+    /// Whether the year had more lectures than one listing compares, or
+    /// more pairs than it lists: then `count` is a lower bound.
+    pub truncated: bool,
+}
+
+/// `POST /v1/duplicates/dismiss` (an addition): the pair `{a, b}` (either
+/// order) is not a duplicate.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DismissRequest {
+    pub a: Uuid,
+    pub b: Uuid,
+}
+
+/// A "not a duplicate" mark, as `POST /v1/duplicates/dismiss` answers it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DismissalView {
+    /// The pair, smaller id first.
+    pub a: Uuid,
+    pub b: Uuid,
+    pub by: String,
+    pub at_ms: u64,
 }

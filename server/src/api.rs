@@ -821,3 +821,41 @@ pub async fn periods(
         crate::periods::list(&s, &d, q.get("org"), year).await?,
     ))
 }
+
+/// `GET /v1/duplicates?org=&year=` (addition): likely double entries.
+pub async fn duplicates(
+    State(s): State<AppState>,
+    Caller(d): Caller,
+    q: Params,
+) -> ApiResult<Json<pufa_core::wire::DuplicatesResponse>> {
+    d.require_coordinator()?;
+    let year = year_param(&q)?;
+    Ok(Json(
+        crate::duplicates::list(&s, &d, q.get("org"), year).await?,
+    ))
+}
+
+/// `POST /v1/duplicates/dismiss` (addition): a pair is not a duplicate.
+pub async fn dismiss_duplicate(
+    State(s): State<AppState>,
+    Signed(who): Signed,
+    ApiJson(req): ApiJson<pufa_core::wire::DismissRequest>,
+) -> ApiResult<Json<pufa_core::wire::DismissalView>> {
+    let person = who.person().map(str::to_string);
+    let d = who.into_acting();
+    Ok(Json(crate::duplicates::dismiss(&s, &d, person, req).await?))
+}
+
+/// `POST /v1/records/{id}/delete` (addition): a coordinator deletes a
+/// record (one of a likely duplicate pair).
+pub async fn delete_record(
+    State(s): State<AppState>,
+    Signed(who): Signed,
+    Path(id): Path<String>,
+) -> ApiResult<Json<RecordView>> {
+    let person = who.person().map(str::to_string);
+    let d = who.into_acting();
+    d.require_coordinator()?;
+    let id = path_uuid(&id)?;
+    Ok(Json(crate::duplicates::delete(&s, &d, person, id).await?))
+}

@@ -172,6 +172,7 @@ impl From<ServiceError> for ApiError {
             | NoSuchAccount { .. }
             | NoDeviceToReenrol { .. }
             | NoSuchCode { .. }
+            | NoSuchRecord { .. }
             | NoSuchExport { .. } => ApiError::NotFound(message),
             BadInput { field, message } => ApiError::BadJson {
                 message,
@@ -286,6 +287,7 @@ mod tests {
             (NoSuchAccount { username: s("wang") }, StatusCode::NOT_FOUND, None, body("not_found", "no account \"wang\"", None)),
             (NoDeviceToReenrol { id: id() }, StatusCode::NOT_FOUND, None, body("not_found", &format!("no device {} to re-enrol", id()), None)),
             (NoSuchCode { id: id() }, StatusCode::NOT_FOUND, None, body("not_found", &format!("no open enrolment code {} in your scope", id()), None)),
+            (NoSuchRecord { id: id() }, StatusCode::NOT_FOUND, None, body("not_found", &format!("no live record {} in your scope", id()), None)),
             (NoSuchExport { file: s("x.pdf") }, StatusCode::NOT_FOUND, None, body("not_found", "no export \"x.pdf\": use <lecture|library_corner|demo_site|legal_understander|totals>.<csv|xlsx>", None)),
             (BadInput { field: "label", message: s("label is too long") }, StatusCode::BAD_REQUEST, None, body("bad_json", "label is too long", Some("label"))),
             (unknown_unit(), StatusCode::BAD_REQUEST, None, body("unknown_org_unit", "no org unit \"x\"", Some("org_unit"))),

@@ -23,6 +23,7 @@ pub mod config;
 mod connection;
 pub mod dashboard;
 pub mod docx;
+pub mod duplicates;
 pub mod encoding;
 pub mod enrol;
 pub mod error;
@@ -100,6 +101,9 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/reports/annual", get(api::annual_report))
         .route("/v1/periods", get(api::periods))
         .route("/v1/periods/{action}", post(api::period_step))
+        .route("/v1/duplicates", get(api::duplicates))
+        .route("/v1/duplicates/dismiss", post(api::dismiss_duplicate))
+        .route("/v1/records/{id}/delete", post(api::delete_record))
         .route("/v1/records", get(api::records))
         .route("/v1/exports/{file}", get(api::export))
         .route(

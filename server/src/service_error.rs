@@ -66,6 +66,10 @@ pub enum ServiceError {
     /// scope.
     #[error("no open enrolment code {id} in your scope")]
     NoSuchCode { id: Uuid },
+    /// A live record unknown, or outside the caller's scope (one message
+    /// for both, so it reveals nothing).
+    #[error("no live record {id} in your scope")]
+    NoSuchRecord { id: Uuid },
     /// An export file name that names no export.
     #[error("no export {file:?}: use <lecture|library_corner|demo_site|legal_understander|totals>.<csv|xlsx>")]
     NoSuchExport { file: String },
@@ -178,9 +182,10 @@ pub(crate) mod tests {
             Internal(_) => 23,
             NeedsApprover { .. } => 24,
             PeriodRefused { .. } => 25,
+            NoSuchRecord { .. } => 26,
         }
     }
-    const VARIANTS: usize = 26;
+    const VARIANTS: usize = 27;
 
     /// Fails unless `cases` hold at least one error of every variant.
     #[track_caller]

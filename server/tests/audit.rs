@@ -847,3 +847,42 @@ async fn period_steps_are_in_the_audit_chain_and_survive_a_restart() {
         "{broken:?}"
     );
 }
+
+/// A "not a duplicate" mark (an entry of a record that changes nothing in
+/// it) and a coordinator's delete keep the chain and every record's
+/// history whole.
+#[tokio::test]
+async fn verify_passes_not_a_duplicate_marks_and_deletes() {
+    let s = Server::new().await;
+    let field = s.issue("field", "s1").await;
+    let street = s.issue("coordinator", "s1").await;
+    let (x, y, z) = (new_id(), new_id(), new_id());
+    for rec in [&x, &y, &z] {
+        let m = lecture(&field, rec, "c1", "2020-03-10", 20);
+        assert_applied(&s.push_one(&field, &m).await, &m);
+    }
+    s.json(
+        Method::POST,
+        "/v1/duplicates/dismiss",
+        &street,
+        &json!({"a": x, "b": y}),
+    )
+    .await
+    .expect(200);
+    s.json(
+        Method::POST,
+        &format!("/v1/records/{z}/delete"),
+        &street,
+        &json!({}),
+    )
+    .await
+    .expect(200);
+    // The marked record is edited after the mark: its history goes on.
+    let seq = s.record(&x).await["seq"].as_u64().unwrap();
+    let m = mutation(&field, &x, "lecture", seq, T0 + 9, json!({"attendees": 21}));
+    assert_applied(&s.push_one(&field, &m).await, &m);
+    let dir = stop(s);
+    let report = verify_dir(dir.path());
+    assert_eq!(report.broken, None, "{report}");
+    assert_eq!(report.records, 3, "{report}");
+}

@@ -1466,5 +1466,155 @@ async fn legal_understanders_show_on_the_overview_report_coverage_and_record_pag
     assert!(
         !body.contains(phone) && !body.contains("联系电话"),
         "{body}"
+
+/// The `tag` element of `body` that carries `attr`.
+fn element<'a>(body: &'a str, tag: &str, attr: &str) -> &'a str {
+    let at = body
+        .find(attr)
+        .unwrap_or_else(|| panic!("no {tag} with {attr} in {body}"));
+    let start = body[..at].rfind(&format!("<{tag}")).expect("element start");
+    let end = at + body[at..].find(&format!("</{tag}>")).expect("element end");
+    &body[start..end]
+}
+
+/// A lecture titled `title` in `org` on `day`, pushed; its id.
+async fn titled_lecture(s: &Server, dev: &Dev, org: &str, day: &str, title: &str) -> String {
+    let rec = new_id();
+    let mut m = lecture(dev, &rec, org, day, 25);
+    m["set"]["title"] = json!(title);
+    assert_applied(&s.push_one(dev, &m).await, &m);
+    rec
+}
+
+#[tokio::test]
+async fn likely_duplicates_are_reviewed_side_by_side() {
+    let s = Server::new().await;
+    let a = s.issue("field", "s1").await;
+    let b = s.issue("field", "s1").await;
+    let street = s.issue("coordinator", "s1").await;
+    let other = s.issue("coordinator", "s2").await;
+    let district = s.issue("coordinator", "d").await;
+    let x = titled_lecture(&s, &a, "c1", "2020-03-10", "民法典进社区").await;
+    let y = titled_lecture(&s, &b, "c1", "2020-03-10", "《民法典》进社区").await;
+    let p = titled_lecture(&s, &a, "c2", "2020-06-02", "反诈宣传讲座").await;
+    let q = titled_lecture(&s, &b, "c2", "2020-06-02", "反诈宣传").await;
+
+    let body = get(&s, "/duplicates?year=2020", &street)
+        .await
+        .expect(200)
+        .to_string();
+    assert!(body.contains(zh(T::DuplicatesIntro)), "{body}");
+    assert!(body.contains(r#"data-count="2""#), "{body}");
+    let (lo, hi) = if x < y { (&x, &y) } else { (&y, &x) };
+    let first = element(&body, "article", &format!(r#"data-a="{lo}" data-b="{hi}""#));
+    for text in [
+        "柳巷第01社区",
+        "2020-03-10",
+        "《民法典》进社区",
+        zh(T::NotDuplicate),
+        zh(T::DeleteLeft),
+        zh(T::DeleteRight),
+        zh(T::RecordedBy),
+    ] {
+        assert!(first.contains(text), "{text} in {first}");
+    }
+    // The report says how many, linking to the queue; another street sees
+    // none of them.
+    let report = get(&s, "/report?org=s1&year=2020", &street).await;
+    let report = report.expect(200);
+    let link = element(report, "a", r#"id="report-duplicates""#);
+    assert!(
+        link.contains("/duplicates?org=s1&amp;year=2020")
+            && link.contains(&T::ReportHasDuplicates.with_n(Lang::Zh, 2)),
+        "{link}"
+    );
+    let theirs = get(&s, "/duplicates?year=2020", &other).await;
+    assert!(theirs.expect(200).contains(r#"data-count="0""#));
+    assert_eq!(
+        get(&s, "/duplicates?year=2020&org=s1", &other).await.status,
+        403
+    );
+
+    let act = |dev: &Dev, action: &'static str, a: String, b: String| {
+        let token = csrf(dev);
+        let dev = dev.clone();
+        let s = &s;
+        async move {
+            let form = [
+                ("csrf", token.as_str()),
+                ("year", "2020"),
+                ("a", a.as_str()),
+                ("b", b.as_str()),
+                ("action", action),
+            ];
+            post(s, "/duplicates", &dev, &form).await
+        }
+    };
+    // Out of scope: named nothing, nothing changed.
+    let got = act(&other, "dismiss", x.clone(), y.clone()).await;
+    assert!(got.expect(404).contains(zh(T::DuplicateGone)));
+    let got = act(&street, "merge", x.clone(), y.clone()).await;
+    got.expect(400);
+    let got = act(&street, "dismiss", x.clone(), "nope".into()).await;
+    got.expect(400);
+    act(&street, "dismiss", x.clone(), y.clone())
+        .await
+        .assert_redirect("/duplicates?year=2020&done=dismissed");
+    let body = get(&s, "/duplicates?year=2020&done=dismissed", &street)
+        .await
+        .expect(200)
+        .to_string();
+    assert!(
+        body.contains(zh(T::DuplicateDismissed)) && body.contains(r#"data-count="1""#),
+        "{body}"
+    );
+
+    // A locked period refuses the delete, in words; reopened, it goes.
+    let token = csrf(&district);
+    let approve = [
+        ("csrf", token.as_str()),
+        ("org_unit", "s1"),
+        ("period", "2020"),
+        ("action", "approve"),
+    ];
+    post(&s, "/periods", &district, &approve)
+        .await
+        .assert_redirect("/periods?done=1");
+    let got = act(&street, "delete-b", p.clone(), q.clone()).await;
+    assert!(got.expect(400).contains(zh(T::DuplicateLocked)));
+    let reopen = [
+        ("csrf", token.as_str()),
+        ("org_unit", "s1"),
+        ("period", "2020"),
+        ("action", "reopen"),
+        ("comment", "删除重复记录"),
+    ];
+    post(&s, "/periods", &district, &reopen)
+        .await
+        .assert_redirect("/periods?done=1");
+    let (lo, hi) = if p < q { (p, q) } else { (q, p) };
+    act(&street, "delete-b", lo.clone(), hi.clone())
+        .await
+        .assert_redirect("/duplicates?year=2020&done=deleted");
+    assert!(s.record(&hi).await["deleted"].as_bool().unwrap());
+    assert!(!s.record(&lo).await["deleted"].as_bool().unwrap());
+    let body = get(&s, "/duplicates?year=2020", &street)
+        .await
+        .expect(200)
+        .to_string();
+    assert!(body.contains(zh(T::NoDuplicates)), "{body}");
+    let got = act(&street, "delete-b", lo, hi).await;
+    assert!(got.expect(404).contains(zh(T::DuplicateGone)));
+    let report = get(&s, "/report?org=s1&year=2020", &street).await;
+    assert!(!report.expect(200).contains("report-duplicates"));
+
+    // At phone width the two records stack.
+    let css = send(&s, Method::GET, "/assets/app.css", None, &[], None).await;
+    let css = css.expect(200);
+    let phone = &css[css.find("@media (max-width:40rem)").expect("a phone rule")..];
+    let phone = &phone[..phone.find('\n').unwrap_or(phone.len())];
+    assert!(
+        phone.contains(".pair{grid-template-columns:1fr}"),
+        "{phone}"
     );
 }

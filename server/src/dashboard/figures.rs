@@ -249,6 +249,10 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
         Lang::Zh => &r.text_zh,
         Lang::En => &r.text_en,
     };
+    // Likely double entries count twice in these figures: say so.
+    let duplicates = crate::duplicates::list(&s, &ctx.device, Some(&org), f.year)
+        .await?
+        .count;
     let body = html! {
         (year_links(&ctx, "/report", &org, &f.years, f.year))
         section.box #report-text {
@@ -267,6 +271,11 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
             @if r.conflicts_open > 0 {
                 p.notice.problem {
                     a href=(url("/conflicts", &[("org", &org)])) { (T::ReportHasConflicts.with_n(lang, r.conflicts_open)) }
+                }
+            }
+            @if duplicates > 0 {
+                p.notice.problem {
+                    a #report-duplicates href=(url("/duplicates", &[("org", &org), ("year", &year)])) { (T::ReportHasDuplicates.with_n(lang, duplicates)) }
                 }
             }
         }
@@ -497,7 +506,7 @@ fn columns(kind: Kind) -> &'static [&'static str] {
 }
 
 /// A field's name as core's schema gives it.
-fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
+pub(super) fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
     match (kind.field(field), lang) {
         (Some(f), Lang::Zh) => f.label.zh,
         (Some(f), Lang::En) => f.label.en,
@@ -506,7 +515,7 @@ fn field_text(kind: Kind, field: &'static str, lang: Lang) -> &'static str {
 }
 
 /// A record's value of `field`, an enum value by what the schema calls it.
-fn cell(r: &RecordView, kind: Kind, field: &str, lang: Lang) -> String {
+pub(super) fn cell(r: &RecordView, kind: Kind, field: &str, lang: Lang) -> String {
     let named = |v: &str| {
         choice_label(field, v).map(|l| match lang {
             Lang::Zh => l.zh,

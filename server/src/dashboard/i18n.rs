@@ -349,6 +349,22 @@ texts! {
     EnrolCoordinatorOnly => "协调员只能为外勤设备生成登记码。", "Coordinators make codes for field devices only.";
     HoursN => "{n} 小时", "{n} hours";
     DaysN => "{n} 天", "{n} days";
+    NavDuplicates => "疑似重复", "Possible duplicates";
+    DuplicatesIntro => "同一单位、同一天、标题相近的两条讲座记录，可能是两部手机重复录入了同一场活动，会被重复统计。请逐对核对：确实是两场活动的，点“不是重复”；重复的，删除其中一条。",
+        "Two lectures of one unit on one day with similar titles may be one event recorded on two phones, counted twice. Check each pair: if they are two events, mark them not a duplicate; if not, delete one.";
+    NoDuplicates => "没有疑似重复的记录。", "No possible duplicates.";
+    DuplicatesCount => "本年度共有 {n} 对疑似重复。", "{n} possible duplicate pairs this year.";
+    DuplicatesTruncated => "记录太多，只核对了一部分，实际可能更多。", "Too many records: only part was compared, there may be more.";
+    NotDuplicate => "不是重复", "Not a duplicate";
+    DeleteLeft => "删除左边", "Delete left";
+    DeleteRight => "删除右边", "Delete right";
+    RecordedBy => "录入设备", "Recorded by";
+    DuplicateDismissed => "已标记为不是重复。", "Marked as not a duplicate.";
+    DuplicateDeleted => "已删除该记录，统计数字已更新。", "The record is deleted; the figures are updated.";
+    DuplicateGone => "该记录不存在、已删除或不在您的管辖范围内。", "This record does not exist, is deleted, or is outside your scope.";
+    DuplicateLocked => "该记录所在时段已审核锁定，不能删除；如需删除，请联系区里重新开放。",
+        "The record is in an approved, locked period and cannot be deleted; ask the district to reopen it.";
+    ReportHasDuplicates => "本年度有 {n} 对疑似重复的讲座记录，请核对", "{n} possible duplicate lecture pairs this year: check them";
 }
 
 impl T {

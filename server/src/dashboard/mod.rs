@@ -12,7 +12,8 @@
 //!   types, formatters.
 //! - [`i18n`]: every UI text in Chinese and English.
 //! - [`overview`], [`figures`] (report, coverage, records, downloads),
-//!   [`conflicts`], [`periods`] (submit, approve, lock), [`lists`]
+//!   [`conflicts`], [`duplicates`] (likely double entries), [`periods`]
+//!   (submit, approve, lock), [`lists`]
 //!   (rejections, devices), [`enrol`]
 //!   (enrolment codes): pages.
 //! - [`chart`]: server-rendered SVG.
@@ -22,6 +23,7 @@
 
 pub mod chart;
 pub mod conflicts;
+pub mod duplicates;
 pub mod enrol;
 pub mod figures;
 pub mod i18n;
@@ -49,6 +51,7 @@ pub enum Section {
     Report,
     Coverage,
     Conflicts,
+    Duplicates,
     Periods,
     Rejections,
     Devices,
@@ -83,6 +86,11 @@ pub const NAV: &[NavItem] = &[
         section: Section::Conflicts,
         path: "/conflicts",
         text: T::NavConflicts,
+    },
+    NavItem {
+        section: Section::Duplicates,
+        path: "/duplicates",
+        text: T::NavDuplicates,
     },
     NavItem {
         section: Section::Periods,
@@ -121,6 +129,7 @@ pub fn routes(state: &AppState) -> Router<AppState> {
         .route("/conflicts", get(conflicts::list))
         .route("/conflicts/{id}/resolve", post(conflicts::resolve))
         .route("/periods", get(periods::list).post(periods::act))
+        .route("/duplicates", get(duplicates::list).post(duplicates::act))
         .route("/rejections", get(lists::rejections))
         .route("/devices", get(lists::devices))
         .route("/enrol", get(enrol::enrol_page).post(enrol::create))

@@ -95,7 +95,8 @@ label.inline{flex-direction:row;align-items:center}
 section.box{margin:.8rem 0}
 ul.downloads{margin:0;padding-left:1.2rem}
 form.step{display:flex;flex-wrap:wrap;gap:.3rem;margin:0 0 .3rem}form.step input{width:9rem}details.box{margin:.8rem 0}
-@media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}}
+.pair{display:grid;grid-template-columns:1fr 1fr;gap:.6rem;margin:.4rem 0}.pair>div{border:1px solid var(--line);border-radius:6px;padding:.5rem;overflow-wrap:anywhere}.pair dl{margin:0}form.pair-actions{display:flex;flex-wrap:wrap;gap:.4rem;margin:0}
+@media (max-width:40rem){main{padding:.6rem}.who{margin-left:0}h1{font-size:1.2rem}.pair{grid-template-columns:1fr}}
 @media (max-width:40rem){table.stack thead{display:none}table.stack tr{display:block;border-bottom:1px solid var(--line);padding:.3rem 0}table.stack td{display:block;border:0;white-space:normal;padding:.15rem .6rem}}
 .print-only{display:none}
 .report-actions{margin:.5rem 0 0}
@@ -367,9 +368,10 @@ impl From<ServiceError> for PageError {
             BadCredentials => PageError::SignIn,
             NoSuchUnit { .. } => PageError::NotFound(T::NoSuchUnit),
             NoSuchCode { .. } => PageError::NotFound(T::EnrolGone),
-            NoSuchAccount { .. } | NoDeviceToReenrol { .. } | NoSuchExport { .. } => {
-                PageError::NotFound(T::NoSuchPage)
-            }
+            NoSuchAccount { .. }
+            | NoDeviceToReenrol { .. }
+            | NoSuchRecord { .. }
+            | NoSuchExport { .. } => PageError::NotFound(T::NoSuchPage),
             BadQuery { param, value, .. } => PageError::bad_query(param, &value, T::BadParam),
             BadInput { .. }
             | Rejected(_)
@@ -621,6 +623,10 @@ mod tests {
                 PageError::NotFound(T::NoSuchPage),
             ),
             (NoSuchCode { id: id() }, PageError::NotFound(T::EnrolGone)),
+            (
+                NoSuchRecord { id: id() },
+                PageError::NotFound(T::NoSuchPage),
+            ),
             (
                 NoSuchExport { file: s("x.pdf") },
                 PageError::NotFound(T::NoSuchPage),

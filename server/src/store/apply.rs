@@ -1,5 +1,6 @@
-//! The write logic every store shares: what a push, a resolution and a
-//! re-parenting do to records, given a place to read from and stage into.
+//! The write logic every store shares: what a push, a resolution, a
+//! coordinator's delete, a "not a duplicate" mark and a re-parenting do
+//! to records, given a place to read from and stage into.
 //!
 //! A store opens one write (sled: a batch under its writer lock;
 //! PostgreSQL: a transaction under the database-wide write lock), hands it
@@ -9,7 +10,7 @@
 //! mutation gives the same result on sled and on PostgreSQL, on whichever
 //! instance it lands.
 
-use pufa_core::audit::{self, Change, PATH_FIELD};
+use pufa_core::audit::{self, Change, NOT_DUPLICATE_FIELD, PATH_FIELD};
 use pufa_core::date::Date;
 use pufa_core::hlc::HlcClock;
 use pufa_core::merge::{self, content_hash, judge, RecordState, Write, DELETED_FIELD};
@@ -22,7 +23,8 @@ use uuid::Uuid;
 
 use super::codec::{Applied, AuditBody, PeriodStep, StoredConflict};
 use super::{
-    Device, PeriodOutcome, PeriodStepInput, PushInput, ResolveOutcome, StoreError, StoredPeriod,
+    Device, DismissInput, DismissOutcome, PeriodOutcome, PeriodStepInput, PushInput,
+    ResolveOutcome, StoreError, StoredDismissal, StoredPeriod,
 };
 use crate::config::IdSource;
 
@@ -73,6 +75,8 @@ pub(crate) trait Staging {
     fn put_device(&mut self, device: &Device) -> Result<(), StoreError>;
     /// Stages a period's new state (and the locks it makes or lifts).
     fn put_period(&mut self, period: &StoredPeriod) -> Result<(), StoreError>;
+    /// Stages a "not a duplicate" mark.
+    fn put_dismissal(&mut self, dismissal: &StoredDismissal) -> Result<(), StoreError>;
 }
 
 /// Applies one push: per mutation, a duplicate's first result, or a
@@ -299,37 +303,84 @@ pub(crate) fn resolve(
             }
         }
     }
-    let mut set = serde_json::Map::new();
-    set.insert(field.clone(), value.clone());
-    if let Some(a) = period::locked_write(st.locks(), tree, before.kind, Some(&before), &set) {
-        return Ok(ResolveOutcome::Invalid(period::refusal(a)));
+    if let Some(r) = locked(st, tree, &before, &field, &value) {
+        return Ok(ResolveOutcome::Invalid(r));
     }
+    stored.open = false;
+    st.put_conflict(id, &stored)?;
+    let cause = Coordinator {
+        by,
+        person,
+        now_ms,
+        conflict_id: Some(id),
+    };
+    let view = write_value(st, tree, before, &field, value, cause)?;
+    Ok(ResolveOutcome::Resolved(view))
+}
+
+/// The `period_locked` refusal of setting `field` of `before` to `value`,
+/// when an approved period covers the record as it is or would be.
+fn locked(
+    st: &impl Staging,
+    tree: &OrgTree,
+    before: &RecordState,
+    field: &str,
+    value: &serde_json::Value,
+) -> Option<Rejection> {
+    let mut set = serde_json::Map::new();
+    set.insert(field.to_string(), value.clone());
+    period::locked_write(st.locks(), tree, before.kind, Some(before), &set).map(period::refusal)
+}
+
+/// Who makes a coordinator's write to one record, and why.
+struct Coordinator<'a> {
+    by: &'a Device,
+    /// A person's session names the person instead of the device.
+    person: Option<String>,
+    now_ms: u64,
+    /// The conflict a resolution closes; `None` for a delete.
+    conflict_id: Option<Uuid>,
+}
+
+/// Writes `value` into `field` of `before` for a coordinator, at the
+/// server's next HLC tick (which beats every write in the record) and a
+/// new seq, logging it as a resolution or a delete.
+fn write_value(
+    st: &mut impl Staging,
+    tree: &OrgTree,
+    before: RecordState,
+    field: &str,
+    value: serde_json::Value,
+    who: Coordinator<'_>,
+) -> Result<pufa_core::wire::RecordView, StoreError> {
     // The server's HLC is past every stored HLC (observing the record's is
     // a no-op then), so its next tick beats everything in the record.
     st.hlc().observe(&before.hlc());
-    let hlc = st.hlc().next(now_ms, by.id);
+    let hlc = st.hlc().next(who.now_ms, who.by.id);
     debug_assert!(hlc > before.hlc());
     *st.seq() += 1;
     let seq = *st.seq();
-    let mut after = merge::resolve(&before, &field, value, hlc, seq);
+    let mut after = merge::resolve(&before, field, value, hlc, seq);
     after.note_scope(tree);
-    stored.open = false;
-    st.put_conflict(id, &stored)?;
     let view = after.view();
     let n = st.log(
         AuditBody {
             n: 0,
-            server_ms: now_ms,
+            server_ms: who.now_ms,
             seq: after.seq,
             record_id: after.id,
             kind: after.kind,
-            cause: AuditCause::Resolve,
+            cause: if who.conflict_id.is_some() {
+                AuditCause::Resolve
+            } else {
+                AuditCause::Delete
+            },
             mutation_id: None,
-            conflict_id: Some(id),
+            conflict_id: who.conflict_id,
             // A person's session acts under its account's id, which is
             // no device: name the person instead.
-            device_id: person.is_none().then_some(by.id),
-            actor: person,
+            device_id: who.person.is_none().then_some(who.by.id),
+            actor: who.person,
             record_prev: None,
             hlc,
             pushed_hlc: None,
@@ -340,7 +391,106 @@ pub(crate) fn resolve(
         Some(before.seq),
     )?;
     st.put_record(Some(before), after, n)?;
+    Ok(view)
+}
+
+/// Deletes record `id` for a coordinator (`by`, a person's session naming
+/// `person`): refused as not found when the record is unknown, deleted
+/// already or outside `by`'s scope, and `period_locked` in an approved
+/// period. Stages nothing unless the outcome is
+/// [`ResolveOutcome::Resolved`].
+pub(crate) fn delete_record(
+    st: &mut impl Staging,
+    tree: &OrgTree,
+    id: Uuid,
+    by: &Device,
+    person: Option<String>,
+    now_ms: u64,
+) -> Result<ResolveOutcome, StoreError> {
+    let Some(before) = st.record(id)? else {
+        return Ok(ResolveOutcome::NotFound);
+    };
+    let in_scope = before
+        .org_unit()
+        .is_some_and(|u| tree.in_scope(u, &by.scope()));
+    if before.is_deleted() || !in_scope {
+        return Ok(ResolveOutcome::NotFound);
+    }
+    let deleted = serde_json::Value::Bool(true);
+    if let Some(r) = locked(st, tree, &before, DELETED_FIELD, &deleted) {
+        return Ok(ResolveOutcome::Invalid(r));
+    }
+    let who = Coordinator {
+        by,
+        person,
+        now_ms,
+        conflict_id: None,
+    };
+    let view = write_value(st, tree, before, DELETED_FIELD, deleted, who)?;
     Ok(ResolveOutcome::Resolved(view))
+}
+
+/// Marks the pair `input.a`, `input.b` "not a duplicate" (`current`: the
+/// mark as stored, read inside the write), logging it in the audit chain
+/// as an entry of record `a` that changes nothing in it. Stages nothing
+/// unless the outcome is [`DismissOutcome::Dismissed`].
+pub(crate) fn dismiss(
+    st: &mut impl Staging,
+    tree: &OrgTree,
+    current: Option<StoredDismissal>,
+    input: &DismissInput,
+) -> Result<DismissOutcome, StoreError> {
+    let scope = input.device.scope();
+    let mut records = Vec::with_capacity(2);
+    for id in [input.a, input.b] {
+        match st.record(id)? {
+            Some(r) if r.org_unit().is_some_and(|u| tree.in_scope(u, &scope)) => records.push(r),
+            _ => return Ok(DismissOutcome::NotFound),
+        }
+    }
+    if let Some(d) = current {
+        return Ok(DismissOutcome::Already(d));
+    }
+    let by = input
+        .person
+        .clone()
+        .unwrap_or_else(|| input.device.label.clone());
+    let stored = StoredDismissal {
+        a: input.a,
+        b: input.b,
+        by,
+        at_ms: input.now_ms,
+    };
+    let a = &records[0];
+    let hlc = st.hlc().next(input.now_ms, input.device.id);
+    let n = st.log(
+        AuditBody {
+            n: 0,
+            server_ms: input.now_ms,
+            seq: a.seq,
+            record_id: a.id,
+            kind: a.kind,
+            cause: AuditCause::Dismiss,
+            mutation_id: None,
+            conflict_id: None,
+            device_id: input.person.is_none().then_some(input.device.id),
+            actor: input.person.clone(),
+            record_prev: None,
+            hlc,
+            pushed_hlc: None,
+            changes: vec![Change {
+                field: NOT_DUPLICATE_FIELD.to_string(),
+                from: serde_json::Value::Null,
+                to: serde_json::Value::String(input.b.to_string()),
+            }],
+            conflicts: Vec::new(),
+            period: None,
+        },
+        Some(a.seq),
+    )?;
+    st.note_entry(a, n)?;
+    st.put_dismissal(&stored)?;
+    Ok(DismissOutcome::Dismissed(stored))
 }
 
 /// Moves `before`, a record below a re-parented unit, to a new seq with its

@@ -25,6 +25,7 @@
 //! | `ph/<code hash:32>` | code id: finds a code by what is typed |
 //! | `l/<n:8>` | audit entry n: format byte, `prev` (32), `hash` (32), [`AuditBody`] |
 //! | `m/audit` | `(n, hash)` of the last audit entry |
+//! | `x/<a:16><b:16>` | [`super::StoredDismissal`]: a pair marked "not a duplicate" |
 //!
 //! Values are positional MessagePack (rmp-serde) of their disk types
 //! ([`super::disk`], never a wire or core type) behind one format byte;
@@ -287,6 +288,13 @@ pub fn period_key(unit: &str, period: pufa_core::period::Period) -> Vec<u8> {
     k.push(0);
     k.extend_from_slice(period.to_string().as_bytes());
     k
+}
+
+/// Pairs marked "not a duplicate": `x/<a:16><b:16>`, smaller id first.
+pub const DISMISSAL: &[u8] = b"x/";
+
+pub fn dismissal_key(a: Uuid, b: Uuid) -> Vec<u8> {
+    key(DISMISSAL, &[a.as_bytes(), b.as_bytes()])
 }
 
 pub fn record_key(id: Uuid) -> Vec<u8> {

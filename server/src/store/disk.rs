@@ -114,7 +114,7 @@ disk_enum!(
 );
 disk_enum!(
     #[serde(rename_all = "snake_case")]
-    AuditCause <=> pufa_core::wire::AuditCause { Push, Resolve, Move, Baseline, Period }
+    AuditCause <=> pufa_core::wire::AuditCause { Push, Resolve, Move, Baseline, Period, Dismiss, Delete }
 );
 disk_enum!(
     #[serde(rename_all = "snake_case")]
@@ -164,6 +164,44 @@ impl Persist for super::StoredPeriod {
             by: p.by,
             at_ms: p.at_ms,
             comment: p.comment,
+        })
+    }
+}
+
+/// `x/<a:16><b:16>`: a pair of records a coordinator marked "not a
+/// duplicate" (`a` the smaller id).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DismissalV {
+    pub a: Uuid,
+    pub b: Uuid,
+    pub by: String,
+    pub at_ms: u64,
+}
+
+impl Persist for super::StoredDismissal {
+    type Disk = DismissalV;
+
+    fn to_disk(&self) -> DismissalV {
+        DismissalV {
+            a: self.a,
+            b: self.b,
+            by: self.by.clone(),
+            at_ms: self.at_ms,
+        }
+    }
+
+    fn from_disk(d: DismissalV) -> Result<super::StoredDismissal, StoreError> {
+        if d.a >= d.b {
+            return Err(StoreError::Corrupt(format!(
+                "dismissed pair {} / {} is not in id order",
+                d.a, d.b
+            )));
+        }
+        Ok(super::StoredDismissal {
+            a: d.a,
+            b: d.b,
+            by: d.by,
+            at_ms: d.at_ms,
         })
     }
 }

@@ -468,6 +468,17 @@ async fn copy(db: &sled::Db, tx: &tokio_postgres::Transaction<'_>) -> Result<Mig
         .map_err(pg_err)?;
     }
 
+    for kv in db.scan_prefix(codec::DISMISSAL) {
+        let (_, v) = kv?;
+        let d: crate::store::StoredDismissal = decode(&v)?;
+        tx.execute(
+            "INSERT INTO pufa_dismissals (a, b, body) VALUES ($1, $2, $3)",
+            &[&d.a, &d.b, &v.to_vec()],
+        )
+        .await
+        .map_err(pg_err)?;
+    }
+
     for kv in db.scan_prefix(codec::ACCOUNT) {
         let (_, v) = kv?;
         let a: Account = decode(&v)?;

@@ -1,6 +1,7 @@
 //! The store boundary: narrow traits of domain operations, one per
 //! capability ([`SyncStore`], [`AdminStore`], [`ReadStore`],
-//! [`PeopleStore`], [`MaintenanceStore`]), which [`Store`] gathers. Handlers
+//! [`PeopleStore`], [`PeriodStore`], [`DuplicateStore`],
+//! [`MaintenanceStore`]), which [`Store`] gathers. Handlers
 //! call these and never see bytes, keys or transactions. `sled` is the
 //! embedded implementation, `pg` the PostgreSQL one for deployments that
 //! outgrow a machine.
@@ -362,9 +363,11 @@ pub struct Redemption {
     pub now_ms: u64,
 }
 
-/// Why a resolution was refused.
+/// What a coordinator's write to one record did (a resolution, or a
+/// delete through [`DuplicateStore::delete_record`]).
 #[derive(Clone, Debug, PartialEq)]
 pub enum ResolveOutcome {
+    /// Written: the record as it now is.
     Resolved(RecordView),
     /// Unknown, already closed, or outside the caller's scope.
     NotFound,
@@ -502,6 +505,66 @@ pub trait PeriodStore: Send + Sync + 'static {
 
     /// Every approved period: the locks in force.
     async fn locks(&self) -> Result<Locks, StoreError>;
+}
+
+/// A pair of records a coordinator marked "not a duplicate" (stored as
+/// [`disk::DismissalV`]), `a` the smaller id.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredDismissal {
+    pub a: Uuid,
+    pub b: Uuid,
+    /// Who marked it (a person's username, or a device's label).
+    pub by: String,
+    pub at_ms: u64,
+}
+
+/// A "not a duplicate" mark to make, its role already checked.
+#[derive(Clone, Debug)]
+pub struct DismissInput {
+    /// Smaller id first ([`pufa_core::duplicates::pair`]).
+    pub a: Uuid,
+    pub b: Uuid,
+    /// The caller: both records must be in its scope.
+    pub device: Device,
+    /// The signed-in person, logged instead of the device.
+    pub person: Option<String>,
+    pub now_ms: u64,
+}
+
+/// What a "not a duplicate" mark did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DismissOutcome {
+    /// Marked now (and logged in the audit chain).
+    Dismissed(StoredDismissal),
+    /// Marked before: nothing written.
+    Already(StoredDismissal),
+    /// A record unknown or outside the caller's scope.
+    NotFound,
+}
+
+/// Likely double entries: the "not a duplicate" marks, and a
+/// coordinator's delete of one record (each logged in the audit chain in
+/// the same atomic write).
+#[async_trait]
+pub trait DuplicateStore: Send + Sync + 'static {
+    /// Marks a pair "not a duplicate".
+    async fn dismiss_pair(&self, input: DismissInput) -> Result<DismissOutcome, StoreError>;
+
+    /// Of `pairs` (each smaller id first), those marked "not a duplicate".
+    async fn dismissed(&self, pairs: Vec<(Uuid, Uuid)>) -> Result<Vec<(Uuid, Uuid)>, StoreError>;
+
+    /// Deletes record `id` for a coordinator, like a resolution of its
+    /// `_deleted` (a server HLC, a new seq, an audit entry, the figures
+    /// updated). `NotFound` for a record unknown, deleted already or
+    /// outside `by`'s scope; `Invalid` (`period_locked`) in an approved
+    /// period.
+    async fn delete_record(
+        &self,
+        id: Uuid,
+        by: &Device,
+        person: Option<String>,
+        now_ms: u64,
+    ) -> Result<ResolveOutcome, StoreError>;
 }
 
 /// What coordinators read: figures (from the aggregates), the records behind
@@ -651,12 +714,18 @@ pub trait MaintenanceStore: Send + Sync + 'static {
 /// The domain operations every store provides: every capability above. Handlers
 /// hold a [`DynStore`]; each backend implements the capabilities one by one.
 pub trait Store:
-    SyncStore + AdminStore + ReadStore + PeopleStore + PeriodStore + MaintenanceStore
+    SyncStore + AdminStore + ReadStore + PeopleStore + PeriodStore + DuplicateStore + MaintenanceStore
 {
 }
 
 impl<T> Store for T where
-    T: SyncStore + AdminStore + ReadStore + PeopleStore + PeriodStore + MaintenanceStore
+    T: SyncStore
+        + AdminStore
+        + ReadStore
+        + PeopleStore
+        + PeriodStore
+        + DuplicateStore
+        + MaintenanceStore
 {
 }
 

@@ -3524,3 +3524,313 @@ async fn period_steps_are_scoped_and_checked() {
     assert_eq!(states, BTreeSet::from(["open"]));
     assert_eq!(list["periods"].as_array().unwrap().len(), 3, "{list}");
 }
+
+// Additions: likely double entries (docs/protocol.md "Likely double entries")
+
+/// A new lecture titled `title` (otherwise as [`lecture`]), pushed and
+/// applied; its id.
+async fn titled(s: &Server, dev: &Dev, org: &str, held_on: &str, title: &str) -> String {
+    let rec = new_id();
+    let mut m = lecture(dev, &rec, org, held_on, 30);
+    m["set"]["title"] = json!(title);
+    assert_applied(&s.push_one(dev, &m).await, &m);
+    rec
+}
+
+/// The pairs a duplicates listing names, each `(a, b)`.
+fn pairs_of(list: &Value) -> BTreeSet<(String, String)> {
+    let pairs = list["pairs"].as_array().expect("pairs");
+    assert_eq!(list["count"], json!(pairs.len()), "{list}");
+    pairs
+        .iter()
+        .map(|p| {
+            let (a, b) = (p["a"]["id"].as_str(), p["b"]["id"].as_str());
+            (a.unwrap().to_string(), b.unwrap().to_string())
+        })
+        .collect()
+}
+
+fn ordered(x: &str, y: &str) -> (String, String) {
+    let (x, y) = (x.to_string(), y.to_string());
+    if x <= y {
+        (x, y)
+    } else {
+        (y, x)
+    }
+}
+
+async fn lectures_of(s: &Server, dev: &Dev, org: &str) -> Value {
+    let t = s
+        .get(
+            &format!("/v1/totals?org={org}&from=2020-01-01&to=2020-12-31"),
+            dev,
+        )
+        .await
+        .expect(200);
+    t["lectures"]["count"].clone()
+}
+
+#[tokio::test]
+async fn likely_duplicates_are_listed_dismissed_and_deleted() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let a = s.issue("field", "s1").await;
+    let b = s.issue("field", "s1").await;
+    let street = s.issue("coordinator", "s1").await;
+    // Two phones record one lecture, each its own way; a third lecture
+    // that day is another event; the same title on another day or in
+    // another unit is another lecture.
+    let x = titled(&s, &a, "c1", "2020-03-10", "民法典进社区").await;
+    let y = titled(&s, &b, "c1", "2020-03-10", "《民法典》进社区").await;
+    titled(&s, &a, "c1", "2020-03-10", "反诈宣传").await;
+    titled(&s, &a, "c1", "2020-03-11", "民法典进社区").await;
+    titled(&s, &a, "c2", "2020-03-10", "民法典进社区").await;
+    let p = titled(&s, &a, "c1", "2020-05-01", "宪法宣传周").await;
+    let q = titled(&s, &b, "c1", "2020-05-01", "“宪法”宣传周活动").await;
+    // Another year is another listing.
+    titled(&s, &a, "c1", "2021-01-05", "宪法宣传").await;
+    titled(&s, &b, "c1", "2021-01-05", "宪法宣传").await;
+
+    let list = s.get("/v1/duplicates?year=2020", &street).await.expect(200);
+    assert_eq!(
+        pairs_of(&list),
+        BTreeSet::from([ordered(&x, &y), ordered(&p, &q)]),
+        "{list}"
+    );
+    assert_eq!(
+        (&list["org"]["code"], &list["year"], &list["truncated"]),
+        (&json!("s1"), &json!(2020), &json!(false))
+    );
+    let first = &list["pairs"][0];
+    assert_eq!(
+        (&first["org_unit"], &first["held_on"]),
+        (&json!("c1"), &json!("2020-03-10")),
+        "{first}"
+    );
+    assert!(
+        first["name"].as_str().is_some_and(|n| !n.is_empty()),
+        "{first}"
+    );
+    assert_eq!(first["a"]["fields"]["held_on"], "2020-03-10");
+    let list = s
+        .get("/v1/duplicates?year=2021&org=c1", &street)
+        .await
+        .expect(200);
+    assert_eq!(list["count"], 1, "{list}");
+
+    // Not a duplicate (either order names the pair): no longer listed.
+    let d = s
+        .json(
+            Method::POST,
+            "/v1/duplicates/dismiss",
+            &street,
+            &json!({"a": y.clone(), "b": x.clone()}),
+        )
+        .await
+        .expect(200);
+    let (lo, hi) = ordered(&x, &y);
+    assert_eq!((&d["a"], &d["b"]), (&json!(lo), &json!(hi)), "{d}");
+    assert_eq!(d["by"], "coordinator @ s1");
+    let again = s
+        .json(
+            Method::POST,
+            "/v1/duplicates/dismiss",
+            &street,
+            &json!({"a": x.clone(), "b": y.clone()}),
+        )
+        .await
+        .expect(200);
+    assert_eq!(again, d, "marking again keeps the first mark");
+    let list = s.get("/v1/duplicates?year=2020", &street).await.expect(200);
+    assert_eq!(pairs_of(&list), BTreeSet::from([ordered(&p, &q)]));
+    // The mark is in the audit trail, and changes neither record.
+    let history = s
+        .get(&format!("/v1/records/{lo}/history"), &street)
+        .await
+        .expect(200);
+    let text = history.to_string();
+    assert!(
+        text.contains("\"dismiss\"") && text.contains(&hi),
+        "{history}"
+    );
+
+    // Deleting one of a pair: the pair goes and the figures drop by one.
+    let before = lectures_of(&s, &street, "s1").await;
+    let v = s
+        .json(
+            Method::POST,
+            &format!("/v1/records/{q}/delete"),
+            &street,
+            &json!({}),
+        )
+        .await
+        .expect(200);
+    assert_eq!((&v["id"], &v["deleted"]), (&json!(q), &json!(true)));
+    let after = lectures_of(&s, &street, "s1").await;
+    assert_eq!(after.as_u64(), before.as_u64().map(|n| n - 1));
+    assert!(s.record(&q).await["deleted"].as_bool().unwrap());
+    let history = s
+        .get(&format!("/v1/records/{q}/history"), &street)
+        .await
+        .expect(200);
+    assert!(history.to_string().contains("\"delete\""), "{history}");
+    let r = s
+        .json(
+            Method::POST,
+            &format!("/v1/records/{q}/delete"),
+            &street,
+            &json!({}),
+        )
+        .await;
+    assert_error(&r, 404, "not_found");
+    let list = s.get("/v1/duplicates?year=2020", &street).await.expect(200);
+    assert!(pairs_of(&list).is_empty(), "{list}");
+
+    // The mark outlives a restart.
+    let s = s.restart().await;
+    let list = s.get("/v1/duplicates?year=2020", &street).await.expect(200);
+    assert!(pairs_of(&list).is_empty(), "{list}");
+    let list = s
+        .get("/v1/duplicates?year=2020", &s.admin)
+        .await
+        .expect(200);
+    assert!(pairs_of(&list).is_empty(), "{list}");
+}
+
+#[tokio::test]
+async fn duplicates_are_scoped_and_checked() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let a = s.issue("field", "s1").await;
+    let street = s.issue("coordinator", "s1").await;
+    let other = s.issue("coordinator", "s2").await;
+    let x = titled(&s, &a, "c1", "2020-03-10", "民法典进社区").await;
+    let y = titled(&s, &a, "c1", "2020-03-10", "民法典进社区").await;
+
+    // Another street sees nothing of s1's, and may not ask about it.
+    let list = s.get("/v1/duplicates?year=2020", &other).await.expect(200);
+    assert!(pairs_of(&list).is_empty(), "{list}");
+    for url in [
+        "/v1/duplicates?year=2020&org=s1",
+        "/v1/duplicates?year=2020&org=nowhere",
+    ] {
+        assert_error(&s.get(url, &other).await, 403, "forbidden");
+    }
+    assert_error(
+        &s.get("/v1/duplicates?year=2020", &a).await,
+        403,
+        "forbidden",
+    );
+    let r = s
+        .get("/v1/duplicates?year=2020&org=nowhere", &s.admin)
+        .await;
+    assert_error(&r, 404, "not_found");
+    for url in [
+        "/v1/duplicates",
+        "/v1/duplicates?year=20x",
+        "/v1/duplicates?year=1999",
+    ] {
+        let r = s.get(url, &street).await;
+        assert_error_field(&r, 400, "invalid_query", Some("year"));
+    }
+
+    // Marks and deletes outside the scope name nothing.
+    let pair = json!({"a": x.clone(), "b": y.clone()});
+    let r = s
+        .json(Method::POST, "/v1/duplicates/dismiss", &other, &pair)
+        .await;
+    let e = assert_error(&r, 404, "not_found");
+    // As for an unknown record: the pair's second id, echoed.
+    let second = ordered(&x, &y).1;
+    assert_eq!(
+        e["message"],
+        format!("no live record {second} in your scope"),
+        "{e}"
+    );
+    let unknown = json!({"a": x.clone(), "b": new_id()});
+    let r = s
+        .json(Method::POST, "/v1/duplicates/dismiss", &street, &unknown)
+        .await;
+    assert_error(&r, 404, "not_found");
+    let r = s
+        .json(Method::POST, "/v1/duplicates/dismiss", &a, &pair)
+        .await;
+    assert_error(&r, 403, "forbidden");
+    let delete = |id: String| format!("/v1/records/{id}/delete");
+    for (dev, url) in [
+        (&other, delete(x.clone())),
+        (&street, delete(new_id())),
+        (&street, delete("nope".into())),
+    ] {
+        let r = s.json(Method::POST, &url, dev, &json!({})).await;
+        assert_error(&r, 404, "not_found");
+    }
+    let r = s
+        .json(Method::POST, &delete(x.clone()), &a, &json!({}))
+        .await;
+    assert_error(&r, 403, "forbidden");
+
+    // Bad bodies: a clear 400, nothing changed.
+    for bad in [
+        json!({"a": x.clone(), "b": x.clone()}),
+        json!({"a": x.clone()}),
+        json!({"a": "nope", "b": y.clone()}),
+        json!({"a": x.clone(), "b": y.clone(), "c": 1}),
+        json!([x.clone(), y.clone()]),
+    ] {
+        let r = s
+            .json(Method::POST, "/v1/duplicates/dismiss", &street, &bad)
+            .await;
+        assert_error(&r, 400, "bad_json");
+    }
+    let list = s.get("/v1/duplicates?year=2020", &street).await.expect(200);
+    assert_eq!(pairs_of(&list), BTreeSet::from([ordered(&x, &y)]));
+    assert!(!s.record(&x).await["deleted"].as_bool().unwrap());
+}
+
+#[tokio::test]
+async fn an_approved_period_refuses_deleting_a_duplicate() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let a = s.issue("field", "s1").await;
+    let street = s.issue("coordinator", "s1").await;
+    let district = s.issue("coordinator", "d").await;
+    let x = titled(&s, &a, "c1", "2020-03-10", "民法典进社区").await;
+    let y = titled(&s, &a, "c1", "2020-03-10", "民法典进社区讲座").await;
+    period(&s, &district, "approve", "s1", "2020-Q1", None)
+        .await
+        .expect(200);
+    let before = locked_figures(&s, &a).await;
+    let r = s
+        .json(
+            Method::POST,
+            &format!("/v1/records/{y}/delete"),
+            &street,
+            &json!({}),
+        )
+        .await;
+    let e = assert_error(&r, 400, "period_locked");
+    assert_eq!(e["locked"]["period"], "2020-Q1", "{e}");
+    assert_eq!(locked_figures(&s, &a).await, before, "nothing changed");
+    // A mark changes no figure: it is taken in a locked period.
+    s.json(
+        Method::POST,
+        "/v1/duplicates/dismiss",
+        &street,
+        &json!({"a": x, "b": y.clone()}),
+    )
+    .await
+    .expect(200);
+    assert_eq!(locked_figures(&s, &a).await, before);
+    period(&s, &district, "reopen", "s1", "2020-Q1", Some("删除重复"))
+        .await
+        .expect(200);
+    s.json(
+        Method::POST,
+        &format!("/v1/records/{y}/delete"),
+        &street,
+        &json!({}),
+    )
+    .await
+    .expect(200);
+}

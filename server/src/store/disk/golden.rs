@@ -23,8 +23,8 @@ use crate::store::codec::{
     self, decode, encode, Applied, AuditBody, PeriodStep, StoredConflict, StoredRejection,
 };
 use crate::store::disk::Persist;
-use crate::store::StoredPeriod;
 use crate::store::{Account, Device, EnrolmentCode, Session};
+use crate::store::{StoredDismissal, StoredPeriod};
 use pufa_core::period::{Approval, Period, PeriodAction, PeriodState};
 
 fn id(n: u128) -> Uuid {
@@ -322,6 +322,71 @@ fn periods() {
     let read = codec::decode_audit(&hex::decode(hex).unwrap()).unwrap();
     assert!(read.hash_ok);
     assert_eq!(read.body, period_entry());
+}
+
+fn dismiss_entry() -> AuditBody {
+    AuditBody {
+        n: 11,
+        server_ms: 1_600_000_300_000,
+        seq: 42,
+        record_id: id(7),
+        kind: Kind::Lecture,
+        cause: AuditCause::Dismiss,
+        mutation_id: None,
+        conflict_id: None,
+        device_id: None,
+        actor: Some("li.na".into()),
+        record_prev: Some(3),
+        hlc: hlc(1_600_000_300_000, 0, 11),
+        pushed_hlc: None,
+        changes: vec![Change {
+            field: pufa_core::audit::NOT_DUPLICATE_FIELD.into(),
+            from: json!(null),
+            to: json!(id(8).to_string()),
+        }],
+        conflicts: Vec::new(),
+        period: None,
+    }
+}
+
+/// Likely double entries: a pair marked "not a duplicate", the audit
+/// entry of the mark, and a coordinator's delete.
+#[test]
+fn duplicates() {
+    let d = StoredDismissal {
+        a: id(7),
+        b: id(8),
+        by: "li.na".into(),
+        at_ms: 1_600_000_300_000,
+    };
+    golden("a dismissed pair", &d, "0194c41001920000000070008000000000000007c41001920000000070008000000000000008a56c692e6e61cf00000174877313e0");
+    let mut swapped = encode(&d);
+    let at = swapped
+        .windows(16)
+        .position(|w| w == id(7).as_bytes())
+        .unwrap();
+    swapped[at..at + 16].copy_from_slice(id(9).as_bytes());
+    assert!(matches!(
+        decode::<StoredDismissal>(&swapped),
+        Err(crate::store::StoreError::Corrupt(_))
+    ));
+    let mut delete = dismiss_entry();
+    delete.cause = AuditCause::Delete;
+    delete.changes = vec![Change {
+        field: "_deleted".into(),
+        from: json!(null),
+        to: json!(true),
+    }];
+    for (what, body, hex) in [
+        ("a not-a-duplicate mark's audit entry", dismiss_entry(), "010101010101010101010101010101010101010101010101010101010101010101832ecfe35a879a7f1b4a50713ca0d5cd6bbcfe8e5a958788f47fa8084c3f02ad9f0bcf00000174877313e02ac41001920000000070008000000000000007a74c656374757265a76469736d697373c0c0c0a56c692e6e610393cf00000174877313e000c4100192000000007000800000000000000bc09193b15f6e6f745f6475706c69636174655f6f66c0d92430313932303030302d303030302d373030302d383030302d30303030303030303030303890"),
+        ("a coordinator's delete's audit entry", delete, "0101010101010101010101010101010101010101010101010101010101010101010dc0795f30a8110bc85da4acaddc18947ba0f4c13aa4b55c11203e5115c755ff9f0bcf00000174877313e02ac41001920000000070008000000000000007a74c656374757265a664656c657465c0c0c0a56c692e6e610393cf00000174877313e000c4100192000000007000800000000000000bc09193a85f64656c65746564c0c390"),
+    ] {
+        let (bytes, _) = codec::encode_audit(&[1; 32], &body);
+        pinned(what, &bytes, hex);
+        let read = codec::decode_audit(&hex::decode(hex).unwrap()).unwrap();
+        assert!(read.hash_ok);
+        assert_eq!(read.body, body);
+    }
 }
 
 #[test]

@@ -41,6 +41,7 @@
 
 mod admin;
 mod cache;
+mod duplicates;
 mod open;
 mod people;
 mod periods;

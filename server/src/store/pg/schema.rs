@@ -191,6 +191,18 @@ CREATE TABLE IF NOT EXISTS pufa_periods (
 CREATE INDEX IF NOT EXISTS pufa_periods_approved ON pufa_periods (approved) WHERE approved;
 "#,
     ),
+    (
+        7,
+        "likely double entries: pairs of records a coordinator marked not a duplicate",
+        r#"
+CREATE TABLE IF NOT EXISTS pufa_dismissals (
+    a    uuid  NOT NULL,
+    b    uuid  NOT NULL,
+    body bytea NOT NULL,
+    PRIMARY KEY (a, b)
+);
+"#,
+    ),
 ];
 
 /// The schema version from which values are written from the disk types

@@ -14,7 +14,7 @@ use super::{pg_err, Inner, State};
 use crate::config::RejectionsKept;
 use crate::store::apply::Staging;
 use crate::store::codec::{self, decode, Applied, AuditBody, StoredConflict, StoredRejection};
-use crate::store::{Device, StoreError, StoredPeriod};
+use crate::store::{Device, StoreError, StoredDismissal, StoredPeriod};
 use pufa_core::period::Locks;
 
 /// What one write has loaded and staged, for [`apply`]'s logic.
@@ -39,6 +39,7 @@ pub(super) struct PgStaging {
     /// for writes that do not consult them).
     pub(super) locks: Locks,
     pub(super) periods: Vec<StoredPeriod>,
+    pub(super) dismissals: Vec<StoredDismissal>,
 }
 
 impl PgStaging {
@@ -58,6 +59,7 @@ impl PgStaging {
             changes: Vec::new(),
             locks: Locks::default(),
             periods: Vec::new(),
+            dismissals: Vec::new(),
         }
     }
 
@@ -169,6 +171,11 @@ impl Staging for PgStaging {
             None => self.locks.clear(&p.org_unit, p.period),
         }
         self.periods.push(p.clone());
+        Ok(())
+    }
+
+    fn put_dismissal(&mut self, d: &StoredDismissal) -> Result<(), StoreError> {
+        self.dismissals.push(d.clone());
         Ok(())
     }
 

@@ -147,6 +147,15 @@ impl Inner {
             .await
             .map_err(pg_err)?;
         }
+        for d in &st.dismissals {
+            tx.execute(
+                "INSERT INTO pufa_dismissals (a, b, body) VALUES ($1, $2, $3)
+                 ON CONFLICT (a, b) DO NOTHING",
+                &[&d.a, &d.b, &encode(d)],
+            )
+            .await
+            .map_err(pg_err)?;
+        }
         if !st.put_records.is_empty() {
             let ids: Vec<Uuid> = last_of(st.put_records.iter().map(|id| (*id, ())).collect())
                 .into_iter()

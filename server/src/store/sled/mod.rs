@@ -37,6 +37,7 @@
 mod admin;
 mod backup;
 mod devices;
+mod duplicates;
 mod durability;
 mod open;
 mod people;

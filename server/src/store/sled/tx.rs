@@ -269,6 +269,11 @@ impl apply::Staging for Tx<'_> {
         Ok(())
     }
 
+    fn put_dismissal(&mut self, d: &crate::store::StoredDismissal) -> Result<(), StoreError> {
+        self.batch.insert(codec::dismissal_key(d.a, d.b), encode(d));
+        Ok(())
+    }
+
     fn put_device(&mut self, device: &Device) -> Result<(), StoreError> {
         self.stage_device(device)
     }
