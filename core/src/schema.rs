@@ -361,8 +361,9 @@ pub struct Rejection {
     pub code: RejectCode,
     pub field: Option<String>,
     pub message: String,
-    /// For `period_locked`: the approval that holds the lock.
-    pub lock: Option<crate::period::Approval>,
+    /// For `period_locked`: the approval that holds the lock (boxed: a
+    /// rejection travels in `Result`s, and most have none).
+    pub lock: Option<Box<crate::period::Approval>>,
 }
 
 impl Rejection {
@@ -376,7 +377,7 @@ impl Rejection {
     }
 
     pub fn with_lock(mut self, lock: crate::period::Approval) -> Rejection {
-        self.lock = Some(lock);
+        self.lock = Some(Box::new(lock));
         self
     }
 
@@ -385,7 +386,7 @@ impl Rejection {
             code: self.code.as_str().to_string(),
             message: self.message.clone(),
             field: self.field.clone(),
-            locked: self.lock.clone(),
+            locked: self.lock.as_deref().cloned(),
         }
     }
 }

@@ -208,7 +208,7 @@ impl IntoResponse for ApiError {
                 message: self.to_string(),
                 field: field.map(str::to_string),
                 locked: match &self {
-                    ApiError::Rejected(r) => r.lock.clone(),
+                    ApiError::Rejected(r) => r.lock.as_deref().cloned(),
                     _ => None,
                 },
             },

@@ -1466,6 +1466,8 @@ async fn legal_understanders_show_on_the_overview_report_coverage_and_record_pag
     assert!(
         !body.contains(phone) && !body.contains("联系电话"),
         "{body}"
+    );
+}
 
 /// The `tag` element of `body` that carries `attr`.
 fn element<'a>(body: &'a str, tag: &str, attr: &str) -> &'a str {
