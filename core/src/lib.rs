@@ -15,6 +15,7 @@
 //! - [`totals`]: per-unit aggregates and the totals they answer.
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
+//! - [`asof`]: library corners as they stood at a period's end, from their history.
 //!
 //! ```
 //! use pufa_core::{hlc::HlcClock, schema::{check_field, Kind, Today}, date::Date};
@@ -26,6 +27,7 @@
 //! assert!(clock.next(999, uuid::Uuid::nil()) > a);
 //! ```
 
+pub mod asof;
 pub mod audit;
 pub mod date;
 pub mod hlc;
