@@ -114,6 +114,9 @@ impl Write {
     }
 }
 
+/// A corner's logged writes: HLC ms and changes, in log order.
+type Log = Vec<(u64, Vec<Change>)>;
+
 /// The value of `field` at `end`: the `to` of the latest write (by time,
 /// then log position) at or before `end` that changed it, or of the first
 /// write when no write is that early.
@@ -186,7 +189,7 @@ proptest! {
     ) {
         let tree = tree();
         // Synced in the generated order, made at the generated times.
-        let logs: Vec<(&str, Vec<(u64, Vec<Change>)>)> = corners
+        let logs: Vec<(&str, Log)> = corners
             .iter()
             .map(|(u, ws)| (*u, ws.iter().map(|w| (w.ms(), w.changes())).collect()))
             .collect();
