@@ -16,6 +16,7 @@
 //! - [`report`]: figures over a year, coverage, the annual report, drill-down.
 //! - [`date`]: calendar days.
 //! - [`duplicates`]: likely double entries (one event recorded twice).
+//! - [`asof`]: library corners as they stood at a period's end, from their history.
 //!
 //! ```
 //! use pufa_core::{hlc::HlcClock, schema::{check_field, Kind, Today}, date::Date};
@@ -27,6 +28,7 @@
 //! assert!(clock.next(999, uuid::Uuid::nil()) > a);
 //! ```
 
+pub mod asof;
 pub mod audit;
 pub mod date;
 pub mod duplicates;

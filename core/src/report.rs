@@ -54,7 +54,9 @@ pub struct UnitFigure {
     pub attendees: u64,
     /// Lectures per quarter (Q1..Q4) of the year.
     pub lectures_by_quarter: [u64; 4],
-    /// Active legal library corners now (corners have no year).
+    /// Active legal library corners: now, from the aggregates; as of the
+    /// year's end once [`crate::asof::corners_as_of`] has been applied (as
+    /// every figure served is).
     pub corners_active: u64,
     /// Demonstration sites awarded for the year.
     pub demo_sites: SiteTotals,

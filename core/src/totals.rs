@@ -600,7 +600,7 @@ impl Figures {
 
 /// `covered / total` to four decimals, as in the contract's example
 /// (0.9833); 0 without units.
-fn coverage(covered: u64, total: u64) -> f64 {
+pub(crate) fn coverage(covered: u64, total: u64) -> f64 {
     if total == 0 {
         0.0
     } else {

@@ -977,7 +977,9 @@ fn check_paragraph(r: &AnnualReport) {
     let nothing = l.count == 0
         && c.active == 0
         && s == &SiteTotals::default()
-        && r.legal_understanders.as_ref().is_none_or(|u| u.appointed == 0);
+        && r.legal_understanders
+            .as_ref()
+            .is_none_or(|u| u.appointed == 0);
     assert_eq!(
         zh.contains("暂无法治宣传教育工作记录"),
         nothing,

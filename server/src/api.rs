@@ -330,8 +330,7 @@ pub async fn year_figures(
     d.require_coordinator()?;
     let org = figure_org(&d, &s.store.org_tree(), q.get("org"))?;
     let year = year_param(&q)?;
-    s.store
-        .year_figures(&org, year)
+    crate::asof::year_figures(&*s.store, &s.config.time_zone, &org, year)
         .await?
         .map(Json)
         .ok_or_else(|| ApiError::NotFound(format!("no org unit {org:?}")))
@@ -383,9 +382,7 @@ pub(crate) async fn annual_report_file(
             ))
         }
     };
-    let figures = s
-        .store
-        .year_figures(&org, year)
+    let figures = crate::asof::year_figures(&*s.store, &s.config.time_zone, &org, year)
         .await?
         .ok_or_else(|| ServiceError::NoSuchUnit { unit: org.clone() })?;
     let report = report::annual_report(&figures);

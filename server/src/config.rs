@@ -383,6 +383,21 @@ impl TimeZone {
             .unwrap_or_else(|| Date::from_unix_ms(ms))
     }
 
+    /// The last millisecond (Unix ms) of `day` on this zone's wall clock:
+    /// what "at the end of `day`" means for figures as of a date. `None`
+    /// for a day outside years -9999..=9998.
+    pub fn day_end_ms(&self, day: pufa_core::date::Date) -> Option<u64> {
+        let (y, m, d) = day.add_days(1).ymd();
+        let next = jiff::civil::Date::new(
+            i16::try_from(y).ok()?,
+            i8::try_from(m).ok()?,
+            i8::try_from(d).ok()?,
+        )
+        .ok()?;
+        let start = next.to_zoned(self.zone.clone()).ok()?;
+        u64::try_from(start.timestamp().as_millisecond() - 1).ok()
+    }
+
     /// The zone's offset from UTC at the instant `ms`, e.g. `+08:00`.
     pub fn offset_text(&self, ms: i64) -> String {
         let offset = jiff::Timestamp::from_millisecond(ms)
@@ -568,5 +583,13 @@ mod tests {
         assert!(!shanghai.offset_changes_within_a_year(ms));
         assert!(berlin.offset_changes_within_a_year(ms));
         assert!(!TimeZone::utc().offset_changes_within_a_year(ms));
+    }
+
+    #[test]
+    fn a_day_ends_at_midnight_on_the_zones_wall_clock() {
+        let d = pufa_core::date::Date::parse("2020-12-31").unwrap();
+        // 2021-01-01T00:00+08:00 is 2020-12-31T16:00Z = 1_609_430_400_000.
+        assert_eq!(TimeZone::default().day_end_ms(d), Some(1_609_430_399_999));
+        assert_eq!(TimeZone::utc().day_end_ms(d), Some(1_609_459_199_999));
     }
 }

@@ -18,6 +18,7 @@
 //!   [`encoding`]: compressed answers, gzip request bodies.
 
 pub mod api;
+pub mod asof;
 pub mod auth;
 pub mod config;
 mod connection;

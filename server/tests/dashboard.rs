@@ -992,6 +992,12 @@ async fn the_report_page_quotes_the_figures_and_links_their_records() {
     ] {
         assert_eq!(figure(body, id), value, "#{id}");
     }
+    // Which rule each figure follows, under the cards.
+    let rules = figure(body, "report-rules");
+    assert!(
+        rules.contains("讲座按举办日期统计") && rules.contains("图书角为 2020年12月31日 在用的"),
+        "{rules}"
+    );
     // The paragraph to paste, and the same numbers in it.
     assert!(
         body.contains("2020年,迎泽区深入社区、农村开展法律大讲堂活动3场,参加群众144人次"),
@@ -1140,6 +1146,7 @@ async fn the_coverage_page_marks_units_without_a_corner_or_a_lecture() {
     let body = got.expect(200);
     assert_eq!(figure(body, "coverage-units"), "3");
     assert_eq!(figure(body, "coverage-no-corner"), "2");
+    assert!(figure(body, "coverage-rules").contains("2020年12月31日"));
     assert_eq!(figure(body, "coverage-no-lecture"), "1");
     let c1 = row(body, r#"data-org="c1""#);
     assert!(

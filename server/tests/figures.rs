@@ -154,7 +154,7 @@ impl Tree {
 // Records, as the admin pulls them, and figures recounted from them
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug)]
 struct Rec {
     id: String,
     kind: String,
@@ -162,6 +162,22 @@ struct Rec {
     seq: u64,
     conflicts: u64,
     fields: Map<String, Value>,
+    /// A library corner's audit entries, oldest first (others: none).
+    history: Vec<Value>,
+}
+
+/// Records are equal as pulled: a history is fetched for recounts only.
+impl PartialEq for Rec {
+    fn eq(&self, o: &Rec) -> bool {
+        (
+            &self.id,
+            &self.kind,
+            self.deleted,
+            self.seq,
+            self.conflicts,
+            &self.fields,
+        ) == (&o.id, &o.kind, o.deleted, o.seq, o.conflicts, &o.fields)
+    }
 }
 
 impl Rec {
@@ -173,6 +189,7 @@ impl Rec {
             seq: v["seq"].as_u64().expect("seq"),
             conflicts: v["conflicts"].as_u64().expect("conflicts"),
             fields: v["fields"].as_object().expect("fields").clone(),
+            history: Vec::new(),
         }
     }
 
@@ -361,7 +378,69 @@ fn naive_totals(
     }
 }
 
+/// The last millisecond of 31 December of `year` in Asia/Shanghai (UTC+8
+/// all year), the tests' server zone.
+fn year_end_ms(year: i32) -> u64 {
+    let next = Date::from_ymd(year + 1, 1, 1).unwrap();
+    (i64::from(next.0) * 86_400_000 - 8 * 3_600_000 - 1) as u64
+}
+
+/// `field`'s value in `history` at `end`: the latest change (by HLC ms,
+/// then position) at or before `end`, or as first written when nothing is
+/// that early.
+fn value_at(history: &[Value], field: &str, end: u64) -> Value {
+    let set_in = |e: &Value| {
+        e["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .rev()
+            .find(|c| c["field"] == field)
+            .map(|c| c["to"].clone())
+    };
+    let early: Vec<(usize, &Value)> = history
+        .iter()
+        .enumerate()
+        .filter(|(_, e)| e["hlc"]["ms"].as_u64().unwrap() <= end)
+        .collect();
+    if early.is_empty() {
+        return history.first().and_then(set_in).unwrap_or(Value::Null);
+    }
+    early
+        .into_iter()
+        .filter_map(|(i, e)| set_in(e).map(|v| ((e["hlc"]["ms"].as_u64().unwrap(), i), v)))
+        .max_by_key(|(k, _)| *k)
+        .map_or(Value::Null, |(_, v)| v)
+}
+
+/// `recs` with each library corner as it stood at the end of `year`, from
+/// its history: live and `active` iff it counts then.
+fn corners_at_year_end(recs: &Recs, year: i32) -> Recs {
+    let end = year_end_ms(year);
+    let mut out = recs.clone();
+    for r in out.values_mut().filter(|r| r.kind == "library_corner") {
+        let h = &r.history;
+        let known = h.iter().any(|e| e["hlc"]["ms"].as_u64().unwrap() <= end);
+        let opened = match value_at(h, "opened_on", end) {
+            Value::String(d) => d.as_str() <= format!("{year}-12-31").as_str(),
+            _ => known,
+        };
+        let active = !h.is_empty()
+            && value_at(h, "_deleted", end) != json!(true)
+            && value_at(h, "status", end) == json!("active")
+            && opened;
+        r.deleted = false;
+        r.fields.insert(
+            "status".into(),
+            json!(if active { "active" } else { "not_then" }),
+        );
+    }
+    out
+}
+
+/// A year's figures, library corners counted as of its end.
 fn naive_year(tree: &Tree, recs: &Recs, org: &str, year: i32) -> YearFigures {
+    let recs = &corners_at_year_end(recs, year);
     let (from, to) = (format!("{year}-01-01"), format!("{year}-12-31"));
     let mut months: Vec<MonthFigure> = (1..=12)
         .map(|month| MonthFigure {
@@ -937,6 +1016,7 @@ impl World {
                         seq: 0,
                         conflicts: 0,
                         fields: m["set"].as_object().unwrap().clone(),
+                        history: Vec::new(),
                     };
                     let edit = self.edit(s, i, &r);
                     batch.push(edit);
@@ -1052,17 +1132,22 @@ impl World {
 /// Every record, as the admin pulls it.
 async fn snapshot(s: &Server) -> Recs {
     let (entries, _) = s.pull_all(&s.admin, 0).await;
-    entries
-        .iter()
-        .map(|e| {
-            assert!(
-                e.get("in_scope").is_none(),
-                "the admin sees everything: {e}"
-            );
-            let r = Rec::from_view(e);
-            (r.id.clone(), r)
-        })
-        .collect()
+    let mut recs = Recs::new();
+    for e in &entries {
+        assert!(
+            e.get("in_scope").is_none(),
+            "the admin sees everything: {e}"
+        );
+        let mut r = Rec::from_view(e);
+        if r.kind == "library_corner" {
+            let path = format!("/v1/records/{}/history?limit=1000", r.id);
+            let h = s.get(&path, &s.admin).await.expect(200);
+            r.history = h.as_array().expect("entries").clone();
+            assert!(r.history.len() < 1000, "one page holds the history");
+        }
+        recs.insert(r.id.clone(), r);
+    }
+    recs
 }
 
 // ---------------------------------------------------------------------------

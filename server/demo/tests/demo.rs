@@ -111,6 +111,15 @@ async fn the_demo_year_mirrors_the_2020_report() {
         (113, 113, 1.0)
     );
     assert_eq!(c.active, e.corners_active);
+    // So does the 2020 report, which counts corners as of 31 December
+    // 2020 from their histories (each opened by 2019).
+    let report: serde_json::Value =
+        get(url, "/v1/reports/annual?org=140106&year=2020", &district).await;
+    assert_eq!(
+        report["library_corners"]["units_covered"], 113,
+        "{}",
+        report["library_corners"]
+    );
 
     // 3 provincial and 5 municipal demonstration sites in 2020.
     assert_eq!((t.demo_sites.provincial, t.demo_sites.municipal), (3, 5));

@@ -4,8 +4,9 @@
 //! understanders), the records behind any figure,
 //! and downloads (CSV/XLSX) through the same code as `GET /v1/exports`.
 //!
-//! Figures come from `Store::year_figures` (aggregates, no record scan);
-//! only the record list and record exports scan records.
+//! Figures come from `asof::year_figures`: the aggregates, with library
+//! corners as they stood at the year's end (a listing of the corners and
+//! their histories); the record list and record exports scan records.
 
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -64,8 +65,7 @@ pub fn default_year(years: &[i32], now_year: i32) -> i32 {
 
 /// A unit's figures of `year` (an existing unit, checked by the caller).
 pub async fn year_of(s: &AppState, org: &str, year: i32) -> Result<YearFigures, PageError> {
-    s.store
-        .year_figures(org, year)
+    crate::asof::year_figures(&*s.store, &s.config.time_zone, org, year)
         .await?
         .ok_or(PageError::NotFound(T::NoSuchUnit))
 }
@@ -332,6 +332,7 @@ pub async fn report_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, Pa
                 }
             }
         }
+        p.muted #report-rules { (T::FigureRules.with_n(lang, f.year)) }
         (month_chart(&ctx, f.year, &f.months))
         section.box #topics {
             h2 { (T::ByTopic.get(lang)) }
@@ -437,6 +438,7 @@ pub async fn coverage_page(State(s): State<AppState>, ctx: Ctx) -> Result<Page, 
                 dt { (T::WithoutUnderstander.get(lang)) } dd #coverage-no-understander { (no_understander) }
             } }
         }
+        p.muted #coverage-rules { (T::FigureRules.with_n(lang, f.year)) }
         div.scroll {
             table #coverage-table {
                 thead { tr {

@@ -147,6 +147,7 @@ texts! {
     Attendees => "参与人次", "Attendees";
     UnitsWithLecture => "开展讲座的基层单位", "Grassroots units with a lecture";
     CornersActive => "在用图书角", "Active corners";
+    FigureRules => "统计口径：讲座按举办日期统计；图书角为 {n}年12月31日 在用的（按各图书角的修改记录，以手机上修改的时间为准）；示范村（社区）按授牌年度；法律明白人按选聘日期，在任人数为年末在任。", "How each figure counts: lectures by the day held; library corners active on 31 December {n} (from each corner's history, as of when an edit was made on the phone); demonstration sites by the year awarded; legal understanders by the day appointed, serving as of the year's end.";
     Coverage => "基层单位覆盖率", "Grassroots coverage";
     UnitsCovered => "已覆盖 / 基层单位总数", "Units covered / grassroots units";
     ConflictsOpen => "待处理冲突", "Open conflicts";

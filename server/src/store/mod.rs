@@ -580,7 +580,8 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Option<TotalsResponse>, StoreError>;
 
     /// A year's figures for the subtree of `org` (an existing unit), from
-    /// the aggregates.
+    /// the aggregates (library corners as they are now; callers that show a
+    /// period use `crate::asof::year_figures`, corners as of its end).
     async fn year_figures(&self, org: &str, year: i32) -> Result<Option<YearFigures>, StoreError>;
 
     /// Records behind a figure. This scans records (there is no per-unit

@@ -3834,3 +3834,143 @@ async fn an_approved_period_refuses_deleting_a_duplicate() {
     .await
     .expect(200);
 }
+
+/// A library corner, opened on `opened_on` (none: `None`), created at
+/// `ms` by `dev`.
+fn corner_at(dev: &Dev, id: &str, org: &str, ms: u64, opened_on: Option<&str>) -> Value {
+    let mut set = json!({"org_unit": org, "name": "法治图书角", "status": "active"});
+    if let Some(d) = opened_on {
+        set["opened_on"] = json!(d);
+    }
+    mutation(dev, id, "library_corner", 0, ms, set)
+}
+
+/// Corners per grassroots unit and in total, as a year's figures give them.
+async fn corners_in(s: &Server, year: i32) -> (Vec<(String, u64)>, Value) {
+    let f = s
+        .get(&format!("/v1/figures?org=d&year={year}"), &s.admin)
+        .await
+        .expect(200);
+    let units = f["grassroots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| {
+            let code = u["org"]["code"].as_str().unwrap().to_string();
+            (code, u["corners_active"].as_u64().unwrap())
+        })
+        .collect();
+    (units, f["totals"]["library_corners"].clone())
+}
+
+#[tokio::test]
+async fn a_years_corners_are_those_active_at_its_end_from_their_history() {
+    skip_without_store!();
+    let s = Server::new().await;
+    let admin = s.admin.clone();
+    // Times of the edits (UTC); the server reads days in Asia/Shanghai.
+    const JAN_10: u64 = 1_578_614_400_000; // 2020-01-10
+    const FEB_01: u64 = 1_580_515_200_000; // 2020-02-01
+    const MAR_01: u64 = 1_583_020_800_000; // 2020-03-01
+    const JUN_15: u64 = 1_592_179_200_000; // 2020-06-15
+    const NEW_YEAR_0030: u64 = 1_609_432_200_000; // 2021-01-01 00:30 in Shanghai
+    const JAN_05_2021: u64 = 1_609_804_800_000;
+    const MAR_01_2021: u64 = 1_614_556_800_000;
+    let [a, b, c, d, e, f] = std::array::from_fn(|_| new_id());
+    s.push(
+        &admin,
+        &[
+            corner_at(&admin, &a, "c1", JAN_10, Some("2019-05-01")),
+            corner_at(&admin, &b, "c2", FEB_01, Some("2019-01-01")),
+            corner_at(&admin, &e, "v3", MAR_01, None),
+            corner_at(&admin, &f, "c1", MAR_01, Some("2019-09-09")),
+        ],
+    )
+    .await;
+    // B was closed on a phone in June that synced in August.
+    s.clock.set(1_597_881_600_000);
+    let close = |id: &str, ms: u64| {
+        mutation(
+            &admin,
+            id,
+            "library_corner",
+            1,
+            ms,
+            json!({"status": "closed"}),
+        )
+    };
+    let r = s.push_one(&admin, &close(&b, JUN_15)).await;
+    assert_eq!(r["status"], "applied", "{r}");
+    // In 2021: F closed half an hour into the new year (Shanghai), E
+    // deleted, C opened, and D, open since 2018, entered at last.
+    s.clock.set(MAR_01_2021 + 86_400_000);
+    let delete_e = with_delete(
+        mutation(&admin, &e, "library_corner", 1, JAN_05_2021, json!({})),
+        true,
+    );
+    s.push(
+        &admin,
+        &[
+            close(&f, NEW_YEAR_0030),
+            delete_e,
+            corner_at(&admin, &c, "v3", MAR_01_2021, Some("2021-03-01")),
+            corner_at(&admin, &d, "v3", MAR_01_2021, Some("2018-04-01")),
+        ],
+    )
+    .await;
+    let units = |c1, c2, v3| {
+        vec![
+            ("c1".to_string(), c1),
+            ("c2".to_string(), c2),
+            ("v3".to_string(), v3),
+        ]
+    };
+    let totals = |active: u64, covered: u64, coverage: f64| json!({"active": active, "units_covered": covered, "units_total": 3, "coverage": coverage});
+    // 2019: those opened by then, as first entered (A, B, F; D since 2018).
+    assert_eq!(
+        corners_in(&s, 2019).await,
+        (units(2, 1, 1), totals(4, 3, 1.0))
+    );
+    // 2020: B closed in June; F still open on 31 December; E not yet
+    // deleted; C not yet opened.
+    assert_eq!(
+        corners_in(&s, 2020).await,
+        (units(2, 0, 2), totals(4, 2, 0.6667))
+    );
+    assert_eq!(
+        corners_in(&s, 2021).await,
+        (units(1, 0, 2), totals(3, 2, 0.6667))
+    );
+    let report = s
+        .get("/v1/reports/annual?org=d&year=2020", &admin)
+        .await
+        .expect(200);
+    assert_eq!(report["library_corners"], totals(4, 2, 0.6667));
+    assert_eq!(
+        report["units_without_corner"],
+        json!([{"code": "c2", "name": "柳巷第02社区"}])
+    );
+    let children = s
+        .get("/v1/figures?org=d&year=2020", &admin)
+        .await
+        .expect(200)["totals"]["children"]
+        .clone();
+    let per_child: Vec<(&str, u64)> = children
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["org"]["code"].as_str().unwrap(),
+                c["library_corners"]["active"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(per_child, vec![("s1", 2), ("s2", 2)]);
+    // Totals stay "now", whatever `to` says (the contract's §12).
+    let now = s
+        .get("/v1/totals?org=d&to=2020-12-31", &admin)
+        .await
+        .expect(200);
+    assert_eq!(now["library_corners"]["active"], 3);
+}
