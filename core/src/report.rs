@@ -304,7 +304,7 @@ pub fn annual_report(figures: &YearFigures) -> AnnualReport {
         conflicts_open: t.conflicts_open,
         legal_understanders: {
             let u = &t.legal_understanders;
-            (u.appointed > 0 || u.serving > 0).then(|| AppointedFigures {
+            (u.appointed > 0 || u.serving > 0).then_some(AppointedFigures {
                 appointed: u.appointed,
                 units_covered: u.units_covered,
                 units_total: u.units_total,
