@@ -156,13 +156,15 @@ pub async fn list(
             }
         },
     };
-    let stored = s.store.periods_of_year(year).await?;
+    let stored: std::collections::HashMap<(String, Period), StoredPeriod> = s
+        .store
+        .periods_of_year(year)
+        .await?
+        .into_iter()
+        .map(|p| ((p.org_unit.clone(), p.period), p))
+        .collect();
     let locks = s.store.locks().await?;
-    let own = |unit: &str, p: Period| {
-        stored
-            .iter()
-            .find(|sp| sp.org_unit == unit && sp.period == p)
-    };
+    let own = |unit: &str, p: Period| stored.get(&(unit.to_string(), p));
     let mut periods = Vec::new();
     for u in tree.subtree(&root) {
         for p in Period::all_of_year(year) {

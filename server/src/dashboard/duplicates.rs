@@ -36,20 +36,9 @@ pub async fn list(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError
     Ok(Page::ok(render(&s, &ctx, top).await?))
 }
 
-fn year(ctx: &Ctx) -> Result<i32, PageError> {
-    match ctx.param("year").filter(|y| !y.is_empty()) {
-        None => Ok(ctx.locale.today().year()),
-        Some(y) => y
-            .parse::<i32>()
-            .ok()
-            .filter(|y| (pufa_core::period::YEAR_MIN..=pufa_core::period::YEAR_MAX).contains(y))
-            .ok_or_else(|| PageError::bad_query("year", y, T::BadParam)),
-    }
-}
-
 async fn render(s: &AppState, ctx: &Ctx, top: Option<Markup>) -> Result<Markup, PageError> {
     let lang = ctx.lang();
-    let year = year(ctx)?;
+    let year = super::periods::year(ctx)?;
     let list = duplicates::list(s, &ctx.device, ctx.org_param(), year).await?;
     let ids: Vec<Uuid> = list
         .pairs

@@ -25,7 +25,9 @@ pub async fn list(State(s): State<AppState>, ctx: Ctx) -> Result<Page, PageError
     Ok(Page::ok(render(&s, &ctx, top).await?))
 }
 
-fn year(ctx: &Ctx) -> Result<i32, PageError> {
+/// The page's `year` (2000–2100), this year in the server's time zone
+/// when absent.
+pub(super) fn year(ctx: &Ctx) -> Result<i32, PageError> {
     match ctx.param("year").filter(|y| !y.is_empty()) {
         None => Ok(ctx.locale.today().year()),
         Some(y) => y
